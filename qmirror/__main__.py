@@ -1,0 +1,8 @@
+"""``python -m qmirror``."""
+
+import sys
+
+from qmirror.cli import main
+
+
+sys.exit(main())

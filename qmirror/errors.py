@@ -1,0 +1,127 @@
+"""qmirror's errors: one root, each error carrying only what it needs.
+
+Hierarchy::
+
+    QmirrorError
+     ├── ParseError          text that is not `info mtree` output (line, column, reason)
+     ├── ModelError          a model that cannot be rendered or printed (alias loop, ...)
+     ├── MonitorError        talking to a QEMU monitor went wrong
+     │    ├── ConnectError       cannot connect, or no QMP greeting
+     │    ├── CommandRefused     the command is not on the read-only allow-list
+     │    ├── CommandFailed      QEMU answered with an error (QMP error or HMP error text)
+     │    └── MonitorTimeout     no answer in time
+     └── LaunchError         a QEMU that qmirror started did not come up (exit code, log)
+
+Causes are chained with ``raise ... from exc``. ``asyncio.CancelledError`` and other
+``BaseException``\\ s are never wrapped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class QmirrorError(Exception):
+    """Root of every error qmirror raises on purpose."""
+
+
+class ParseError(QmirrorError):
+    """Input that does not follow the grammar of ``info mtree``.
+
+    ``line`` and ``column`` are 1-based and point at the offending character of
+    ``source_line`` (the line as read, without its line ending).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        line: int,
+        column: int,
+        source_line: str = "",
+        filename: str | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
+        self.column = column
+        self.source_line = source_line
+        self.filename = filename
+
+    def __str__(self) -> str:
+        where = f"{self.filename}:" if self.filename else "line "
+        head = f"{where}{self.line}:{self.column}: {self.reason}"
+        if not self.source_line:
+            return head
+        shown = self.source_line.replace("\t", " ")
+        if len(shown) > 160:
+            # Keep the caret visible on very long lines: show a window around it.
+            lo = max(0, self.column - 80)
+            shown = ("…" if lo else "") + shown[lo : lo + 160]
+            caret_at = self.column - lo + (1 if lo else 0)
+        else:
+            caret_at = self.column
+        return f"{head}\n    {shown}\n    {' ' * (caret_at - 1)}^"
+
+
+class ModelError(QmirrorError):
+    """A model that cannot be rendered or printed as asked."""
+
+
+class MonitorError(QmirrorError):
+    """Something went wrong while talking to a QEMU monitor."""
+
+
+class ConnectError(MonitorError):
+    """Could not connect to the monitor, or it never greeted us."""
+
+
+class CommandRefused(MonitorError):
+    """qmirror refused to send a command that is not on its read-only allow-list."""
+
+    def __init__(self, command: str, reason: str) -> None:
+        super().__init__(f"refused to send {command!r}: {reason}")
+        self.command = command
+        self.reason = reason
+
+
+class CommandFailed(MonitorError):
+    """QEMU answered a command with an error."""
+
+    def __init__(self, command: str, message: str, error_class: str | None = None) -> None:
+        super().__init__(f"{command}: {message}")
+        self.command = command
+        self.message = message
+        self.error_class = error_class
+
+
+class MonitorTimeout(MonitorError):
+    """The monitor did not answer in time."""
+
+
+class LaunchError(QmirrorError):
+    """A QEMU that qmirror launched exited or failed before it was usable."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: Sequence[str] = (),
+        exitcode: int | None = None,
+        log: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.command = list(command)
+        self.exitcode = exitcode
+        self.log = log
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.exitcode is not None:
+            parts.append(f"exit code {self.exitcode}")
+        text = "; ".join(parts)
+        log = self.log.strip()
+        if log:
+            text += "\nQEMU said:\n" + "\n".join("  " + ln for ln in log.splitlines()[-20:])
+        return text
