@@ -1,0 +1,173 @@
+"""Flat mode of ``info mtree -f [-o]``: read it, print it, and print our own FlatViews.
+
+A :class:`FlatDocument` is the text's structure: FlatView blocks with their
+`` AS`` lines, root line and ranges. QEMU's documents parse into one; our rendered
+FlatViews are turned into one by :func:`document_from_views`; both print with
+:func:`print_flat`, so the comparison and the output share one shape.
+
+Block order and the order of `` AS`` lines are QEMU's hash and creation order
+(reference §3.4), which a tree text does not reveal. Our own documents use a
+deterministic order instead: views in the order of the first address space (in
+the machine's address-space order) that uses each, `` AS`` lines in that order too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from qmirror.errors import ParseError
+from qmirror.grammar import (
+    ASLine,
+    FlatRangeLine,
+    format_as_line,
+    format_flat_range,
+    has_owner_suffix,
+    is_region_line,
+    last,
+    parse_as_line,
+    parse_flat_range,
+)
+from qmirror.render import FlatRange, FlatView
+from qmirror.treetext import split_lines
+
+
+ROOT_PREFIX = " Root memory region: "
+NO_FLATVIEW = "  No rendered FlatView"
+
+
+@dataclass(slots=True)
+class FlatViewBlock:
+    """One ``FlatView #N`` block."""
+
+    number: int
+    address_spaces: list[ASLine]
+    #: Name of the FlatView's root; ``None`` prints ``(none)``.
+    root: str | None
+    ranges: list[FlatRangeLine]
+    #: The ``-d`` dispatch dump that follows the ranges, kept verbatim.
+    dispatch: list[str] = field(default_factory=list)
+    lineno: int = 0
+    #: Our rendered ranges behind ``ranges`` (for explanations); empty for QEMU's.
+    rendered: list[FlatRange] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class FlatDocument:
+    views: list[FlatViewBlock]
+    eol: str = "\r\n"
+    final_eol: bool = True
+    owners: bool = False
+
+
+def parse_flat(text: str, *, filename: str | None = None) -> FlatDocument:
+    """Parse ``info mtree -f [-d] [-o]`` output.
+
+    :raise ParseError: with line, column and reason.
+    """
+    lines, eol, final_eol = split_lines(text, filename=filename)
+    ranges = [ln for ln in lines if ln.startswith("  ") and is_region_line(ln)]
+    owners = bool(ranges) and all(has_owner_suffix(ln) for ln in ranges)
+    views: list[FlatViewBlock] = []
+    i = 0
+    n = len(lines)
+
+    def fail(reason: str, at: int, column: int = 1) -> ParseError:
+        src = lines[at] if at < n else ""
+        return ParseError(reason, line=at + 1, column=column, source_line=src,
+                          filename=filename)
+
+    try:
+        while i < n:
+            line = lines[i]
+            if not line.startswith("FlatView #") or not line[10:].isdigit():
+                raise fail("expected 'FlatView #N'", i)
+            block = FlatViewBlock(int(line[10:]), [], None, [], lineno=i + 1)
+            i += 1
+            while i < n and lines[i].startswith(" AS \""):
+                block.address_spaces.append(parse_as_line(lines[i], i + 1))
+                i += 1
+            if not block.address_spaces:
+                raise fail("expected ' AS \"NAME\", root: ROOT' after 'FlatView #N'", i)
+            if i >= n or not lines[i].startswith(ROOT_PREFIX):
+                raise fail(f"expected '{ROOT_PREFIX.strip()} NAME'", i)
+            root = lines[i][len(ROOT_PREFIX):]
+            block.root = None if root == "(none)" else root
+            i += 1
+            if i < n and lines[i] == NO_FLATVIEW:
+                i += 1
+            else:
+                while i < n and lines[i].startswith("  ") and is_region_line(lines[i]):
+                    block.ranges.append(parse_flat_range(lines[i], i + 1, owners=owners))
+                    i += 1
+                if not block.ranges:
+                    raise fail(f"expected range lines or '{NO_FLATVIEW.strip()}'", i)
+                while i < n and lines[i] != "":
+                    if not lines[i].startswith(("  Dispatch", "    ", "\t")):
+                        raise fail("expected a range line, the dispatch dump or a blank line",
+                                   i)
+                    block.dispatch.append(lines[i])
+                    i += 1
+            if i >= n or lines[i] != "":
+                raise fail("expected the blank line that ends a FlatView block", i)
+            i += 1
+            views.append(block)
+    except ParseError as err:
+        if err.filename is None:
+            err.filename = filename
+        raise
+    return FlatDocument(views, eol, final_eol, owners)
+
+
+def print_flat(doc: FlatDocument) -> str:
+    """Print a flat document exactly as QEMU prints ``info mtree -f``."""
+    out: list[str] = []
+    for v in doc.views:
+        out.append(f"FlatView #{v.number}")
+        out.extend(format_as_line(a) for a in v.address_spaces)
+        out.append(ROOT_PREFIX + ("(none)" if v.root is None else v.root))
+        if not v.ranges:
+            out.append(NO_FLATVIEW)
+        for r in v.ranges:
+            out.append(format_flat_range(
+                start=r.start, end=r.end, priority=r.priority, nonvolatile=r.nonvolatile,
+                type_word=r.type_word, name=r.name, offset=r.offset,
+                ownership=r.ownership if doc.owners else None, accel=r.accel))
+        out.extend(v.dispatch)
+        out.append("")
+    text = doc.eol.join(out)
+    return text + doc.eol if doc.final_eol and out else text
+
+
+#: Given a view's address spaces and one of its ranges, the accelerator words QEMU
+#: appends (one per address space the accelerator tracks that maps exactly that range).
+AccelSuffix = Callable[[FlatView, FlatRange], tuple[str, ...]]
+
+
+def document_from_views(
+    views: list[FlatView],
+    *,
+    owners: bool = False,
+    accel_suffix: AccelSuffix | None = None,
+    container_word: bool = False,
+    eol: str = "\r\n",
+) -> FlatDocument:
+    """Turn rendered FlatViews into the document QEMU would print for them."""
+    blocks: list[FlatViewBlock] = []
+    for n, view in enumerate(views):
+        ases = [ASLine(a.name, a.root.label if a.root is not None else "(null)",
+                       a.root.alias.label if a.root is not None and a.root.alias is not None
+                       else None)
+                for a in view.address_spaces]
+        lines: list[FlatRangeLine] = []
+        for r in view.ranges:
+            mr = r.mr
+            word = "rom" if r.readonly else mr.type_word(container_word=container_word)
+            lines.append(FlatRangeLine(
+                lineno=0, start=r.start, end=r.start + last(r.size), priority=mr.priority,
+                nonvolatile=r.nonvolatile, type_word=word, name=mr.label,
+                offset=r.offset_in_region, ownership=mr.ownership if owners else None,
+                accel=accel_suffix(view, r) if accel_suffix is not None else ()))
+        blocks.append(FlatViewBlock(n, ases, None if view.root is None else view.root.label,
+                                    lines, rendered=list(view.ranges)))
+    return FlatDocument(blocks, eol, True, owners)

@@ -1,0 +1,465 @@
+"""The grammar of ``info mtree`` text, in and out: the one place that knows its syntax.
+
+QEMU 7.2 prints two documents (reference §4). Tree mode (``info mtree [-o] [-D]``)::
+
+    tree       = block*
+    block      = header+ region-line* EOL            (blank line ends a block)
+    header     = "address-space: " NAME | "memory-region: " NAME
+    region-line= overflow* indent RANGE " (prio " INT ", " type "): " body
+    overflow   = "[DETECTED OVERFLOW!] "             (before the indent; may be glued
+                                                      to a later line or a header)
+    indent     = "  " * level                        (level >= 1; the root is level 1)
+    RANGE      = HEX16 "-" HEX16                     (inclusive end, modulo 2**64)
+    type       = ["nv-"] ("ram" | "rom" | "romd" | "ramd" | "i/o" | "container")
+    body       = (alias | NAME) [" [disabled]"] [owners]
+    alias      = "alias " NAME " @" NAME " " HEX16 "-" HEX16
+    owners     = " orphan" | [" owner:" objref] [" parent:" objref]   (only with -o)
+    objref     = "{" ("dev" | "obj") " " ("id" | "path" | "type") "=" TEXT "}"
+
+Flat mode (``info mtree -f [-d] [-o]``)::
+
+    flat       = view*
+    view       = "FlatView #" INT EOL as-line+ root-line body EOL
+    as-line    = ' AS "' NAME '", root: ' NAME [", alias " NAME]
+    root-line  = " Root memory region: " (NAME | "(none)")
+    body       = "  No rendered FlatView" EOL | range-line+ [dispatch]
+    range-line = "  " RANGE " (prio " INT ", " type "): " NAME [" @" HEX16] [owners] (" " ACCEL)*
+    ACCEL      = "KVM" | "kvm"                        (once per AS the accelerator tracks)
+
+Names are free text (spaces, ``@``, brackets), so lines are taken apart from the
+right: alias windows, ``[disabled]``, owner suffixes, offsets and accelerator words
+are fixed-shape and anchored at the end. Every line ends in CR LF when it comes
+from a monitor; the document layer splits lines, this module sees one line at a time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from qmirror.errors import ParseError
+from qmirror.model import MASK64, ObjectRef, Ownership
+
+
+OVERFLOW_MARKER = "[DETECTED OVERFLOW!] "
+TYPE_WORDS = ("ram", "rom", "romd", "ramd", "i/o", "container")
+ACCEL_WORDS = ("KVM", "kvm")
+
+_HEX16 = r"[0-9a-f]{16}"
+_TYPE = r"(?P<nv>nv-)?(?P<type>romd|ramd|ram|rom|i/o|container)"
+_OBJREF = r"\{(?:dev|obj) (?:id|path|type)=[^{}]*\}"
+_OWNERS = rf"(?: orphan|(?: owner:{_OBJREF})?(?: parent:{_OBJREF})?)"
+
+_REGION_LINE = re.compile(
+    rf"(?P<indent> *)(?P<start>{_HEX16})-(?P<end>{_HEX16}) \(prio (?P<prio>-?\d+), {_TYPE}\): "
+    r"(?P<body>.*)\Z",
+    re.DOTALL,
+)
+_ALIAS_BODY = re.compile(
+    rf"alias (?P<name>.*) @(?P<target>.*) (?P<astart>{_HEX16})-(?P<aend>{_HEX16})\Z",
+    re.DOTALL,
+)
+_OWNER_SUFFIX = re.compile(rf"(?P<owners>{_OWNERS})\Z")
+_OBJREF_PARTS = re.compile(r"\{(?P<kind>dev|obj) (?P<key>id|path|type)=(?P<value>[^{}]*)\}")
+_FLAT_RANGE = re.compile(
+    rf"  (?P<start>{_HEX16})-(?P<end>{_HEX16}) \(prio (?P<prio>-?\d+), {_TYPE}\): "
+    r"(?P<body>.*)\Z",
+    re.DOTALL,
+)
+_OFFSET_SUFFIX = re.compile(rf" @(?P<offset>{_HEX16})\Z")
+_ACCEL_SUFFIX = re.compile(r"(?P<accel>(?: (?:KVM|kvm))+)\Z")
+_AS_LINE = re.compile(r' AS "(?P<name>.*)", root: (?P<root>.*?)(?:, alias (?P<alias>.*))?\Z')
+
+
+def hex16(value: int) -> str:
+    """An address as QEMU prints it: 64-bit, lower case, at least 16 digits."""
+    return f"{value & MASK64:016x}"
+
+
+def last(size: int) -> int:
+    """QEMU's ``MR_SIZE``: offset of the last byte, with size 0 shown like size 1."""
+    return 0 if size == 0 else (size - 1) & MASK64
+
+
+# -- owner suffixes (-o) ------------------------------------------------------
+
+
+def parse_owners(text: str) -> Ownership:
+    """Turn an owner suffix (``" owner:{dev id=x} parent:{obj path=/y}"``) into data."""
+    if text == " orphan":
+        return Ownership(None, None)
+    owner = parent = None
+    for label, ref in re.findall(r" (owner|parent):(\{[^{}]*\})", text):
+        m = _OBJREF_PARTS.fullmatch(ref)
+        assert m is not None  # guaranteed by _OWNERS
+        obj = ObjectRef(m["kind"] == "dev", m["key"], m["value"])
+        if label == "owner":
+            owner = obj
+        else:
+            parent = obj
+    return Ownership(owner, parent)
+
+
+def format_owners(ownership: Ownership) -> str:
+    """The ``-o`` suffix of a line, with its leading space."""
+    if ownership.owner is None and ownership.parent is None:
+        return " orphan"
+    out = ""
+    for label, ref in (("owner", ownership.owner), ("parent", ownership.parent)):
+        if ref is not None:
+            out += f" {label}:{{{'dev' if ref.is_device else 'obj'} {ref.key}={ref.value}}}"
+    return out
+
+
+def split_owners(body: str) -> tuple[str, Ownership | None]:
+    """Split a trailing owner suffix off ``body`` if it has a non-empty one."""
+    m = _OWNER_SUFFIX.search(body)
+    if m is None or not m["owners"]:
+        return body, None
+    return body[: m.start()], parse_owners(m["owners"])
+
+
+# -- tree lines --------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TreeLine:
+    """One region line of tree mode, as printed.
+
+    ``start``/``end`` are the printed (absolute, wrapped) numbers; ``level`` is the
+    indentation level (1 for a block's root). ``tail`` is the text after the range,
+    used to compare two printings of the same region.
+    """
+
+    lineno: int
+    level: int
+    overflow: int
+    start: int
+    end: int
+    priority: int
+    nonvolatile: bool
+    type_word: str
+    name: str
+    alias_target: str | None
+    alias_start: int
+    alias_end: int
+    disabled: bool
+    ownership: Ownership | None
+    tail: str
+
+    @property
+    def is_alias(self) -> bool:
+        return self.alias_target is not None
+
+
+def strip_overflow(text: str) -> tuple[int, str]:
+    """Count and remove leading ``[DETECTED OVERFLOW!] `` markers."""
+    n = 0
+    while text.startswith(OVERFLOW_MARKER):
+        text = text[len(OVERFLOW_MARKER) :]
+        n += 1
+    return n, text
+
+
+def parse_tree_line(text: str, lineno: int, *, owners: bool) -> TreeLine:
+    """Parse one region line of tree mode (without its line ending).
+
+    :param owners: the document was printed with ``-o``: every line has an owner suffix.
+    :raise ParseError: pointing at the first character that breaks the grammar.
+    """
+    overflow, rest = strip_overflow(text)
+    m = _REGION_LINE.match(rest)
+    if m is None:
+        raise _diagnose_region_line(text, lineno, len(text) - len(rest))
+    indent = len(m["indent"])
+    if indent % 2 or indent == 0:
+        raise ParseError(
+            f"indentation of {indent} spaces: QEMU indents by two per level, from level 1",
+            line=lineno,
+            column=len(text) - len(rest) + 1,
+            source_line=text,
+        )
+    body = m["body"]
+    ownership = None
+    if owners:
+        body, ownership = split_owners(body)
+        if ownership is None:
+            raise ParseError(
+                "expected an owner suffix (owner:{…}, parent:{…} or orphan) as on the "
+                "other lines of this `-o` output",
+                line=lineno,
+                column=len(text) + 1,
+                source_line=text,
+            )
+    disabled = body.endswith(" [disabled]")
+    if disabled:
+        body = body[: -len(" [disabled]")]
+    target = None
+    astart = aend = 0
+    name = body
+    if body.startswith("alias "):
+        am = _ALIAS_BODY.match(body)
+        if am is not None:
+            name, target = am["name"], am["target"]
+            astart, aend = int(am["astart"], 16), int(am["aend"], 16)
+    return TreeLine(
+        lineno=lineno,
+        level=indent // 2,
+        overflow=overflow,
+        start=int(m["start"], 16),
+        end=int(m["end"], 16),
+        priority=int(m["prio"]),
+        nonvolatile=m["nv"] is not None,
+        type_word=m["type"],
+        name=name,
+        alias_target=target,
+        alias_start=astart,
+        alias_end=aend,
+        disabled=disabled,
+        ownership=ownership,
+        tail=rest[indent + 33 :],
+    )
+
+
+def format_tree_line(
+    *,
+    level: int,
+    start: int,
+    end: int,
+    priority: int,
+    nonvolatile: bool,
+    type_word: str,
+    name: str,
+    alias_target: str | None = None,
+    alias_start: int = 0,
+    alias_end: int = 0,
+    disabled: bool = False,
+    ownership: Ownership | None = None,
+) -> str:
+    """One region line of tree mode, without the overflow marker and line ending."""
+    body = (
+        name
+        if alias_target is None
+        else f"alias {name} @{alias_target} {hex16(alias_start)}-{hex16(alias_end)}"
+    )
+    if disabled:
+        body += " [disabled]"
+    if ownership is not None:
+        body += format_owners(ownership)
+    nv = "nv-" if nonvolatile else ""
+    return (
+        f"{'  ' * level}{hex16(start)}-{hex16(end)} (prio {priority}, {nv}{type_word}): {body}"
+    )
+
+
+# -- flat lines --------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class FlatRangeLine:
+    """One range line of ``-f`` output."""
+
+    lineno: int
+    start: int
+    end: int
+    priority: int
+    nonvolatile: bool
+    type_word: str
+    name: str
+    offset: int
+    ownership: Ownership | None
+    accel: tuple[str, ...]
+
+
+def parse_flat_range(text: str, lineno: int, *, owners: bool) -> FlatRangeLine:
+    """Parse one range line of ``-f`` output.
+
+    :param owners: the document was printed with ``-o``.
+    :raise ParseError: pointing at the first character that breaks the grammar.
+    """
+    m = _FLAT_RANGE.match(text)
+    if m is None:
+        raise _diagnose_flat_range(text, lineno)
+    body = m["body"]
+    accel: tuple[str, ...] = ()
+    am = _ACCEL_SUFFIX.search(body)
+    if am is not None:
+        accel = tuple(am["accel"].split())
+        body = body[: am.start()]
+    ownership = None
+    if owners:
+        body, ownership = split_owners(body)
+        if ownership is None:
+            raise ParseError(
+                "expected an owner suffix (owner:{…}, parent:{…} or orphan) as on the "
+                "other lines of this `-o` output",
+                line=lineno,
+                column=len(text) + 1,
+                source_line=text,
+            )
+    offset = 0
+    om = _OFFSET_SUFFIX.search(body)
+    if om is not None:
+        offset = int(om["offset"], 16)
+        body = body[: om.start()]
+        if offset == 0:
+            # QEMU prints ` @…` only for a non-zero offset; keep the text unambiguous.
+            raise ParseError(
+                "offset @0000000000000000: QEMU prints ` @offset` only when it is not zero",
+                line=lineno,
+                column=len(text) - len(m["body"]) + len(body) + 1,
+                source_line=text,
+            )
+    return FlatRangeLine(
+        lineno=lineno,
+        start=int(m["start"], 16),
+        end=int(m["end"], 16),
+        priority=int(m["prio"]),
+        nonvolatile=m["nv"] is not None,
+        type_word=m["type"],
+        name=body,
+        offset=offset,
+        ownership=ownership,
+        accel=accel,
+    )
+
+
+def format_flat_range(
+    *,
+    start: int,
+    end: int,
+    priority: int,
+    nonvolatile: bool,
+    type_word: str,
+    name: str,
+    offset: int,
+    ownership: Ownership | None = None,
+    accel: tuple[str, ...] = (),
+) -> str:
+    """One range line of ``-f`` output, without the line ending."""
+    nv = "nv-" if nonvolatile else ""
+    line = f"  {hex16(start)}-{hex16(end)} (prio {priority}, {nv}{type_word}): {name}"
+    if offset:
+        line += f" @{hex16(offset)}"
+    if ownership is not None:
+        line += format_owners(ownership)
+    for word in accel:
+        line += " " + word
+    return line
+
+
+_REGION_LINE_START = re.compile(rf"(?:{re.escape(OVERFLOW_MARKER)})* +{_HEX16}-{_HEX16} ")
+
+
+def is_region_line(text: str) -> bool:
+    """Whether ``text`` looks like a region or range line (indent, then a range)."""
+    return _REGION_LINE_START.match(text) is not None
+
+
+def has_owner_suffix(text: str) -> bool:
+    """Whether a range or region line ends in a non-empty ``-o`` suffix."""
+    m = _OWNER_SUFFIX.search(_ACCEL_SUFFIX.sub("", text))
+    return m is not None and bool(m["owners"])
+
+
+@dataclass(frozen=True, slots=True)
+class ASLine:
+    """`` AS "NAME", root: ROOT[, alias TARGET]`` of a FlatView block."""
+
+    name: str
+    root: str
+    alias: str | None
+
+
+def parse_as_line(text: str, lineno: int) -> ASLine:
+    m = _AS_LINE.match(text)
+    if m is None:
+        raise ParseError(
+            'expected \' AS "NAME", root: ROOT\'',
+            line=lineno,
+            column=1,
+            source_line=text,
+        )
+    return ASLine(m["name"], m["root"], m["alias"])
+
+
+def format_as_line(line: ASLine) -> str:
+    text = f' AS "{line.name}", root: {line.root}'
+    if line.alias is not None:
+        text += f", alias {line.alias}"
+    return text
+
+
+# -- diagnostics ----------------------------------------------------------------
+
+
+def _expect_at(text: str, pos: int, lineno: int, what: str) -> ParseError:
+    found = repr(text[pos]) if pos < len(text) else "end of line"
+    return ParseError(
+        f"expected {what}, found {found}", line=lineno, column=pos + 1, source_line=text
+    )
+
+
+def _walk_range_head(text: str, pos: int, lineno: int) -> int:
+    """Check ``HEX16-HEX16 (prio N, TYPE): `` from ``pos``; return where the body starts."""
+    hexdigits = "0123456789abcdef"
+    for i in range(16):
+        if pos + i >= len(text) or text[pos + i] not in hexdigits:
+            return _raise(_expect_at(text, pos + i, lineno, "16 lower-case hex digits (start)"))
+    pos += 16
+    if not text.startswith("-", pos):
+        return _raise(_expect_at(text, pos, lineno, "'-' between start and end"))
+    pos += 1
+    for i in range(16):
+        if pos + i >= len(text) or text[pos + i] not in hexdigits:
+            return _raise(_expect_at(text, pos + i, lineno, "16 lower-case hex digits (end)"))
+    pos += 16
+    if not text.startswith(" (prio ", pos):
+        return _raise(_expect_at(text, pos, lineno, "' (prio '"))
+    pos += 7
+    m = re.compile(r"-?\d+").match(text, pos)
+    if m is None:
+        return _raise(_expect_at(text, pos, lineno, "a decimal priority"))
+    pos = m.end()
+    if not text.startswith(", ", pos):
+        return _raise(_expect_at(text, pos, lineno, "', ' after the priority"))
+    pos += 2
+    if text.startswith("nv-", pos):
+        pos += 3
+    for word in ("romd", "ramd", "ram", "rom", "i/o", "container"):
+        if text.startswith(word, pos):
+            pos += len(word)
+            break
+    else:
+        return _raise(_expect_at(text, pos, lineno, "a type word (ram, rom, romd, ramd, i/o)"))
+    if not text.startswith("): ", pos):
+        return _raise(_expect_at(text, pos, lineno, "'): ' after the type word"))
+    return pos + 3
+
+
+def _raise(err: ParseError) -> int:
+    raise err
+
+
+def _diagnose_region_line(text: str, lineno: int, pos: int) -> ParseError:
+    indent_end = pos
+    while indent_end < len(text) and text[indent_end] == " ":
+        indent_end += 1
+    if indent_end == pos:
+        return _expect_at(text, pos, lineno, "a header ('address-space: ' or 'memory-region: ') "
+                          "or an indented region line")
+    try:
+        _walk_range_head(text, indent_end, lineno)
+    except ParseError as err:
+        return err
+    return ParseError("malformed region line", line=lineno, column=1, source_line=text)
+
+
+def _diagnose_flat_range(text: str, lineno: int) -> ParseError:
+    if not text.startswith("  "):
+        return _expect_at(text, 0, lineno, "a range line indented by two spaces")
+    try:
+        _walk_range_head(text, 2, lineno)
+    except ParseError as err:
+        return err
+    return ParseError("malformed range line", line=lineno, column=1, source_line=text)
