@@ -1,0 +1,540 @@
+"""What the ``info mtree`` tree text does not say, and how qmirror decides it anyway.
+
+text-gaps.md lists the facts a renderer needs that the 7.2 tree text hides (G1–G9).
+The tree parser fills each with a documented default and records it as a
+:class:`~qmirror.model.Fact`. This module improves on the defaults, in this order:
+
+1. :data:`RULES`, a table of sourced facts about QEMU's own devices: each rule names
+   the region (by name plus what else identifies it), the QEMU source that sets the
+   fact, and the versions it holds for. Rules only fill gaps: an attribute read from
+   the text is never overridden.
+2. :func:`infer`, evidence from QEMU's own ``-f`` output of the same VM, one region
+   attribute at a time (a range named after the region where only the region itself
+   can have put it, a ``rom`` range under an alias, ...). Never a range copied from
+   QEMU: the renderer still produces every range itself. Each inferred attribute is
+   recorded with its evidence; ``--strict`` skips this step.
+3. the defaults, kept where neither decided.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from qmirror.flattext import FlatDocument, FlatViewBlock
+from qmirror.grammar import FlatRangeLine, hex16
+from qmirror.model import Fact, Machine, MemoryRegion, RegionKind, Source
+from qmirror.render import FlatRange, FlatView, Visit, flatview_root, render_machine, walk_visits
+
+
+#: Dirty-log client bits of ``dirty_log_mask`` (include/exec/memory.h).
+DIRTY_MEMORY_VGA = 1
+DIRTY_MEMORY_CODE = 2
+DIRTY_MEMORY_MIGRATION = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A sourced fact about one of QEMU's regions that the tree text does not show.
+
+    :param id: short stable identifier, shown in reports.
+    :param gap: the text gap it fills (text-gaps.md).
+    :param name: the region's name, or a regular expression when ``pattern`` is set.
+    :param attribute: ``"kind"``, ``"readonly"``, ``"size"`` or ``"dirty_log_mask"``.
+    :param value: the value it sets.
+    :param source: QEMU source file and function that set the fact (7.2 paths).
+    :param versions: QEMU versions the fact holds for.
+    :param when: extra conditions that identify the region where names are shared,
+        as a predicate on the region; ``None`` for none.
+    :param when_text: the same conditions in words, for reports.
+    """
+
+    id: str
+    gap: str
+    name: str
+    attribute: str
+    value: object
+    source: str
+    versions: str
+    pattern: bool = False
+    when: Callable[[MemoryRegion], bool] | None = None
+    when_text: str = ""
+
+    def matches(self, mr: MemoryRegion) -> bool:
+        if mr.name is None:
+            return False
+        if self.pattern:
+            if re.fullmatch(self.name, mr.name) is None:
+                return False
+        elif mr.name != self.name:
+            return False
+        return self.when is None or self.when(mr)
+
+
+def _leaf(mr: MemoryRegion) -> bool:
+    return not mr.subregions
+
+
+def _has_children(mr: MemoryRegion) -> bool:
+    return bool(mr.subregions)
+
+
+def _printed_empty(mr: MemoryRegion) -> bool:
+    """Printed ``X-X``: size 0 or 1 (G4)."""
+    f = mr.fact("size")
+    return f is not None and f.gap == "G4"
+
+
+def _target_read_only(mr: MemoryRegion) -> bool:
+    return mr.alias is not None and mr.final_target().readonly
+
+
+_CONTAINER = RegionKind.CONTAINER
+_IO = RegionKind.IO
+
+#: The rule table. Sources are QEMU 7.2 paths (Debian 1:7.2+dfsg); see text-gaps.md.
+RULES: tuple[Rule, ...] = (
+    # -- G1: terminating although it has subregions --------------------------------
+    Rule("io-root-terminates", "G1", "io", "kind", _IO,
+         "softmmu/physmem.c: memory_map_init() creates `io` with memory_region_init_io "
+         "(unassigned_io_ops), 64 KiB; every gap of the I/O FlatView is `io @offset`",
+         "1.0–"),
+    Rule("rtc-terminates", "G1", "rtc", "kind", _IO,
+         "hw/rtc/mc146818rtc.c: rtc_realizefn() memory_region_init_io(&s->io, …, \"rtc\", 2) "
+         "and adds the coalesced `rtc-index` inside it",
+         "2.12–", when=_has_children, when_text="has subregions"),
+    Rule("vga-mmio-terminates", "G1", "vga.mmio", "kind", _IO,
+         "hw/display/vga-pci.c: pci_std_vga_realize() memory_region_init_io(&d->mmio, …, "
+         "\"vga.mmio\", PCI_VGA_MMIO_SIZE) with ioport/bochs-dispi/qext subregions",
+         "2.1–", when=_has_children, when_text="has subregions"),
+    Rule("gpex-mmio-window-terminates", "G1", r"gpex_(mmio|ioport)_window", "kind", _IO,
+         "hw/pci-host/gpex.c: gpex_host_realize() memory_region_init_io(&s->io_mmio_window, "
+         "…, &unassigned_io_ops, …, \"gpex_mmio_window\", UINT64_MAX) (likewise "
+         "gpex_ioport_window, 64 KiB) with the gpex_mmio/gpex_ioport container inside",
+         "6.0–", pattern=True),
+    # -- G1: containers that print as leaves -----------------------------------------
+    Rule("system-container", "G1", "system", "kind", _CONTAINER,
+         "softmmu/physmem.c: memory_map_init() memory_region_init(system_memory, NULL, "
+         "\"system\", UINT64_MAX)", "1.0–",
+         when=lambda mr: mr.container is None, when_text="not mapped in a container"),
+    Rule("gpex-mmio-container", "G1", r"gpex_(mmio|ioport)", "kind", _CONTAINER,
+         "hw/pci-host/gpex.c: gpex_host_realize() memory_region_init(&s->io_mmio, …, "
+         "\"gpex_mmio\", UINT64_MAX) and gpex_ioport (64 KiB): the PCI bus address spaces",
+         "2.4–", pattern=True),
+    Rule("bus-master-container", "G1", "bus master container", "kind", _CONTAINER,
+         "hw/pci/pci.c: pci_init_bus_master() memory_region_init(&dev->bus_master_container"
+         "_region, …, \"bus master container\", UINT64_MAX); its only child, the `bus master`"
+         " alias, is disabled until the guest sets Bus Master", "2.12–"),
+    Rule("pci-bridge-pci-container", "G1", "pci_bridge_pci", "kind", _CONTAINER,
+         "hw/pci/pci_bridge.c: pci_bridge_initfn() memory_region_init(&br->address_space_mem,"
+         " …, \"pci_bridge_pci\", UINT64_MAX)", "1.5–"),
+    Rule("pci-bridge-io-container", "G1", "pci_bridge_io", "kind", _CONTAINER,
+         "hw/pci/pci_bridge.c: pci_bridge_initfn() memory_region_init(&br->address_space_io,"
+         " …, \"pci_bridge_io\", 4 GiB)", "1.5–",
+         when=lambda mr: mr.kind is not RegionKind.ALIAS, when_text="not the window alias"),
+    Rule("e1000e-flash-container", "G1", "e1000e-flash", "kind", _CONTAINER,
+         "hw/net/e1000e.c: e1000e_pci_realize() memory_region_init(&s->flash, …, "
+         "\"e1000e-flash\", E1000E_FLASH_SIZE) (a BAR with nothing behind it)", "2.7–"),
+    Rule("q35-smram-container", "G1", "smram", "kind", _CONTAINER,
+         "hw/pci-host/q35.c: mch_realize() memory_region_init(&mch->smram, …, \"smram\", "
+         "4 GiB); its windows are disabled until SMRAM is opened",
+         "2.5–", when=_leaf, when_text="shows no subregions (they are disabled)"),
+    # -- G2: an alias's own read-only flag --------------------------------------------
+    Rule("pam-rom-readonly", "G2", "pam-rom", "readonly", True,
+         "hw/pci-host/pam.c: init_pam() memory_region_set_readonly(&mem->alias[1], true)",
+         "1.3–"),
+    Rule("isa-bios-readonly", "G2", "isa-bios", "readonly", True,
+         "hw/i386/x86.c: x86_bios_rom_init() memory_region_set_readonly(isa_bios, true) "
+         "unless the BIOS is RAM (isapc)", "5.1–",
+         when=_target_read_only, when_text="aliases a read-only BIOS"),
+    # -- G4: size 0 printed like size 1 -------------------------------------------------
+    Rule("pci-bridge-window-closed", "G4", r"pci_bridge_(pref_)?mem|pci_bridge_io", "size", 0,
+         "hw/pci/pci_bridge.c: pci_bridge_init_alias() maps a window of size "
+         "limit + 1 - base, or 0 when limit < base (closed); an open window is at least "
+         "4 KiB (I/O) or 1 MiB (memory)", "1.5–", pattern=True,
+         when=lambda mr: mr.kind is RegionKind.ALIAS and _printed_empty(mr),
+         when_text="an alias printed X-X"),
+    Rule("tseg-window-empty", "G4", r"tseg-window|tseg-blackhole", "size", 0,
+         "hw/pci-host/q35.c: mch_realize() creates TSEG with size 0 until the guest "
+         "programs ESMRAMC", "2.5–", pattern=True, when=_printed_empty,
+         when_text="printed X-X"),
+    # -- G8: dirty logging ------------------------------------------------------------------
+    Rule("vga-vram-dirty-log", "G8", "vga.vram", "dirty_log_mask", DIRTY_MEMORY_VGA,
+         "hw/display/vga.c: vga_common_init() memory_region_set_log(&s->vram, true, "
+         "DIRTY_MEMORY_VGA)", "1.3–", when=lambda mr: mr.is_ram, when_text="RAM"),
+)
+
+
+def _set(mr: MemoryRegion, attribute: str, value: object) -> None:
+    if attribute == "kind":
+        assert isinstance(value, RegionKind)
+        mr.kind = value
+    elif attribute == "readonly":
+        mr.readonly = bool(value)
+    elif attribute == "size":
+        assert isinstance(value, int)
+        mr.size = value
+    elif attribute == "dirty_log_mask":
+        assert isinstance(value, int)
+        mr.dirty_log_mask |= value
+    else:  # pragma: no cover - the table only uses the attributes above
+        raise ValueError(attribute)
+
+
+def _shown(attribute: str, value: object) -> str:
+    if isinstance(value, RegionKind):
+        return value.value
+    if attribute == "readonly":
+        return "yes" if value else "no"
+    if attribute == "size":
+        return f"{value:#x}" if isinstance(value, int) else str(value)
+    if attribute == "dirty_log_mask" and value == DIRTY_MEMORY_VGA:
+        return "VGA"
+    return str(value)
+
+
+def _open_to(mr: MemoryRegion, rule: Rule) -> bool:
+    """Whether ``rule`` may decide its attribute for ``mr``: only gaps, never text."""
+    if rule.attribute == "dirty_log_mask":
+        return mr.fact("dirty_log_mask") is None or \
+            mr.fact("dirty_log_mask").source is not Source.TEXT  # type: ignore[union-attr]
+    f = mr.fact(rule.attribute)
+    return f is not None and f.source is Source.DEFAULT
+
+
+def apply_rules(machine: Machine, rules: Iterable[Rule] = RULES) -> list[tuple[MemoryRegion, Rule]]:
+    """Apply the rule table to every region whose attribute the text left open.
+
+    :return: the (region, rule) pairs applied.
+    """
+    applied: list[tuple[MemoryRegion, Rule]] = []
+    table = list(rules)
+    by_name: dict[str, list[Rule]] = {}
+    patterns = [r for r in table if r.pattern]
+    for r in table:
+        if not r.pattern:
+            by_name.setdefault(r.name, []).append(r)
+    for mr in list(machine.regions()):
+        if mr.name is None:
+            continue
+        for rule in by_name.get(mr.name, []) + patterns:
+            if not rule.matches(mr) or not _open_to(mr, rule):
+                continue
+            _set(mr, rule.attribute, rule.value)
+            mr.set_fact(Fact(rule.gap, rule.attribute, _shown(rule.attribute, rule.value),
+                             Source.RULE, f"{rule.id}: {rule.source} [QEMU {rule.versions}]"))
+            applied.append((mr, rule))
+    return applied
+
+
+def infer_accel_from_tree(machine: Machine) -> str | None:
+    """G7: the accelerator, where the tree shows it (x86 only), else ``None``.
+
+    TCG on x86 always creates ``cpu-smm-N`` address spaces (target/i386/tcg); KVM's
+    in-kernel irqchip creates ``kvm-*`` device regions and KVM with SMM a ``KVM-SMRAM``
+    address space (accel/kvm, hw/i386/kvm).
+    """
+    names = {a.name for a in machine.address_spaces}
+    if any(n == "KVM-SMRAM" for n in names):
+        return "kvm"
+    if any(n.startswith("cpu-smm-") for n in names):
+        return "tcg"
+    kvm_regions = {"kvm-apic-msi", "kvm-ioapic", "kvm-pic", "kvm-pit", "kvm-elcr"}
+    if any(mr.name in kvm_regions for mr in machine.regions()):
+        return "kvm"
+    return None
+
+
+# -- inference from QEMU's -f ---------------------------------------------------------
+
+
+ASKey = tuple[tuple[str, str, str | None], ...]
+
+
+def block_key(block: FlatViewBlock) -> ASKey:
+    """Key of a FlatView block: the sorted multiset of its `` AS`` lines (name, root, alias)."""
+    return tuple(sorted((a.name, a.root, a.alias) for a in block.address_spaces))
+
+
+def pair_views(ours: list[FlatView], qemu: FlatDocument) -> list[tuple[FlatView, FlatViewBlock]]:
+    """Pair our FlatViews with QEMU's blocks that serve the same address spaces."""
+    index: dict[ASKey, list[FlatViewBlock]] = {}
+    for b in qemu.views:
+        index.setdefault(block_key(b), []).append(b)
+    pairs: list[tuple[FlatView, FlatViewBlock]] = []
+    for v in ours:
+        key = tuple(sorted(
+            (a.name, a.root.label if a.root is not None else "(null)",
+             a.root.alias.label if a.root is not None and a.root.alias is not None else None)
+            for a in v.address_spaces))
+        cands = index.get(key)
+        if cands:
+            pairs.append((v, cands.pop(0)))
+    return pairs
+
+
+class _QemuView:
+    """QEMU's ranges of one block, searchable by address."""
+
+    def __init__(self, block: FlatViewBlock) -> None:
+        self.block = block
+        self.ranges = block.ranges
+        self.starts = [r.start for r in block.ranges]
+        names = [a.name for a in block.address_spaces]
+        self.label = ", ".join(f'"{n}"' for n in names[:3]) + (" …" if len(names) > 3 else "")
+
+    def overlapping(self, lo: int, hi: int) -> list[FlatRangeLine]:
+        i = max(0, bisect.bisect_right(self.starts, lo) - 1)
+        out = []
+        while i < len(self.ranges) and self.ranges[i].start < hi:
+            if self.ranges[i].end >= lo:
+                out.append(self.ranges[i])
+            i += 1
+        return out
+
+    def at(self, addr: int) -> FlatRangeLine | None:
+        hits = self.overlapping(addr, addr + 1)
+        return hits[0] if hits else None
+
+
+def _describe(r: FlatRangeLine, where: _QemuView) -> str:
+    off = f" @{hex16(r.offset)}" if r.offset else ""
+    return f"QEMU shows '{r.name}{off}' ({r.type_word}) at {hex16(r.start)} in the FlatView of " \
+           f"{where.label}"
+
+
+def _open(mr: MemoryRegion, attribute: str) -> bool:
+    f = mr.fact(attribute)
+    return f is not None and f.source is Source.DEFAULT
+
+
+def infer(machine: Machine, qemu: FlatDocument, *, rounds: int = 4) -> list[Fact]:
+    """Decide open attributes from QEMU's own ``-f`` text of the same machine.
+
+    Evidence, one region attribute at a time (text-gaps.md, "Inference"):
+
+    * G1 — an ``i/o`` region terminates if QEMU shows a range named after it at the
+      offset only it can have there (range start − its base in the walk); one that
+      is reachable but never shown that way is treated as a container, which changes
+      no FlatView;
+    * G4 — a region printed ``X-X`` that QEMU never shows (or, for an alias, whose
+      byte QEMU fills with something else) has size 0;
+    * G2 — where QEMU shows ``rom`` and we render the same region and offset
+      writable, an alias on the way is read-only: the only open one, else the
+      innermost; an alias through which QEMU shows a writable range is not;
+    * G3 — for equal-priority siblings that overlap, the order that reproduces
+      QEMU's ranges there wins.
+
+    Runs until nothing changes (at most ``rounds`` times).
+
+    :return: the facts inferred, in the order they were decided.
+    """
+    decided: list[Fact] = []
+    _infer_empty_roots(machine, qemu, decided)
+    for _ in range(rounds):
+        views = render_machine(machine)
+        pairs = [(v, _QemuView(b)) for v, b in pair_views(views, qemu)]
+        changed = _infer_kind_and_size(pairs, decided)
+        changed |= _infer_alias_readonly(pairs, decided)
+        if not changed:
+            changed = _infer_order(machine, qemu, decided)
+        if not changed:
+            break
+    return decided
+
+
+def _infer_empty_roots(machine: Machine, qemu: FlatDocument, decided: list[Fact]) -> None:
+    """G1 from FlatView roots: an address space QEMU gives the shared empty view
+    (``Root memory region: (none)``) has a root that renders nothing. If ours stops at a
+    region with no enabled subregions that we took for terminating, it is a container.
+    """
+    empty: set[tuple[str, str, str | None]] = set()
+    for b in qemu.views:
+        if b.root is None:
+            empty.update((a.name, a.root, a.alias) for a in b.address_spaces)
+    for a in machine.address_spaces:
+        if a.root is None:
+            continue
+        key = (a.name, a.root.label, a.root.alias.label if a.root.alias is not None else None)
+        if key not in empty:
+            continue
+        mr = flatview_root(a.root)
+        if mr is not None and mr.kind is RegionKind.IO and _open(mr, "kind") and \
+                not any(c.enabled for c in mr.subregions):
+            mr.kind = RegionKind.CONTAINER
+            _record(mr, decided, Fact(
+                "G1", "kind", "container", Source.INFERRED,
+                f'QEMU gives address space "{a.name}" the empty FlatView (Root memory region: '
+                "(none)), so its root renders nothing"))
+
+
+def _record(mr: MemoryRegion, decided: list[Fact], fact: Fact) -> None:
+    mr.set_fact(fact)
+    decided.append(fact)
+
+
+def _infer_kind_and_size(pairs: list[tuple[FlatView, _QemuView]], decided: list[Fact]) -> bool:
+    seen_as_itself: dict[int, str] = {}
+    absent: dict[int, str] = {}
+    regions: dict[int, MemoryRegion] = {}
+    for view, qv in pairs:
+        if view.root is None:
+            continue
+        for visit, cs, ce, base in walk_visits(view.root):
+            mr = visit.mr
+            if mr.alias is not None or not (_open(mr, "kind") or _open(mr, "size")):
+                continue
+            if mr.kind not in (RegionKind.IO, RegionKind.CONTAINER):
+                continue
+            regions[id(mr)] = mr
+            namesakes = {id(d) for d in mr.walk() if d is not mr and d.label == mr.label}
+            for h in qv.overlapping(cs, ce):
+                # Identity is name and offset; a different priority is a difference to
+                # report, not evidence against the region.
+                if h.name == mr.label and h.offset == h.start - base and not namesakes:
+                    seen_as_itself.setdefault(id(mr), _describe(h, qv))
+                    break
+            else:
+                absent.setdefault(id(mr), f"QEMU shows no range of it in the FlatView of "
+                                          f"{qv.label} at {hex16(cs)}-{hex16(ce - 1)}")
+    changed = False
+    for key, mr in regions.items():
+        if key in seen_as_itself:
+            if _open(mr, "kind") and mr.kind is not RegionKind.IO:
+                mr.kind = RegionKind.IO
+                _record(mr, decided, Fact("G1", "kind", "i/o", Source.INFERRED,
+                                          seen_as_itself[key]))
+                changed = True
+            continue
+        if key not in absent:
+            continue
+        if _open(mr, "size") and mr.size == 1 and mr.kind is RegionKind.IO:
+            mr.size = 0
+            _record(mr, decided, Fact("G4", "size", "0x0", Source.INFERRED,
+                                      "printed X-X and " + absent[key]))
+            changed = True
+        elif _open(mr, "kind") and mr.kind is RegionKind.IO:
+            mr.kind = RegionKind.CONTAINER
+            _record(mr, decided, Fact("G1", "kind", "container", Source.INFERRED,
+                                      "reachable, but " + absent[key]))
+            changed = True
+    # Aliases printed X-X whose one byte QEMU fills with something else: size 0.
+    for view, qv in pairs:
+        for r in view.ranges:
+            if r.via is None:
+                continue
+            path = r.via.path()
+            for mr in path:
+                if mr.alias is None or mr.size != 1 or not _open(mr, "size"):
+                    continue
+                there = qv.at(r.start)
+                if there is None or there.name != r.mr.label or \
+                        there.offset != r.offset_in_region:
+                    what = "nothing" if there is None else f"'{there.name}'"
+                    mr.size = 0
+                    _record(mr, decided, Fact(
+                        "G4", "size", "0x0", Source.INFERRED,
+                        f"printed X-X, and QEMU shows {what} at {hex16(r.start)} where a "
+                        f"1-byte window would show '{r.mr.label}' (FlatView of {qv.label})"))
+                    changed = True
+    return changed
+
+
+def _parts(r: FlatRange) -> list[tuple[int, int, Visit | None]]:
+    """The pieces of a merged range, each with the walk step that produced it."""
+    starts: list[tuple[int, Visit | None]] = [(r.start, r.via), *(r.parts or ())]
+    out = []
+    for i, (lo, visit) in enumerate(starts):
+        hi = starts[i + 1][0] if i + 1 < len(starts) else r.end
+        out.append((lo, hi, visit))
+    return out
+
+
+def _infer_alias_readonly(pairs: list[tuple[FlatView, _QemuView]], decided: list[Fact]) -> bool:
+    votes_ro: dict[int, str] = {}
+    writable: set[int] = set()
+    regions: dict[int, MemoryRegion] = {}
+    for view, qv in pairs:
+        ours = view.ranges
+        starts = [r.start for r in ours]
+        for h in qv.ranges:
+            h_end = h.end + 1
+            i = max(0, bisect.bisect_right(starts, h.start) - 1)
+            while i < len(ours) and ours[i].start < h_end:
+                r = ours[i]
+                i += 1
+                if h.name != r.mr.label or \
+                        h.offset - h.start != r.offset_in_region - r.start:
+                    continue
+                for lo, hi, visit in _parts(r):
+                    if hi <= h.start or lo >= h_end or visit is None:
+                        continue
+                    open_aliases = [m for m in visit.path() if m.alias is not None
+                                    and _open(m, "readonly")]
+                    if not open_aliases:
+                        continue
+                    if h.type_word != "rom":
+                        writable.update(id(m) for m in open_aliases)
+                        continue
+                    if r.readonly:
+                        continue
+                    chosen = open_aliases[-1]
+                    regions[id(chosen)] = chosen
+                    why = _describe(h, qv) + f" where we render '{r.mr.label}' writable"
+                    if len(open_aliases) > 1:
+                        why += " (innermost of " + ", ".join(
+                            repr(m.label) for m in open_aliases) + ")"
+                    votes_ro.setdefault(id(chosen), why)
+    changed = False
+    for key, mr in regions.items():
+        if key in writable:
+            continue
+        mr.readonly = True
+        _record(mr, decided, Fact("G2", "readonly", "yes", Source.INFERRED, votes_ro[key]))
+        changed = True
+    return changed
+
+
+def _matching_lines(view: FlatView, qv: _QemuView) -> int:
+    """How many of our ranges QEMU shows identically (start, end, name, offset, type)."""
+    index = {r.start: r for r in qv.ranges}
+    n = 0
+    for r in view.ranges:
+        h = index.get(r.start)
+        if h is not None and h.end == r.start + r.size - 1 and h.name == r.mr.label and \
+                h.offset == r.offset_in_region:
+            n += 1
+    return n
+
+
+def _infer_order(machine: Machine, qemu: FlatDocument, decided: list[Fact]) -> bool:
+    """G3: try the other order for overlapping equal-priority siblings; keep what matches."""
+    candidates = [mr for mr in machine.regions() if _open(mr, "order") and mr.container]
+    for mr in candidates:
+        parent = mr.container
+        assert parent is not None
+        subs = parent.subregions
+        i = subs.index(mr)
+        rival = next((s for s in subs[i + 1:] if s.priority == mr.priority and s.enabled
+                      and s.addr < mr.addr + mr.size and mr.addr < s.addr + s.size), None)
+        if rival is None:
+            continue
+
+        def score() -> int:
+            views = render_machine(machine)
+            return sum(_matching_lines(v, _QemuView(b)) for v, b in pair_views(views, qemu))
+
+        before = score()
+        j = subs.index(rival)
+        subs[i], subs[j] = subs[j], subs[i]
+        after = score()
+        if after > before:
+            fact = Fact("G3", "order", f"below {rival.label}", Source.INFERRED,
+                        f"with {rival.label!r} added after it, {after - before} more ranges "
+                        "match QEMU's")
+            _record(mr, decided, fact)
+            return True
+        subs[i], subs[j] = subs[j], subs[i]
+    return False
