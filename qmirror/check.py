@@ -19,6 +19,7 @@ from qmirror.flattext import FlatDocument, document_from_views, parse_flat
 from qmirror.kvm import accel_suffix
 from qmirror.model import Fact, Machine, MemoryRegion, Source
 from qmirror.render import FlatView, render_machine
+from qmirror.rules import Rule
 from qmirror.treetext import TreeDocument, build_machine, parse_tree_document
 
 
@@ -40,7 +41,7 @@ class Loaded:
 
     document: TreeDocument
     machine: Machine
-    rules_applied: list[tuple[MemoryRegion, gaps.Rule]]
+    rules_applied: list[tuple[MemoryRegion, Rule]]
 
 
 def load_tree(text: str, *, filename: str | None = None, rules: bool = True) -> Loaded:
