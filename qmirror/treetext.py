@@ -28,11 +28,16 @@ children by address then priority, and the orphaned children of hidden regions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from qmirror import dialect as dialects
+from qmirror.bulk import gc_paused
+from qmirror.dialect import Detection, Dialect
 from qmirror.errors import ModelError, ParseError
 from qmirror.grammar import (
+    ACCESS_LETTERS,
     OVERFLOW_MARKER,
     TreeLine,
     format_tree_line,
@@ -41,6 +46,7 @@ from qmirror.grammar import (
     is_region_line,
     last,
     parse_tree_line,
+    region_line,
     strip_overflow,
 )
 from qmirror.model import (
@@ -52,6 +58,7 @@ from qmirror.model import (
     RegionKind,
     Source,
 )
+from qmirror.repair import Repair, Repaired, remap_error, repair
 
 
 _KIND_OF_WORD = {
@@ -93,6 +100,12 @@ class TreeDocument:
     filename: str | None = None
     #: The text's lines (without line endings), for error messages.
     lines: list[str] = field(default_factory=list, repr=False)
+    #: The QEMU dialect the text is in, and why we think so.
+    detection: Detection = field(default_factory=lambda: Detection(dialects.DEFAULT, ()))
+    #: What ``lenient`` parsing repaired (pasting damage), with original line numbers.
+    repairs: list[Repair] = field(default_factory=list)
+    #: For a repaired text: the repair record, to map line numbers back.
+    origin: Repaired | None = None
 
     def error(self, reason: str, lineno: int, find: str | None = None) -> ParseError:
         """A ParseError at ``lineno``, at the column where ``find`` occurs (else 1)."""
@@ -100,6 +113,10 @@ class TreeDocument:
         column = source.rfind(find) + 1 if find and find in source else 1
         return ParseError(reason, line=lineno, column=column, source_line=source,
                           filename=self.filename)
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.detection.dialect
 
 
 def split_lines(text: str, *, filename: str | None = None) -> tuple[list[str], str, bool]:
@@ -110,95 +127,243 @@ def split_lines(text: str, *, filename: str | None = None) -> tuple[list[str], s
 
     :raise ParseError: when CR LF and LF are mixed.
     """
+    n_lf = text.count("\n")
+    n_crlf = text.count("\r\n")
+    if n_crlf and n_crlf == n_lf and text.count("\r") == n_crlf:
+        # All CR LF (QEMU's monitor): split in C, nothing to strip per line.
+        parts = text.split("\r\n")
+        eol = "\r\n"
+    elif n_crlf == 0 and "\r" not in text:
+        parts = text.split("\n")
+        eol = "\n"
+    else:
+        return _split_mixed(text, filename)
+    final_eol = parts[-1] == ""
+    if final_eol:
+        parts.pop()
+    return parts, eol, final_eol
+
+
+def _split_mixed(text: str, filename: str | None) -> tuple[list[str], str, bool]:
+    """The slow path: find and report the first line that ends differently."""
     parts = text.split("\n")
     final_eol = parts[-1] == ""
     if final_eol:
         parts.pop()
-    if not parts:
-        return [], "\r\n", final_eol
     crlf = parts[0].endswith("\r")
-    limit = len(parts) if final_eol else len(parts) - 1
-    for i in range(limit):
-        if parts[i].endswith("\r") != crlf:
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1 and not final_eol
+        if (part.endswith("\r") != crlf and not last) or "\r" in part.rstrip("\r"):
             want = "CR LF" if crlf else "LF"
             raise ParseError(
                 f"line ending differs from line 1 ({want}): lines must end alike",
                 line=i + 1,
-                column=len(parts[i].rstrip("\r")) + 1,
-                source_line=parts[i].rstrip("\r"),
+                column=len(part.rstrip("\r")) + 1,
+                source_line=part.rstrip("\r"),
                 filename=filename,
             )
-    if crlf:
-        parts = [p[:-1] if p.endswith("\r") else p for p in parts]
+    parts = [p[:-1] if p.endswith("\r") else p for p in parts]
     return parts, "\r\n" if crlf else "\n", final_eol
 
 
-def parse_tree_document(text: str, *, filename: str | None = None) -> TreeDocument:
+def parse_tree_document(text: str, *, filename: str | None = None,
+                        dialect: Dialect | None = None, lenient: bool = False) -> TreeDocument:
     """Check ``text`` against the tree grammar and split it into blocks.
 
+    :param dialect: the QEMU dialect the text is in (:mod:`qmirror.dialect`); found
+        from the text's own evidence when ``None``.
+    :param lenient: first repair pasting damage (:mod:`qmirror.repair`); the repairs are
+        listed in :attr:`TreeDocument.repairs` and error lines refer to ``text``.
     :raise ParseError: with the line, column and reason of the first problem.
     """
+    if lenient:
+        fixed = repair(text)
+        try:
+            doc = parse_tree_document(fixed.text, filename=filename, dialect=dialect)
+        except ParseError as err:
+            raise remap_error(err, fixed, text) from None
+        doc.repairs = fixed.repairs
+        doc.origin = fixed
+        return doc
+    with gc_paused():
+        return _parse_tree(text, filename, dialect)
+
+
+_LATE_MARKER = re.compile(r"^ +\[DETECTED OVERFLOW!\] ", re.MULTILINE)
+_UNINDENTED_ROOT = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16} ", re.MULTILINE)
+
+
+def _parse_tree(text: str, filename: str | None, dialect: Dialect | None) -> TreeDocument:
     lines, eol, final_eol = split_lines(text, filename=filename)
-    region_lines = [ln for ln in lines if is_region_line(ln)]
-    owners = bool(region_lines) and all(has_owner_suffix(ln) for ln in region_lines)
-    blocks: list[TreeBlock] = []
-    block: TreeBlock | None = None
-    in_headers = False
-    shows_disabled = hides_disabled = False
+    # Bare headers (QEMU 1.3–2.3) come with roots at indentation 0; anything else is
+    # read as 2.4+ output, whose error messages fit malformed modern text best.
+    prefixed = (dialect.prefixed_headers if dialect is not None else
+                text.startswith(("address-space: ", "memory-region: "))
+                or "\naddress-space: " in text or "\nmemory-region: " in text
+                or _UNINDENTED_ROOT.search(text) is None)
+    root_level = 1 if prefixed else 0
+    first = next((ln for ln in lines if is_region_line(ln)), None)
+    owners = first is not None and has_owner_suffix(first)
     try:
-        for i, raw in enumerate(lines):
-            lineno = i + 1
-            if raw == "" or (raw.startswith(OVERFLOW_MARKER) and strip_overflow(raw)[1] == ""):
-                if block is None:
-                    raise ParseError("blank line before any block", line=lineno, column=1)
-                block.closing_overflow = strip_overflow(raw)[0]
-                block = None
-                continue
-            if raw.startswith("address-space: "):
-                name = raw[len("address-space: "):]
-                if block is not None and block.is_region_block:
-                    raise ParseError("missing blank line before this header",
-                                     line=lineno, column=1, source_line=raw)
-                if block is not None and not in_headers:
-                    raise ParseError("missing blank line before this header",
-                                     line=lineno, column=1, source_line=raw)
-                if block is None:
-                    block = TreeBlock(False, [], lineno)
-                    blocks.append(block)
-                block.names.append(name)
-                in_headers = True
-                continue
-            if raw.startswith("memory-region: "):
-                if block is not None:
-                    raise ParseError("missing blank line before this header",
-                                     line=lineno, column=1, source_line=raw)
-                block = TreeBlock(True, [raw[len("memory-region: "):]], lineno)
-                blocks.append(block)
-                in_headers = False
-                continue
-            if block is None:
-                raise ParseError(
-                    "expected a header ('address-space: NAME' or 'memory-region: NAME')",
-                    line=lineno, column=1, source_line=raw)
-            line = parse_tree_line(raw, lineno, owners=owners)
-            prev_level = block.lines[-1].level if block.lines else 0
-            if line.level > prev_level + 1:
-                hides_disabled = True
-            shows_disabled = shows_disabled or line.disabled
-            block.lines.append(line)
-            in_headers = False
+        try:
+            blocks = (_prefixed_blocks(lines, owners, root_level, dialect) if prefixed
+                      else _bare_blocks(lines, owners, root_level))
+        except ParseError:
+            if not owners:
+                raise
+            # The first line's name only looked like an owner suffix: read without -o.
+            owners = False
+            blocks = (_prefixed_blocks(lines, owners, root_level, dialect) if prefixed
+                      else _bare_blocks(lines, owners, root_level))
     except ParseError as err:
         if err.filename is None:
             err.filename = filename
         if not err.source_line and 0 < err.line <= len(lines):
             err.source_line = lines[err.line - 1]
         raise
+    shows = hides = False
+    for b in blocks:
+        prev = 0
+        for ln in b.lines:
+            shows = shows or ln.disabled
+            if ln.level > prev + 1:
+                hides = True
+            prev = ln.level
+    if dialect is not None:
+        detection = Detection(dialect, ("given",))
+    else:
+        detection = dialects.decide_tree(_evidence(text, blocks, prefixed, hides))
+    return TreeDocument(blocks, eol, final_eol, owners, shows, hides, filename, lines,
+                        detection)
+
+
+def _evidence(text: str, blocks: list[TreeBlock], prefixed: bool,
+              hides: bool) -> dialects.TreeEvidence:
+    """What the parsed blocks show about the text's dialect."""
+    letters = container = False
+    alias_words: set[str] = set()
+    io_aliases: list[str] = []
+    for b in blocks:
+        for ln in b.lines:
+            word = ln.type_word
+            if word in ACCESS_LETTERS:
+                letters = True
+            elif word == "container":
+                container = True
+            if ln.alias_target is not None:
+                alias_words.add(word)
+                if word == "i/o":
+                    io_aliases.append(ln.alias_target)
+    root_words = {b.names[0]: b.lines[0].type_word for b in blocks
+                  if b.is_region_block and b.lines and b.lines[0].level == 1}
+    group_roots = [(b.lines[0].start, b.lines[0].tail) for b in blocks
+                   if not b.is_region_block and b.lines and b.lines[0].level == 1]
+    return dialects.TreeEvidence(
+        prefixed_headers=prefixed,
+        unindented_roots=not prefixed and bool(blocks),
+        access_letters=letters,
+        container_word=container,
+        grouped_headers=any(len(b.names) > 1 for b in blocks if not b.is_region_block),
+        late_overflow_marker=_LATE_MARKER.search(text) is not None,
+        target_words=bool(alias_words - {"i/o"}),
+        io_alias_to_ram=any(root_words.get(t) in ("ram", "rom", "romd", "ramd")
+                            for t in io_aliases),
+        orphans=hides,
+        repeated_roots=len(set(group_roots)) < len(group_roots),
+    )
+
+
+def _prefixed_blocks(lines: list[str], owners: bool, root_level: int,
+                     dialect: Dialect | None) -> list[TreeBlock]:
+    """QEMU 2.4+: ``address-space:`` / ``memory-region:`` headers, blank line after each."""
+    blocks: list[TreeBlock] = []
+    block: TreeBlock | None = None
+    in_headers = False
+    parse_line = region_line
+    append_line: Callable[[TreeLine], None] | None = None
+    for i, raw in enumerate(lines):
+        c = raw[:1]
+        if c == " ":  # the common case: a region line of the current block
+            if append_line is None:
+                raise ParseError(
+                    "expected a header ('address-space: NAME' or 'memory-region: NAME')",
+                    line=i + 1, column=1, source_line=raw)
+            append_line(parse_line(raw, i + 1, owners, root_level))
+            in_headers = False
+            continue
+        lineno = i + 1
+        if c == "" or (c == "[" and strip_overflow(raw)[1] == ""):
+            if block is None:
+                raise ParseError("blank line before any block", line=lineno, column=1)
+            block.closing_overflow = strip_overflow(raw)[0]
+            block = None
+            append_line = None
+            continue
+        if raw.startswith("address-space: "):
+            if block is not None and (block.is_region_block or not in_headers):
+                raise ParseError("missing blank line before this header",
+                                 line=lineno, column=1, source_line=raw)
+            if block is not None and dialect is not None and not dialect.grouped:
+                raise ParseError("two address-space headers over one tree: that is QEMU 7.0+ "
+                                 f"output, not {dialect}", line=lineno, column=1,
+                                 source_line=raw)
+            if block is None:
+                block = TreeBlock(False, [], lineno)
+                blocks.append(block)
+                append_line = block.lines.append
+            block.names.append(raw[15:])
+            in_headers = True
+            continue
+        if raw.startswith("memory-region: "):
+            if block is not None:
+                raise ParseError("missing blank line before this header",
+                                 line=lineno, column=1, source_line=raw)
+            block = TreeBlock(True, [raw[15:]], lineno)
+            blocks.append(block)
+            append_line = block.lines.append
+            in_headers = False
+            continue
+        if block is None:
+            raise ParseError(
+                "expected a header ('address-space: NAME' or 'memory-region: NAME')",
+                line=lineno, column=1, source_line=raw)
+        block.lines.append(parse_line(raw, lineno, owners, root_level))
+        in_headers = False
     if block is not None:
         raise ParseError(
             "the last block is not closed by a blank line (QEMU ends every block with one)",
-            line=len(lines) + 1, column=1, filename=filename)
-    return TreeDocument(blocks, eol, final_eol, owners, shows_disabled, hides_disabled,
-                        filename, lines)
+            line=len(lines) + 1, column=1)
+    return blocks
+
+
+#: The line QEMU 1.1–2.3 printed between the address spaces and the aliased regions.
+ALIASES_HEADER = "aliases"
+
+
+def _bare_blocks(lines: list[str], owners: bool, root_level: int) -> list[TreeBlock]:
+    """QEMU 1.3–2.3: a bare header line (the address space's name) before each tree,
+    then ``aliases`` and each aliased region under its bare name; no blank lines."""
+    blocks: list[TreeBlock] = []
+    block: TreeBlock | None = None
+    in_aliases = False
+    for i, raw in enumerate(lines):
+        lineno = i + 1
+        if is_region_line(raw):
+            if block is None:
+                raise ParseError("a region line before any header", line=lineno, column=1,
+                                 source_line=raw)
+            block.lines.append(parse_tree_line(raw, lineno, owners=owners,
+                                               root_level=root_level))
+            continue
+        if raw == "":
+            raise ParseError("blank line: QEMU before 2.4 prints none", line=lineno, column=1)
+        if raw == ALIASES_HEADER and not in_aliases:
+            in_aliases = True
+            block = None
+            continue
+        block = TreeBlock(in_aliases, [raw], lineno)
+        blocks.append(block)
+    return blocks
 
 
 # -- rebuilding the model ---------------------------------------------------------------
@@ -318,6 +483,11 @@ def _place_stand_ins(root: _Occ) -> None:
                 kid.priority = prev.priority
             elif nxt is not None and kid.start == nxt.start:
                 kid.priority = nxt.priority
+    # Reliability fix (issue 6): a stand-in must not wrap past 2**64, or the printer
+    # would emit a `[DETECTED OVERFLOW!]` for it that QEMU never printed.
+    for occ in order:
+        if occ.line is None:
+            occ.size = max(1, min(occ.size, (1 << 64) - occ.start))
 
 
 def _insert_hidden(parent: _Occ, at: int, like: _Occ | None, *, markers: int = 0,
@@ -367,7 +537,14 @@ def _same_shape(a: list[TreeLine], b: list[TreeLine]) -> bool:
 
 def _union(dup: _Occ, rep: _Occ) -> None:
     """Make ``dup``'s subtree the same regions as ``rep``'s (they print alike)."""
-    for d, r in zip(dup.walk(), rep.walk(), strict=True):
+    dups, reps = list(dup.walk()), list(rep.walk())
+    if [o.line is None for o in dups] != [o.line is None for o in reps]:
+        # Reliability fix (issue 6): a hidden region's overflow marker glued to a block's
+        # closing line puts a stand-in in one printing and not the other; the printed
+        # lines still pair one to one (_same_shape), so pair those only.
+        dups = [o for o in dups if o.line is not None]
+        reps = [o for o in reps if o.line is not None]
+    for d, r in zip(dups, reps, strict=True):
         d.rep = r.find()
 
 
@@ -382,17 +559,20 @@ def build_machine(doc: TreeDocument) -> Machine:
         no block, blocks in an order no printing could produce).
     """
     try:
-        roots = [_build_block(b, i) for i, b in enumerate(doc.blocks)]
-        for block, root in zip(doc.blocks, roots, strict=True):
-            _attribute_overflow(block, root)
-        _unify(doc, roots)
-        _resolve_aliases(doc, roots)
-        return _make_machine(doc, roots)
+        with gc_paused():
+            roots = [_build_block(b, i) for i, b in enumerate(doc.blocks)]
+            for block, root in zip(doc.blocks, roots, strict=True):
+                _attribute_overflow(block, root)
+            _unify(doc, roots)
+            _resolve_aliases(doc, roots)
+            return _make_machine(doc, roots)
     except ParseError as err:
         if err.filename is None:
             err.filename = doc.filename
         if not err.source_line and 0 < err.line <= len(doc.lines):
             err.source_line = doc.lines[err.line - 1]
+        if doc.origin is not None:
+            raise remap_error(err, doc.origin, None) from None
         raise
 
 
@@ -431,15 +611,19 @@ def _unify(doc: TreeDocument, roots: list[_Occ]) -> None:
         for occ in root.walk():
             if occ.parent is not None and occ.line is not None:
                 by_name.setdefault(occ.line.name, []).append(occ)
-    used: set[int] = set()
+    # Address-space roots are distinct regions among themselves (QEMU groups them by
+    # identity), and so are memory-region blocks (queued by identity); but a block may
+    # repeat a region that an AS root also is. So each kind claims candidates apart.
+    used_by_roots: set[int] = set()
+    used_by_blocks: set[int] = set()
 
-    def nested_match(root: _Occ) -> _Occ | None:
+    def nested_match(root: _Occ, used: set[int]) -> _Occ | None:
         assert root.line is not None
         mine = _subtree_lines(doc.blocks[root.block], root)
         for cand in by_name.get(root.line.name, ()):
             parent = cand.parent
             assert parent is not None
-            if cand.block == root.block or id(cand) in used or id(cand.find()) in used:
+            if cand.block == root.block or id(cand.find()) in used:
                 continue
             if parent.line is not None and (cand.start - parent.start) & MASK64 != root.start:
                 continue
@@ -449,27 +633,45 @@ def _unify(doc: TreeDocument, roots: list[_Occ]) -> None:
 
     group_roots = [r for r, b in zip(roots, doc.blocks, strict=True)
                    if not b.is_region_block and r.line is not None]
+    if not doc.dialect.grouped:
+        # One block per address space (before 7.0): address spaces sharing a root print
+        # it again. Same name, place, owner and subtree: the same region.
+        firsts: list[_Occ] = []
+        for root in group_roots:
+            assert root.line is not None
+            mine = _subtree_lines(doc.blocks[root.block], root)
+            same = next((g for g in firsts
+                         if g.line is not None and g.line.name == root.line.name
+                         and g.start == root.start and g.line.ownership == root.line.ownership
+                         and _same_shape(mine, _subtree_lines(doc.blocks[g.block], g))), None)
+            if same is None:
+                firsts.append(root)
+            else:
+                _union(root, same)
+        group_roots = firsts
     # An AS root can itself be mapped somewhere (ARM `system` inside `secure-memory`).
     for root in group_roots:
-        found = nested_match(root)
+        found = nested_match(root, used_by_roots)
         if found is not None:
-            used.add(id(found))
+            used_by_roots.add(id(found.find()))
             _union(root, found)
-    # Each block is a distinct region (QEMU queues targets by identity), so a candidate
-    # serves one block at most (AMD-Vi has one identical `amdvi_root` per device).
+    # A candidate serves one block at most (AMD-Vi has one identical `amdvi_root` per
+    # device, each its own block).
+    roots_by_place: dict[tuple[str, int], list[_Occ]] = {}
+    for g in group_roots:
+        assert g.line is not None
+        roots_by_place.setdefault((g.line.name, g.start), []).append(g)
     for root, block in zip(roots, doc.blocks, strict=True):
         if not block.is_region_block or root.line is None:
             continue
         mine = _subtree_lines(block, root)
-        match = next((g for g in group_roots
-                      if id(g.find()) not in used and g.line is not None
-                      and g.line.name == root.line.name and g.start == root.start
+        match = next((g for g in roots_by_place.get((root.line.name, root.start), ())
+                      if id(g.find()) not in used_by_blocks
                       and _same_shape(mine, _subtree_lines(doc.blocks[g.block], g))), None)
         if match is None:
-            match = nested_match(root)
+            match = nested_match(root, used_by_blocks)
         if match is not None:
-            used.add(id(match.find()))
-            used.add(id(match))
+            used_by_blocks.add(id(match.find()))
             _union(root, match)
 
 
@@ -488,7 +690,12 @@ class _Replay:
         self.doc = doc
         self.roots = roots
         self.region_blocks = [i for i, b in enumerate(doc.blocks) if b.is_region_block]
+        #: Position of each memory-region block among them.
+        self.rank = {bi: k for k, bi in enumerate(self.region_blocks)}
         self.queue: list[int] = []  # claimed block indexes, in queue order
+        self.queued_by_name: dict[str, list[int]] = {}
+        self.queued_by_owner: dict[tuple[str, object], list[int]] = {}
+        self.queue_pos: dict[int, int] = {}
         self.seen: set[int] = set()  # ids of rep occurrences already walked
         self.pos = 0  # walk position
         self.last_enqueue = -1
@@ -499,7 +706,7 @@ class _Replay:
     def run(self) -> None:
         for bi, (block, root) in enumerate(zip(self.doc.blocks, self.roots, strict=True)):
             if block.is_region_block:
-                k = self.region_blocks.index(bi)
+                k = self.rank[bi]
                 if k >= len(self.queue):
                     self._stand_in(k + 1, None)
             self._walk(root)
@@ -520,7 +727,12 @@ class _Replay:
                 self.last_fresh = (occ, self.pos)
 
     def _claim(self, bi: int) -> None:
+        self.queue_pos[bi] = len(self.queue)
         self.queue.append(bi)
+        self.queued_by_name.setdefault(self._name(bi), []).append(bi)
+        target = self.roots[bi].find().line
+        if target is not None and target.ownership is not None:
+            self.queued_by_owner.setdefault((self._name(bi), target.ownership), []).append(bi)
         self.last_enqueue = self.pos
 
     def _bind(self, occ: _Occ, rep: _Occ, fresh: bool) -> None:
@@ -528,7 +740,7 @@ class _Replay:
         assert line is not None and line.alias_target is not None
         name = line.alias_target
         nxt = len(self.queue)
-        cands = [bi for bi in self.queue if self._name(bi) == name]
+        cands = list(self.queued_by_name.get(name, ()))
         new = self.region_blocks[nxt] if nxt < len(self.region_blocks) else None
         if new is not None and self._name(new) == name:
             cands.append(new)
@@ -540,11 +752,13 @@ class _Replay:
             self.bound_names.setdefault(best, set()).add(line.name)
             return
         if cands:
-            # Ties go to what is already queued, newest first: a new block is taken only
-            # when it fits better (see _fit).
-            best = max(cands, key=lambda bi: (self._fit(bi, line, rep),
-                                              self.queue.index(bi) if bi in self.queue
-                                              else -1))
+            # With -o the owner usually decides alone (a bridge's window and its own
+            # bus): try that before the full comparison, which walks subtrees.
+            by_owner = self._by_owner(cands, line, rep)
+            # Otherwise ties go to what is already queued, newest first: a new block is
+            # taken only when it fits better (see _fit).
+            best = by_owner if by_owner is not None else max(
+                cands, key=lambda bi: (self._fit(bi, line, rep), self.queue_pos.get(bi, -1)))
             fit = self._fit(best, line, rep)
             rep.target_choice = (len(cands), (fit[2], fit[4]))
             if best == new:
@@ -552,15 +766,32 @@ class _Replay:
             rep.target_block = best
             self.bound_names.setdefault(best, set()).add(line.name)
             return
-        later = [k for k in range(nxt + 1, len(self.region_blocks))
-                 if self._name(self.region_blocks[k]) == name]
-        if not later:
+        later = next((k for k in range(nxt + 1, len(self.region_blocks))
+                      if self._name(self.region_blocks[k]) == name), None)
+        if later is None:
             raise self.doc.error(f"alias target {name!r} has no 'memory-region: {name}' block "
                                  "that could be its own", line.lineno, f"@{name} ")
-        self._stand_in(later[0], occ if fresh else None)
-        self._claim(self.region_blocks[later[0]])
-        rep.target_block = self.region_blocks[later[0]]
+        self._stand_in(later, occ if fresh else None)
+        self._claim(self.region_blocks[later])
+        rep.target_block = self.region_blocks[later]
         self.bound_names.setdefault(rep.target_block, set()).add(line.name)
+
+    def _by_owner(self, cands: list[int], alias: TreeLine, rep: _Occ) -> int | None:
+        """The one candidate with the alias's owner and its type word, if exactly one."""
+        if alias.ownership is None or alias.alias_target is None:
+            return None
+        owned = self.queued_by_owner.get((alias.alias_target, alias.ownership), [])
+        new = cands[-1] if cands and cands[-1] not in self.queue_pos else None
+        if new is not None and (t := self.roots[new].find().line) is not None \
+                and t.ownership == alias.ownership:
+            owned = [*owned, new]
+        same = [bi for bi in owned
+                if (t := self.roots[bi].find().line) is not None
+                and (not self.doc.dialect.alias_target_word or t.alias_target is not None
+                     or t.type_word == alias.type_word)]
+        if len(same) == 1 and not self._would_cycle(self.roots[same[0]].find(), rep):
+            return same[0]
+        return None
 
     def _would_cycle(self, target: _Occ, alias: _Occ) -> bool:
         """Whether ``alias`` -> ``target`` closes a loop: the target reaches, through
@@ -601,7 +832,8 @@ class _Replay:
         tline = target.line
         if tline is None:
             return (True, True, False, fresh_name, False)
-        type_ok = tline.alias_target is not None or tline.type_word == alias.type_word
+        type_ok = (not self.doc.dialect.alias_target_word or tline.alias_target is not None
+                   or tline.type_word == alias.type_word)
         owner_ok = alias.ownership is not None and alias.ownership == tline.ownership
         block = self.doc.blocks[target.block]
         lines = _subtree_lines(block, target)[1:]
@@ -617,7 +849,7 @@ class _Replay:
         doc = self.doc
         for k in range(len(self.queue), upto):
             bi = self.region_blocks[k]
-            if doc.shows_disabled:
+            if doc.shows_disabled or doc.dialect.disabled == "shown":
                 raise ParseError(
                     f"'memory-region: {self._name(bi)}' is not the target of any alias "
                     "printed before it, although this text shows disabled regions",
@@ -674,8 +906,16 @@ def _make_machine(doc: TreeDocument, roots: list[_Occ]) -> Machine:
             continue
         mr = regions[id(occ)]
         mr.alias = regions[id(roots[occ.target_block].find())]
-        mr.set_fact(Fact("G2", "readonly", "no", Source.DEFAULT,
-                         "an alias's own read-only flag is not printed: assume writable"))
+        target = mr.alias
+        if (target.synthetic and target.kind is RegionKind.CONTAINER and occ.line is not None
+                and occ.line.type_word in _KIND_OF_WORD):
+            # Reliability fix (issue 6): a hidden (disabled) target prints no line, but
+            # the alias's line carries its type word (§1.1): keep it for re-printing.
+            target.kind = _KIND_OF_WORD[occ.line.type_word]
+            target.readonly = target.kind is RegionKind.ROM
+        if mr.fact("readonly") is None:
+            mr.set_fact(Fact("G2", "readonly", "no", Source.DEFAULT,
+                             "an alias's own read-only flag is not printed: assume writable"))
         if occ.target_choice is not None and occ.target_choice[0] > 1:
             n, (owner_ok, inside) = occ.target_choice
             how = ("its owner" if owner_ok else "content inside the window" if inside
@@ -695,7 +935,8 @@ def _make_machine(doc: TreeDocument, roots: list[_Occ]) -> Machine:
     machine.set_fact(Fact("G9", "address-space order", "as printed", Source.DEFAULT,
                           "creation order is not printed: address spaces are kept in the "
                           "order of their groups, names sorted"))
-    machine.check()
+    # Containers come from the text's indentation, so they cannot loop; aliases can.
+    machine.check(containers=False)
     return machine
 
 
@@ -717,18 +958,27 @@ def _creation_order(names: list[str]) -> list[str]:
 
 
 def _note_overlaps(mr: MemoryRegion) -> None:
-    """Record the G3 default where enabled equal-priority siblings overlap."""
-    kids = [k for k in mr.subregions if k.enabled and k.size]
-    for i, a in enumerate(kids):
-        for b in kids[i + 1:]:
-            if b.priority != a.priority:
-                break
-            lo, hi = (b, a) if a.addr > b.addr else (a, b)
-            if lo.addr + lo.size > hi.addr and lo is not hi and lo.addr != hi.addr:
-                hi.set_fact(Fact("G3", "order", f"above {lo.label}", Source.DEFAULT,
-                                 f"overlaps {lo.label!r} at equal priority {a.priority}; "
-                                 "which was added last is not printed: assume the one at "
-                                 "the higher address"))
+    """Record the G3 default where enabled equal-priority siblings overlap.
+
+    A sweep per priority over the siblings sorted by address: O(k log k).
+    """
+    by_prio: dict[int, list[MemoryRegion]] = {}
+    for k in mr.subregions:
+        if k.enabled and k.size:
+            by_prio.setdefault(k.priority, []).append(k)
+    for prio, kids in by_prio.items():
+        if len(kids) < 2:
+            continue
+        kids.sort(key=lambda k: k.addr)
+        reach, holder = kids[0].addr + kids[0].size, kids[0]
+        for k in kids[1:]:
+            if k.addr < reach and k.addr != holder.addr:
+                k.set_fact(Fact("G3", "order", f"above {holder.label}", Source.DEFAULT,
+                                f"overlaps {holder.label!r} at equal priority {prio}; which "
+                                "was added last is not printed: assume the one at the "
+                                "higher address"))
+            if k.addr + k.size > reach:
+                reach, holder = k.addr + k.size, k
 
 
 def _region_for(occ: _Occ, doc: TreeDocument) -> MemoryRegion:
@@ -742,17 +992,55 @@ def _region_for(occ: _Occ, doc: TreeDocument) -> MemoryRegion:
             min(occ.size, 1 << 64), addr=(occ.start - base) & MASK64, priority=occ.priority,
             enabled=False, synthetic=True, hidden_overflow_markers=occ.markers)
     size = _size_of(line)
+    if line.alias_target is not None and \
+            (line.alias_start + last(size)) & MASK64 != line.alias_end:
+        window = f"{hex16(line.alias_start)}-{hex16(line.alias_end)}"
+        raise doc.error(f"alias window {window} does not have the alias's size "
+                        f"({size:#x} bytes)", line.lineno, window)
+    if line.type_word in ACCESS_LETTERS:
+        return _region_from_letters(occ, line, size, base)
     if line.alias_target is not None:
         kind = RegionKind.ALIAS
-        if (line.alias_start + last(size)) & MASK64 != line.alias_end:
-            window = f"{hex16(line.alias_start)}-{hex16(line.alias_end)}"
-            raise doc.error(f"alias window {window} does not have the alias's size "
-                            f"({size:#x} bytes)", line.lineno, window)
     elif line.type_word in ("i/o", "container"):
-        kind = RegionKind.CONTAINER if occ.children else RegionKind.IO
+        kind = RegionKind.CONTAINER if _has_real_children(occ) else RegionKind.IO
     else:
         kind = _KIND_OF_WORD[line.type_word]
     return _new_region(occ, line, kind, size, base)
+
+
+def _has_real_children(occ: _Occ) -> bool:
+    """Subregions the text shows or implies. The stand-ins for hidden aliases that only
+    reproduce the order of ``memory-region:`` blocks go wherever is convenient and say
+    nothing about the region they were put under."""
+    return any(c.target_block is None or c.line is not None for c in occ.children)
+
+
+def _region_from_letters(occ: _Occ, line: TreeLine, size: int, base: int) -> MemoryRegion:
+    """A region printed with access letters (QEMU 1.1–2.8): ``R`` readable (ROMD mode),
+    ``W`` writable. The letters say read-only-ness exactly, even for aliases, but not
+    RAM versus MMIO: a writable leaf is taken for MMIO, a read-only one for ROM."""
+    readable, writable = line.type_word[0] == "R", line.type_word[1] == "W"
+    if line.alias_target is not None:
+        kind = RegionKind.ALIAS
+    elif not readable:
+        kind = RegionKind.ROMD  # a ROM device out of ROMD mode
+    elif _has_real_children(occ):
+        kind = RegionKind.CONTAINER
+    else:
+        kind = RegionKind.IO if writable else RegionKind.ROM
+    mr = _new_region(occ, line, kind, size, base)
+    mr.romd_mode = readable
+    mr.readonly = not writable and kind is not RegionKind.ROMD
+    mr.facts = [f for f in mr.facts if f.gap != "G1"]
+    if kind is RegionKind.ALIAS:
+        mr.set_fact(Fact("G2", "readonly", "yes" if mr.readonly else "no", Source.TEXT,
+                         f"access letters {line.type_word}"))
+    elif readable and not _has_real_children(occ):
+        what = "i/o" if writable else "rom"
+        mr.set_fact(Fact("G1", "kind", what, Source.DEFAULT,
+                         f"access letters {line.type_word} do not tell RAM from MMIO: "
+                         f"assume {what}"))
+    return mr
 
 
 def _new_region(occ: _Occ, line: TreeLine, kind: RegionKind, size: int,
@@ -764,7 +1052,7 @@ def _new_region(occ: _Occ, line: TreeLine, kind: RegionKind, size: int,
         ownership=line.ownership)
     if kind in (RegionKind.CONTAINER, RegionKind.IO):
         what = kind.value
-        why = "has subregions" if occ.children else "has no subregions"
+        why = "has subregions" if _has_real_children(occ) else "has no subregions"
         mr.facts.append(Fact("G1", "kind", what, Source.DEFAULT,
                              f"printed 'i/o' and {why}: assume {what}"))
     if line.start == line.end:
@@ -782,50 +1070,57 @@ def print_tree(
     owners: bool = False,
     disabled: bool = False,
     eol: str = "\r\n",
-    container_word: bool = False,
+    dialect: Dialect = dialects.DEFAULT,
 ) -> str:
-    """Print ``machine`` as ``info mtree [-o] [-D]`` does (QEMU 7.2).
+    """Print ``machine`` as ``info mtree [-o] [-D]`` does in ``dialect`` (QEMU 7.2 by default).
 
-    Address-space groups come in ``machine.tree_order`` when known (QEMU's hash
-    order, kept from a parsed text), otherwise in the order of the first address
-    space that uses each root.
+    Since 7.0 address spaces that share a root share one block, in
+    ``machine.tree_order`` when known (QEMU's hash order, kept from a parsed text) or
+    else in the order of the first address space using each root; before 7.0 each
+    address space has its own block, in creation order.
 
-    :param container_word: print ``container`` for unmapped non-RAM regions
-        (upstream 2026, reference §4.8).
     :raise ModelError: owners asked for but unknown; ``-D`` asked for a model rebuilt
         from text that hid disabled regions; an alias loop.
     """
     out: list[str] = []
-    groups: dict[int, tuple[MemoryRegion | None, list[AddressSpace]]] = {}
-    for a in machine.address_spaces:
-        key = id(a.root)
-        if key not in groups:
-            groups[key] = (a.root, [])
-        groups[key][1].append(a)
-    if machine.tree_order is not None:
-        order = [id(r) for r in machine.tree_order]
-        missing = [k for k in groups if k not in order]
-        keys = [k for k in order if k in groups] + missing
-    else:
+    blocks: list[tuple[MemoryRegion | None, list[AddressSpace]]]
+    if dialect.grouped:
+        groups: dict[int, tuple[MemoryRegion | None, list[AddressSpace]]] = {}
+        for a in machine.address_spaces:
+            groups.setdefault(id(a.root), (a.root, []))[1].append(a)
         keys = list(groups)
+        if machine.tree_order is not None:
+            order = [id(r) for r in machine.tree_order]
+            keys = [k for k in order if k in groups] + [k for k in groups if k not in order]
+        blocks = [(groups[k][0], _header_order(groups[k][1])) for k in keys]
+    else:
+        blocks = [(a.root, [a]) for a in machine.address_spaces]
     queue: list[MemoryRegion] = []
-    queued: set[int] = set()
-    printer = _Printer(out, queue, queued, owners, disabled, container_word)
-    for key in keys:
-        root, ases = groups[key]
-        for a in _header_order(ases):
-            out.append(f"address-space: {a.name}")
+    printer = _Printer(out, queue, owners, disabled, dialect)
+    header = "address-space: " if dialect.prefixed_headers else ""
+    for root, ases in blocks:
+        out.extend(header + a.name for a in ases)
         if root is not None:
             printer.print_region(root)
         printer.end_block()
+    if not dialect.prefixed_headers:
+        out.append(ALIASES_HEADER)
+    header = "memory-region: " if dialect.prefixed_headers else ""
     i = 0
     while i < len(queue):
         mr = queue[i]
-        out.append(f"memory-region: {mr.label}")
+        out.append(header + mr.label)
         printer.print_region(mr)
         printer.end_block()
         i += 1
     return eol.join(out) + eol
+
+
+def print_like(machine: Machine, document: TreeDocument) -> str:
+    """Print ``machine`` the way ``document`` was printed: same flags, dialect, line ends."""
+    text = print_tree(machine, owners=document.owners, disabled=document.shows_disabled,
+                      eol=document.eol, dialect=document.dialect)
+    return text if document.final_eol else text[: -len(document.eol)]
 
 
 def _header_order(ases: list[AddressSpace]) -> list[AddressSpace]:
@@ -842,26 +1137,42 @@ def _header_order(ases: list[AddressSpace]) -> list[AddressSpace]:
 class _Printer:
     """QEMU's ``mtree_print_mr``, iterative so that deep trees cannot overflow the stack."""
 
-    def __init__(self, out: list[str], queue: list[MemoryRegion], queued: set[int],
-                 owners: bool, disabled: bool, container_word: bool) -> None:
+    def __init__(self, out: list[str], queue: list[MemoryRegion], owners: bool,
+                 disabled: bool, dialect: Dialect) -> None:
         self.out = out
         self.queue = queue
-        self.queued = queued
+        self.queued: set[int] = set()
         self.owners = owners
-        self.disabled = disabled
-        self.container_word = container_word
+        self.dialect = dialect
+        # Which disabled regions print: always (2.4–5.0), with -D (5.1+), never (1.3–2.3).
+        self.show_disabled = dialect.disabled == "shown" or (
+            dialect.disabled == "hidden" and disabled)
         self.pending_markers = 0
 
     def end_block(self) -> None:
         """The blank line after a block; a hidden region's overflow marker sticks to it."""
-        self.out.append(OVERFLOW_MARKER * self.pending_markers)
-        self.pending_markers = 0
+        if self.dialect.blank_lines:
+            self.out.append(OVERFLOW_MARKER * self.pending_markers)
+            self.pending_markers = 0
+
+    def type_field(self, mr: MemoryRegion) -> str:
+        d = self.dialect
+        if d.access_letters:
+            readable = mr.romd_mode
+            writable = not mr.readonly and not (mr.kind is RegionKind.ROMD and mr.romd_mode)
+            return ("R" if readable else "-") + ("W" if writable else "-")
+        if mr.alias is not None and not d.alias_target_word:
+            return "i/o"
+        return mr.type_word(container_word=d.container_word)
 
     def print_region(self, root: MemoryRegion) -> None:
         stack: list[tuple[MemoryRegion, int, int]] = [(root, 1, 0)]
         out = self.out
+        d = self.dialect
         while stack:
             mr, level, base = stack.pop()
+            if not mr.enabled and d.disabled == "skipped":
+                continue  # 1.3–2.3: a disabled region and its subtree are not visited
             start = (base + mr.addr) & MASK64
             end = (start + last(mr.size)) & MASK64
             markers = 1 if (start < base or end < start) else 0
@@ -869,29 +1180,34 @@ class _Printer:
             if mr.alias is not None and id(mr.alias) not in self.queued:
                 self.queued.add(id(mr.alias))
                 self.queue.append(mr.alias)
-            if mr.synthetic and self.disabled:
+            if mr.synthetic and self.show_disabled:
                 raise ModelError(
-                    "cannot print with -D: this model was rebuilt from text printed without "
-                    "-D, so its disabled regions are not known")
-            if mr.enabled or self.disabled:
+                    "cannot print disabled regions: this model was rebuilt from text that "
+                    "hid them (printed without -D), so they are not known")
+            if mr.enabled or self.show_disabled:
                 if mr.ownership is None and self.owners:
                     raise ModelError(
                         f"cannot print owners (-o): region {mr.label!r} has no owner "
                         "information (the text it came from was printed without -o)")
                 line = format_tree_line(
                     level=level, start=start, end=end, priority=mr.priority,
-                    nonvolatile=mr.nonvolatile,
-                    type_word=mr.type_word(container_word=self.container_word),
+                    nonvolatile=mr.nonvolatile, type_word=self.type_field(mr),
                     name=mr.label,
                     alias_target=None if mr.alias is None else mr.alias.label,
                     alias_start=mr.alias_offset & MASK64,
                     alias_end=(mr.alias_offset + last(mr.size)) & MASK64,
                     disabled=not mr.enabled,
                     ownership=mr.ownership if self.owners else None,
+                    root_level=d.root_level,
                 )
                 markers += self.pending_markers
                 self.pending_markers = 0
-                out.append(OVERFLOW_MARKER * markers + line if markers else line)
+                if markers and not d.overflow_before_indent:
+                    body = line.lstrip(" ")
+                    line = line[: len(line) - len(body)] + OVERFLOW_MARKER * markers + body
+                elif markers:
+                    line = OVERFLOW_MARKER * markers + line
+                out.append(line)
             else:
                 self.pending_markers += markers
             if mr.subregions:

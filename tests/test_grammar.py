@@ -138,12 +138,13 @@ def test_flat_document_round_trip_with_dispatch_lines_kept() -> None:
     text = ("FlatView #0\r\n AS \"I/O\", root: io\r\n Root memory region: io\r\n"
             "  0000000000000000-000000000000ffff (prio 0, i/o): io\r\n  Dispatch\r\n"
             "    Physical sections\r\n      #0 @0000000000000000..ffffffffffffffff (noname) "
-            "[unassigned]\r\n\t  0       skip=3  ptr=[3]\r\n\r\n"
+            "[unassigned]\r\n    Nodes (9 bits per level, 6 levels) ptr=[0] skip=1\r\n"
+            "      [0]\r\n\t  0       skip=3  ptr=[3]\r\n\t  1..511  skip=1  ptr=NIL\r\n\r\n"
             "FlatView #1\r\n AS \"bm\", root: bus master container\r\n"
             " Root memory region: (none)\r\n  No rendered FlatView\r\n\r\n")
     doc = parse_flat(text)
     assert [v.root for v in doc.views] == ["io", None]
-    assert len(doc.views[0].dispatch) == 4
+    assert len(doc.views[0].dispatch) == 7
     assert print_flat(doc) == text
 
 
