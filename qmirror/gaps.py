@@ -19,6 +19,7 @@ The tree parser fills each with a documented default and records it as a
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterable
 
 from qmirror.flattext import FlatDocument, FlatViewBlock
@@ -58,10 +59,9 @@ def _shown(attribute: str, value: object) -> str:
 
 def _open_to(mr: MemoryRegion, rule: Rule) -> bool:
     """Whether ``rule`` may decide its attribute for ``mr``: only gaps, never text."""
-    if rule.attribute == "dirty_log_mask":
-        return mr.fact("dirty_log_mask") is None or \
-            mr.fact("dirty_log_mask").source is not Source.TEXT  # type: ignore[union-attr]
     f = mr.fact(rule.attribute)
+    if rule.attribute == "dirty_log_mask":
+        return f is None or f.source is not Source.TEXT
     return f is not None and f.source is Source.DEFAULT
 
 
@@ -77,10 +77,15 @@ def apply_rules(machine: Machine, rules: Iterable[Rule] = RULES) -> list[tuple[M
     for r in table:
         if not r.pattern:
             by_name.setdefault(r.name, []).append(r)
+    # One regex for all name patterns: most regions match none of them.
+    any_pattern = re.compile("|".join(f"(?:{r.name})" for r in patterns)) if patterns else None
     for mr in list(machine.regions()):
         if mr.name is None:
             continue
-        for rule in by_name.get(mr.name, []) + patterns:
+        candidates = by_name.get(mr.name, [])
+        if any_pattern is not None and any_pattern.fullmatch(mr.name):
+            candidates = candidates + patterns
+        for rule in candidates:
             if not rule.matches(mr) or not _open_to(mr, rule):
                 continue
             _set(mr, rule.attribute, rule.value)

@@ -60,12 +60,17 @@ class Rule:
         return self.when is None or self.when(mr)
 
 
+def _shown_children(mr: MemoryRegion) -> list[MemoryRegion]:
+    """Subregions other than the stand-ins a text reader puts in for hidden aliases."""
+    return [c for c in mr.subregions if not (c.synthetic and c.kind is RegionKind.ALIAS)]
+
+
 def _leaf(mr: MemoryRegion) -> bool:
-    return not mr.subregions
+    return not _shown_children(mr)
 
 
 def _has_children(mr: MemoryRegion) -> bool:
-    return bool(mr.subregions)
+    return bool(_shown_children(mr))
 
 
 def _printed_empty(mr: MemoryRegion) -> bool:
@@ -101,7 +106,45 @@ RULES: tuple[Rule, ...] = (
          "…, &unassigned_io_ops, …, \"gpex_mmio_window\", UINT64_MAX) (likewise "
          "gpex_ioport_window, 64 KiB) with the gpex_mmio/gpex_ioport container inside",
          "6.0–", pattern=True),
+    Rule("sabre-config-terminates", "G1", "sabre-config", "kind", _IO,
+         "hw/pci-host/sabre.c: sabre_init() memory_region_init_io(&s->sabre_config, …, "
+         "&sabre_config_ops, …, \"sabre-config\", 0x10000) (sparc64 sun4u)", "2.12–",
+         when=_has_children, when_text="has subregions"),
+    Rule("loongarch-iocsr-terminates", "G1", "iocsr", "kind", _IO,
+         "hw/loongarch/virt.c: loongarch_init() memory_region_init_io(&lams->system_iocsr, "
+         "…, NULL, …, \"iocsr\", UINT64_MAX) with `iocsr_misc` inside", "7.1–",
+         when=_has_children, when_text="has subregions"),
+    Rule("xtfpga-io-terminates", "G1", "xtfpga.io", "kind", _IO,
+         "hw/xtensa/xtfpga.c: xtfpga_init() memory_region_init_io(system_io, …, "
+         "&xtfpga_io_ops, …, \"xtfpga.io\", …) with the board's devices inside", "2.0–",
+         when=_has_children, when_text="has subregions"),
+    # -- G1: IOMMU regions print `i/o`; only `-d` shows ` [iommu]` --------------------
+    Rule("amd-iommu", "G1", "amd_iommu", "kind", RegionKind.IOMMU,
+         "hw/i386/amd_iommu.c: amdvi_host_dma_iommu() memory_region_init_iommu("
+         "&amdvi_dev_as->iommu, …, TYPE_AMD_IOMMU_MEMORY_REGION, …, \"amd_iommu\", "
+         "UINT64_MAX)", "2.12–"),
+    Rule("sun4u-iommu", "G1", "iommu-sun4u", "kind", RegionKind.IOMMU,
+         "hw/sparc64/sun4u_iommu.c: iommu_init() memory_region_init_iommu(&s->iommu, …, "
+         "\"iommu-sun4u\", UINT64_MAX)", "2.12–"),
+    Rule("sun4m-iommu", "G1", "iommu-sun4m", "kind", RegionKind.IOMMU,
+         "hw/sparc/sun4m_iommu.c: iommu_init() memory_region_init_iommu(&s->iommu, …, "
+         "\"iommu-sun4m\", UINT64_MAX)", "2.12–"),
+    Rule("spapr-tce-iommu", "G1", r"tce-iommu-[0-9a-f]+", "kind", RegionKind.IOMMU,
+         "hw/ppc/spapr_iommu.c: spapr_tce_table_realize() memory_region_init_iommu("
+         "&tcet->iommu, …, \"tce-iommu-%x\", 0), sized when a DMA window is set", "2.6–",
+         pattern=True),
     # -- G1: containers that print as leaves -----------------------------------------
+    Rule("platform-bus-container", "G1", "platform bus", "kind", _CONTAINER,
+         "hw/core/platform-bus.c: platform_bus_realize() memory_region_init(&pbus->mmio, …, "
+         "\"platform bus\", pbus->mmio_size): empty until sysbus devices are plugged",
+         "2.3–"),
+    Rule("ged-memhp-container", "G1", "memhp container", "kind", _CONTAINER,
+         "hw/acpi/generic_event_device.c: acpi_ged_initfn() memory_region_init("
+         "&s->container_memhp, …, \"memhp container\", MEMORY_HOTPLUG_IO_LEN)", "5.0–"),
+    Rule("spapr-tce-root-container", "G1", r"tce-root-[0-9a-f]+", "kind", _CONTAINER,
+         "hw/ppc/spapr_iommu.c: spapr_tce_table_realize() memory_region_init(&tcet->root, "
+         "…, \"tce-root-%x\", UINT64_MAX) around the `tce-iommu-%x` IOMMU region",
+         "2.6–", pattern=True),
     Rule("system-container", "G1", "system", "kind", _CONTAINER,
          "softmmu/physmem.c: memory_map_init() memory_region_init(system_memory, NULL, "
          "\"system\", UINT64_MAX)", "1.0–",

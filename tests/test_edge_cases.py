@@ -14,7 +14,7 @@ import pytest
 
 from qmirror.check import check, load_tree
 from qmirror.model import Source
-from qmirror.treetext import parse_tree_document, print_tree
+from qmirror.treetext import parse_tree_document, print_like
 
 
 def text(*lines: str) -> str:
@@ -254,8 +254,7 @@ def test_tree_alone_renders_the_hand_derived_flatviews(name: str, tree: str,
 def test_hand_written_trees_round_trip(name: str, tree: str) -> None:
     doc = parse_tree_document(tree)
     machine = load_tree(tree).machine
-    assert print_tree(machine, owners=doc.owners, disabled=doc.shows_disabled,
-                      eol=doc.eol) == tree
+    assert print_like(machine, doc) == tree
 
 
 @pytest.mark.parametrize(("name", "tree", "qemu_flat", "gap", "region", "value"),

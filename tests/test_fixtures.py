@@ -15,7 +15,7 @@ import pytest
 from qmirror.check import check, load_tree
 from qmirror.cli import main
 from qmirror.flattext import parse_flat, print_flat
-from qmirror.treetext import parse_tree_document, print_tree
+from qmirror.treetext import parse_tree_document, print_like
 
 
 ROOT = Path(__file__).resolve().parent.parent / "fixtures"
@@ -65,8 +65,7 @@ def test_tree_round_trips_byte_for_byte(directory: Path, tree: str) -> None:
     text = read(directory / tree)
     doc = parse_tree_document(text)
     machine = load_tree(text, rules=False).machine
-    assert print_tree(machine, owners=doc.owners, disabled=doc.shows_disabled,
-                      eol=doc.eol) == text
+    assert print_like(machine, doc) == text
 
 
 @pytest.mark.parametrize("directory", DIRS, ids=ids(DIRS))
