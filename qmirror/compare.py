@@ -6,7 +6,8 @@ FlatViews are matched by the address spaces they serve (the multiset of their
 set pass finds the keys that differ; only those go to DeepDiff, whose structured
 result is kept for machine-readable reports. Every difference is explained from our
 side: which region produced our range, and the path of containers, aliases and
-priorities that led there.
+priorities that led there. With ``dispatch``, the ``-d`` dumps of each matched pair
+are compared too (:func:`qmirror.dispatch.diff_dispatch`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from deepdiff import DeepDiff
 
+from qmirror.dispatch import DispatchDiff, diff_dispatch
 from qmirror.flattext import FlatDocument, FlatViewBlock
 from qmirror.gaps import ASKey, block_key
 from qmirror.grammar import FlatRangeLine, hex16
@@ -52,6 +54,12 @@ class ViewResult:
     diffs: list[RangeDiff] = field(default_factory=list)
     deepdiff: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    #: Whether the ``-d`` dispatch dumps were compared (``check --dispatch``).
+    dispatch_compared: bool = False
+    #: QEMU's section and node counts, when compared.
+    dispatch_sections: int = 0
+    dispatch_nodes: int = 0
+    dispatch_diffs: list[DispatchDiff] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -139,11 +147,13 @@ def _explain(start: int, kind: str, fields: list[str], ours_block: FlatViewBlock
     return f"{', '.join(fields)} differ; {how}"
 
 
-def compare(ours: FlatDocument, qemu: FlatDocument, *, accel: bool) -> Comparison:
+def compare(ours: FlatDocument, qemu: FlatDocument, *, accel: bool,
+            dispatch: bool = False) -> Comparison:
     """Compare our FlatView document with QEMU's.
 
     :param accel: our document predicts QEMU's accelerator words; when False they are
         ignored in the comparison and counted in :attr:`Comparison.accel_unpredicted`.
+    :param dispatch: compare the ``-d`` dispatch dumps too (both documents carry them).
     """
     owners = ours.owners and qemu.owners
     results: list[ViewResult] = []
@@ -160,7 +170,10 @@ def compare(ours: FlatDocument, qemu: FlatDocument, *, accel: bool) -> Compariso
             continue
         qb = _best_candidate(ob, cands, owners, accel)
         cands.remove(qb)
-        results.append(_compare_view(ob, qb, owners=owners, accel=accel))
+        result = _compare_view(ob, qb, owners=owners, accel=accel)
+        if dispatch:
+            _compare_dispatch(ob, qb, result)
+        results.append(result)
     for blocks in index.values():
         for qb in blocks:
             results.append(ViewResult([a.name for a in qb.address_spaces], "only-qemu", qb.root,
@@ -220,6 +233,27 @@ def _compare_view(ob: FlatViewBlock, qb: FlatViewBlock, *, owners: bool,
     if diffs:
         result.deepdiff = _deepdiff(diffs, owners=owners, accel=accel)
     return result
+
+
+def _compare_dispatch(ob: FlatViewBlock, qb: FlatViewBlock, result: ViewResult) -> None:
+    """Add the differences of the two ``-d`` dumps of a matched pair of FlatViews."""
+    od, qd = ob.dispatch_dump, qb.dispatch_dump
+    if od is None and qd is None:
+        return  # no root or no ranges: QEMU prints no dump
+    result.dispatch_compared = True
+    if qd is not None:
+        result.dispatch_sections, result.dispatch_nodes = len(qd.sections), len(qd.nodes)
+    if od is None or qd is None:
+        side = "QEMU" if qd is not None else "ours"
+        result.dispatch_diffs.append(DispatchDiff(
+            "dispatch", "missing" if od is None else "extra",
+            "a dispatch dump" if qd is not None else None,
+            "a dispatch dump" if od is not None else None,
+            f"only {side} prints a dispatch dump for this FlatView"))
+    else:
+        result.dispatch_diffs.extend(diff_dispatch(od, qd))
+    if result.dispatch_diffs:
+        result.status = "mismatch"
 
 
 def _differs(name: str, o: FlatRangeLine, q: FlatRangeLine, *, owners: bool, accel: bool) -> bool:
