@@ -33,8 +33,20 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qmirror.model import AddressSpace, MemoryRegion
+from qmirror.model import AddressSpace, IOEventFD, MemoryRegion
 from qmirror.render import FlatRange
+
+
+__all__ = [
+    "IOEventFD",
+    "Listeners",
+    "MemoryListener",
+    "Section",
+    "TopologyEvent",
+    "flatview_ioeventfds",
+    "ioeventfd_diff",
+    "topology_diff",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,24 +74,6 @@ class Section:
     @property
     def end(self) -> int:
         return self.offset_within_address_space + self.size
-
-
-@dataclass(frozen=True, slots=True)
-class IOEventFD:
-    """One registered ioeventfd, in address-space coordinates (reference §5.4)."""
-
-    start: int
-    size: int
-    match_data: bool
-    data: int
-    #: Stands in for QEMU's EventNotifier pointer: compared last, by value here.
-    notifier: int
-
-    def sort_key(self) -> tuple[int, int, bool, int, int]:
-        """QEMU's ``memory_region_ioeventfd_before`` order: start, size, match_data,
-        then data (only when matching), then the notifier."""
-        return (self.start, self.size, self.match_data,
-                self.data if self.match_data else 0, self.notifier)
 
 
 class MemoryListener:
@@ -120,6 +114,12 @@ class MemoryListener:
 
     def eventfd_del(self, section: Section, match_data: bool, data: int, notifier: int) -> None:
         """An ioeventfd went away."""
+
+    def log_global_start(self) -> None:
+        """Global dirty tracking (migration) starts: before the forced update."""
+
+    def log_global_stop(self) -> None:
+        """Global dirty tracking stopped: after the forced update."""
 
 
 #: How two FlatRanges are "the same" for the diff: QEMU's ``flatrange_equal``
@@ -203,17 +203,19 @@ def flatview_ioeventfds(ranges: Iterable[FlatRange]) -> list[IOEventFD]:
     """Every ioeventfd of the regions in a FlatView, moved to address-space coordinates.
 
     An ioeventfd is kept whole if it intersects the range it is seen through (QEMU
-    does not clip it); a region visible twice registers it twice.
+    does not clip it); a region visible twice registers it twice. The list comes in
+    range order, then each region's own (sorted) order, and is not re-sorted:
+    ``address_space_update_ioeventfds`` does not sort either, so the diff sees
+    exactly what QEMU's sees.
     """
     out: list[IOEventFD] = []
     for r in ranges:
-        for fd in getattr(r.mr, "ioeventfds", ()):
+        for fd in r.mr.ioeventfds:
             start = fd.start + r.start - r.offset_in_region
             size = fd.size
             # addrrange_intersects: either range contains the other's start.
             if r.start <= start < r.end or start <= r.start < start + size:
                 out.append(IOEventFD(start, size, fd.match_data, fd.data, fd.notifier))
-    out.sort(key=IOEventFD.sort_key)
     return out
 
 
@@ -232,18 +234,23 @@ class Listeners:
 
     def register(self, listener: MemoryListener, address_space: AddressSpace | None,
                  current: Sequence[FlatRange] = (),
-                 ioeventfds: Sequence[IOEventFD] = ()) -> None:
+                 ioeventfds: Sequence[IOEventFD] = (), *,
+                 global_dirty_log: bool = False) -> None:
         """``memory_listener_register``: insert after equal priorities, then replay.
 
-        The new listener alone hears ``begin``, ``region_add`` (and ``log_start``) for
-        every range of the address space's ``current`` FlatView, its ioeventfds, then
-        ``commit``.
+        The new listener alone hears ``begin``, ``log_global_start`` if global dirty
+        tracking is on, ``region_add`` (and ``log_start``) for every range of the
+        address space's ``current`` FlatView, then ``commit``. QEMU 7.2 does not replay
+        ioeventfds; pass ``ioeventfds`` to get the behaviour of later versions, which
+        announce the address space's ioeventfds after the ranges.
         """
         entry = _Registered(listener, address_space)
         _insert(self._global, entry)
         if address_space is not None:
             _insert(self._by_as.setdefault(id(address_space), []), entry)
             listener.begin()
+            if global_dirty_log:
+                listener.log_global_start()
             for r in current:
                 s = Section.of(address_space, r)
                 listener.region_add(s)
@@ -256,14 +263,18 @@ class Listeners:
 
     def unregister(self, listener: MemoryListener,
                    current: Sequence[FlatRange] = ()) -> None:
-        """``memory_listener_unregister``: replay the removal of everything, then unlink."""
+        """``memory_listener_unregister``: replay the removal of everything, then unlink.
+
+        The ranges go in address order (``listener_del_address_space`` walks the view
+        forward): ``log_stop`` then ``region_del`` for each.
+        """
         entry = next((e for e in self._global if e.listener is listener), None)
         if entry is None:
             return
         a = entry.address_space
         if a is not None:
             listener.begin()
-            for r in reversed(current):
+            for r in current:
                 s = Section.of(a, r)
                 if r.dirty_log_mask:
                     listener.log_stop(s, r.dirty_log_mask, 0)

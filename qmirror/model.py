@@ -19,7 +19,7 @@ per region in :attr:`MemoryRegion.facts` with where they came from.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +107,29 @@ class Ownership:
     parent: ObjectRef | None
 
 
+@dataclass(frozen=True, slots=True)
+class IOEventFD:
+    """One ioeventfd (QEMU's ``MemoryRegionIoeventfd``, reference §5.4).
+
+    On a region (:attr:`MemoryRegion.ioeventfds`) ``start`` is region-relative; in an
+    address space's list it is absolute.
+    """
+
+    start: int
+    #: 0 matches any access width (``memory_region_del_eventfd`` treats it as a wildcard).
+    size: int
+    match_data: bool
+    data: int
+    #: Stands in for QEMU's EventNotifier pointer: compared last, by value here.
+    notifier: int
+
+    def sort_key(self) -> tuple[int, int, bool, int, int]:
+        """QEMU's ``memory_region_ioeventfd_before`` order: start, size, match_data,
+        then data (only when matching), then the notifier."""
+        return (self.start, self.size, self.match_data,
+                self.data if self.match_data else 0, self.notifier)
+
+
 @dataclass(eq=False, slots=True)
 class MemoryRegion:
     """One MemoryRegion. Compared and hashed by identity."""
@@ -129,6 +152,8 @@ class MemoryRegion:
     ownership: Ownership | None = None
     #: Dirty-log clients (bit set of VGA=1, CODE=2, MIGRATION=4) enabled on the region.
     dirty_log_mask: int = 0
+    #: Registered ioeventfds, region-relative, in QEMU's sorted order (reference §5.4).
+    ioeventfds: list[IOEventFD] = field(default_factory=list, repr=False)
     container: MemoryRegion | None = field(default=None, repr=False)
     #: QEMU's list order: priority descending, newest first among equals.
     subregions: list[MemoryRegion] = field(default_factory=list, repr=False)
@@ -207,6 +232,14 @@ class MemoryRegion:
         """
         if child.container is not None:
             raise ModelError(f"{child.label!r} is already mapped in {child.container.label!r}")
+        # Reliability fix (issue 6): a region inside itself would make every tree walk
+        # (render, print) endless; QEMU has no such check, so refuse it here.
+        up: MemoryRegion | None = self
+        while up is not None:
+            if up is child:
+                raise ModelError(f"mapping {child.label!r} into {self.label!r} would put it "
+                                 "inside itself (a container cycle)")
+            up = up.container
         child.container = self
         child.addr = offset
         child.priority = priority
@@ -339,15 +372,43 @@ class Machine:
         self.facts = [f for f in self.facts if f.attribute != fact.attribute]
         self.facts.append(fact)
 
-    def check(self) -> None:
+    def check(self, *, containers: bool = True) -> None:
         """Refuse models QEMU would hang on or cannot have.
 
+        :param containers: also look for container cycles (a model read from text has
+            none by construction).
         :raise ModelError: an alias loop or container cycle (naming the region where
             it closes), or an alias without a target.
         """
+        # Reliability fix (issue 6): each chain is followed only up to a region already
+        # known to end well, so 10k-deep trees and alias chains cost linear, not
+        # quadratic, time (a per-region final_target()/path() did).
+        ends_alias: set[int] = set()
+        ends_container: set[int] = set()
         for mr in self.regions():
             if (mr.alias is not None) != (mr.kind is RegionKind.ALIAS):
                 raise ModelError(f"region {mr.label!r}: only aliases, all of them, have a target")
             if mr.alias is not None:
-                mr.final_target()
-            mr.path()
+                _chain_ends(mr, lambda r: r.alias, ends_alias, "alias loop through")
+            if containers:
+                _chain_ends(mr, lambda r: r.container, ends_container, "container cycle through")
+
+
+def _chain_ends(start: MemoryRegion, step: Callable[[MemoryRegion], MemoryRegion | None],
+                ends: set[int], what: str) -> None:
+    """Follow ``step`` from ``start`` until it ends or meets a region in ``ends``.
+
+    Every region walked joins ``ends``, so over many calls each is walked once.
+
+    :raise ModelError: the chain comes back to a region walked in this call.
+    """
+    walked: list[MemoryRegion] = []
+    on_walk: set[int] = set()
+    mr: MemoryRegion | None = start
+    while mr is not None and id(mr) not in ends:
+        if id(mr) in on_walk:
+            raise ModelError(f"{what} {mr.label!r}")
+        on_walk.add(id(mr))
+        walked.append(mr)
+        mr = step(mr)
+    ends.update(id(r) for r in walked)
