@@ -18,11 +18,30 @@ Causes are chained with ``raise ... from exc``. ``asyncio.CancelledError`` and o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 
 class QmirrorError(Exception):
     """Root of every error qmirror raises on purpose."""
+
+
+#: Quoted names longer than this are cut in messages (names come from the input).
+_LONG_NAME = re.compile(r"'[^'\n]{100,}'")
+
+
+def shorten(message: str, limit: int = 400) -> str:
+    """Keep a message readable when it quotes a huge name from the input.
+
+    Long quoted names keep their start and end; what is still too long loses its
+    middle. The attributes of an error keep the full text.
+    """
+    if len(message) <= limit:
+        return message
+    message = _LONG_NAME.sub(lambda m: f"{m[0][:60]}…{m[0][-20:]}", message)
+    if len(message) > limit:
+        message = f"{message[:limit * 2 // 3]}…{message[-(limit // 3):]}"
+    return message
 
 
 class ParseError(QmirrorError):
@@ -50,7 +69,7 @@ class ParseError(QmirrorError):
 
     def __str__(self) -> str:
         where = f"{self.filename}:" if self.filename else "line "
-        head = f"{where}{self.line}:{self.column}: {self.reason}"
+        head = f"{where}{self.line}:{self.column}: {shorten(self.reason)}"
         if not self.source_line:
             return head
         shown = self.source_line.replace("\t", " ")
@@ -66,6 +85,9 @@ class ParseError(QmirrorError):
 
 class ModelError(QmirrorError):
     """A model that cannot be rendered or printed as asked."""
+
+    def __str__(self) -> str:
+        return shorten(super().__str__())
 
 
 class MonitorError(QmirrorError):

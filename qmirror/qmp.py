@@ -8,7 +8,10 @@ What this layer adds to the plain client:
 * HMP error detection: ``human-monitor-command`` reports HMP errors as ordinary reply
   text, so the text is inspected and turned into :class:`~qmirror.errors.CommandFailed`;
 * errors mapped onto :mod:`qmirror.errors`, chained with ``from``;
-* quiet ``qemu.qmp`` logging unless asked for.
+* quiet ``qemu.qmp`` logging unless asked for;
+* bounded event feeds (:meth:`Monitor.events`): qemu.qmp's listeners keep every event
+  forever (queue and history), so its default all-events listener is switched off and
+  :class:`EventFeed` keeps at most a fixed number of pending events and no history.
 
 HMP text is returned byte for byte as QEMU sent it, CR LF line endings included.
 """
@@ -16,13 +19,25 @@ HMP text is returned byte for byte as QEMU sent it, CR LF line endings included.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import socket
+from collections import deque
+from collections.abc import Iterable, Iterator
 from typing import Final, TypeAlias, TypedDict, TypeVar
 
 from qemu.qmp import ConnectError as QMPConnectError
-from qemu.qmp import ExecInterruptedError, ExecuteError, QMPClient, QMPError, Runstate, StateError
+from qemu.qmp import (
+    EventListener,
+    ExecInterruptedError,
+    ExecuteError,
+    Message,
+    QMPClient,
+    QMPError,
+    Runstate,
+    StateError,
+)
 
 from qmirror.errors import (
     CommandFailed,
@@ -37,6 +52,7 @@ __all__ = [
     "DEFAULT_COMMAND_TIMEOUT",
     "DEFAULT_CONNECT_TIMEOUT",
     "Address",
+    "EventFeed",
     "MachineInfo",
     "Monitor",
     "check_command",
@@ -50,6 +66,8 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_COMMAND_TIMEOUT: Final = 30.0
 #: Same cap as libvirt and qemu.qmp: one reply may be up to 10 MiB.
 DEFAULT_READ_LIMIT: Final = 10 * 1024 * 1024
+#: Pending events an :class:`EventFeed` keeps before it drops the oldest.
+DEFAULT_EVENT_BACKLOG: Final = 256
 
 #: Where a monitor lives: a UNIX socket path, a ``(host, port)`` TCP address, or an
 #: already connected socket (for instance one end of a socketpair).
@@ -234,6 +252,68 @@ async def _open_socket(address: str | tuple[str, int]) -> socket.socket:
     raise last if last is not None else OSError(f"no address found for {address!r}")
 
 
+class EventFeed(EventListener):
+    """A qemu.qmp event listener with a bounded backlog and no history.
+
+    qemu.qmp's own :class:`~qemu.qmp.EventListener` appends every event it hears to an
+    unbounded queue and an unbounded history; a long-running watcher would grow without
+    end. This one keeps at most *backlog* pending events (dropping the oldest and
+    counting them in :attr:`dropped`), and sets *wakeup* on every event it accepts.
+
+    :param names: event names to hear (``None``: all).
+    :param backlog: pending events kept before the oldest are dropped.
+    :param wakeup: an event to set when something arrives (e.g. a poll loop's).
+    """
+
+    def __init__(
+        self,
+        names: Iterable[str] | None = None,
+        *,
+        backlog: int = DEFAULT_EVENT_BACKLOG,
+        wakeup: asyncio.Event | None = None,
+    ) -> None:
+        super().__init__(None if names is None else list(names))
+        self._pending: deque[Message] = deque(maxlen=backlog)
+        self.wakeup = wakeup if wakeup is not None else asyncio.Event()
+        #: Events dropped because the backlog was full.
+        self.dropped = 0
+
+    async def put(self, event: Message) -> None:
+        """Called by qemu.qmp's reader for every event (see :meth:`accept`)."""
+        if not self.accept(event):
+            return
+        if len(self._pending) == self._pending.maxlen:
+            self.dropped += 1
+        self._pending.append(event)
+        self.wakeup.set()
+
+    async def get(self) -> Message:
+        """The oldest pending event, waiting for one if there is none (no timeout:
+        wrap it in ``asyncio.timeout``)."""
+        while not self._pending:
+            self.wakeup.clear()
+            await self.wakeup.wait()
+        return self._pending.popleft()
+
+    def empty(self) -> bool:
+        return not self._pending
+
+    def clear(self) -> list[Message]:
+        """Take every pending event, oldest first."""
+        taken = list(self._pending)
+        self._pending.clear()
+        return taken
+
+    @property
+    def history(self) -> tuple[Message, ...]:
+        """Always empty: this listener keeps no history (that is its point)."""
+        return ()
+
+
+def _hear_nothing(_event: Message) -> bool:
+    return False
+
+
 class Monitor:
     """A QMP monitor connection that refuses anything but reads unless told otherwise.
 
@@ -305,7 +385,7 @@ class Monitor:
         self,
         address: Address,
         *,
-        timeout: float = DEFAULT_CONNECT_TIMEOUT,  # noqa: ASYNC109 - split per phase below
+        timeout: float = DEFAULT_CONNECT_TIMEOUT,  # split per phase below
     ) -> None:
         """Connect, wait for the greeting and negotiate capabilities.
 
@@ -355,6 +435,9 @@ class Monitor:
                 raise ConnectError(f"cannot connect to {where}: {exc.strerror or exc}") from exc
             # Cancellation, KeyboardInterrupt, bugs: never wrapped.
             raise
+        # The client's default listener hears every event and forgets none; nothing
+        # here reads it, so make it hear nothing (feeds from events() are bounded).
+        client.events.event_filter = _hear_nothing
         self._client = client
         self._where = where
         self._quit_sent = False
@@ -367,7 +450,7 @@ class Monitor:
         cmd: str,
         args: dict[str, object] | None = None,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109 - becomes MonitorTimeout
+        timeout: float | None = None,  # becomes MonitorTimeout
     ) -> object:
         """Every command goes through here: allow-list, timeout and error mapping."""
         check_command(cmd, args, allow_control=self._allow_control)
@@ -406,7 +489,7 @@ class Monitor:
         cmd: str,
         args: dict[str, object] | None = None,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
     ) -> object:
         """Run a QMP command and return its ``return`` value.
 
@@ -424,7 +507,7 @@ class Monitor:
         self,
         command_line: str,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
     ) -> str:
         """Run an HMP command through ``human-monitor-command``.
 
@@ -447,7 +530,7 @@ class Monitor:
         dispatch: bool = False,
         owners: bool = False,
         disabled: bool = False,
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
     ) -> str:
         """Run ``info mtree`` with the given flags and check the reply looks right.
 
@@ -467,13 +550,67 @@ class Monitor:
             )
         return text
 
-    async def quit(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
+    async def quit(self, *, timeout: float | None = None) -> None:
         """Ask QEMU to exit (needs ``allow_control``); a hang-up counts as success."""
         await self._send("quit", timeout=timeout)
 
+    # ----------------------------------------------------------------- events
+
+    @contextlib.contextmanager
+    def events(
+        self,
+        names: Iterable[str] | None = None,
+        *,
+        backlog: int = DEFAULT_EVENT_BACKLOG,
+        wakeup: asyncio.Event | None = None,
+    ) -> Iterator[EventFeed]:
+        """Hear QMP events while the block runs::
+
+            with mon.events({"RESET", "DEVICE_DELETED"}) as feed:
+                async with asyncio.timeout(5):
+                    event = await feed.get()
+
+        Each event is a :class:`qemu.qmp.Message` with ``event``, ``data`` and QEMU's
+        ``timestamp`` (``{"seconds": ..., "microseconds": ...}``).
+
+        :param names: event names (``None``: every event).
+        :param backlog: pending events kept; older ones are dropped and counted.
+        :param wakeup: set whenever an event arrives.
+        :raise MonitorError: the monitor is not connected.
+        """
+        client = self._client
+        if client is None:
+            raise MonitorError("cannot listen for events: monitor is not connected")
+        feed = EventFeed(names, backlog=backlog, wakeup=wakeup)
+        with client.listen(feed):
+            yield feed
+
+    async def wait_closed(self) -> None:
+        """Return once the QMP session is over (QEMU hung up, or :meth:`close`).
+
+        Meant to be raced against other work and cancelled by its owner: it has no
+        deadline of its own.
+        """
+        client = self._client
+        while client is not None and client.runstate == Runstate.RUNNING:
+            await client.runstate_changed()
+            client = self._client
+
     # --------------------------------------------------------------- metadata
 
-    async def describe(self, *, timeout: float | None = None) -> MachineInfo:  # noqa: ASYNC109
+    async def run_state(self, *, timeout: float | None = None) -> tuple[str, bool]:
+        """``query-status``: the run state (``"running"``, ``"paused"``, ``"prelaunch"``,
+        ...) and whether the guest is running.
+
+        :raise CommandFailed: the reply has an unexpected shape.
+        """
+        status = await self._send("query-status", timeout=timeout)
+        try:
+            return _member(status, "status", str), _member(status, "running", bool)
+        except (KeyError, TypeError) as exc:
+            raise CommandFailed("query-status", f"unexpected reply: {exc}") from exc
+
+    async def describe(self, *, timeout: float | None = None) -> MachineInfo:
         """Collect what identifies the QEMU and machine at the other end.
 
         The machine type comes from the QOM type of ``/machine`` (read through the
@@ -524,7 +661,7 @@ class Monitor:
     async def close(
         self,
         *,
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
         expect_eof: bool = False,
     ) -> None:
         """Disconnect. Safe to call twice, and on a monitor that never connected.

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+from livehelpers import LaunchVM, LiveVM, assert_gone
 
-from qmirror.launcher import DEFAULT_BINARY, kvm_problem
+from qmirror.launcher import DEFAULT_BINARY, QemuInstance, kvm_problem
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -36,3 +41,40 @@ def kvm() -> None:
     problem = kvm_problem()
     if problem is not None:
         pytest.skip(f"KVM not usable: {problem}")
+
+
+# -- live VMs ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A private directory with a short path (UNIX socket paths must fit 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="qm-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def launch_vm(qemu_binary: str, short_tmp: Path) -> AsyncIterator[LaunchVM]:
+    """Start QEMUs (paused unless ``paused=False``) that are all shut down, and checked
+    to be gone, when the test ends however it ends."""
+    stack = contextlib.AsyncExitStack()
+    pids: list[int] = []
+
+    async def start(*args: str, paused: bool = True) -> LiveVM:
+        path = short_tmp / f"vm{len(pids)}.qmp"
+        vm = QemuInstance([*args, "-qmp", f"unix:{path},server=on,wait=off"],
+                          binary=qemu_binary, paused=paused)
+        await stack.enter_async_context(vm)
+        assert vm.pid is not None
+        pids.append(vm.pid)
+        return LiveVM(vm, str(path))
+
+    try:
+        yield start
+    finally:
+        await stack.aclose()
+        for pid in pids:
+            assert_gone(pid)

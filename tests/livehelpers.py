@@ -1,0 +1,141 @@
+"""Helpers for tests that run the ``qmirror`` command against real QEMUs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from qmirror.launcher import QemuInstance
+from qmirror.qmp import Monitor
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def assert_gone(pid: int | None) -> None:
+    """The process is reaped: neither running nor a zombie."""
+    assert pid is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+@dataclass(slots=True)
+class LiveVM:
+    """A QEMU launched for a test, with a plain QMP socket for qmirror to attach to.
+
+    :param instance: the launcher's handle; its own monitor allows control (for the
+        test to drive the VM: device_add, port I/O, ...).
+    :param socket: a second QMP monitor on a UNIX socket, for the code under test.
+    """
+
+    instance: QemuInstance
+    socket: str
+
+    @property
+    def pid(self) -> int:
+        assert self.instance.pid is not None
+        return self.instance.pid
+
+    @property
+    def control(self) -> Monitor:
+        return self.instance.monitor
+
+
+LaunchVM = Callable[..., Awaitable[LiveVM]]
+
+
+@dataclass(slots=True)
+class Run:
+    """A finished ``python -m qmirror`` run."""
+
+    code: int
+    out: str
+    err: str
+    seconds: float
+
+
+async def run_qmirror(*args: str, timeout: float = 120.0) -> Run:
+    """Run ``python -m qmirror --color never ARGS`` from the checkout and wait for it.
+
+    :raise TimeoutError: it did not finish in time (it is killed first).
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.pop("NO_COLOR", None)
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "qmirror", "--color", "never", *args,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return Run(proc.returncode, out.decode(), err.decode(), time.monotonic() - started)
+
+
+def pids_with(marker: str) -> list[int]:
+    """Processes whose command line contains *marker* (e.g. a unique ``-name``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline and int(entry.name) != os.getpid():
+            # A zombie still shows its cmdline only while unreaped; count it too.
+            found.append(int(entry.name))
+    return found
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 15.0,
+                   what: str = "condition") -> None:
+    """Poll *predicate* every 20 ms until it holds.
+
+    :raise TimeoutError: with *what* in the message.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():  # noqa: ASYNC110 - state of another task, no event to wait on
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}") from None
+
+
+_FLAT_RANGE = re.compile(
+    r"^  ([0-9a-f]{16})-([0-9a-f]{16}) \(prio (-?\d+), ([a-z/-]+)\): (.*?)"
+    r"(?: @([0-9a-f]{16}))?(?: KVM)*\r?$")
+
+
+def qemu_ranges(flat_text: str, address_space: str) -> set[tuple[int, int, str, str, int]]:
+    """The ranges QEMU's own ``info mtree -f`` (without ``-o``) prints for an address
+    space: ``(start, last, type, name, offset)``. Read with a regular expression of its
+    own, so that a bug in qmirror's parser cannot hide in the expectation."""
+    blocks = flat_text.replace("\r\n", "\n").split("\nFlatView #")
+    for block in blocks:
+        lines = block.split("\n")
+        names = [ln for ln in lines if ln.startswith(" AS ")]
+        if not any(re.match(rf' AS "{re.escape(address_space)}"', ln) for ln in names):
+            continue
+        out = set()
+        for ln in lines:
+            m = _FLAT_RANGE.match(ln)
+            if m:
+                out.add((int(m.group(1), 16), int(m.group(2), 16), m.group(4), m.group(5),
+                         int(m.group(6) or "0", 16)))
+        return out
+    raise AssertionError(f"no FlatView of {address_space!r} in QEMU's -f")
