@@ -25,6 +25,7 @@ import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from qmirror.bulk import gc_paused
 from qmirror.errors import ModelError
 from qmirror.model import SIZE_2_64, AddressSpace, Machine, MemoryRegion
 
@@ -269,13 +270,22 @@ def render(root: MemoryRegion | None) -> list[FlatRange]:
     return pieces
 
 
-def render_machine(machine: Machine) -> list[FlatView]:
+def render_machine(machine: Machine, *, check: bool = True) -> list[FlatView]:
     """Render every address space, sharing FlatViews by resolved root (reference §3.1).
+
+    :param check: first refuse models QEMU would hang on (:meth:`Machine.check`); pass
+        False for a machine already checked since it last changed.
 
     Views come in the order of the first address space (creation order) that uses
     each; inside a view, address spaces are in creation order.
     """
-    machine.check()
+    with gc_paused():
+        return _render_machine(machine, check)
+
+
+def _render_machine(machine: Machine, check: bool) -> list[FlatView]:
+    if check:
+        machine.check()
     views: dict[int, FlatView] = {}
     for a in machine.address_spaces:
         root = flatview_root(a.root)
