@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qmirror import __version__
-from qmirror.cli import offline
+from qmirror.cli import check, diff, export, live, offline, settings, slots, views
 from qmirror.cli._common import EXIT_TROUBLE, consoles
 from qmirror.errors import QmirrorError
 from qmirror.report import junit_error
 
 
-COMMANDS = (offline,)
+COMMANDS = (check, offline, live, slots, views, export, diff, settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qmirror {__version__}")
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                         help="colour in terminal output (default: auto; NO_COLOR is honoured)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="settings file (default: $QMIRROR_CONFIG, else the nearest "
+                             "pyproject.toml with [tool.qmirror])")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.register(sub)
@@ -39,7 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # `--launch -- QEMU ARGS`: argparse would take the words after `--` for positionals,
+    # so they are split off here and handed to the command as `args.passthrough`.
+    passthrough: list[str] | None = None
+    if "--" in words:
+        cut = words.index("--")
+        words, passthrough = words[:cut], words[cut + 1:]
+    args = parser.parse_args(words)
+    args.passthrough = passthrough
     out, err = consoles(args.color)
     try:
         code: int = args.func(args, out, err)

@@ -1,45 +1,73 @@
-"""``qmirror check|render|format`` on texts saved from QEMU."""
+"""``qmirror render|format`` on texts saved from QEMU (``check`` is in :mod:`qmirror.cli.check`)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from rich.console import Console
 
-from qmirror.check import ACCELS, check, decide_accel, load_tree, render_document
-from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, EXIT_TROUBLE, read_text, write_stdout
+from qmirror.check import (
+    ACCELS,
+    decide_accel,
+    decide_page_bits,
+    infer_iommus,
+    load_tree,
+    render_document,
+)
+from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, read_text, write_stdout
+from qmirror.dialect import Dialect, for_version
+from qmirror.dispatch import DEFAULT_PAGE_BITS
+from qmirror.errors import QmirrorError
 from qmirror.flattext import parse_flat, print_flat
 from qmirror.gaps import infer
 from qmirror.model import Source
-from qmirror.report import fact_rows, print_text, to_json, write_junit
-from qmirror.treetext import parse_tree_document, print_tree
+from qmirror.render import render_machine
+from qmirror.repair import Repair
+from qmirror.report import fact_rows
+from qmirror.treetext import print_like
 
 
-def cmd_check(args: argparse.Namespace, out: Console, err: Console) -> int:
-    if args.tree is None or args.flat is None:
-        err.print("qmirror check: give --tree TREE.txt and --flat FLAT.txt", highlight=False)
-        return EXIT_TROUBLE
-    result = check(read_text(args.tree), read_text(args.flat), accel=args.accel, strict=args.strict,
-                   rules=not args.no_rules, tree_name=args.tree, flat_name=args.flat)
-    if args.junit_xml:
-        write_junit(result, Path(args.junit_xml))
-    if args.format == "json":
-        doc = to_json(result, inputs={"tree": args.tree, "flat": args.flat})
-        write_stdout(json.dumps(doc, indent=2) + "\n")
-    else:
-        print_text(result, out, verbose=args.verbose)
-    return EXIT_MATCH if result.ok else EXIT_MISMATCH
+def text_dialect(args: argparse.Namespace) -> Dialect | None:
+    """``--qemu-version X.Y`` as a dialect (None: detect from each text)."""
+    if args.qemu_version is None:
+        return None
+    try:
+        return for_version(args.qemu_version)
+    except ValueError as exc:
+        raise QmirrorError(f"--qemu-version: {exc}") from exc
+
+
+def report_repairs(err: Console, name: str, repairs: list[Repair]) -> None:
+    for r in repairs:
+        err.print(f"{name}:{r.line}: repaired: {r.what}", highlight=False, markup=False)
 
 
 def cmd_render(args: argparse.Namespace, out: Console, err: Console) -> int:
-    loaded = load_tree(read_text(args.tree), filename=args.tree, rules=not args.no_rules)
-    qemu = parse_flat(read_text(args.flat), filename=args.flat) if args.flat else None
+    dialect = text_dialect(args)
+    loaded = load_tree(read_text(args.tree), filename=args.tree, rules=not args.no_rules,
+                       dialect=dialect, lenient=args.lenient)
+    report_repairs(err, args.tree, loaded.document.repairs)
+    qemu = None
+    if args.flat:
+        qemu = parse_flat(read_text(args.flat), filename=args.flat, dialect=dialect,
+                          lenient=args.lenient)
+        report_repairs(err, args.flat, qemu.repairs)
     if qemu is not None and not args.strict:
         infer(loaded.machine, qemu)
     decision = decide_accel(loaded.machine, qemu, args.accel, strict=args.strict)
-    doc = render_document(loaded.machine, owners=args.owners, accel=decision.value)
+    shown_as = dialect or (qemu.dialect if qemu is not None else loaded.document.dialect)
+    if args.print_as is not None:
+        try:
+            shown_as = for_version(args.print_as)
+        except ValueError as exc:
+            raise QmirrorError(f"--print-as: {exc}") from exc
+    pages = decide_page_bits(qemu, args.page_bits).value if qemu is not None else (
+        args.page_bits or DEFAULT_PAGE_BITS)
+    views = render_machine(loaded.machine)
+    if args.dispatch and qemu is not None and not args.strict:
+        infer_iommus(views, qemu)
+    doc = render_document(loaded.machine, views, owners=args.owners, accel=decision.value,
+                          dialect=shown_as, dispatch=args.dispatch, page_bits=pages)
     doc.eol = loaded.document.eol
     write_stdout(print_flat(doc))
     inferred = [(p, f) for p, f in fact_rows(loaded.machine) if f.source is Source.INFERRED]
@@ -56,14 +84,29 @@ def cmd_format(args: argparse.Namespace, out: Console, err: Console) -> int:
     if (args.tree is None) == (args.flat is None):
         err.print("qmirror format: give exactly one of --tree or --flat", highlight=False)
         return EXIT_TROUBLE
+    dialect = text_dialect(args)
     if args.tree is not None:
-        doc = parse_tree_document(read_text(args.tree), filename=args.tree)
-        machine = load_tree(read_text(args.tree), filename=args.tree, rules=False).machine
-        write_stdout(print_tree(machine, owners=doc.owners, disabled=doc.shows_disabled,
-                                 eol=doc.eol))
+        loaded = load_tree(read_text(args.tree), filename=args.tree, rules=False,
+                           dialect=dialect, lenient=args.lenient)
+        report_repairs(err, args.tree, loaded.document.repairs)
+        write_stdout(print_like(loaded.machine, loaded.document))
     else:
-        write_stdout(print_flat(parse_flat(read_text(args.flat), filename=args.flat)))
+        flat = parse_flat(read_text(args.flat), filename=args.flat, dialect=dialect,
+                          lenient=args.lenient)
+        report_repairs(err, args.flat, flat.repairs)
+        write_stdout(print_flat(flat))
     return EXIT_MATCH
+
+
+def text_options(p: argparse.ArgumentParser, *, lenient: bool) -> None:
+    """How input texts are read: their QEMU dialect, and whether to repair pastes."""
+    p.add_argument("--qemu-version", metavar="X.Y",
+                   help="the QEMU version that printed the texts (default: detected from "
+                        "the text)")
+    p.add_argument("--lenient", action=argparse.BooleanOptionalAction, default=lenient,
+                   help="repair pasting damage (indentation, prompts, quoting, wrapped lines, "
+                        "CR LF) and list each repair on stderr"
+                        + (" (default: on)" if lenient else " (default: off)"))
 
 
 def model_options(p: argparse.ArgumentParser) -> None:
@@ -78,17 +121,6 @@ def model_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("check", help="compare our FlatViews with QEMU's `info mtree -f`",
-                       description="Render the tree and compare with QEMU's flat output. "
-                                   "Exit 0: match, 1: mismatch, 2: trouble.")
-    p.add_argument("--tree", metavar="TREE.txt", help="`info mtree` output ([-o] [-D])")
-    p.add_argument("--flat", metavar="FLAT.txt", help="`info mtree -f` output ([-o])")
-    model_options(p)
-    p.add_argument("--format", choices=("text", "json"), default="text")
-    p.add_argument("--junit-xml", metavar="PATH", help="also write a JUnit XML report")
-    p.add_argument("-v", "--verbose", action="store_true", help="list defaults too")
-    p.set_defaults(func=cmd_check)
-
     p = sub.add_parser("render", help="print our `info mtree -f` for a tree",
                        description="Render the tree's FlatViews and print them as QEMU's "
                                    "`info mtree -f` (CR LF like QEMU).")
@@ -97,10 +129,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="QEMU's `-f` of the same VM: region attributes the tree does not "
                         "carry may be inferred from it (listed on stderr); ranges never are")
     p.add_argument("--owners", action="store_true", help="print owners like `info mtree -f -o`")
+    p.add_argument("--dispatch", action="store_true",
+                   help="add the dispatch dumps like `info mtree -f -d`")
+    p.add_argument("--page-bits", type=int, choices=range(10, 17), metavar="N",
+                   help="target page bits for --dispatch (default: from --flat's dump, else 12)")
+    p.add_argument("--print-as", metavar="X.Y",
+                   help="print as QEMU X.Y would (default: as the input's QEMU)")
     model_options(p)
+    text_options(p, lenient=True)
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("format", help="re-print a parsed text (byte-identical to QEMU's)")
     p.add_argument("--tree", metavar="TREE.txt")
     p.add_argument("--flat", metavar="FLAT.txt")
+    text_options(p, lenient=True)
     p.set_defaults(func=cmd_format)
