@@ -38,6 +38,7 @@ from qemu.qmp import (
     Runstate,
     StateError,
 )
+from qemu.qmp.error import ProtocolError
 
 from qmirror.errors import (
     CommandFailed,
@@ -480,9 +481,37 @@ class Monitor:
                 # QEMU may hang up before its reply to quit is read: that is success.
                 return None
             self._loss_reported = True
+            why = await self._why_lost(client)
+            if why is not None:
+                raise MonitorError(f"{why} during {what}") from exc
             raise MonitorError(f"QEMU went away (connection closed) during {what}") from exc
         except QMPError as exc:
             raise MonitorError(f"{what}: QMP protocol error: {exc}") from exc
+
+    async def _why_lost(self, client: QMPClient) -> str | None:
+        """Why qemu.qmp's reader stopped, if not because QEMU hung up.
+
+        qemu.qmp only says "Disconnected" to the command that was waiting; the reader's
+        own failure (a reply that is not JSON, a line over the read limit) comes out of
+        ``disconnect()``, and it is the one worth showing.
+        """
+        try:
+            async with asyncio.timeout(2.0):
+                await client.disconnect()
+        except OSError:  # EOF-like hang-ups, resets, and TimeoutError (an OSError)
+            return None
+        except EOFError:
+            return None
+        except ProtocolError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+            return f"QMP protocol error: {first}{cause}"[:300]
+        except (ValueError, asyncio.LimitOverrunError):
+            # asyncio's readline: no line end within the limit.
+            return f"a QMP reply longer than {self._read_limit} bytes"
+        except Exception as exc:  # anything else that stopped the reader, named
+            return f"QMP session failed: {exc!r}"[:300]
+        return None
 
     async def execute(
         self,

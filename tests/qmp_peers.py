@@ -3,9 +3,11 @@
 * :class:`SilentServer` accepts connections and never says a word (a busy monitor).
 * :class:`FakeQmp` speaks just enough QMP for ``describe()`` and answers
   ``human-monitor-command`` with whatever text the test chose (garbage HMP replies).
+* :class:`BrokenQmp` greets and answers like :class:`FakeQmp` until the first
+  ``human-monitor-command``, then breaks the protocol (invalid JSON, an endless line).
 * :class:`RecordingProxy` sits between qmirror and a real QEMU's QMP socket, forwards
   everything unchanged, records every command qmirror sends, and can act on one
-  before forwarding it (e.g. kill QEMU mid-read).
+  before forwarding it (e.g. kill QEMU mid-read, or change its memory map).
 
 None of them imitates QEMU's memory map: the map always comes from a real QEMU.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,7 @@ class _Server:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            writer.close()  # the peer's end of the socket goes when its session does
             self._tasks.discard(task)
 
     async def __aenter__(self) -> _Server:
@@ -134,18 +137,69 @@ class FakeQmp(_Server):
             await writer.drain()
 
 
+class BrokenQmp(FakeQmp):
+    """A :class:`FakeQmp` that breaks the protocol on its first HMP command.
+
+    :param how: ``"invalid-json"`` (a reply line that is not JSON) or ``"endless"``
+        (reply bytes without a line end, 64 KiB at a time, until the client hangs up).
+    """
+
+    def __init__(self, path: Path, how: str) -> None:
+        super().__init__(path, "")
+        self.how = how
+        #: Bytes of the endless line written before the client hung up.
+        self.endless_bytes = 0
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        greeting = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 22},
+                                        "package": "fake"}, "capabilities": []}}
+        writer.write(json.dumps(greeting).encode() + b"\r\n")
+        buf = ""
+        while chunk := await reader.read(65536):
+            msgs, buf = _split_json(buf + chunk.decode())
+            for msg in msgs:
+                self.commands.append(str(msg.get("execute")))
+                if msg.get("execute") == "human-monitor-command":
+                    await self._break(reader, writer)
+                    return
+                reply: dict[str, object] = {"return": self._answer(msg)}
+                if "id" in msg:
+                    reply["id"] = msg["id"]
+                writer.write(json.dumps(reply).encode() + b"\r\n")
+            await writer.drain()
+
+    async def _break(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.how == "invalid-json":
+            writer.write(b'{"return": "address-space: memory\\r\\n", "id": }\r\n')
+            await writer.drain()
+            await reader.read()  # keep the socket open: the client must notice
+        elif self.how == "endless":
+            block = b"x" * 65536
+            while True:
+                writer.write(block)
+                await writer.drain()
+                self.endless_bytes += len(block)
+        else:
+            raise ValueError(self.how)
+
+
 class RecordingProxy(_Server):
     """Forwards a QMP session to *upstream* and records what the client sends.
 
     :param on_command: called with each decoded client message before it is forwarded
         (it may, for instance, kill QEMU).
+    :param before_forward: awaited with each decoded client message before it is
+        forwarded (it may, for instance, change the VM through another monitor).
     """
 
     def __init__(self, path: Path, upstream: str,
-                 on_command: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_command: Callable[[dict[str, Any]], None] | None = None,
+                 before_forward: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+                 ) -> None:
         super().__init__(path)
         self.upstream = upstream
         self.on_command = on_command
+        self.before_forward = before_forward
         #: Every message the client sent, decoded, in order.
         self.sent: list[dict[str, Any]] = []
 
@@ -181,6 +235,8 @@ class RecordingProxy(_Server):
                     self.sent.append(msg)
                     if self.on_command is not None:
                         self.on_command(msg)
+                    if self.before_forward is not None:
+                        await self.before_forward(msg)
                 up_writer.write(chunk)
                 await up_writer.drain()
         finally:
