@@ -130,11 +130,18 @@ class FakeQmp(_Server):
             msgs, buf = _split_json(buf + chunk.decode())
             for msg in msgs:
                 self.commands.append(str(msg.get("execute")))
-                reply: dict[str, object] = {"return": self._answer(msg)}
-                if "id" in msg:
-                    reply["id"] = msg["id"]
-                writer.write(json.dumps(reply).encode() + b"\r\n")
+                if not await self._reply(msg, reader, writer):
+                    return
             await writer.drain()
+
+    async def _reply(self, msg: dict[str, Any], reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> bool:
+        """Answer one message; ``False`` ends the session."""
+        reply: dict[str, object] = {"return": self._answer(msg)}
+        if "id" in msg:
+            reply["id"] = msg["id"]
+        writer.write(json.dumps(reply).encode() + b"\r\n")
+        return True
 
 
 class BrokenQmp(FakeQmp):
@@ -145,42 +152,28 @@ class BrokenQmp(FakeQmp):
     """
 
     def __init__(self, path: Path, how: str) -> None:
+        if how not in ("invalid-json", "endless"):
+            raise ValueError(how)
         super().__init__(path, "")
         self.how = how
         #: Bytes of the endless line written before the client hung up.
         self.endless_bytes = 0
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        greeting = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 22},
-                                        "package": "fake"}, "capabilities": []}}
-        writer.write(json.dumps(greeting).encode() + b"\r\n")
-        buf = ""
-        while chunk := await reader.read(65536):
-            msgs, buf = _split_json(buf + chunk.decode())
-            for msg in msgs:
-                self.commands.append(str(msg.get("execute")))
-                if msg.get("execute") == "human-monitor-command":
-                    await self._break(reader, writer)
-                    return
-                reply: dict[str, object] = {"return": self._answer(msg)}
-                if "id" in msg:
-                    reply["id"] = msg["id"]
-                writer.write(json.dumps(reply).encode() + b"\r\n")
-            await writer.drain()
-
-    async def _break(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _reply(self, msg: dict[str, Any], reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> bool:
+        if msg.get("execute") != "human-monitor-command":
+            return await super()._reply(msg, reader, writer)
         if self.how == "invalid-json":
             writer.write(b'{"return": "address-space: memory\\r\\n", "id": }\r\n')
             await writer.drain()
             await reader.read()  # keep the socket open: the client must notice
-        elif self.how == "endless":
+        else:
             block = b"x" * 65536
             while True:
                 writer.write(block)
                 await writer.drain()
                 self.endless_bytes += len(block)
-        else:
-            raise ValueError(self.how)
+        return False
 
 
 class RecordingProxy(_Server):
