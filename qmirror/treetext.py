@@ -539,11 +539,11 @@ def _union(dup: _Occ, rep: _Occ) -> None:
     """Make ``dup``'s subtree the same regions as ``rep``'s (they print alike)."""
     dups, reps = list(dup.walk()), list(rep.walk())
     if [o.line is None for o in dups] != [o.line is None for o in reps]:
-        # Reliability fix (issue 6): a hidden region's overflow marker glued to a block's
-        # closing line puts a stand-in in one printing and not the other; the printed
-        # lines still pair one to one (_same_shape), so pair those only.
-        dups = [o for o in dups if o.line is not None]
-        reps = [o for o in reps if o.line is not None]
+        # Reliability fix (issue 6): the printed lines agree but the hidden regions
+        # between them do not (a hidden region's overflow marker glued to a block's
+        # closing line, say): pairing them would mix two trees (a ValueError later).
+        # Keep the two printings apart; both still print back as they were.
+        return
     for d, r in zip(dups, reps, strict=True):
         d.rep = r.find()
 
