@@ -150,13 +150,27 @@ class _QemuView:
         self.starts = [r.start for r in block.ranges]
         names = [a.name for a in block.address_spaces]
         self.label = ", ".join(f'"{n}"' for n in names[:3]) + (" …" if len(names) > 3 else "")
+        #: The ranges of each name and their starts, in address order (see :meth:`overlapping`).
+        self.by_name: dict[str, tuple[list[int], list[FlatRangeLine]]] = {}
+        for r in block.ranges:
+            starts, named = self.by_name.setdefault(r.name, ([], []))
+            starts.append(r.start)
+            named.append(r)
 
-    def overlapping(self, lo: int, hi: int) -> list[FlatRangeLine]:
-        i = max(0, bisect.bisect_right(self.starts, lo) - 1)
+    def overlapping(self, lo: int, hi: int, name: str | None = None) -> list[FlatRangeLine]:
+        """QEMU's ranges that overlap ``[lo, hi)``; only those named ``name`` if given.
+
+        Reliability fix (issue 6): with a name, only that name's ranges are searched, so
+        nested containers that all span the address space do not each scan the whole
+        view (quadratic on deep trees).
+        """
+        starts, ranges = ((self.starts, self.ranges) if name is None
+                          else self.by_name.get(name, ([], [])))
+        i = max(0, bisect.bisect_right(starts, lo) - 1)
         out = []
-        while i < len(self.ranges) and self.ranges[i].start < hi:
-            if self.ranges[i].end >= lo:
-                out.append(self.ranges[i])
+        while i < len(ranges) and ranges[i].start < hi:
+            if ranges[i].end >= lo:
+                out.append(ranges[i])
             i += 1
         return out
 
@@ -199,10 +213,11 @@ def infer(machine: Machine, qemu: FlatDocument, *, rounds: int = 4) -> list[Fact
     """
     decided: list[Fact] = []
     _infer_empty_roots(machine, qemu, decided)
+    namesakes = _with_namesakes(machine)
     for _ in range(rounds):
         views = render_machine(machine)
         pairs = [(v, _QemuView(b)) for v, b in pair_views(views, qemu)]
-        changed = _infer_kind_and_size(pairs, decided)
+        changed = _infer_kind_and_size(pairs, decided, namesakes)
         changed |= _infer_alias_readonly(pairs, decided)
         if not changed:
             changed = _infer_order(machine, qemu, decided)
@@ -241,7 +256,37 @@ def _record(mr: MemoryRegion, decided: list[Fact], fact: Fact) -> None:
     decided.append(fact)
 
 
-def _infer_kind_and_size(pairs: list[tuple[FlatView, _QemuView]], decided: list[Fact]) -> bool:
+def _with_namesakes(machine: Machine) -> set[int]:
+    """Ids of the regions with a descendant (through subregions) of their own name.
+
+    Reliability fix (issue 6): one pass over the subregion forest; asking each region's
+    whole subtree instead was quadratic on deep trees (minutes for 4000 levels). Each
+    region marks the nearest ancestor of its name; that one marks the next, and so on.
+    """
+    reached = list(machine.regions())
+    ids = {id(mr) for mr in reached}
+    out: set[int] = set()
+    for top in reached:
+        if top.container is not None and id(top.container) in ids:
+            continue  # walked from its own top
+        above: dict[str, list[MemoryRegion]] = {}
+        stack: list[tuple[MemoryRegion, bool]] = [(top, False)]
+        while stack:
+            mr, leaving = stack.pop()
+            same = above.setdefault(mr.label, [])
+            if leaving:
+                same.pop()
+                continue
+            if same:
+                out.add(id(same[-1]))
+            same.append(mr)
+            stack.append((mr, True))
+            stack.extend((kid, False) for kid in reversed(mr.subregions))
+    return out
+
+
+def _infer_kind_and_size(pairs: list[tuple[FlatView, _QemuView]], decided: list[Fact],
+                         namesakes: set[int]) -> bool:
     seen_as_itself: dict[int, str] = {}
     absent: dict[int, str] = {}
     regions: dict[int, MemoryRegion] = {}
@@ -255,11 +300,11 @@ def _infer_kind_and_size(pairs: list[tuple[FlatView, _QemuView]], decided: list[
             if mr.kind not in (RegionKind.IO, RegionKind.CONTAINER):
                 continue
             regions[id(mr)] = mr
-            namesakes = {id(d) for d in mr.walk() if d is not mr and d.label == mr.label}
-            for h in qv.overlapping(cs, ce):
+            ambiguous = id(mr) in namesakes
+            for h in qv.overlapping(cs, ce, mr.label):
                 # Identity is name and offset; a different priority is a difference to
                 # report, not evidence against the region.
-                if h.name == mr.label and h.offset == h.start - base and not namesakes:
+                if h.name == mr.label and h.offset == h.start - base and not ambiguous:
                     seen_as_itself.setdefault(id(mr), _describe(h, qv))
                     break
             else:
@@ -289,8 +334,8 @@ def _infer_kind_and_size(pairs: list[tuple[FlatView, _QemuView]], decided: list[
     # Aliases printed X-X whose one byte QEMU fills with something else: size 0.
     for view, qv in pairs:
         for r in view.ranges:
-            if r.via is None:
-                continue
+            if r.via is None or not r.via.aliases:
+                continue  # no alias on the way (and path() costs the depth)
             path = r.via.path()
             for mr in path:
                 if mr.alias is None or mr.size != 1 or not _open(mr, "size"):
@@ -335,7 +380,7 @@ def _infer_alias_readonly(pairs: list[tuple[FlatView, _QemuView]], decided: list
                         h.offset - h.start != r.offset_in_region - r.start:
                     continue
                 for lo, hi, visit in _parts(r):
-                    if hi <= h.start or lo >= h_end or visit is None:
+                    if hi <= h.start or lo >= h_end or visit is None or not visit.aliases:
                         continue
                     open_aliases = [m for m in visit.path() if m.alias is not None
                                     and _open(m, "readonly")]
@@ -363,39 +408,57 @@ def _infer_alias_readonly(pairs: list[tuple[FlatView, _QemuView]], decided: list
     return changed
 
 
-def _matching_lines(view: FlatView, qv: _QemuView) -> int:
-    """How many of our ranges QEMU shows identically (start, end, name, offset, type)."""
-    index = {r.start: r for r in qv.ranges}
-    n = 0
-    for r in view.ranges:
-        h = index.get(r.start)
-        if h is not None and h.end == r.start + r.size - 1 and h.name == r.mr.label and \
-                h.offset == r.offset_in_region:
-            n += 1
-    return n
+#: The most equal-priority swaps G3 inference tries per round. Each costs a render of
+#: the whole machine; real machines have a handful of such pairs, and beyond this budget
+#: a mismatch is left to be reported rather than searched for at any cost.
+MAX_ORDER_TRIALS = 64
 
 
 def _infer_order(machine: Machine, qemu: FlatDocument, decided: list[Fact]) -> bool:
-    """G3: try the other order for overlapping equal-priority siblings; keep what matches."""
-    candidates = [mr for mr in machine.regions() if _open(mr, "order") and mr.container]
-    for mr in candidates:
+    """G3: try the other order for overlapping equal-priority siblings; keep what matches.
+
+    Pairs with a region on the way to a mismatching range (or named by one of QEMU's
+    unmatched lines) are tried first, at most :data:`MAX_ORDER_TRIALS` of them.
+    """
+    pairs: list[tuple[MemoryRegion, MemoryRegion]] = []
+    for mr in machine.regions():
         parent = mr.container
-        assert parent is not None
+        if parent is None or not _open(mr, "order"):
+            continue
         subs = parent.subregions
         i = subs.index(mr)
         rival = next((s for s in subs[i + 1:] if s.priority == mr.priority and s.enabled
                       and s.addr < mr.addr + mr.size and mr.addr < s.addr + s.size), None)
-        if rival is None:
-            continue
+        if rival is not None:
+            pairs.append((mr, rival))
+    if not pairs:
+        return False
 
-        def score() -> int:
-            views = render_machine(machine)
-            return sum(_matching_lines(v, _QemuView(b)) for v, b in pair_views(views, qemu))
+    def score() -> tuple[int, set[int], set[str]]:
+        """Matching lines, and the regions and names of those that do not match."""
+        n, regions, names = 0, set[int](), set[str]()
+        for v, b in pair_views(render_machine(machine), qemu):
+            qv = _QemuView(b)
+            index = {h.start: h for h in qv.ranges}
+            ours = set()
+            for r in v.ranges:
+                h = index.get(r.start)
+                if h is not None and h.end == r.start + r.size - 1 and \
+                        h.name == r.mr.label and h.offset == r.offset_in_region:
+                    n += 1
+                    ours.add(r.start)
+                elif r.via is not None:
+                    regions.update(id(m) for m in r.via.path())
+            names.update(h.name for h in qv.ranges if h.start not in ours)
+        return n, regions, names
 
-        before = score()
-        j = subs.index(rival)
+    before, regions, names = score()
+    pairs.sort(key=lambda p: not any(id(m) in regions or m.label in names for m in p))
+    for mr, rival in pairs[:MAX_ORDER_TRIALS]:
+        subs = rival.container.subregions if rival.container is not None else []
+        i, j = subs.index(mr), subs.index(rival)
         subs[i], subs[j] = subs[j], subs[i]
-        after = score()
+        after = score()[0]
         if after > before:
             fact = Fact("G3", "order", f"below {rival.label}", Source.INFERRED,
                         f"with {rival.label!r} added after it, {after - before} more ranges "
