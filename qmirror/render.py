@@ -137,8 +137,26 @@ class _Window:
     visit: Visit
 
 
-#: No real machine nests aliases this deep; beyond it the walk must be cycling.
+#: No real machine nests aliases this deep: past it, and every as many hops again,
+#: the walk checks whether it is going round an alias cycle.
 _MAX_ALIAS_HOPS = 4096
+
+
+def _refuse_alias_cycle(mr: MemoryRegion, parent: Visit | None, hops: int) -> None:
+    """Raise if entering alias ``mr`` at ``hops`` aliases deep goes round a cycle.
+
+    Only looks (up the whole path) when ``hops`` is just past a multiple of the limit,
+    so a long but loop-free chain costs a few walks up, and a cycle is caught within
+    one more round of it.
+    """
+    if hops <= _MAX_ALIAS_HOPS or hops % _MAX_ALIAS_HOPS != 1:
+        return
+    v = parent
+    while v is not None:
+        if v.mr is mr:
+            raise ModelError(f"the render walk goes through alias {mr.label!r} over and "
+                             "over: an alias cycle")
+        v = v.parent
 
 
 def _collect_windows(root: MemoryRegion) -> list[_Window]:
@@ -169,9 +187,7 @@ def _collect_windows(root: MemoryRegion) -> list[_Window]:
         hops = parent.aliases if parent is not None else 0
         if target is not None:
             hops += 1
-            if hops > _MAX_ALIAS_HOPS:
-                raise ModelError(f"the render walk goes through alias {mr.label!r} over and "
-                                 "over: an alias cycle")
+            _refuse_alias_cycle(mr, parent, hops)
             visit = Visit(mr, parent, hops)
             stack.append((target, base - target.addr - mr.alias_offset, cs, ce, ro, nv, visit))
             continue
@@ -202,9 +218,8 @@ def walk_visits(root: MemoryRegion) -> Iterator[tuple[Visit, int, int, int]]:
             continue
         cs, ce = max(ms, cs), min(me, ce)
         hops = (parent.aliases if parent is not None else 0) + (mr.alias is not None)
-        if hops > _MAX_ALIAS_HOPS:
-            raise ModelError(f"the render walk goes through alias {mr.label!r} over and "
-                             "over: an alias cycle")
+        if mr.alias is not None:
+            _refuse_alias_cycle(mr, parent, hops)
         visit = Visit(mr, parent, hops)
         yield visit, cs, ce, base
         target = mr.alias

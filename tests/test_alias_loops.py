@@ -289,7 +289,7 @@ def test_alias_into_its_container_that_shrinks_to_nothing_renders() -> None:
 
 
 def test_long_acyclic_alias_chain_renders() -> None:
-    """Aliases of aliases, 4000 deep (the renderer's own cycle bound is 4096 aliases)."""
+    """Aliases of aliases, 4000 deep, printed and read back too."""
     bottom = ram("bottom", 0x1000)
     top: MemoryRegion = bottom
     for k in range(4000):
@@ -305,3 +305,20 @@ def test_long_acyclic_alias_chain_renders() -> None:
     first = view.ranges[0]
     assert (first.mr, first.start, first.size) == (bottom, 0x5000, 0x1000)
     assert again == text
+
+
+def test_alias_chain_past_the_cycle_checks_renders() -> None:
+    """9000 aliases deep: past two of the renderer's cycle checks (every 4096 hops), which
+    must see a chain, not a cycle."""
+    bottom = ram("bottom", 0x1000)
+    top: MemoryRegion = bottom
+    for k in range(9000):
+        top = alias(f"a{k}", top, 0, 0x1000)
+    sys = container("sys", 1 << 64)
+    sys.add_subregion(top, 0x5000)
+    x = io("x", 1)
+    sys.add_subregion(x, 0x100000)
+    with deadline(60):
+        (view,) = render_machine(Machine([AddressSpace("memory", sys)]))
+    assert [(r.mr, r.start, r.size) for r in view.ranges] == [(bottom, 0x5000, 0x1000),
+                                                              (x, 0x100000, 1)]
