@@ -247,17 +247,24 @@ def region_line(text: str, lineno: int, owners: bool, root_level: int) -> TreeLi
     astart = aend = 0
     name = body
     if body.startswith("alias "):
-        # `alias NAME @TARGET HEX16-HEX16`: the window is fixed-width at the end, and the
-        # last " @" before it splits the names (targets do not contain " @").
-        cut = len(body) - 34
-        wm = _ALIAS_WINDOW.match(body, cut) if cut > 8 else None
-        at = body.rfind(" @", 6, cut) if wm is not None else -1
-        if wm is not None and at >= 0:
-            name, target = body[6:at], body[at + 2 : cut]
-            astart, aend = int(wm[1], 16), int(wm[2], 16)
+        name, target, astart, aend = _split_alias(body)
     return TreeLine(lineno, (indent >> 1) + 1 - root_level, overflow, int(start, 16),
                     int(end, 16), int(prio), nv is not None, word, name, target, astart,
                     aend, disabled, ownership, rest[indent + len(late) + 33:])
+
+
+def _split_alias(body: str) -> tuple[str, str | None, int, int]:
+    """``alias NAME @TARGET HEX16-HEX16`` → name, target and window; else body, None.
+
+    The window is fixed-width at the end, and the last " @" before it splits the names
+    (targets do not contain " @").
+    """
+    cut = len(body) - 34
+    wm = _ALIAS_WINDOW.match(body, cut) if cut >= 8 else None
+    at = body.rfind(" @", 6, cut) if wm is not None else -1
+    if wm is None or at < 0:
+        return body, None, 0, 0
+    return body[6:at], body[at + 2 : cut], int(wm[1], 16), int(wm[2], 16)
 
 
 def format_tree_line(

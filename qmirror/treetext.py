@@ -264,7 +264,9 @@ def _evidence(text: str, blocks: list[TreeBlock], prefixed: bool,
         access_letters=letters,
         container_word=container,
         grouped_headers=any(len(b.names) > 1 for b in blocks if not b.is_region_block),
-        late_overflow_marker=_LATE_MARKER.search(text) is not None,
+        # The substring test first: a multiline regex search tries every position.
+        late_overflow_marker=(OVERFLOW_MARKER in text
+                              and _LATE_MARKER.search(text) is not None),
         target_words=bool(alias_words - {"i/o"}),
         io_alias_to_ram=any(root_words.get(t) in ("ram", "rom", "romd", "ramd")
                             for t in io_aliases),

@@ -58,6 +58,13 @@ def test_alias_line_fields() -> None:
                                     ObjectRef(False, "path", "/machine/unattached"))
 
 
+def test_alias_with_empty_names_is_an_alias() -> None:
+    # QEMU prints an alias of "" named "" as `alias  @ WINDOW`: still an alias line.
+    p = parse_tree_line("    0000000000000000-0000000000000fff (prio 0, i/o): alias  @ "
+                        "0000000000000000-0000000000000fff", 1, owners=False)
+    assert (p.name, p.alias_target, p.alias_end) == ("", "", 0xFFF)
+
+
 @pytest.mark.parametrize("line", [
     "  0000000000000000-00000000000bffff (prio 0, ram): pc.ram",
     "  00000000000e0000-00000000000fffff (prio 0, rom): pc.bios @0000000000020000",
