@@ -29,7 +29,7 @@ children by address then priority, and the orphaned children of hidden regions.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from qmirror import dialect as dialects
@@ -407,12 +407,18 @@ class _Occ:
             o = o.rep
         return o
 
-    def walk(self) -> Iterator[_Occ]:
+    def walk(self) -> list[_Occ]:
+        """This occurrence and its descendants in printing order (a new list)."""
+        out: list[_Occ] = []
+        add = out.append
         stack = [self]
+        pop, push = stack.pop, stack.extend
         while stack:
-            o = stack.pop()
-            yield o
-            stack.extend(reversed(o.children))
+            o = pop()
+            add(o)
+            if o.children:  # most are leaves: skip the call
+                push(reversed(o.children))
+        return out
 
 
 def _size_of(line: TreeLine) -> int:
@@ -460,7 +466,7 @@ def _hidden_root(block: TreeBlock, bi: int) -> _Occ:
 def _place_stand_ins(root: _Occ) -> None:
     """Choose start, size and priority for hidden stand-ins so the printer puts their
     visible descendants back exactly where QEMU printed them."""
-    order = list(root.walk())
+    order = root.walk()
     # Bottom-up: a stand-in starts at its first descendant and spans them all.
     for occ in reversed(order):
         if occ.line is not None or not occ.children:
@@ -539,7 +545,7 @@ def _same_shape(a: list[TreeLine], b: list[TreeLine]) -> bool:
 
 def _union(dup: _Occ, rep: _Occ) -> None:
     """Make ``dup``'s subtree the same regions as ``rep``'s (they print alike)."""
-    dups, reps = list(dup.walk()), list(rep.walk())
+    dups, reps = dup.walk(), rep.walk()
     if [o.line is None for o in dups] != [o.line is None for o in reps]:
         # Reliability fix (issue 6): the printed lines agree but the hidden regions
         # between them do not (a hidden region's overflow marker glued to a block's
@@ -580,7 +586,7 @@ def build_machine(doc: TreeDocument) -> Machine:
 
 def _attribute_overflow(block: TreeBlock, root: _Occ) -> None:
     """Markers a line carries beyond its own were printed by hidden regions before it."""
-    for occ in list(root.walk()):
+    for occ in root.walk():
         line = occ.line
         if line is None:
             continue
@@ -597,7 +603,7 @@ def _attribute_overflow(block: TreeBlock, root: _Occ) -> None:
                                  "region can have printed it", line=line.lineno, column=1)
             _insert_hidden(parent, parent.children.index(occ), occ, markers=extra)
     if block.closing_overflow:
-        last_occ = list(root.walk())[-1]
+        last_occ = root.walk()[-1]
         if last_occ.parent is None:
             _insert_hidden(last_occ, 0, None, markers=block.closing_overflow)
         else:
@@ -717,7 +723,7 @@ class _Replay:
         return self.doc.blocks[bi].names[0]
 
     def _walk(self, root: _Occ) -> None:
-        for occ in list(root.walk()):
+        for occ in root.walk():
             rep = occ.find()
             fresh = id(rep) not in self.seen
             self.seen.add(id(rep))
