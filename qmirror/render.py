@@ -38,6 +38,8 @@ class Visit:
     parent: Visit | None
     #: Aliases entered on the way here; bounds the walk on alias cycles.
     aliases: int = 0
+    #: Steps from the FlatView root; bounds the walk on cycles of subregions.
+    depth: int = 0
 
     def path(self) -> list[MemoryRegion]:
         """The regions from the FlatView root down to this one (aliases included)."""
@@ -159,6 +161,23 @@ def _refuse_alias_cycle(mr: MemoryRegion, parent: Visit | None, hops: int) -> No
         v = v.parent
 
 
+def _refuse_subregion_cycle(mr: MemoryRegion, parent: Visit | None, depth: int) -> None:
+    """Raise if the walk, ``depth`` steps down, has come round to ``mr`` through
+    subregions alone (add_subregion refuses such a cycle; hand-edited lists do not).
+
+    Looks only just past each multiple of the alias limit, as for alias cycles; a cycle
+    with an alias in it is left to :func:`_refuse_alias_cycle`.
+    """
+    if depth <= _MAX_ALIAS_HOPS or depth % _MAX_ALIAS_HOPS != 1:
+        return
+    v = parent
+    while v is not None and v.mr.alias is None:
+        if v.mr is mr:
+            raise ModelError(f"the render walk goes through {mr.label!r} over and over: "
+                             "a cycle of subregions (were the lists edited by hand?)")
+        v = v.parent
+
+
 def _collect_windows(root: MemoryRegion) -> list[_Window]:
     """QEMU's render walk; returns the fill windows of terminating regions in fill order."""
     windows: list[_Window] = []
@@ -184,14 +203,18 @@ def _collect_windows(root: MemoryRegion) -> list[_Window]:
             continue
         cs, ce = max(ms, cs), min(me, ce)
         target = mr.alias
-        hops = parent.aliases if parent is not None else 0
+        if parent is not None:
+            hops, depth = parent.aliases, parent.depth + 1
+        else:
+            hops = depth = 0
         if target is not None:
             hops += 1
             _refuse_alias_cycle(mr, parent, hops)
-            visit = Visit(mr, parent, hops)
+            visit = Visit(mr, parent, hops, depth)
             stack.append((target, base - target.addr - mr.alias_offset, cs, ce, ro, nv, visit))
             continue
-        visit = Visit(mr, parent, hops)
+        _refuse_subregion_cycle(mr, parent, depth)
+        visit = Visit(mr, parent, hops, depth)
         if mr.terminates and ce > cs:
             stack.append(_Window(cs, ce, base, ro, nv, visit))
         for child in reversed(mr.subregions):
@@ -217,10 +240,15 @@ def walk_visits(root: MemoryRegion) -> Iterator[tuple[Visit, int, int, int]]:
         if not (ms <= cs < me or cs <= ms < ce):
             continue
         cs, ce = max(ms, cs), min(me, ce)
-        hops = (parent.aliases if parent is not None else 0) + (mr.alias is not None)
+        if parent is not None:
+            hops, depth = parent.aliases + (mr.alias is not None), parent.depth + 1
+        else:
+            hops, depth = int(mr.alias is not None), 0
         if mr.alias is not None:
             _refuse_alias_cycle(mr, parent, hops)
-        visit = Visit(mr, parent, hops)
+        else:
+            _refuse_subregion_cycle(mr, parent, depth)
+        visit = Visit(mr, parent, hops, depth)
         yield visit, cs, ce, base
         target = mr.alias
         if target is not None:

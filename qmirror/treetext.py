@@ -1142,6 +1142,20 @@ def _header_order(ases: list[AddressSpace]) -> list[AddressSpace]:
     return ordered
 
 
+#: The printer's path from a block root: (region, the rest of the path up).
+_Path = tuple[MemoryRegion, "_Path"] | None
+#: No real tree is this deep; past it, every as many levels, look for a cycle.
+_DEEP = 4096
+
+
+def _refuse_cycle(mr: MemoryRegion, up: _Path) -> None:
+    while up is not None:
+        if up[0] is mr:
+            raise ModelError(f"cannot print {mr.label!r}: it is among its own subregions "
+                             "(a cycle of subregions; were the lists edited by hand?)")
+        up = up[1]
+
+
 class _Printer:
     """QEMU's ``mtree_print_mr``, iterative so that deep trees cannot overflow the stack."""
 
@@ -1174,11 +1188,15 @@ class _Printer:
         return mr.type_word(container_word=d.container_word)
 
     def print_region(self, root: MemoryRegion) -> None:
-        stack: list[tuple[MemoryRegion, int, int]] = [(root, 1, 0)]
+        # Each entry carries its parent's path as a linked (region, up) pair, looked at
+        # only past each multiple of _DEEP levels to catch a hand-made subregion cycle.
+        stack: list[tuple[MemoryRegion, int, int, _Path]] = [(root, 1, 0, None)]
         out = self.out
         d = self.dialect
         while stack:
-            mr, level, base = stack.pop()
+            mr, level, base, up = stack.pop()
+            if level > _DEEP and level % _DEEP == 1:
+                _refuse_cycle(mr, up)
             if not mr.enabled and d.disabled == "skipped":
                 continue  # 1.3–2.3: a disabled region and its subtree are not visited
             start = (base + mr.addr) & MASK64
@@ -1220,5 +1238,6 @@ class _Printer:
                 self.pending_markers += markers
             if mr.subregions:
                 kids = sorted(mr.subregions, key=lambda c: (c.addr & MASK64, -c.priority))
+                here = (mr, up)
                 for kid in reversed(kids):
-                    stack.append((kid, level + 1, start))
+                    stack.append((kid, level + 1, start, here))

@@ -253,6 +253,33 @@ def test_printing_an_alias_loop_is_refused(case: str) -> None:
         print_tree(machine)
 
 
+def test_render_and_print_of_a_hand_made_subregion_cycle_are_refused() -> None:
+    """Straight to render() and print_tree(), past Machine.check: each walk notices."""
+    machine, root = _container_cycle_made_by_hand()
+    with deadline(), pytest.raises(ModelError, match="cycle of subregions"):
+        render(root)
+    with deadline(), pytest.raises(ModelError, match="cycle of subregions"):
+        print_tree(machine)
+
+
+def test_a_deep_but_acyclic_nesting_still_renders_and_prints() -> None:
+    """9000 nested containers: past two of the cycle checks, which must see no cycle."""
+    top = container("c0", 0x1000)
+    inner = top
+    for k in range(1, 9000):
+        nxt = container(f"c{k}", 0x1000)
+        inner.add_subregion(nxt, 0)
+        inner = nxt
+    leaf = ram("leaf", 0x100)
+    inner.add_subregion(leaf, 0x100)
+    machine = Machine([AddressSpace("memory", top)])
+    with deadline(60):
+        (view,) = render_machine(machine, check=False)
+        text = print_tree(machine)
+    assert [(r.mr, r.start, r.size) for r in view.ranges] == [(leaf, 0x100, 0x100)]
+    assert text.count("\r\n") == 9001 + 2
+
+
 def test_render_of_an_alias_cycle_through_a_container_is_refused() -> None:
     _, root = _alias_into_a_grandparent()
     with deadline(), pytest.raises(ModelError, match="'up'"):
