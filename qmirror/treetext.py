@@ -1170,6 +1170,8 @@ class _Printer:
         self.show_disabled = dialect.disabled == "shown" or (
             dialect.disabled == "hidden" and disabled)
         self.pending_markers = 0
+        #: Type words of aliases already printed, by id (see type_field).
+        self.alias_words: dict[int, str] = {}
 
     def end_block(self) -> None:
         """The blank line after a block; a hidden region's overflow marker sticks to it."""
@@ -1183,9 +1185,27 @@ class _Printer:
             readable = mr.romd_mode
             writable = not mr.readonly and not (mr.kind is RegionKind.ROMD and mr.romd_mode)
             return ("R" if readable else "-") + ("W" if writable else "-")
-        if mr.alias is not None and not d.alias_target_word:
+        if mr.alias is None:
+            return mr.type_word(container_word=d.container_word)
+        if not d.alias_target_word:
             return "i/o"
-        return mr.type_word(container_word=d.container_word)
+        # An alias prints its final target's word. Memoized along the chain, so that a
+        # chain of n aliases costs O(n) to print, not O(n^2).
+        words = self.alias_words
+        chain: list[MemoryRegion] = []
+        on_chain: set[int] = set()
+        m: MemoryRegion = mr
+        while m.alias is not None and id(m) not in words:
+            if id(m) in on_chain:
+                raise ModelError(f"alias loop through {m.label!r}")
+            on_chain.add(id(m))
+            chain.append(m)
+            m = m.alias
+        word = words[id(m)] if m.alias is not None else m.type_word(
+            container_word=d.container_word)
+        for c in chain:
+            words[id(c)] = word
+        return word
 
     def print_region(self, root: MemoryRegion) -> None:
         # Each entry carries its parent's path as a linked (region, up) pair, looked at
