@@ -231,15 +231,7 @@ def region_line(text: str, lineno: int, owners: bool, root_level: int) -> TreeLi
         )
     ownership = None
     if owners:
-        body, ownership = split_owners(body)
-        if ownership is None:
-            raise ParseError(
-                "expected an owner suffix (owner:{…}, parent:{…} or orphan) as on the "
-                "other lines of this `-o` output",
-                line=lineno,
-                column=len(text) + 1,
-                source_line=text,
-            )
+        body, ownership = _required_owners(body, text, lineno)
     disabled = body.endswith(" [disabled]")
     if disabled:
         body = body[:-11]
@@ -251,6 +243,20 @@ def region_line(text: str, lineno: int, owners: bool, root_level: int) -> TreeLi
     return TreeLine(lineno, (indent >> 1) + 1 - root_level, overflow, int(start, 16),
                     int(end, 16), int(prio), nv is not None, word, name, target, astart,
                     aend, disabled, ownership, rest[indent + len(late) + 33:])
+
+
+def _required_owners(body: str, text: str, lineno: int) -> tuple[str, Ownership]:
+    """:func:`split_owners` on a line of ``-o`` output, where the suffix must be there."""
+    body, ownership = split_owners(body)
+    if ownership is None:
+        raise ParseError(
+            "expected an owner suffix (owner:{…}, parent:{…} or orphan) as on the "
+            "other lines of this `-o` output",
+            line=lineno,
+            column=len(text) + 1,
+            source_line=text,
+        )
+    return body, ownership
 
 
 def _split_alias(body: str) -> tuple[str, str | None, int, int]:
@@ -338,15 +344,7 @@ def parse_flat_range(text: str, lineno: int, *, owners: bool) -> FlatRangeLine:
         body = body[: am.start()]
     ownership = None
     if owners:
-        body, ownership = split_owners(body)
-        if ownership is None:
-            raise ParseError(
-                "expected an owner suffix (owner:{…}, parent:{…} or orphan) as on the "
-                "other lines of this `-o` output",
-                line=lineno,
-                column=len(text) + 1,
-                source_line=text,
-            )
+        body, ownership = _required_owners(body, text, lineno)
     offset = 0
     om = _OFFSET_SUFFIX.search(body)
     if om is not None:
