@@ -1,13 +1,13 @@
 """qmirror: see, mirror and check QEMU's memory map.
 
-The pure core (no I/O): :mod:`~qmirror.model`, :mod:`~qmirror.grammar`,
-:mod:`~qmirror.treetext`, :mod:`~qmirror.flattext`, :mod:`~qmirror.render`,
-:mod:`~qmirror.gaps`, :mod:`~qmirror.compare`, :mod:`~qmirror.check`.
-The asyncio shell: :mod:`~qmirror.qmp`, :mod:`~qmirror.launcher`, :mod:`~qmirror.cli`.
+The pure core (no I/O): :mod:`~qmirror.core.model`, :mod:`~qmirror.text.grammar`,
+:mod:`~qmirror.text.tree`, :mod:`~qmirror.text.flat`, :mod:`~qmirror.core.render`,
+:mod:`~qmirror.rebuild.gaps`, :mod:`~qmirror.verify.compare`, :mod:`~qmirror.verify.check`.
+The asyncio shell: :mod:`~qmirror.live.qmp`, :mod:`~qmirror.live.launcher`, :mod:`~qmirror.cli`.
 """
 
+from qmirror.core.model import AddressSpace, Machine, MemoryRegion, RegionKind
 from qmirror.errors import ModelError, ParseError, QmirrorError
-from qmirror.model import AddressSpace, Machine, MemoryRegion, RegionKind
 
 
 __version__ = "0.1.0"

@@ -17,10 +17,8 @@ from pathlib import Path
 import pytest
 from oracle import render_machine_oracle
 
-from qmirror.check import check
 from qmirror.cli import main
-from qmirror.errors import ModelError, ParseError
-from qmirror.model import (
+from qmirror.core.model import (
     AddressSpace,
     Machine,
     MemoryRegion,
@@ -30,8 +28,11 @@ from qmirror.model import (
     io,
     ram,
 )
-from qmirror.render import flatview_root, render, render_machine
-from qmirror.treetext import build_machine, parse_tree_document, print_tree
+from qmirror.core.render import flatview_root, render, render_machine
+from qmirror.errors import ModelError, ParseError
+from qmirror.rebuild.tree import build_machine
+from qmirror.text.tree import parse_tree_document, print_tree
+from qmirror.verify.check import check
 
 
 def text(*lines: str) -> str:

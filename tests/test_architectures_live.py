@@ -11,10 +11,10 @@ import shutil
 
 import pytest
 
-from qmirror.check import check, load_tree
-from qmirror.flattext import parse_flat, print_flat
-from qmirror.launcher import QemuInstance
-from qmirror.treetext import print_like
+from qmirror.live.launcher import QemuInstance
+from qmirror.text.flat import parse_flat, print_flat
+from qmirror.text.tree import print_like
+from qmirror.verify.check import check, load_tree
 
 
 pytestmark = pytest.mark.qemu

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from qmirror.check import check
+from qmirror.verify.check import check
 
 
 PC = Path(__file__).parent.parent / "fixtures" / "qemu-7.2" / "x86_64" / "pc"

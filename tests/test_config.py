@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from qmirror import config
-from qmirror.check import check
 from qmirror.cli import main
 from qmirror.errors import QmirrorError
-from qmirror.ignore import IgnoreRules, apply_to_check
-from qmirror.launcher import DEFAULT_BINARY
+from qmirror.live import config
+from qmirror.live.launcher import DEFAULT_BINARY
+from qmirror.verify.check import check
+from qmirror.verify.ignore import IgnoreRules, apply_to_check
 
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "qemu-7.2" / "x86_64"

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from qmirror.core.render import render_machine
 from qmirror.errors import ParseError
-from qmirror.flattext import parse_flat, print_flat
-from qmirror.render import render_machine
-from qmirror.treetext import build_machine, parse_tree_document, print_like
+from qmirror.rebuild.tree import build_machine
+from qmirror.text.flat import parse_flat, print_flat
+from qmirror.text.tree import parse_tree_document, print_like
 
 
 CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "public-corpus"

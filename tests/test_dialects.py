@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from qmirror.check import check, load_tree
-from qmirror.dialect import DIALECTS, for_version, parse_version
-from qmirror.flattext import parse_flat, print_flat
-from qmirror.render import render_machine
-from qmirror.treetext import build_machine, parse_tree_document, print_like, print_tree
+from qmirror.core.render import render_machine
+from qmirror.rebuild.tree import build_machine
+from qmirror.text.dialect import DIALECTS, for_version, parse_version
+from qmirror.text.flat import parse_flat, print_flat
+from qmirror.text.tree import parse_tree_document, print_like, print_tree
+from qmirror.verify.check import check, load_tree
 
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "qemu-7.2" / "x86_64"

@@ -13,24 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from qmirror.check import check
 from qmirror.cli import main
-from qmirror.dispatch import (
+from qmirror.core.model import SIZE_2_64, MemoryRegion, RegionKind
+from qmirror.core.render import FlatRange, FlatView
+from qmirror.errors import ParseError
+from qmirror.live.launcher import QemuInstance
+from qmirror.sim.dispatch import (
     SectionKind,
     build_dispatch,
     diff_dispatch,
     dump_dispatch,
-    format_dispatch,
-    infer_page_bits,
     levels_for,
-    parse_dispatch,
-    strip_mru,
 )
-from qmirror.errors import ParseError
-from qmirror.flattext import FlatDocument, FlatViewBlock, parse_flat, print_flat
-from qmirror.launcher import QemuInstance
-from qmirror.model import SIZE_2_64, MemoryRegion, RegionKind
-from qmirror.render import FlatRange, FlatView
+from qmirror.text.dispatch import format_dispatch, infer_page_bits, parse_dispatch, strip_mru
+from qmirror.text.flat import FlatDocument, FlatViewBlock, parse_flat, print_flat
+from qmirror.verify.check import check
 
 
 ROOT = Path(__file__).resolve().parent.parent / "fixtures"

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from qmirror.check import check, load_tree
-from qmirror.model import Source
-from qmirror.treetext import parse_tree_document, print_like
+from qmirror.core.model import Source
+from qmirror.text.tree import parse_tree_document, print_like
+from qmirror.verify.check import check, load_tree
 
 
 def text(*lines: str) -> str:

@@ -20,10 +20,10 @@ from livehelpers import LaunchVM, LiveVM, run_qmirror, wait_for
 from qmp_peers import BrokenQmp, RecordingProxy
 
 from qmirror.errors import QmirrorError
-from qmirror.livecheck import check_targets
-from qmirror.qmp import Monitor
-from qmirror.snapshot import take_snapshot
-from qmirror.targets import Target
+from qmirror.live.livecheck import check_targets
+from qmirror.live.qmp import Monitor
+from qmirror.live.snapshot import take_snapshot
+from qmirror.live.targets import Target
 
 
 pytestmark = pytest.mark.qemu

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from qmirror.check import check, load_tree
 from qmirror.cli import main
-from qmirror.flattext import parse_flat, print_flat
-from qmirror.treetext import parse_tree_document, print_like
+from qmirror.text.flat import parse_flat, print_flat
+from qmirror.text.tree import parse_tree_document, print_like
+from qmirror.verify.check import check, load_tree
 
 
 ROOT = Path(__file__).resolve().parent.parent / "fixtures"

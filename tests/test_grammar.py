@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from qmirror.core.model import ObjectRef, Ownership
 from qmirror.errors import ParseError
-from qmirror.flattext import parse_flat, print_flat
-from qmirror.grammar import (
+from qmirror.rebuild.tree import build_machine
+from qmirror.text.flat import parse_flat, print_flat
+from qmirror.text.grammar import (
     format_flat_range,
     format_tree_line,
     hex16,
@@ -14,8 +16,7 @@ from qmirror.grammar import (
     parse_flat_range,
     parse_tree_line,
 )
-from qmirror.model import ObjectRef, Ownership
-from qmirror.treetext import build_machine, parse_tree_document
+from qmirror.text.tree import parse_tree_document
 
 
 def test_numbers_print_like_qemu() -> None:

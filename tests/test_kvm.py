@@ -1,6 +1,6 @@
 """KVM memory slots: QEMU 7.2's rules on hand-built machines, and real QEMU's own traces.
 
-Unit tests build machines with :class:`~qmirror.memory.MemorySystem`; the expected
+Unit tests build machines with :class:`~qmirror.sim.memory.MemorySystem`; the expected
 calls are derived by hand from reference §5.6 (``kvm_set_phys_mem``,
 ``kvm_set_user_memory_region``, ``kvm_mem_flags``).
 
@@ -43,11 +43,12 @@ from typing import Any
 import pytest
 from memhelpers import Recorder, small_pc
 
-from qmirror.check import check, load_tree
 from qmirror.cli import main
+from qmirror.core.model import Machine, MemoryRegion, RegionKind
+from qmirror.core.render import FlatRange, render_machine
 from qmirror.errors import ModelError, ParseError
-from qmirror.flattext import parse_flat
-from qmirror.kvm import (
+from qmirror.live.launcher import QemuInstance
+from qmirror.sim.kvm import (
     KVM_MEM_LOG_DIRTY_PAGES,
     KVM_MEM_READONLY,
     IoeventfdCall,
@@ -57,21 +58,16 @@ from qmirror.kvm import (
     KvmSlot,
     SlotCall,
     accel_suffix,
+    final_slots,
     has_exact_slot,
     predict_slots,
+    slot_calls,
     slot_calls_between,
 )
-from qmirror.kvmtrace import (
-    TracedIoeventfd,
-    TracedSlotCall,
-    final_slots,
-    parse_trace,
-    slot_calls,
-)
-from qmirror.launcher import QemuInstance
-from qmirror.memory import UINT64_MAX, MemorySystem
-from qmirror.model import Machine, MemoryRegion, RegionKind
-from qmirror.render import FlatRange, render_machine
+from qmirror.sim.memory import UINT64_MAX, MemorySystem
+from qmirror.text.flat import parse_flat
+from qmirror.text.kvmtrace import TracedIoeventfd, TracedSlotCall, parse_trace
+from qmirror.verify.check import check, load_tree
 
 
 RO, LOG = KVM_MEM_READONLY, KVM_MEM_LOG_DIRTY_PAGES

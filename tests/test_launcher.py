@@ -1,4 +1,4 @@
-"""Tests for qmirror.launcher: start, fail fast, and never leave a QEMU behind."""
+"""Tests for qmirror.live.launcher: start, fail fast, and never leave a QEMU behind."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from qmirror.errors import LaunchError, MonitorError
-from qmirror.launcher import QemuInstance
+from qmirror.live.launcher import QemuInstance
 
 
 pytestmark = pytest.mark.qemu

@@ -11,15 +11,15 @@ from typing import Any
 
 from memhelpers import Recorder
 
-from qmirror.listener import (
+from qmirror.core.model import AddressSpace, MemoryRegion, RegionKind
+from qmirror.core.render import FlatRange
+from qmirror.sim.listener import (
     IOEventFD,
     Listeners,
     flatview_ioeventfds,
     ioeventfd_diff,
     topology_diff,
 )
-from qmirror.model import AddressSpace, MemoryRegion, RegionKind
-from qmirror.render import FlatRange
 
 
 def ram(name: str, size: int = 0x10000) -> MemoryRegion:

@@ -21,14 +21,14 @@ import pytest
 from livehelpers import LaunchVM, assert_gone, pids_with, run_qmirror, wait_for
 from qmp_peers import FakeQmp, RecordingProxy, SilentServer
 
-from qmirror.check import check, load_tree
+from qmirror.core.modeljson import machine_from_json
 from qmirror.errors import QmirrorError
-from qmirror.flattext import parse_flat, print_flat
-from qmirror.livecheck import Outcome, check_targets
-from qmirror.modeljson import machine_from_json
-from qmirror.snapshot import load
-from qmirror.targets import Target, open_snapshot
-from qmirror.treetext import parse_tree_document, print_tree
+from qmirror.live.livecheck import Outcome, check_targets
+from qmirror.live.snapshot import load
+from qmirror.live.targets import Target, open_snapshot
+from qmirror.text.flat import parse_flat, print_flat
+from qmirror.text.tree import parse_tree_document, print_tree
+from qmirror.verify.check import check, load_tree
 
 
 pytestmark = pytest.mark.qemu

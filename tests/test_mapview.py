@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from qmirror import mapsvg, mapview
 from qmirror.cli import main
-from qmirror.reading import Reading, from_snapshot
-from qmirror.snapshot import load
+from qmirror.live.snapshot import load
+from qmirror.verify.reading import Reading, from_snapshot
+from qmirror.views import mapsvg, mapview
 
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "qemu-7.2" / "x86_64"

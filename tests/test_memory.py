@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 from memhelpers import Recorder, small_pc
 
-import qmirror.memory as memory_module
+import qmirror.sim.memory as memory_module
+from qmirror.core.model import SIZE_2_64, AddressSpace, IOEventFD
+from qmirror.core.render import render
 from qmirror.errors import ModelError
-from qmirror.listener import MemoryListener, Section
-from qmirror.memory import (
+from qmirror.sim.listener import MemoryListener, Section
+from qmirror.sim.memory import (
     DIRTY_MEMORY_CODE,
     DIRTY_MEMORY_MIGRATION,
     DIRTY_MEMORY_VGA,
@@ -23,9 +25,7 @@ from qmirror.memory import (
     MemorySystem,
     ioeventfd_equal,
 )
-from qmirror.model import SIZE_2_64, AddressSpace, IOEventFD
-from qmirror.render import render
-from qmirror.treetext import print_tree
+from qmirror.text.tree import print_tree
 
 
 def listen(mem: MemorySystem, a: AddressSpace | None, *specs: tuple[str, int]

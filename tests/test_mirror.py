@@ -18,10 +18,10 @@ import pytest
 from livehelpers import LaunchVM, qemu_ranges, run_qmirror, wait_for
 
 from qmirror.errors import QmirrorError
-from qmirror.listener import MemoryListener, Section
-from qmirror.mirror import ErrorReport, Frame, Mirror, MirrorObserver
-from qmirror.qmp import Monitor
-from qmirror.topology import ASKey
+from qmirror.live.mirror import ErrorReport, Frame, Mirror, MirrorObserver
+from qmirror.live.qmp import Monitor
+from qmirror.sim.listener import MemoryListener, Section
+from qmirror.sim.topology import ASKey
 
 
 pytestmark = pytest.mark.qemu

@@ -27,11 +27,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from qmirror.check import check
+from qmirror.core.render import render_machine
 from qmirror.errors import ParseError
-from qmirror.flattext import parse_flat, print_flat
-from qmirror.render import render_machine
-from qmirror.treetext import build_machine, parse_tree_document, print_tree
+from qmirror.rebuild.tree import build_machine
+from qmirror.text.flat import parse_flat, print_flat
+from qmirror.text.tree import parse_tree_document, print_tree
+from qmirror.verify.check import check
 
 
 ROOT = Path(__file__).resolve().parent.parent

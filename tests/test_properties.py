@@ -1,6 +1,6 @@
 """Property tests: random trees built in code against a brute-force oracle and round trips.
 
-* the renderer (:func:`qmirror.render.render_machine`) equals the oracle of
+* the renderer (:func:`qmirror.core.render.render_machine`) equals the oracle of
   ``tests/oracle.py``, written from the specification alone, on random trees
   (``tests/strategies.py``) and a few hand-picked ones: FlatView roots and sharing,
   every range and its flags; the oracle itself reproduces QEMU's own ``-f`` on every
@@ -10,9 +10,9 @@
   hides disabled regions (G6) parsing may refuse, but only with a ParseError (the
   shrunk examples that used to crash or differ are kept as regression tests);
 * flat text of rendered views prints, parses and prints again to the same bytes;
-* QEMU's two listener passes (:func:`qmirror.listener.topology_diff`), replayed on
+* QEMU's two listener passes (:func:`qmirror.sim.listener.topology_diff`), replayed on
   the old FlatView, give the new one — after a random transaction on the same
-  regions, and between two unrelated machines (:func:`qmirror.topology.transitions`).
+  regions, and between two unrelated machines (:func:`qmirror.sim.topology.transitions`).
 
 CI runs a fixed number of examples, derandomized (the same inputs every run, so a
 failure reproduces). ``HYPOTHESIS_PROFILE=thorough`` runs twenty times as many, random.
@@ -32,13 +32,7 @@ from hypothesis import strategies as st
 from oracle import OracleRange, render_machine_oracle
 from strategies import NAMES, Drawn, machines
 
-from qmirror.check import check, render_document
-from qmirror.compare import compare
-from qmirror.errors import ParseError
-from qmirror.flattext import document_from_views, parse_flat, print_flat
-from qmirror.kvm import accel_suffix
-from qmirror.listener import TopologyEvent, topology_diff
-from qmirror.model import (
+from qmirror.core.model import (
     AddressSpace,
     Machine,
     MemoryRegion,
@@ -48,9 +42,16 @@ from qmirror.model import (
     io,
     ram,
 )
-from qmirror.render import FlatRange, FlatView, flatview_root, render_machine
-from qmirror.topology import same_by_value, transitions
-from qmirror.treetext import build_machine, parse_tree_document, print_tree
+from qmirror.core.render import FlatRange, FlatView, flatview_root, render_machine
+from qmirror.errors import ParseError
+from qmirror.rebuild.tree import build_machine
+from qmirror.sim.kvm import accel_suffix
+from qmirror.sim.listener import TopologyEvent, topology_diff
+from qmirror.sim.topology import same_by_value, transitions
+from qmirror.text.flat import document_from_views, parse_flat, print_flat
+from qmirror.text.tree import parse_tree_document, print_tree
+from qmirror.verify.check import check, render_document
+from qmirror.verify.compare import compare
 
 
 settings.register_profile("ci", deadline=None, derandomize=True, database=None,

@@ -1,4 +1,4 @@
-"""Tests for qmirror.qmp: the allow-list, HMP error detection, timeouts, real QEMU replies."""
+"""Tests for qmirror.live.qmp: the allow-list, HMP error detection, timeouts, real QEMU replies."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from qmirror.errors import CommandFailed, CommandRefused, ConnectError, MonitorTimeout
-from qmirror.launcher import QemuInstance
-from qmirror.qmp import Monitor, check_command, hmp_error_text, info_mtree_command
+from qmirror.live.launcher import QemuInstance
+from qmirror.live.qmp import Monitor, check_command, hmp_error_text, info_mtree_command
 
 
 # ----------------------------------------------------------------- fake peer

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from qmirror import rammap
 from qmirror.cli import main
 from qmirror.errors import ParseError
-from qmirror.launcher import QemuInstance
-from qmirror.reading import Reading, from_snapshot
-from qmirror.snapshot import load, take_snapshot
+from qmirror.live.launcher import QemuInstance
+from qmirror.live.snapshot import load, take_snapshot
+from qmirror.verify.reading import Reading, from_snapshot
+from qmirror.views import rammap
 
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "qemu-7.2" / "x86_64"

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from qmirror.errors import ModelError
-from qmirror.model import (
+from qmirror.core.model import (
     SIZE_2_64,
     AddressSpace,
     Machine,
@@ -21,7 +20,8 @@ from qmirror.model import (
     ram,
     rom,
 )
-from qmirror.render import flatview_root, render, render_machine
+from qmirror.core.render import flatview_root, render, render_machine
+from qmirror.errors import ModelError
 
 
 Row = tuple[int, int, str, int, bool]  # start, size, region name, offset, readonly

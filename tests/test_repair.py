@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from qmirror.errors import ParseError
-from qmirror.flattext import parse_flat, print_flat
-from qmirror.treetext import build_machine, parse_tree_document, print_like
+from qmirror.rebuild.tree import build_machine
+from qmirror.text.flat import parse_flat, print_flat
+from qmirror.text.tree import parse_tree_document, print_like
 
 
 # A booted pc: BARs mapped, so the tree is deep enough for tab-indented lines too.

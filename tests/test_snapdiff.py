@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from qmirror import snapdiff
 from qmirror.cli import main
-from qmirror.ignore import IgnoreRules
-from qmirror.launcher import QemuInstance
-from qmirror.reading import from_snapshot, read
-from qmirror.snapshot import save, take_snapshot
+from qmirror.live.launcher import QemuInstance
+from qmirror.live.snapshot import save, take_snapshot
+from qmirror.verify import snapdiff
+from qmirror.verify.ignore import IgnoreRules
+from qmirror.verify.reading import from_snapshot, read
 
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "qemu-7.2" / "x86_64"

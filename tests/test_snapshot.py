@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-import qmirror.snapshot as snapshot_module
-from qmirror.check import check
+import qmirror.live.snapshot as snapshot_module
+from qmirror.core.modeljson import SCHEMA, machine_from_json, machine_to_json
+from qmirror.core.render import render_machine
 from qmirror.errors import ModelError, QmirrorError
-from qmirror.modeljson import SCHEMA, machine_from_json, machine_to_json
-from qmirror.render import render_machine
-from qmirror.snapshot import Snapshot, load, save
-from qmirror.treetext import parse_tree_document, print_tree
+from qmirror.live.snapshot import Snapshot, load, save
+from qmirror.text.tree import parse_tree_document, print_tree
+from qmirror.verify.check import check
 
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

@@ -10,7 +10,13 @@ import pytest
 
 from qmirror.cli import build_parser, main
 from qmirror.errors import QmirrorError
-from qmirror.targets import Target, is_loopback, parse_target, read_targets_file, targets_from_args
+from qmirror.live.targets import (
+    Target,
+    is_loopback,
+    parse_target,
+    read_targets_file,
+    targets_from_args,
+)
 
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures/qemu-7.2/x86_64/pc"

@@ -15,9 +15,9 @@ from rich.console import Console
 
 from qmirror.cli import main
 from qmirror.cli._progress import Work, wants_progress
-from qmirror.reading import read
-from qmirror.treeview import build_tree
-from qmirror.units import human_size
+from qmirror.core.units import human_size
+from qmirror.verify.reading import read
+from qmirror.views.treeview import build_tree
 
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "qemu-7.2" / "x86_64"
