@@ -3,7 +3,7 @@
 Inputs named HANDWRITTEN_* were written by hand from the reference's format history
 (memory-semantics.md §4.8, §4.9) for versions no public dump shows; expected values
 are derived by hand from the same rules. Real dumps of other dialects are covered by
-tests/test_corpus.py; QEMU 7.2 by tests/test_fixtures.py.
+tests/text/test_corpus.py; QEMU 7.2 by tests/verify/test_fixtures.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from qmirror.text.tree import parse_tree_document, print_like, print_tree
 from qmirror.verify.check import check, load_tree
 
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "qemu-7.2" / "x86_64"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "qemu-7.2" / "x86_64"
 
 
 def text(*lines: str) -> str:

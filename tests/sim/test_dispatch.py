@@ -30,7 +30,7 @@ from qmirror.text.flat import FlatDocument, FlatViewBlock, parse_flat, print_fla
 from qmirror.verify.check import check
 
 
-ROOT = Path(__file__).resolve().parent.parent / "fixtures"
+ROOT = Path(__file__).resolve().parents[2] / "fixtures"
 AARCH64 = "qemu-system-aarch64"
 
 

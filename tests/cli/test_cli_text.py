@@ -9,7 +9,7 @@ import pytest
 from qmirror.cli import main
 
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 Q35 = FIXTURES / "qemu-7.2" / "x86_64" / "q35"
 
 

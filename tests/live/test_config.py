@@ -15,7 +15,7 @@ from qmirror.verify.check import check
 from qmirror.verify.ignore import IgnoreRules, apply_to_check
 
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "qemu-7.2" / "x86_64"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "qemu-7.2" / "x86_64"
 
 PYPROJECT = """
 [project]

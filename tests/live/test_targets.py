@@ -19,7 +19,7 @@ from qmirror.live.targets import (
 )
 
 
-FIXTURE = Path(__file__).resolve().parent.parent / "fixtures/qemu-7.2/x86_64/pc"
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures/qemu-7.2/x86_64/pc"
 
 
 def host() -> str:

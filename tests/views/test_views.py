@@ -20,7 +20,7 @@ from qmirror.verify.reading import read
 from qmirror.views.treeview import build_tree
 
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "qemu-7.2" / "x86_64"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "qemu-7.2" / "x86_64"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 

@@ -142,7 +142,7 @@ def test_render_equals_oracle_on_hand_picked_trees(name: str) -> None:
         assert ("pc.ram", 0, 0xc8000, 0, False) in key
 
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 CAPTURES = sorted(p.parent for p in FIXTURES.glob("qemu-*/*/*/meta.json"))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from qmirror.verify.check import check
 
 
-PC = Path(__file__).parent.parent / "fixtures" / "qemu-7.2" / "x86_64" / "pc"
+PC = Path(__file__).resolve().parents[2] / "fixtures" / "qemu-7.2" / "x86_64" / "pc"
 _RANGE = re.compile(r"  [0-9a-f]{16}-")
 
 

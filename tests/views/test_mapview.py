@@ -20,7 +20,7 @@ from qmirror.verify.reading import Reading, from_snapshot
 from qmirror.views import mapsvg, mapview
 
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "qemu-7.2" / "x86_64"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "qemu-7.2" / "x86_64"
 QEMU_RANGE = re.compile(r"  ([0-9a-f]{16})-([0-9a-f]{16}) \(prio -?\d+, ([a-z/-]+)\): (.*?)"
                         r"(?: @([0-9a-f]{16}))?(?: (?:owner|parent):\{.*| orphan)?$")
 

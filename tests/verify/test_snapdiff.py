@@ -22,7 +22,7 @@ from qmirror.verify.ignore import IgnoreRules
 from qmirror.verify.reading import from_snapshot, read
 
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "qemu-7.2" / "x86_64"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "qemu-7.2" / "x86_64"
 Q35 = FIXTURES / "q35"
 
 

@@ -17,7 +17,7 @@ from qmirror.text.flat import parse_flat, print_flat
 from qmirror.text.tree import parse_tree_document, print_like
 
 
-CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "public-corpus"
+CORPUS = Path(__file__).resolve().parents[2] / "fixtures" / "public-corpus"
 
 
 def read(name: str) -> str:

@@ -3,7 +3,7 @@
 Each heavy workload runs in a fresh Python process (so its peak resident memory is
 its own, and Python's default recursion limit of 1000 applies: any recursion over
 the depth of the tree would fail there). The tests assert correctness and only
-generous bounds on time and memory; ``python3 tests/test_pathological.py`` prints
+generous bounds on time and memory; ``python3 tests/core/test_pathological.py`` prints
 the measured numbers.
 
 Expected outputs are derived by hand from the generators below and the rules of
@@ -35,7 +35,7 @@ from qmirror.text.tree import parse_tree_document, print_tree
 from qmirror.verify.check import check
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MASK64 = (1 << 64) - 1
 EOL = "\r\n"
 T = TypeVar("T")
@@ -176,7 +176,7 @@ WORKLOADS: dict[str, Callable[[], dict[str, object]]] = {
 
 def run_workload(name: str) -> dict[str, Any]:
     """Run a workload in a fresh interpreter; return what it measured."""
-    code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); "
+    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
             f"import test_pathological as t; print(json.dumps(t.WORKLOADS[{name!r}]()))")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     t = time.perf_counter()

@@ -25,7 +25,7 @@ from qmirror.verify.reading import Reading, from_snapshot
 from qmirror.views import rammap
 
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "qemu-7.2" / "x86_64"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "qemu-7.2" / "x86_64"
 DIRS = sorted(p.parent.name for p in FIXTURES.glob("*/meta.json"))
 RAM_LINE = re.compile(r"  ([0-9a-f]{16})-([0-9a-f]{16}) \(prio -?\d+, (?:nv-)?(ram|rom|romd|ramd)"
                       r"\): (.*?)(?: @([0-9a-f]{16}))?(?: (?:owner|parent):\{.*| orphan)?"

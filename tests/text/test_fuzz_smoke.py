@@ -21,7 +21,7 @@ import pytest
 from qmirror.errors import ModelError, ParseError
 
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "fuzz"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "fuzz"
 
 
 def load_fuzz() -> ModuleType:

@@ -18,7 +18,7 @@ from qmirror.text.tree import parse_tree_document, print_like
 from qmirror.verify.check import check, load_tree
 
 
-ROOT = Path(__file__).resolve().parent.parent / "fixtures"
+ROOT = Path(__file__).resolve().parents[2] / "fixtures"
 TREES = ("info-mtree.txt", "info-mtree-o-D.txt")
 #: Which flat text goes with which tree text: the owners must agree to compare them.
 FLAT_FOR = {"info-mtree.txt": "info-mtree-f.txt", "info-mtree-o-D.txt": "info-mtree-f-o.txt"}

@@ -20,7 +20,7 @@ from qmirror.text.tree import parse_tree_document, print_like
 
 
 # A booted pc: BARs mapped, so the tree is deep enough for tab-indented lines too.
-FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "qemu-7.2" / "x86_64" / "pc-booted"
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "qemu-7.2" / "x86_64" / "pc-booted"
 
 
 def read(name: str) -> str:

@@ -22,7 +22,7 @@ from qmirror.text.tree import parse_tree_document, print_tree
 from qmirror.verify.check import check
 
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 DIRS = sorted(p.parent for p in FIXTURES.glob("qemu-*/*/*/meta.json"))
 IDS = [str(d.relative_to(FIXTURES)) for d in DIRS]
 PAIRS = (("info-mtree-o-D.txt", "info-mtree-f-o.txt"), ("info-mtree.txt", "info-mtree-f.txt"))

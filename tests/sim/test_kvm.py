@@ -322,7 +322,7 @@ def test_has_exact_slot_follows_alignment_and_the_maximum_slot_size() -> None:
     assert has_exact_slot(r(ram, 0x1000, 0x2800), max_slot_size=0x1000)
 
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "fixtures" / "qemu-7.2" / "x86_64"
 KVM_FIXTURES = sorted(
     d for d in FIXTURES.iterdir() if (d / "meta.json").exists()
