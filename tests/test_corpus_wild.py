@@ -113,6 +113,9 @@ EXPECTED_TODAY = {
     "134-aarch64-virt-flat-sample-in-python-triple-quoted-string.txt": "read",
     "135-aarch64-virt-vs-microvm-kvm-qp-wrapped-tab-elisions.txt": "refused",
     "136-x86-pc-8.2-device-memory-pc-dimm-triple-quoted-qp-wrapped.txt": "refused",
+    "137-x86-pc-kvm-dispatch-tree-only-f-d-fragment-md.txt": "refused",
+    "138-arm-omap-sx1-flat-dispatch-f-d-elided-qp.txt": "refused",
+    "139-arm-omap-sx1-memory-region-system-quoted-reindented.txt": "refused",
 }
 
 
