@@ -107,6 +107,8 @@ def _outcome_json(o: Outcome) -> dict[str, Any]:
     else:
         doc = {"result": "error", "error": o.error}
     doc["target"] = {"label": o.target.label, "kind": o.target.kind}
+    if o.target.kind == "libvirt":
+        doc["target"].update(domain=o.target.domain, uri=o.target.uri)
     doc["metadata"] = o.snapshot.metadata() if o.snapshot is not None else None
     if o.error is not None:
         doc["error"] = o.error

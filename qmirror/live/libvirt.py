@@ -129,14 +129,61 @@ def _message(exc: BaseException) -> str:
 
 
 class _Shared:
-    """One libvirt connection, shared by every monitor on the same URI."""
+    """One libvirt connection, shared by every monitor on the same URI.
+
+    Domain events are registered once per connection for every domain and handed to the
+    monitors of the domain by UUID: libvirt refuses a second registration of the same
+    event for the same domain on one connection, and 50 domains need 4 registrations,
+    not 200.
+    """
 
     def __init__(self, uri: str, conn: Any) -> None:
         self.uri = uri
         self.conn = conn
         self.refs = 0
         self.monitors: set[LibvirtMonitor] = set()
+        self.by_uuid: dict[str, set[LibvirtMonitor]] = {}
+        self.callbacks: list[int] = []
         self.closed: str | None = None
+
+    def register(self, libvirt: Any) -> None:
+        """Hear every domain's events (worker thread, under the setup lock)."""
+        wanted: list[tuple[str, Callable[..., None]]] = [
+            ("VIR_DOMAIN_EVENT_ID_LIFECYCLE", self._lifecycle),
+            ("VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED", self._device("DEVICE_DELETED")),
+            ("VIR_DOMAIN_EVENT_ID_DEVICE_ADDED", self._device("DEVICE_ADDED")),
+            ("VIR_DOMAIN_EVENT_ID_MEMORY_DEVICE_SIZE_CHANGE", self._memory_size),
+        ]
+        for const, callback in wanted:
+            event_id = getattr(libvirt, const, None)
+            if event_id is None:  # an older libvirt: that event does not exist there
+                continue
+            self.callbacks.append(self.conn.domainEventRegisterAny(None, event_id, callback, None))
+
+    def _each(self, dom: Any) -> list[LibvirtMonitor]:
+        return list(self.by_uuid.get(dom.UUIDString(), ()))
+
+    def _lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: object) -> None:
+        for mon in self._each(dom):
+            mon._on_lifecycle(event, detail)
+
+    def _device(self, name: str) -> Callable[..., None]:
+        def callback(_conn: Any, dom: Any, alias: str, _opaque: object) -> None:
+            for mon in self._each(dom):
+                mon._emit(name, {"device": alias, "libvirt": {"event": name.lower()}})
+
+        return callback
+
+    def _memory_size(self, _conn: Any, dom: Any, alias: str, size: int, _opaque: object) -> None:
+        for mon in self._each(dom):
+            mon._emit(
+                "MEMORY_DEVICE_SIZE_CHANGE",
+                {
+                    "id": alias,
+                    "size": size * 1024,  # libvirt says KiB
+                    "libvirt": {"event": "memory_device_size_change"},
+                },
+            )
 
     def on_close(self, _conn: Any, reason: int, _opaque: object) -> None:
         """libvirt's close callback (event thread): the daemon went away."""
@@ -157,6 +204,12 @@ def _acquire(uri: str, mon: LibvirtMonitor) -> _Shared:
             except libvirt.libvirtError as exc:
                 raise ConnectError(f"libvirt {uri}: {_message(exc)}") from exc
             shared = _Shared(uri, conn)
+            try:
+                shared.register(libvirt)
+            except libvirt.libvirtError as exc:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.close()
+                raise ConnectError(f"libvirt {uri}: domain events: {_message(exc)}") from exc
             with contextlib.suppress(libvirt.libvirtError):
                 # Notices a libvirtd that died within ~20 s even when nothing is sent.
                 conn.setKeepAlive(5, 3)
@@ -172,11 +225,16 @@ def _release(shared: _Shared, mon: LibvirtMonitor) -> None:
     libvirt, _ = _modules()
     with _setup_lock:
         shared.monitors.discard(mon)
+        for watchers in shared.by_uuid.values():
+            watchers.discard(mon)
         shared.refs -= 1
         if shared.refs > 0:
             return
         if _conns.get(shared.uri) is shared:
             del _conns[shared.uri]
+    for cb in shared.callbacks:
+        with contextlib.suppress(libvirt.libvirtError):
+            shared.conn.domainEventDeregisterAny(cb)
     with contextlib.suppress(libvirt.libvirtError):
         shared.conn.unregisterCloseCallback()
     with contextlib.suppress(libvirt.libvirtError):
@@ -246,7 +304,6 @@ class LibvirtMonitor(Monitor):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = asyncio.Event()
         self._feeds: list[EventFeed] = []
-        self._callbacks: list[int] = []
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
@@ -301,13 +358,6 @@ class LibvirtMonitor(Monitor):
                 timeout=timeout,
                 what=f"looking up {address!r}",
             )
-            await self._call(
-                self._subscribe,
-                libvirt,
-                shared.conn,
-                timeout=timeout,
-                what="registering for domain events",
-            )
         except BaseException:
             self._dom = None
             await asyncio.shield(
@@ -336,24 +386,14 @@ class LibvirtMonitor(Monitor):
                 dom = conn.lookupByName(domain)
             if not dom.isActive():
                 raise ConnectError(f"{where}: domain {domain!r} is not running")
+            uuid = dom.UUIDString()
         except libvirt.libvirtError as exc:
             raise ConnectError(f"{where}: {_message(exc)}") from exc
+        shared = self._shared
+        assert shared is not None
+        with _setup_lock:
+            shared.by_uuid.setdefault(uuid, set()).add(self)
         return dom
-
-    def _subscribe(self, libvirt: Any, conn: Any) -> None:
-        """Register for the domain's events (worker thread)."""
-        dom = self._dom
-        wanted: list[tuple[str, Callable[..., None]]] = [
-            ("VIR_DOMAIN_EVENT_ID_LIFECYCLE", self._on_lifecycle),
-            ("VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED", self._on_device("DEVICE_DELETED")),
-            ("VIR_DOMAIN_EVENT_ID_DEVICE_ADDED", self._on_device("DEVICE_ADDED")),
-            ("VIR_DOMAIN_EVENT_ID_MEMORY_DEVICE_SIZE_CHANGE", self._on_memory_size),
-        ]
-        for const, callback in wanted:
-            event_id = getattr(libvirt, const, None)
-            if event_id is None:  # an older libvirt: that event does not exist there
-                continue
-            self._callbacks.append(conn.domainEventRegisterAny(dom, event_id, callback, None))
 
     # ----------------------------------------------------------------- events
 
@@ -370,34 +410,16 @@ class LibvirtMonitor(Monitor):
         for feed in list(self._feeds):
             feed.push(message)
 
-    def _on_lifecycle(
-        self, _conn: Any, _dom: Any, event: int, detail: int, _opaque: object
-    ) -> None:
+    def _on_lifecycle(self, event: int, detail: int) -> None:
+        """A lifecycle event of this domain (libvirt's event thread)."""
         libvirt, _ = _modules()
         word = _LIFECYCLE_WORDS[event] if 0 <= event < len(_LIFECYCLE_WORDS) else str(event)
+        if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
+            # Before the event goes out, so the reading it triggers knows why it fails.
+            self._lost(f"libvirt domain {self._domain!r} stopped")
         name = _lifecycle_name(libvirt, event, detail)
         if name is not None:
             self._emit(name, {"libvirt": {"event": f"lifecycle:{word}", "detail": detail}})
-        if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
-            self._lost(f"libvirt domain {self._domain!r} stopped")
-
-    def _on_device(self, name: str) -> Callable[..., None]:
-        def callback(_conn: Any, _dom: Any, alias: str, _opaque: object) -> None:
-            self._emit(name, {"device": alias, "libvirt": {"event": name.lower()}})
-
-        return callback
-
-    def _on_memory_size(
-        self, _conn: Any, _dom: Any, alias: str, size: int, _opaque: object
-    ) -> None:
-        self._emit(
-            "MEMORY_DEVICE_SIZE_CHANGE",
-            {
-                "id": alias,
-                "size": size * 1024,  # libvirt says KiB
-                "libvirt": {"event": "memory_device_size_change"},
-            },
-        )
 
     def _lost(self, why: str) -> None:
         """The domain or the connection is gone (any thread)."""
@@ -501,14 +523,5 @@ class LibvirtMonitor(Monitor):
         self._closed.set()
         if shared is None:
             return
-        callbacks, self._callbacks = self._callbacks, []
-
-        def finish() -> None:
-            libvirt, _ = _modules()
-            for cb in callbacks:
-                with contextlib.suppress(libvirt.libvirtError):
-                    shared.conn.domainEventDeregisterAny(cb)
-            _release(shared, self)
-
         del dom
-        await self._call(finish, timeout=timeout, what="closing")
+        await self._call(_release, shared, self, timeout=timeout, what="closing")
