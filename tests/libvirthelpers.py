@@ -91,14 +91,14 @@ def running_libvirtd() -> Iterator[str]:
             _stop(pid)
 
 
-def domain_xml(name: str, qemu: str) -> str:
+def domain_xml(name: str, qemu: str, machine: str = "pc") -> str:
     """A small TCG domain with no disk (libvirt adds its default controllers)."""
     return f"""<domain type='qemu'>
   <name>{name}</name>
   <uuid>{uuid.uuid4()}</uuid>
   <memory unit='MiB'>32</memory>
   <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <os><type arch='x86_64' machine='{machine}'>hvm</type></os>
   <devices><emulator>{qemu}</emulator></devices>
 </domain>"""
 
@@ -108,14 +108,15 @@ def qemu_pid(name: str) -> int | None:
 
 
 @contextlib.contextmanager
-def transient_domain(conn: Any, qemu: str, *, paused: bool = True) -> Iterator[Any]:
+def transient_domain(conn: Any, qemu: str, *, paused: bool = True, machine: str = "pc"
+                     ) -> Iterator[Any]:
     """A transient domain, started paused (like ``-S``), destroyed afterwards whatever
     happens, and its QEMU checked to be gone."""
     import libvirt  # noqa: PLC0415
 
     name = f"qmtest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
-    dom = conn.createXML(domain_xml(name, qemu), flags)
+    dom = conn.createXML(domain_xml(name, qemu, machine), flags)
     pid = qemu_pid(name)
     try:
         yield dom

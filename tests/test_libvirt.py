@@ -295,3 +295,22 @@ async def test_watch_reports_a_destroyed_domain_as_gone(uri: str, own_dom: Any) 
     errors = [r for r in w.records if r["event"] == "error"]
     assert errors and errors[-1]["kind"] == "gone" and errors[-1]["fatal"]
     assert w.records[-1]["reason"] == "gone"
+
+
+async def test_watch_reads_on_a_device_added_event(uri: str, conn: Any) -> None:
+    """QEMU 7.2 has no DEVICE_ADDED event; libvirt has one, and it triggers a reading.
+    (q35: its PCIe root ports take a hot-plugged device while the VM is paused.)"""
+    rng = "<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>"
+    with transient_domain(conn, QEMU, machine="q35") as dom:
+        async with WatchProc(f"libvirt:{dom.name()}", "--connect", uri,
+                             "--interval", "3600", "--count", "2") as w:
+            await w.until("start")
+            await asyncio.to_thread(dom.attachDeviceFlags, rng,
+                                    libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            code, err = await w.finish()
+        assert code == 0, err
+        end = w.records[-1]
+        assert (end["reason"], end["readings"], end["trigger"]) == ("count", 2,
+                                                                     "event:DEVICE_ADDED")
+        # libvirt's own record of the device agrees that it is there now.
+        assert "<rng model='virtio'>" in dom.XMLDesc(0)
