@@ -102,6 +102,9 @@ async def test_snapshot_is_qemus_own_text(uri: str, dom: Any, tmp_path: Path) ->
     assert snap.flat.replace("\r\n", "\n").rstrip("\n") + "\n" == flat
     tree = virsh_hmp(uri, dom.name(), "info mtree -o -D")
     assert snap.tree.replace("\r\n", "\n").rstrip("\n") + "\n" == tree
+    # What the README warns about: libvirt logs the passthrough as a taint.
+    log = await asyncio.to_thread(Path(f"/var/log/libvirt/qemu/{dom.name()}.log").read_text)
+    assert "is tainted: custom-monitor" in log
 
 
 async def test_tree_names_the_machine(uri: str, dom: Any) -> None:
