@@ -9,6 +9,8 @@ qemu-monitor-command``) or from libvirt's own state.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import os
 import subprocess
@@ -133,6 +135,26 @@ async def test_targets_file_with_libvirt_lines(uri: str, dom: Any, tmp_path: Pat
     assert [t["result"] for t in doc["targets"]] == ["match", "match"]
 
 
+async def test_map_and_ram_map(uri: str, dom: Any, tmp_path: Path) -> None:
+    svg = tmp_path / "map.svg"
+    run = await run_qmirror("map", f"libvirt:{dom.name()}", "--connect", uri, "--svg",
+                            str(svg))
+    assert run.code == 0, run.err
+    assert (await asyncio.to_thread(svg.read_text)).lstrip().startswith(("<svg", "<?xml"))
+    run = await run_qmirror("ram-map", f"libvirt:{dom.name()}", "--connect", uri,
+                            "--format", "csv")
+    assert run.code == 0, run.err
+    rows = list(csv.DictReader(io.StringIO(run.out)))
+    # QEMU's own RAMBlock table (through virsh) gives pc.ram's length: the domain's 32 MiB.
+    blocks = virsh_hmp(uri, dom.name(), "info ramblock")
+    line = next(ln for ln in blocks.splitlines() if ln.split()[:1] == ["pc.ram"])
+    used = int(line.split()[4], 16)  # name, page size (2 words), offset, used, total
+    assert used == 32 << 20
+    ram = [r for r in rows if r["block"] == "pc.ram" and "memory" in r["address_spaces"]]
+    assert ram and int(ram[0]["start"], 16) == 0
+    assert max(int(r["block_offset"], 16) + int(r["size"], 16) for r in ram) == used
+
+
 # --------------------------------------------------------------- allow-list
 
 
@@ -194,6 +216,13 @@ async def test_bad_uri_and_daemon_down_are_one_line_exit_2(uri: str, dom: Any) -
     line = one_line_error(run.err)
     assert "Failed to connect socket to '/nonexistent/libvirt-sock'" in line
     assert env_uri in line
+
+
+async def test_read_only_connection_is_one_line_exit_2(uri: str, dom: Any) -> None:
+    ro = "qemu:///system?socket=/run/libvirt/libvirt-sock-ro"
+    run = await run_qmirror("tree", f"libvirt:{dom.name()}", "--connect", ro)
+    assert run.code == 2
+    assert "read only access prevents virDomainQemuMonitorCommand" in one_line_error(run.err)
 
 
 async def test_connect_error_names_the_domain_state(uri: str, own_dom: Any) -> None:
