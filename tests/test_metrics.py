@@ -18,7 +18,7 @@ import subprocess
 import sys
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,7 @@ async def test_served_metrics_pass_promtool_and_match_qemu(
         assert got[f'qmirror_up{{target="{label}"}}'] == 1
         assert got[f'qmirror_match{{target="{label}"}}'] == 1
         assert got[f'qmirror_mismatches_total{{target="{label}"}}'] == 0
-        for kind in ("timeout", "gone", "failed"):
+        for kind in ("timeout", "gone", "failed", "connect"):
             assert got[f'qmirror_errors_total{{kind="{kind}",target="{label}"}}'] == 0
         assert got[f'qmirror_last_change_timestamp_seconds{{target="{label}"}}'] > 1.7e9
         flat = await vm.control.hmp("info mtree -f")
@@ -268,3 +268,63 @@ def test_systemd_unit_runs_a_fleet_watch() -> None:
 
     args = build_parser().parse_args(words[1:])
     assert args.metrics == ":9464" and args.format == "none"
+
+
+def start_qemu(binary: str, sock: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [binary, "-machine", "pc", "-m", "16", "-nodefaults", "-S", "-display", "none",
+         "-qmp", f"unix:{sock},server=on,wait=off"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_qemu(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+async def test_reconnect_keeps_the_series(qemu_binary: str, short_tmp: Path) -> None:
+    """A VM that is not there yet, comes, goes away and comes back: one series throughout,
+    ``qmirror_up`` following it, counters going on."""
+    sock = short_tmp / "vm.qmp"
+    label = f"unix:{sock}"
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def value(text: str, name: str, **labels: str) -> float | None:
+        want = ",".join(f'{k}="{v}"' for k, v in sorted({**labels, "target": label}.items()))
+        return samples(text).get(f"{name}{{{want}}}")
+
+    try:
+        async with Watcher(label, "--reconnect", "0.2", "--interval", "0.3") as w:
+            def when(what: str, pred: Callable[[str], bool]) -> Awaitable[str]:
+                def check() -> str | None:
+                    text = http_get(w.url)
+                    return text if pred(text) else None
+                return poll(what, check)
+
+            def count(text: str, name: str, **labels: str) -> float:
+                return value(text, name, **labels) or 0.0
+
+            text = await when("a connect error",
+                              lambda t: count(t, "qmirror_errors_total", kind="connect") >= 1)
+            assert value(text, "qmirror_up") == 0
+            procs.append(start_qemu(qemu_binary, sock))
+            text = await when("readings of the new VM", lambda t: count(
+                t, "qmirror_readings_total") >= 2 and value(t, "qmirror_up") == 1)
+            assert value(text, "qmirror_match") == 1
+            stop_qemu(procs[0])
+            text = await when("the VM gone", lambda t: value(t, "qmirror_up") == 0)
+            before = count(text, "qmirror_readings_total")
+            assert before >= 2
+            assert value(text, "qmirror_match") is None  # no verdict for a VM not followed
+            sock.unlink(missing_ok=True)
+            procs.append(start_qemu(qemu_binary, sock))
+            text = await when("readings after reconnecting", lambda t: count(
+                t, "qmirror_readings_total") > before and value(t, "qmirror_up") == 1)
+            lint = await asyncio.to_thread(promtool, "check", "metrics", stdin=text)
+            assert lint.returncode == 0, lint.stdout
+            assert text.count("qmirror_up{") == 1
+            assert count(text, "qmirror_errors_total", kind="gone") >= 1
+    finally:
+        for proc in procs:
+            stop_qemu(proc)

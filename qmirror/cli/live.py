@@ -82,31 +82,65 @@ def _tagged(write: Callable[[str], None], label: str, jsonl: bool) -> Callable[[
 
 
 async def _watch_one(args: argparse.Namespace, target: Target, metrics: FleetMetrics | None,
-                     several: bool) -> int:
-    async with attach(target, control=args.pause, connect_timeout=min(10.0, args.timeout),
-                      command_timeout=args.timeout) as live:
-        ours = live.instance is not None
-        mirror = Mirror(live.monitor, label=target.label, interval=args.interval,
-                        pause=args.pause and not ours, read_timeout=args.timeout,
-                        accel=args.accel, strict=args.strict,
-                        command_line=live.instance.command_line if live.instance else ())
-        if args.format != "none":
-            write = stream_writer(sys.stdout)
-            if several:
-                write = _tagged(write, target.label, args.format == "jsonl")
-            writer = (JsonLinesWriter(mirror, write, nops=args.nops) if args.format == "jsonl"
-                      else TextWriter(mirror, write))
-            writer.attach()
-        if metrics is not None:
-            metrics.watch(mirror, target.label)
-        async with mirror:
-            if ours:
-                # Our own QEMU starts paused: read its map, then let the guest run
-                # (firmware programming BARs and PAM is what there is to watch).
-                await mirror.refresh(Trigger("start"))
-                await live.monitor.execute("cont")
-            await mirror.run(count=args.count, duration=args.duration)
+                     several: bool, duration: float | None) -> int:
+    mirror: Mirror | None = None
+    try:
+        async with attach(target, control=args.pause, connect_timeout=min(10.0, args.timeout),
+                          command_timeout=args.timeout) as live:
+            ours = live.instance is not None
+            mirror = Mirror(live.monitor, label=target.label, interval=args.interval,
+                            pause=args.pause and not ours, read_timeout=args.timeout,
+                            accel=args.accel, strict=args.strict,
+                            command_line=live.instance.command_line if live.instance else ())
+            if args.format != "none":
+                write = stream_writer(sys.stdout)
+                if several:
+                    write = _tagged(write, target.label, args.format == "jsonl")
+                writer = (JsonLinesWriter(mirror, write, nops=args.nops)
+                          if args.format == "jsonl" else TextWriter(mirror, write))
+                writer.attach()
+            if metrics is not None:
+                metrics.watch(mirror, target.label)
+            async with mirror:
+                if ours:
+                    # Our own QEMU starts paused: read its map, then let the guest run
+                    # (firmware programming BARs and PAM is what there is to watch).
+                    await mirror.refresh(Trigger("start"))
+                    await live.monitor.execute("cont")
+                await mirror.run(count=args.count, duration=duration)
+    except QmirrorError:
+        if mirror is None and metrics is not None:
+            metrics.unreachable(target.label)  # never attached: no mirror told anyone
+        raise
     return EXIT_MISMATCH if mirror.mismatches else EXIT_MATCH
+
+
+async def _watch_target(args: argparse.Namespace, target: Target, metrics: FleetMetrics | None,
+                        several: bool, err: Console) -> int:
+    """Watch one target; with ``--reconnect``, attach again after it went away or could
+    not be reached, until ``--duration`` (if any) is over."""
+    loop = asyncio.get_running_loop()
+    deadline = None if args.duration is None else loop.time() + args.duration
+    code = EXIT_MATCH
+    while True:
+        left = None if deadline is None else deadline - loop.time()
+        if left is not None and left <= 0:
+            return code
+        try:
+            return max(code, await _watch_one(args, target, metrics, several, left))
+        except QmirrorError as exc:
+            if args.reconnect is None and not several:
+                raise
+            code = EXIT_TROUBLE
+            then = "" if args.reconnect is None else f" (again in {args.reconnect:g}s)"
+            err.print(f"qmirror watch: {target.label}: {exc}{then}", highlight=False,
+                      markup=False)
+            if args.reconnect is None:
+                return code
+        pause = args.reconnect
+        if deadline is not None:
+            pause = min(pause, max(0.0, deadline - loop.time()))
+        await asyncio.sleep(pause)
 
 
 async def _watch(args: argparse.Namespace, targets: list[Target], err: Console) -> int:
@@ -119,19 +153,10 @@ async def _watch(args: argparse.Namespace, targets: list[Target], err: Console) 
         err.print(f"qmirror watch: metrics on http://{shown}:{bound[1]}/metrics",
                   highlight=False, markup=False)
     try:
-        if len(targets) == 1:
-            return await _watch_one(args, targets[0], metrics, several=False)
-
-        async def guarded(target: Target) -> int:
-            # One VM that goes away or cannot be reached does not stop the others.
-            try:
-                return await _watch_one(args, target, metrics, several=True)
-            except QmirrorError as exc:
-                err.print(f"qmirror watch: {target.label}: {exc}", highlight=False,
-                          markup=False)
-                return EXIT_TROUBLE
-
-        codes = await asyncio.gather(*(guarded(t) for t in targets))
+        # One VM that goes away or cannot be reached does not stop the others.
+        several = len(targets) > 1
+        codes = await asyncio.gather(*(_watch_target(args, t, metrics, several, err)
+                                       for t in targets))
         return max(codes)
     finally:
         if metrics is not None:
@@ -186,6 +211,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--metrics", metavar="HOST:PORT",
                    help="serve Prometheus metrics of every target on HOST:PORT (:PORT for all "
                         "addresses; port 0 picks a free one, printed on stderr)")
+    p.add_argument("--reconnect", metavar="SECONDS", type=_positive,
+                   help="when a VM goes away or cannot be reached, try it again every "
+                        "SECONDS (default: stop watching it)")
     p.add_argument("--count", metavar="N", type=_count, help="stop after N readings")
     p.add_argument("--duration", metavar="SECONDS", type=_positive,
                    help="stop after SECONDS")

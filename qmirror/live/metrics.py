@@ -14,7 +14,8 @@ client's process and platform collectors). Per target:
                                                         matched QEMU's ``-f``, else 0
 ``qmirror_mismatches_total{target}``                    readings whose validation failed
 ``qmirror_errors_total{target,kind}``                   failed readings; kind
-                                                        ``timeout``/``gone``/``failed``
+                                                        ``timeout``/``gone``/``failed``,
+                                                        or ``connect`` (not reached)
 ``qmirror_flatview_ranges{target,address_space}``       ranges in each address space's
                                                         FlatView (our rendering)
 ``qmirror_last_change_timestamp_seconds{target}``       UNIX time of the latest reading
@@ -25,8 +26,10 @@ The values are read from the mirrors when Prometheus scrapes (a custom collector
 the only hook in a mirror is an ordinary :class:`~qmirror.live.mirror.MirrorObserver`
 (errors and the time of the last change), so nothing is counted twice and nothing runs
 between scrapes. ``qmirror_match`` and the FlatView sizes appear once the first reading
-is in. Address spaces that share a name are told apart by their root region (and, if
-need be, their index among equals).
+is in, and disappear when the target is no longer followed. A target that is watched
+again after it went away (``watch --reconnect``) keeps its series: counters go on from
+where they were. Address spaces that share a name are told apart by their root region
+(and, if need be, their index among equals).
 """
 
 from __future__ import annotations
@@ -56,8 +59,10 @@ from qmirror.live.mirror import Frame as MirrorFrame
 
 __all__ = ["ERROR_KINDS", "FleetMetrics", "parse_listen_address"]
 
-#: The ``kind`` label values of ``qmirror_errors_total`` (every one is always exported).
-ERROR_KINDS: Final = ("timeout", "gone", "failed")
+#: The ``kind`` label values of ``qmirror_errors_total`` (every one is always exported):
+#: a reading that timed out, the VM gone, another failed reading, and a VM that could not
+#: be reached at all (attaching, or reattaching with ``--reconnect``).
+ERROR_KINDS: Final = ("timeout", "gone", "failed", "connect")
 
 _LISTEN = re.compile(r"\A(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)\Z")
 
@@ -79,13 +84,27 @@ def parse_listen_address(text: str) -> tuple[str, int]:
 
 @dataclass(eq=False)
 class _Watched(MirrorObserver):
-    """What the collector needs of one mirror besides the mirror's own counters."""
+    """One target: its current mirror (if any), and what earlier mirrors of it counted."""
 
-    mirror: Mirror
     target: str
+    mirror: Mirror | None = None
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
     last_change: float | None = None
     ended: bool = False
+    readings_before: int = 0
+    mismatches_before: int = 0
+
+    def follow(self, mirror: Mirror) -> None:
+        """A new mirror of the same target (reattached): carry the counts over."""
+        old = self.mirror
+        if old is not None:
+            self.readings_before += old.readings
+            self.mismatches_before += old.mismatches
+            if self in old.observers:
+                old.observers.remove(self)
+        self.mirror = mirror
+        self.ended = False
+        mirror.observers.append(self)
 
     def on_reading(self, mirror: Mirror, frame: MirrorFrame, previous: MirrorFrame | None) -> None:
         self.last_change = time.time()
@@ -141,12 +160,25 @@ class FleetMetrics(Collector):
         self._server: WSGIServer | None = None
         self.address: tuple[str, int] | None = None
 
-    def watch(self, mirror: Mirror, target: str | None = None) -> None:
-        """Export *mirror*'s state under ``target`` (default: the mirror's label)."""
-        watched = _Watched(mirror, target or mirror.label)
-        mirror.observers.append(watched)
+    def _entry(self, target: str) -> _Watched:
         with self._lock:
-            self._watched.append(watched)
+            for w in self._watched:
+                if w.target == target:
+                    return w
+            w = _Watched(target)
+            self._watched.append(w)
+            return w
+
+    def watch(self, mirror: Mirror, target: str | None = None) -> None:
+        """Export *mirror*'s state under ``target`` (default: the mirror's label); a
+        target seen before keeps its series and counts on."""
+        self._entry(target or mirror.label).follow(mirror)
+
+    def unreachable(self, target: str) -> None:
+        """*target* could not be attached: ``qmirror_up`` 0, one more ``connect`` error."""
+        w = self._entry(target)
+        w.ended = True
+        w.errors["connect"] += 1
 
     def collect(self) -> Iterator[Metric]:
         """Called by the HTTP thread at each scrape: read the mirrors as they are now."""
@@ -190,13 +222,15 @@ class FleetMetrics(Collector):
         )
         for w in watched:
             m = w.mirror
-            up.add_metric([w.target], 0.0 if w.ended else 1.0)
-            readings.add_metric([w.target], float(m.readings))
-            mismatches.add_metric([w.target], float(m.mismatches))
+            up.add_metric([w.target], 0.0 if w.ended or m is None else 1.0)
+            readings.add_metric([w.target], float(w.readings_before + (m.readings if m else 0)))
+            mismatches.add_metric(
+                [w.target], float(w.mismatches_before + (m.mismatches if m else 0))
+            )
             for kind, n in w.errors.items():
                 errors.add_metric([w.target, kind], float(n))
-            frame = m.frame
-            if frame is not None:
+            frame = m.frame if m is not None and not w.ended else None
+            if m is not None and frame is not None:
                 match.add_metric([w.target], 1.0 if frame.ok else 0.0)
                 for space, n in _space_labels(m):
                     ranges.add_metric([w.target, space], float(n))
