@@ -109,11 +109,13 @@ async def test_snapshot_is_qemus_own_text(uri: str, dom: Any, tmp_path: Path) ->
     assert "is tainted: custom-monitor" in log
 
 
-async def test_tree_names_the_machine(uri: str, dom: Any) -> None:
-    run = await run_qmirror("tree", f"libvirt:{dom.UUIDString()}", "--connect", uri)
+@pytest.mark.parametrize("by", ["name", "uuid"])
+async def test_tree_names_the_machine(uri: str, dom: Any, by: str) -> None:
+    spec = f"libvirt:{dom.name() if by == 'name' else dom.UUIDString()}"
+    run = await run_qmirror("tree", spec, "--connect", uri)
     assert run.code == 0, run.err
     first = run.out.splitlines()[0]
-    assert first.startswith(f"libvirt:{dom.UUIDString()} (pc-i440fx-")
+    assert first.startswith(f"{spec} (pc-i440fx-")
     # Every address space QEMU lists appears in the tree (those sharing a root on one
     # line, comma-separated).
     text = virsh_hmp(uri, dom.name(), "info mtree")

@@ -195,7 +195,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "(--tree/--flat) or from live VMs (checked concurrently, reported per "
                     "VM). Exit 0: match, 1: mismatch, 2: trouble.")
     p.add_argument("targets", nargs="*", metavar="TARGET",
-                   help="a live monitor (unix:PATH, a socket path, tcp:HOST:PORT, HOST:PORT) "
+                   help="a live monitor (unix:PATH, a socket path, tcp:HOST:PORT, HOST:PORT), "
+                        "a libvirt domain (libvirt:NAME or libvirt:UUID, see --connect) "
                         "or a snapshot directory")
     p.add_argument("--tree", metavar="TREE.txt", help="`info mtree` output ([-o] [-D])")
     p.add_argument("--flat", metavar="FLAT.txt", help="`info mtree -f` output ([-o])")
