@@ -9,7 +9,8 @@ A TARGET is, in the order tried:
   optionally with QEMU's ``info mtree -f [-o]`` of the same moment after a comma (it
   lets the gaps be inferred, see ``check``);
 * a live QEMU: ``unix:PATH``, a socket path, ``tcp:HOST:PORT`` (read-only unless
-  ``--pause``), or one launched for the command with ``--launch -- QEMU ARGS``
+  ``--pause``), ``libvirt:DOMAIN`` (``--connect URI``), or one launched for the command
+  with ``--launch -- QEMU ARGS``
   (:mod:`qmirror.live.targets`; ``--boot S`` lets its firmware run first).
 
 Settings from :mod:`qmirror.live.config` apply: the QEMU binary for ``--launch`` and its
@@ -47,7 +48,7 @@ CAPTURE_LAYOUTS = (("info-mtree-o-D.txt", "info-mtree-f-o.txt"),
 
 TARGET_HELP = ("a capture or snapshot directory, TREE.txt[,FLAT.txt] (saved `info mtree "
                "[-o] [-D]` and `info mtree -f [-o]` texts), or a live QEMU monitor "
-               "(unix:PATH, tcp:HOST:PORT)")
+               "(unix:PATH, tcp:HOST:PORT, libvirt:DOMAIN)")
 
 
 @dataclass(slots=True)
@@ -179,7 +180,8 @@ def resolve(specs: list[str], args: argparse.Namespace) -> list[FileSource | Tar
             out.append(Target.snapshot(spec))
             continue
         src = file_source(spec)
-        out.append(src if src is not None else targets.parse_target(spec))
+        out.append(src if src is not None
+                   else targets.parse_target(spec, connect=getattr(args, "connect", None)))
     out.extend(targets.targets_from_args(args))
     return out
 

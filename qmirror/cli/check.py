@@ -107,6 +107,8 @@ def _outcome_json(o: Outcome) -> dict[str, Any]:
     else:
         doc = {"result": "error", "error": o.error}
     doc["target"] = {"label": o.target.label, "kind": o.target.kind}
+    if o.target.kind == "libvirt":
+        doc["target"].update(domain=o.target.domain, uri=o.target.uri)
     doc["metadata"] = o.snapshot.metadata() if o.snapshot is not None else None
     if o.error is not None:
         doc["error"] = o.error
@@ -193,7 +195,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "(--tree/--flat) or from live VMs (checked concurrently, reported per "
                     "VM). Exit 0: match, 1: mismatch, 2: trouble.")
     p.add_argument("targets", nargs="*", metavar="TARGET",
-                   help="a live monitor (unix:PATH, a socket path, tcp:HOST:PORT, HOST:PORT) "
+                   help="a live monitor (unix:PATH, a socket path, tcp:HOST:PORT, HOST:PORT), "
+                        "a libvirt domain (libvirt:NAME or libvirt:UUID, see --connect) "
                         "or a snapshot directory")
     p.add_argument("--tree", metavar="TREE.txt", help="`info mtree` output ([-o] [-D])")
     p.add_argument("--flat", metavar="FLAT.txt", help="`info mtree -f` output ([-o])")

@@ -23,6 +23,7 @@ the map has probably changed, and polls for the rest:
 ==============================  ===================================================
 ``DEVICE_DELETED``              a device is gone: its regions and its bus-master
                                 address space with it
+``DEVICE_ADDED``                (from libvirt only) a device was hot-plugged
 ``RESET``                       firmware-visible state is back to power-on: BARs,
                                 PCI command registers, PAM, SMRAM
 ``STOP``, ``RESUME``            run state changed: a stopped guest has a map that
@@ -33,10 +34,12 @@ the map has probably changed, and polls for the rest:
                                 to stop): read now, or notice it is gone
 ==============================  ===================================================
 
-Not in the set: ``device_add`` raises no event at all in QEMU 7.2 (there is no
-``DEVICE_ADDED``): a new device is seen at the next poll, or at once if whoever added it
-calls :meth:`Mirror.kick`. ``BALLOON_CHANGE`` changes how much memory the guest has
-given back, not the regions (the balloon discards pages inside ``pc.ram``).
+``device_add`` raises no event at all in QEMU 7.2 (there is no ``DEVICE_ADDED``): a new
+device is seen at the next poll, or at once if whoever added it calls :meth:`Mirror.kick`;
+libvirt does report added devices, and :mod:`qmirror.live.libvirt` feeds them as
+``DEVICE_ADDED``, which is in the set for that reason. Not in the set: ``BALLOON_CHANGE``
+changes how much memory the guest has given back, not the regions (the balloon discards
+pages inside ``pc.ram``).
 ``ACPI_DEVICE_OST`` reports the guest's answer after the map already changed. Guest
 programming of BARs, PAM or SMRAM raises nothing: polling finds it.
 
@@ -133,6 +136,7 @@ __all__ = [
 #: QMP events after which the memory map has probably changed (see the module doc).
 TOPOLOGY_EVENTS: Final = frozenset({
     "DEVICE_DELETED",
+    "DEVICE_ADDED",
     "RESET",
     "STOP",
     "RESUME",

@@ -3,8 +3,9 @@
 What this layer adds to the plain client:
 
 * a timeout on every await (connecting, the greeting, each command);
-* a read-only allow-list, checked in exactly one place (:meth:`Monitor._send`) before
-  anything leaves the process; control commands need ``allow_control=True``;
+* the read-only allow-list (:func:`qmirror.live.allowlist.check_command`), checked in
+  exactly one place (:meth:`Monitor._send`) before anything leaves the process; control
+  commands need ``allow_control=True``;
 * HMP error detection: ``human-monitor-command`` reports HMP errors as ordinary reply
   text, so the text is inspected and turned into :class:`~qmirror.errors.CommandFailed`;
 * errors mapped onto :mod:`qmirror.errors`, chained with ``from``;
@@ -42,11 +43,12 @@ from qemu.qmp.error import ProtocolError
 
 from qmirror.errors import (
     CommandFailed,
-    CommandRefused,
     ConnectError,
     MonitorError,
     MonitorTimeout,
 )
+from qmirror.live.allowlist import HMP as _HMP
+from qmirror.live.allowlist import check_command
 
 
 __all__ = [
@@ -77,16 +79,6 @@ Address: TypeAlias = str | tuple[str, int] | socket.socket
 _QMP_LOGGER: Final = "qemu.qmp"
 
 _T = TypeVar("_T")
-
-# Commands that only read state. ``human-monitor-command`` is handled separately
-# because it is only read-only for ``info``.
-_READ_ONLY_COMMANDS: Final = frozenset({"qmp_capabilities"})
-_HMP: Final = "human-monitor-command"
-
-# HMP splits its command word off at whitespace (space and tab here; the
-# control characters that C's isspace() would also accept are refused outright).
-_HMP_WORD = re.compile(r"[ \t]*([^ \t]*)")
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 # How HMP reports failure in its reply text (monitor/hmp.c and hmp_handle_error):
 # an unknown command, an argument parse error followed by a hint, or "Error: ...".
@@ -148,46 +140,6 @@ def info_mtree_command(
         if wanted:
             words.append(flag)
     return " ".join(words)
-
-
-def _hmp_refusal(command_line: object) -> str | None:
-    """Say why an HMP command line is not read-only, or ``None`` if it is."""
-    if not isinstance(command_line, str):
-        return "'command-line' must be a string"
-    if _CONTROL_CHARS.search(command_line):
-        return "HMP command line contains control characters"
-    match = _HMP_WORD.match(command_line)
-    word = match.group(1) if match else ""
-    if word != "info":
-        return f"HMP command {word!r} is not read-only (only 'info ...' is allowed)"
-    return None
-
-
-def check_command(cmd: str, args: dict[str, object] | None, *, allow_control: bool) -> None:
-    """The read-only allow-list: raise unless *cmd* may be sent.
-
-    Allowed without privilege: ``qmp_capabilities``, every ``query-*`` command, and
-    ``human-monitor-command`` whose command line is ``info ...`` (leading blanks allowed,
-    no control characters). Everything else needs *allow_control*.
-
-    :param cmd: QMP command name.
-    :param args: its arguments.
-    :param allow_control: whether control commands are permitted.
-    :raise CommandRefused: when the command is not allowed.
-    """
-    if allow_control:
-        return
-    if cmd in _READ_ONLY_COMMANDS or cmd.startswith("query-"):
-        return
-    if cmd == _HMP:
-        reason = _hmp_refusal((args or {}).get("command-line"))
-        if reason is None:
-            return
-        shown = (args or {}).get("command-line")
-        raise CommandRefused(f"{_HMP} {shown!r}", reason)
-    raise CommandRefused(
-        cmd, "not on the read-only allow-list (needs a monitor with allow_control=True)"
-    )
 
 
 def hmp_error_text(text: str) -> bool:
@@ -281,6 +233,10 @@ class EventFeed(EventListener):
 
     async def put(self, event: Message) -> None:
         """Called by qemu.qmp's reader for every event (see :meth:`accept`)."""
+        self.push(event)
+
+    def push(self, event: Message) -> None:
+        """Take *event* if it is one of ours (also for transports without qemu.qmp)."""
         if not self.accept(event):
             return
         if len(self._pending) == self._pending.maxlen:

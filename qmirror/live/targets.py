@@ -14,6 +14,10 @@ TARGET strings, in the order they are tried:
 ``PATH`` (an existing socket)  the same
 ``tcp:HOST:PORT``              a QMP monitor on TCP (``tcp:[::1]:4444`` for IPv6)
 ``HOST:PORT``                  the same
+``libvirt:DOMAIN``             a libvirt-managed QEMU, by domain name or UUID, through
+                               libvirt's monitor passthrough (``--connect URI``,
+                               default ``$LIBVIRT_DEFAULT_URI``, else
+                               ``qemu:///system``); see :mod:`qmirror.live.libvirt`
 =============================  ====================================================
 
 QMP has no authentication: anyone who reaches the port owns the VM. A TCP target whose
@@ -43,6 +47,7 @@ from typing import Final, Literal
 
 from qmirror.errors import MonitorError, MonitorTimeout, QmirrorError
 from qmirror.live.launcher import DEFAULT_BINARY, QemuInstance
+from qmirror.live.libvirt import DEFAULT_URI, LibvirtMonitor, default_uri
 from qmirror.live.qmp import DEFAULT_CONNECT_TIMEOUT, Monitor
 from qmirror.live.snapshot import DEFAULT_MAX_TRIES, META_FILE, Snapshot, load, take_snapshot
 
@@ -60,7 +65,7 @@ __all__ = [
     "targets_from_args",
 ]
 
-TargetKind = Literal["unix", "tcp", "launch", "snapshot"]
+TargetKind = Literal["unix", "tcp", "launch", "snapshot", "libvirt"]
 
 #: Seconds allowed for one target: connecting (or launching) and reading a snapshot.
 #: ``--boot`` time comes on top.
@@ -84,6 +89,8 @@ class Target:
     :param port: TCP port (``tcp``).
     :param args: QEMU arguments after qmirror's own (``launch``).
     :param binary: QEMU executable (``launch``).
+    :param domain: domain name or UUID (``libvirt``).
+    :param uri: libvirt connection URI (``libvirt``).
     """
 
     kind: TargetKind
@@ -93,6 +100,8 @@ class Target:
     port: int | None = None
     args: tuple[str, ...] = ()
     binary: str = DEFAULT_BINARY
+    domain: str | None = None
+    uri: str | None = None
 
     @property
     def address(self) -> str | tuple[str, int]:
@@ -122,6 +131,11 @@ class Target:
                label: str | None = None) -> Target:
         shown = " ".join([binary, *args])
         return cls("launch", label or f"launch:{shown}", args=tuple(args), binary=binary)
+
+    @classmethod
+    def libvirt(cls, domain: str, uri: str | None = None, label: str | None = None) -> Target:
+        return cls("libvirt", label or f"libvirt:{domain}", domain=domain,
+                   uri=default_uri(uri))
 
     @classmethod
     def snapshot(cls, path: str, label: str | None = None) -> Target:
@@ -159,9 +173,11 @@ def _tcp(spec: str, text: str, warn: Callable[[str], None] | None) -> Target:
     return Target.tcp(host, port, label=spec)
 
 
-def parse_target(spec: str, *, warn: Callable[[str], None] | None = None) -> Target:
+def parse_target(spec: str, *, warn: Callable[[str], None] | None = None,
+                 connect: str | None = None) -> Target:
     """Turn a TARGET string into a :class:`Target` (see the module docstring).
 
+    :param connect: the libvirt URI for ``libvirt:DOMAIN`` (``--connect``).
     :param warn: called with the warning about a non-loopback TCP host (default:
         print it on stderr); each host is warned about once per process.
     :raise QmirrorError: a string that names none of the above, saying why.
@@ -175,6 +191,11 @@ def parse_target(spec: str, *, warn: Callable[[str], None] | None = None) -> Tar
         return Target.unix(path, label=spec)
     if spec.startswith("tcp:"):
         return _tcp(spec, spec.removeprefix("tcp:"), warn)
+    if spec.startswith("libvirt:"):
+        domain = spec.removeprefix("libvirt:")
+        if not domain.strip():
+            raise QmirrorError(f"TARGET {spec!r}: no domain name or UUID after 'libvirt:'")
+        return Target.libvirt(domain, connect, label=spec)
     try:
         st = os.stat(spec)
     except OSError:
@@ -193,10 +214,11 @@ def parse_target(spec: str, *, warn: Callable[[str], None] | None = None) -> Tar
         return _tcp(spec, spec, warn)
     raise QmirrorError(
         f"TARGET {spec!r}: not an existing socket or snapshot directory, and not "
-        "unix:PATH, tcp:HOST:PORT or HOST:PORT")
+        "unix:PATH, tcp:HOST:PORT, HOST:PORT or libvirt:DOMAIN")
 
 
-def read_targets_file(path: str, *, warn: Callable[[str], None] | None = None) -> list[Target]:
+def read_targets_file(path: str, *, warn: Callable[[str], None] | None = None,
+                      connect: str | None = None) -> list[Target]:
     """One TARGET per line; blank lines and lines starting with ``#`` are skipped.
 
     :raise QmirrorError: unreadable file, or ``FILE:LINE:`` and what is wrong there.
@@ -214,7 +236,7 @@ def read_targets_file(path: str, *, warn: Callable[[str], None] | None = None) -
         if not text or text.startswith("#"):
             continue
         try:
-            out.append(parse_target(text, warn=warn))
+            out.append(parse_target(text, warn=warn, connect=connect))
         except QmirrorError as exc:
             raise QmirrorError(f"{path}:{n}: {exc}") from exc
     return out
@@ -234,8 +256,8 @@ def _seconds(text: str) -> float:
 
 
 def add_target_options(parser: argparse.ArgumentParser, *, several: bool = True) -> None:
-    """Add ``--socket``, ``--tcp``, ``--targets-file``, ``--launch``, ``--boot``,
-    ``--pause``, ``--timeout`` and ``--qemu``.
+    """Add ``--socket``, ``--tcp``, ``--connect``, ``--targets-file``, ``--launch``,
+    ``--boot``, ``--pause``, ``--timeout`` and ``--qemu``.
 
     ``--launch`` takes the rest of the command line: ``--launch -- qemu-system-x86_64
     -machine q35`` (the ``--`` is split off by :func:`qmirror.cli.main` and handed over
@@ -249,6 +271,9 @@ def add_target_options(parser: argparse.ArgumentParser, *, several: bool = True)
     g.add_argument("--tcp", metavar="HOST:PORT", action="append", default=[],
                    help="QMP monitor on TCP (repeatable; QMP is unauthenticated: "
                         "a non-loopback host gets a warning)")
+    g.add_argument("--connect", metavar="URI", default=None,
+                   help="libvirt URI for libvirt:DOMAIN targets (default "
+                        f"$LIBVIRT_DEFAULT_URI, else {DEFAULT_URI})")
     if several:
         g.add_argument("--targets-file", metavar="FILE",
                        help="read TARGETs from FILE, one per line, '#' comments")
@@ -293,12 +318,13 @@ def targets_from_args(args: argparse.Namespace, *, positional: Sequence[str] = (
     :raise QmirrorError: a malformed TARGET, an unreadable file, ``--boot`` without
         ``--launch``.
     """
-    out = [parse_target(s) for s in positional]
+    connect = getattr(args, "connect", None)
+    out = [parse_target(s, connect=connect) for s in positional]
     out += [Target.unix(p, label=f"unix:{p}") for p in getattr(args, "socket", None) or ()]
     out += [_tcp(t, t, None) for t in getattr(args, "tcp", None) or ()]
     targets_file = getattr(args, "targets_file", None)
     if targets_file:
-        out += read_targets_file(targets_file)
+        out += read_targets_file(targets_file, connect=connect)
     words = launch_argv(args)
     if words is not None:
         default = getattr(args, "qemu", None) or os.environ.get("QMIRROR_QEMU") or DEFAULT_BINARY
@@ -344,6 +370,14 @@ async def attach(
     if target.kind == "snapshot":
         raise QmirrorError(f"{target.label}: a snapshot directory is not a live VM")
     timeout = command_timeout if command_timeout is not None else connect_timeout * 3
+    if target.kind == "libvirt":
+        assert target.domain is not None
+        async with LibvirtMonitor(uri=target.uri, allow_control=control,
+                                  command_timeout=timeout, debug=debug,
+                                  name=target.label) as vmon:
+            await vmon.connect(target.domain, timeout=connect_timeout)
+            yield Attached(target, vmon)
+        return
     if target.kind == "launch":
         async with QemuInstance(target.args, binary=target.binary, paused=True,
                                 connect_timeout=connect_timeout, command_timeout=timeout,
