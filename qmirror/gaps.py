@@ -137,8 +137,32 @@ def pair_views(ours: list[FlatView], qemu: FlatDocument) -> list[tuple[FlatView,
             for a in v.address_spaces))
         cands = index.get(key)
         if cands:
-            pairs.append((v, cands.pop(0)))
+            best = 0
+            if len(cands) > 1:
+                # Several address spaces of one name and root name (QEMU 10's one
+                # `virtio-pci-cfg-mem-as` per virtio-pci device): the block whose ranges
+                # carry the most names of our root's regions.
+                names = _region_names(v.root)
+                scores = [len(names.intersection(r.name for r in c.ranges)) for c in cands]
+                best = scores.index(max(scores))
+            pairs.append((v, cands.pop(best)))
     return pairs
+
+
+def _region_names(root: MemoryRegion | None) -> set[str]:
+    """Names of *root* and the regions below it (subregions, not alias targets)."""
+    names: set[str] = set()
+    seen: set[int] = set()
+    stack = [root] if root is not None else []
+    while stack:
+        mr = stack.pop()
+        if id(mr) in seen:
+            continue
+        seen.add(id(mr))
+        if mr.name is not None:
+            names.add(mr.name)
+        stack.extend(mr.subregions)
+    return names
 
 
 class _QemuView:

@@ -145,6 +145,11 @@ RULES: tuple[Rule, ...] = (
          "hw/ppc/spapr_iommu.c: spapr_tce_table_realize() memory_region_init(&tcet->root, "
          "…, \"tce-root-%x\", UINT64_MAX) around the `tce-iommu-%x` IOMMU region",
          "2.6–", pattern=True),
+    Rule("cxl-host-reg-container", "G1", "cxl_host_reg", "kind", _CONTAINER,
+         "hw/i386/pc.c: pc_memory_init() memory_region_init(mr, …, \"cxl_host_reg\", "
+         "cxl_size) when CXL is enabled; hw/arm/virt.c: create_cxl_host_reg_region() "
+         "memory_region_init(mr, …, \"cxl_host_reg\", memmap[VIRT_CXL_HOST].size) (arm virt "
+         "prints it by default in QEMU 11.1, not in 10.0)", "7.1–"),
     Rule("system-container", "G1", "system", "kind", _CONTAINER,
          "softmmu/physmem.c: memory_map_init() memory_region_init(system_memory, NULL, "
          "\"system\", UINT64_MAX)", "1.0–",
@@ -179,6 +184,13 @@ RULES: tuple[Rule, ...] = (
          "hw/i386/x86.c: x86_bios_rom_init() memory_region_set_readonly(isa_bios, true) "
          "unless the BIOS is RAM (isapc)", "5.1–",
          when=_target_read_only, when_text="aliases a read-only BIOS"),
+    Rule("isa-bios-flash-alias-readonly", "G2", "isa-bios", "readonly", True,
+         "hw/i386/pc_sysfw.c: pc_system_flash_map() x86_isa_bios_init(&x86ms->isa_bios, "
+         "rom_memory, flash_mem, true) for machine types with isa_bios_alias; "
+         "hw/i386/x86-common.c: x86_isa_bios_init() memory_region_set_readonly(isa_bios, "
+         "read_only) (before 9.1 the flash's last 128 KiB was copied into a ROM)", "9.1–",
+         when=lambda mr: mr.alias is not None and mr.final_target().kind is RegionKind.ROMD,
+         when_text="aliases the pflash (a ROM device)"),
     # -- G4: size 0 printed like size 1 -------------------------------------------------
     Rule("pci-bridge-window-closed", "G4", r"pci_bridge_(pref_)?mem|pci_bridge_io", "size", 0,
          "hw/pci/pci_bridge.c: pci_bridge_init_alias() maps a window of size "
