@@ -276,7 +276,8 @@ def document_from_views(
         root = None if view.root is None or dialect.flat == "per-as" else view.root.label
         block = FlatViewBlock(n, ases, root, lines, rendered=list(view.ranges))
         if dispatch and view.root is not None and view.ranges:
-            block.dispatch_dump = dump_dispatch(build_dispatch(view, page_bits=page_bits))
+            block.dispatch_dump = dump_dispatch(build_dispatch(view, page_bits=page_bits),
+                                                region_ends=dialect.dispatch_region_ends)
             block.dispatch = format_dispatch(block.dispatch_dump)
         blocks.append(block)
     return FlatDocument(blocks, eol, True, owners, dialect)

@@ -334,8 +334,7 @@ def assert_dispatch_equals_qemus(tree: str, flat_d: str, page_bits: int | None =
     for b in qemu.views:
         if not b.dispatch:
             continue
-        key = _key(b)
-        assert ours[key] == strip_mru(b.dispatch), key
+        assert _take(ours, b) == strip_mru(b.dispatch), _key(b)
         compared += 1
     assert compared >= 1
     return compared
@@ -347,8 +346,25 @@ def _key(block: FlatViewBlock) -> tuple[tuple[str, str, str | None], ...]:
 
 
 def _by_address_spaces(doc: FlatDocument) -> dict[tuple[tuple[str, str, str | None], ...],
-                                                  list[str]]:
-    return {_key(b): b.dispatch for b in doc.views}
+                                                  list[list[str]]]:
+    """Our dumps by address spaces; a list each, as keys repeat (QEMU 10 has one
+    `virtio-pci-cfg-mem-as` per virtio-pci device)."""
+    out: dict[tuple[tuple[str, str, str | None], ...], list[list[str]]] = {}
+    for b in doc.views:
+        out.setdefault(_key(b), []).append(b.dispatch)
+    return out
+
+
+def _take(ours: dict[tuple[tuple[str, str, str | None], ...], list[list[str]]],
+          block: FlatViewBlock) -> list[str]:
+    """Our dump for QEMU's *block*: the equal one among those of the same key, if any
+    (each used once), else the first, for the assertion to show."""
+    dumps = ours.get(_key(block), [])
+    want = strip_mru(block.dispatch)
+    if want in dumps:
+        dumps.remove(want)
+        return want
+    return dumps[0] if dumps else []
 
 
 LIVE = [  # name, binary, arguments, seconds to boot first, QEMU's page bits
@@ -443,4 +459,4 @@ async def test_render_dispatch_prints_qemus_dump(
     assert main(["render", "--tree", str(tmp_path / "tree.txt"), "--dispatch"]) == 0
     ours = _by_address_spaces(parse_flat(capsysbinary.readouterr().out.decode()))
     qemu = parse_flat(flat_d)
-    assert [ours[_key(b)] for b in qemu.views] == [strip_mru(b.dispatch) for b in qemu.views]
+    assert [_take(ours, b) for b in qemu.views] == [strip_mru(b.dispatch) for b in qemu.views]
