@@ -110,6 +110,11 @@ RULES: tuple[Rule, ...] = (
          "hw/pci-host/sabre.c: sabre_init() memory_region_init_io(&s->sabre_config, …, "
          "&sabre_config_ops, …, \"sabre-config\", 0x10000) (sparc64 sun4u)", "2.12–",
          when=_has_children, when_text="has subregions"),
+    Rule("gt64120-isd-terminates", "G1", "gt64120-isd", "kind", _IO,
+         "hw/pci-host/gt64120.c: gt64120_realize() memory_region_init_io(&s->ISD_mem, …, "
+         "&isd_mem_ops, …, \"gt64120-isd\", 0x1000); the PCI host's pci-conf-idx/-data "
+         "are mapped inside it (MIPS malta: 10.0 and 11.1 show them, 7.2 does not)", "5.0–",
+         when=_has_children, when_text="has subregions"),
     Rule("loongarch-iocsr-terminates", "G1", "iocsr", "kind", _IO,
          "hw/loongarch/virt.c: loongarch_init() memory_region_init_io(&lams->system_iocsr, "
          "…, NULL, …, \"iocsr\", UINT64_MAX) with `iocsr_misc` inside", "7.1–",
