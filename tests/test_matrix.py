@@ -19,12 +19,14 @@ from pathlib import Path
 
 import pytest
 from livehelpers import assert_gone, pids_with, run_qmirror
-from test_kvm import final_slots, predict_slots, traced
+from test_kvm import traced
 
 from qmirror.check import check, load_tree
 from qmirror.dialect import for_version
 from qmirror.errors import QmirrorError
 from qmirror.flattext import parse_flat, print_flat
+from qmirror.kvm import predict_slots
+from qmirror.kvmtrace import final_slots
 from qmirror.launcher import QemuInstance, kvm_problem
 from qmirror.snapshot import load
 from qmirror.targets import DEFAULT_MATRIX, matrix_binary
