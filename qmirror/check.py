@@ -245,6 +245,8 @@ def check(
         return ours, compare(ours, qemu, accel=decision.value is not None, dispatch=dispatch)
 
     inferred: list[Fact] = []
+    if not strict and not loaded.document.dialect.grouped:
+        inferred += gaps.split_shared_roots(loaded.machine, qemu)
     ours, result = compare_now(inferred)
     if not strict and not result.ok:
         # Inference exists to settle what the rules and defaults leave wrong: only then
