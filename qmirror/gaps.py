@@ -267,9 +267,9 @@ def split_shared_roots(machine: Machine, qemu: FlatDocument) -> list[Fact]:
     block_of: dict[str, int] = {}
     seen_in_qemu: dict[str, int] = {}
     for i, b in enumerate(qemu.views):
-        for a in b.address_spaces:
-            seen_in_qemu[a.name] = seen_in_qemu.get(a.name, 0) + 1
-            block_of[a.name] = i
+        for line in b.address_spaces:
+            seen_in_qemu[line.name] = seen_in_qemu.get(line.name, 0) + 1
+            block_of[line.name] = i
     by_root: dict[int, list[AddressSpace]] = {}
     for a in machine.address_spaces:
         if a.root is not None:
