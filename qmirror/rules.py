@@ -150,6 +150,11 @@ RULES: tuple[Rule, ...] = (
          "hw/ppc/spapr_iommu.c: spapr_tce_table_realize() memory_region_init(&tcet->root, "
          "…, \"tce-root-%x\", UINT64_MAX) around the `tce-iommu-%x` IOMMU region",
          "2.6–", pattern=True),
+    Rule("device-memory-container", "G1", "device-memory", "kind", _CONTAINER,
+         "hw/i386/pc.c: pc_memory_init() memory_region_init(&machine->device_memory->mr, "
+         "…, \"device-memory\", size) (hw/mem/memory-device.c: "
+         "machine_memory_devices_init() from 8.1, which also gives it an address space); "
+         "empty until a DIMM, NVDIMM or virtio-mem is plugged", "3.0–"),
     Rule("cxl-host-reg-container", "G1", "cxl_host_reg", "kind", _CONTAINER,
          "hw/i386/pc.c: pc_memory_init() memory_region_init(mr, …, \"cxl_host_reg\", "
          "cxl_size) when CXL is enabled; hw/arm/virt.c: create_cxl_host_reg_region() "
