@@ -115,6 +115,12 @@ RULES: tuple[Rule, ...] = (
          "&isd_mem_ops, …, \"gt64120-isd\", 0x1000); the PCI host's pci-conf-idx/-data "
          "are mapped inside it (MIPS malta: 10.0 and 11.1 show them, 7.2 does not)", "5.0–",
          when=_has_children, when_text="has subregions"),
+    Rule("typhoon-pci-io-terminates", "G1", "pci0-io", "kind", _IO,
+         "hw/alpha/typhoon.c: typhoon_init() memory_region_init_io(&s->pchip.reg_io, …, "
+         "&alpha_pci_ignore_ops, …, \"pci0-io\", 32 * MiB), the PCI bus's I/O space: ISA "
+         "ports are mapped inside it (Alpha clipper)", "1.3–",
+         when=lambda mr: mr.alias is None and _has_children(mr),
+         when_text="not an alias (MIPS gt64120's window has the name too), has subregions"),
     Rule("loongarch-iocsr-terminates", "G1", "iocsr", "kind", _IO,
          "hw/loongarch/virt.c: loongarch_init() memory_region_init_io(&lams->system_iocsr, "
          "…, NULL, …, \"iocsr\", UINT64_MAX) with `iocsr_misc` inside", "7.1–",

@@ -52,6 +52,14 @@ KNOWN: dict[str, dict[str, str]] = {
         "qemu-5.2/x86_64/q35-amd-iommu/info-mtree.txt": _AMDVI,
         "qemu-5.2/x86_64/q35-amd-iommu/info-mtree-o-D.txt": _AMDVI,
         "qemu-5.2/x86_64/q35-smp4/info-mtree.txt": _SMM,
+        **{f"qemu-{v}/hppa/hppa-b160l/{t}": (
+            "no rules for PA-RISC's Dino: `dino` is an i/o region with the PCI config "
+            "registers inside (terminating), and its closed windows print X-X; inference "
+            "renders it exactly") for v in ("10.0", "11.1") for t in TREES},
+        **{f"qemu-11.1/hexagon/hexagon-v66g/{t}": (
+            "`ddr.ram` and `config_table.rom` overlap at equal priority (G3: the text "
+            "does not say which was added last) and no rule orders them; inference finds "
+            "the order") for t in TREES},
     },
     "inference": {
         "qemu-11.1/x86_64/q35-pcie-switch/info-mtree.txt":
