@@ -23,8 +23,8 @@ Fixtures (none is autouse; nothing happens unless a test asks for one):
     The QEMU arguments when no marker gives them: ``[tool.qmirror] machine-args``, or
     none (QEMU's defaults). Override it in a conftest, or parametrize it.
 ``mtree``
-    A :class:`~qmirror.reading.Reading` of the VM: QEMU's ``info mtree -o -D`` and
-    ``info mtree -f -o`` texts, the :class:`~qmirror.model.Machine` rebuilt from them,
+    A :class:`~qmirror.verify.reading.Reading` of the VM: QEMU's ``info mtree -o -D`` and
+    ``info mtree -f -o`` texts, the :class:`~qmirror.core.model.Machine` rebuilt from them,
     its FlatViews as qmirror renders them, and ``info ramblock``.
 
 Options: ``--qmirror-qemu BINARY`` picks the QEMU (default ``[tool.qmirror] qemu``,
@@ -44,13 +44,13 @@ from typing import Any, TypeVar
 
 import pytest
 
-from qmirror import config as qconfig
 from qmirror.errors import MonitorTimeout, QmirrorError
-from qmirror.expect import Entry, assert_memory_map, check_memory_map
-from qmirror.launcher import QemuInstance
-from qmirror.qmp import Monitor
-from qmirror.reading import Reading, from_snapshot
-from qmirror.snapshot import take_snapshot
+from qmirror.live import config as qconfig
+from qmirror.live.launcher import QemuInstance
+from qmirror.live.qmp import Monitor
+from qmirror.live.snapshot import take_snapshot
+from qmirror.verify.expect import Entry, assert_memory_map, check_memory_map
+from qmirror.verify.reading import Reading, from_snapshot
 
 
 __all__ = ["Entry", "QemuVM", "assert_memory_map", "check_memory_map"]
@@ -63,7 +63,7 @@ _SLACK = 30.0
 class QemuVM:
     """A QEMU owned by one test, driven from synchronous code.
 
-    Its asyncio work (:class:`~qmirror.launcher.QemuInstance`, the monitor) runs on a
+    Its asyncio work (:class:`~qmirror.live.launcher.QemuInstance`, the monitor) runs on a
     private event loop in a thread of its own, so the fixture does not depend on the
     test's event loop, or on there being one.
 
@@ -139,7 +139,7 @@ class QemuVM:
 
     @property
     def monitor(self) -> Monitor:
-        """The QMP :class:`~qmirror.qmp.Monitor` (control allowed: the VM is the test's);
+        """The QMP :class:`~qmirror.live.qmp.Monitor` (control allowed: the VM is the test's);
         its coroutines must run through :meth:`run`."""
         return self._instance.monitor
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from livehelpers import LaunchVM, LiveVM, assert_gone
 
-from qmirror.launcher import DEFAULT_BINARY, QemuInstance, kvm_problem
+from qmirror.live.launcher import DEFAULT_BINARY, QemuInstance, kvm_problem
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from qmirror.launcher import QemuInstance
-from qmirror.qmp import Monitor
+from qmirror.live.launcher import QemuInstance
+from qmirror.live.qmp import Monitor
 
 
 REPO = Path(__file__).resolve().parent.parent

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from qmirror.listener import MemoryListener, Section
-from qmirror.memory import UINT64_MAX, MemorySystem
-from qmirror.model import AddressSpace, MemoryRegion
+from qmirror.core.model import AddressSpace, MemoryRegion
+from qmirror.sim.listener import MemoryListener, Section
+from qmirror.sim.memory import UINT64_MAX, MemorySystem
 
 
 class Recorder(MemoryListener):

@@ -1,7 +1,7 @@
 """A brute-force FlatView oracle for property tests (test-only, simple and slow).
 
 Written from the specification alone (memory-semantics.md §2.2–§2.5, §3.1), not from
-:mod:`qmirror.render`, so that the two can disagree:
+:mod:`qmirror.core.render`, so that the two can disagree:
 
 * :func:`resolve` answers "which terminating region answers at this address?" by
   walking the tree the way QEMU's renderer visits it: subregions in list order, a
@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from qmirror.model import AddressSpace, Machine, MemoryRegion
+from qmirror.core.model import AddressSpace, Machine, MemoryRegion
 
 
 TOP = 1 << 64

@@ -1,6 +1,6 @@
-"""Hypothesis strategies: random MemoryRegion trees built in code with :mod:`qmirror.model`.
+"""Hypothesis strategies: random MemoryRegion trees built in code with :mod:`qmirror.core.model`.
 
-A drawn tree is returned as :class:`Drawn`: the :class:`~qmirror.model.Machine` plus
+A drawn tree is returned as :class:`Drawn`: the :class:`~qmirror.core.model.Machine` plus
 the Python statements that rebuild it, so a failing (shrunk) example prints as code
 that can be pasted into a test.
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from qmirror.model import (
+from qmirror.core.model import (
     MASK64,
     SIZE_2_64,
     AddressSpace,

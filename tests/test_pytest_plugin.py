@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from qmirror.expect import check_memory_map, parse_entry
-from qmirror.reading import Reading, from_snapshot
-from qmirror.snapshot import load
+from qmirror.live.snapshot import load
+from qmirror.verify.expect import check_memory_map, parse_entry
+from qmirror.verify.reading import Reading, from_snapshot
 
 
 pytest_plugins = ["pytester"]

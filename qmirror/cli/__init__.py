@@ -17,7 +17,7 @@ from qmirror import __version__
 from qmirror.cli import check, diff, export, live, offline, settings, slots, views
 from qmirror.cli._common import EXIT_TROUBLE, consoles
 from qmirror.errors import QmirrorError
-from qmirror.report import junit_error
+from qmirror.views.report import junit_error
 
 
 COMMANDS = (check, offline, live, slots, views, export, diff, settings)

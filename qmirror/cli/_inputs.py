@@ -10,9 +10,9 @@ A TARGET is, in the order tried:
   lets the gaps be inferred, see ``check``);
 * a live QEMU: ``unix:PATH``, a socket path, ``tcp:HOST:PORT`` (read-only unless
   ``--pause``), or one launched for the command with ``--launch -- QEMU ARGS``
-  (:mod:`qmirror.targets`; ``--boot S`` lets its firmware run first).
+  (:mod:`qmirror.live.targets`; ``--boot S`` lets its firmware run first).
 
-Settings from :mod:`qmirror.config` apply: the QEMU binary for ``--launch`` and its
+Settings from :mod:`qmirror.live.config` apply: the QEMU binary for ``--launch`` and its
 ``--boot`` time.
 """
 
@@ -28,16 +28,16 @@ from typing import Any
 
 from rich.console import Console
 
-from qmirror import config as qconfig
-from qmirror import targets
-from qmirror.check import ACCELS
 from qmirror.cli._common import read_text
 from qmirror.cli._progress import Work
 from qmirror.errors import MonitorTimeout, QmirrorError
-from qmirror.qmp import DEFAULT_CONNECT_TIMEOUT
-from qmirror.reading import Reading, from_snapshot, read
-from qmirror.snapshot import META_FILE, Snapshot, load, take_snapshot
-from qmirror.targets import Target
+from qmirror.live import config as qconfig
+from qmirror.live import targets
+from qmirror.live.qmp import DEFAULT_CONNECT_TIMEOUT
+from qmirror.live.snapshot import META_FILE, Snapshot, load, take_snapshot
+from qmirror.live.targets import Target
+from qmirror.verify.check import ACCELS
+from qmirror.verify.reading import Reading, from_snapshot, read
 
 
 #: Text files of a capture directory: (tree, flat), best first (owners and disabled
@@ -142,7 +142,7 @@ async def read_live(target: Target, *, pause: bool = False,
                     boot: float | None = None) -> tuple[Snapshot, str]:
     """A snapshot of a live target and its ``info ramblock``, read in one session.
 
-    Like :func:`qmirror.targets.open_snapshot` (same options and guarantees), plus the
+    Like :func:`qmirror.live.targets.open_snapshot` (same options and guarantees), plus the
     RAMBlock table that makes ``ram-map``'s block names exact.
     """
     if boot is not None and target.kind != "launch":

@@ -19,15 +19,15 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from qmirror.check import CheckResult, check
 from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, EXIT_TROUBLE, read_text, write_stdout
 from qmirror.cli.offline import model_options, report_repairs, text_dialect, text_options
-from qmirror.config import from_args
 from qmirror.errors import QmirrorError
-from qmirror.ignore import apply_to_check
-from qmirror.livecheck import Outcome, check_targets
-from qmirror.report import junit_error, print_text, to_json, write_junit
-from qmirror.targets import Target, add_target_options, targets_from_args
+from qmirror.live.config import from_args
+from qmirror.live.livecheck import Outcome, check_targets
+from qmirror.live.targets import Target, add_target_options, targets_from_args
+from qmirror.verify.check import CheckResult, check
+from qmirror.verify.ignore import apply_to_check
+from qmirror.views.report import junit_error, print_text, to_json, write_junit
 
 
 MULTI_SCHEMA = "qmirror.check-targets/1"

@@ -9,11 +9,11 @@ from collections import Counter
 from rich.console import Console
 from rich.markup import escape
 
-from qmirror import config as qconfig
-from qmirror import snapdiff
 from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, write_stdout
 from qmirror.cli._inputs import TARGET_HELP, add_model_options, open_readings
-from qmirror.reading import Reading
+from qmirror.live import config as qconfig
+from qmirror.verify import snapdiff
+from qmirror.verify.reading import Reading
 
 
 def _names(names: list[str]) -> str:

@@ -7,9 +7,9 @@ import json
 
 from rich.console import Console
 
-from qmirror import rammap
 from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, write_stdout
 from qmirror.cli._inputs import TARGET_HELP, add_model_options, open_target
+from qmirror.views import rammap
 
 
 def cmd_ram_map(args: argparse.Namespace, out: Console, err: Console) -> int:

@@ -8,12 +8,18 @@ import sys
 
 from rich.console import Console
 
-from qmirror.check import ACCELS
 from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, EXIT_TROUBLE
 from qmirror.errors import QmirrorError
-from qmirror.mirror import JsonLinesWriter, Mirror, TextWriter, Trigger, stream_writer
-from qmirror.snapshot import save
-from qmirror.targets import Target, add_target_options, attach, open_snapshot, targets_from_args
+from qmirror.live.mirror import JsonLinesWriter, Mirror, TextWriter, Trigger, stream_writer
+from qmirror.live.snapshot import save
+from qmirror.live.targets import (
+    Target,
+    add_target_options,
+    attach,
+    open_snapshot,
+    targets_from_args,
+)
+from qmirror.verify.check import ACCELS
 
 
 def _one_target(args: argparse.Namespace, command: str) -> Target:

@@ -6,7 +6,17 @@ import argparse
 
 from rich.console import Console
 
-from qmirror.check import (
+from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, read_text, write_stdout
+from qmirror.core.model import Source
+from qmirror.core.render import render_machine
+from qmirror.errors import QmirrorError
+from qmirror.rebuild.gaps import infer
+from qmirror.text.dialect import Dialect, for_version
+from qmirror.text.dispatch import DEFAULT_PAGE_BITS
+from qmirror.text.flat import parse_flat, print_flat
+from qmirror.text.repair import Repair
+from qmirror.text.tree import print_like
+from qmirror.verify.check import (
     ACCELS,
     decide_accel,
     decide_page_bits,
@@ -14,17 +24,7 @@ from qmirror.check import (
     load_tree,
     render_document,
 )
-from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, read_text, write_stdout
-from qmirror.dialect import Dialect, for_version
-from qmirror.dispatch import DEFAULT_PAGE_BITS
-from qmirror.errors import QmirrorError
-from qmirror.flattext import parse_flat, print_flat
-from qmirror.gaps import infer
-from qmirror.model import Source
-from qmirror.render import render_machine
-from qmirror.repair import Repair
-from qmirror.report import fact_rows
-from qmirror.treetext import print_like
+from qmirror.views.report import fact_rows
 
 
 def text_dialect(args: argparse.Namespace) -> Dialect | None:

@@ -7,9 +7,9 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from qmirror import config as qconfig
 from qmirror.cli._common import EXIT_MATCH
-from qmirror.richtext import print_wide
+from qmirror.live import config as qconfig
+from qmirror.views.richtext import print_wide
 
 
 def cmd_config(args: argparse.Namespace, out: Console, err: Console) -> int:

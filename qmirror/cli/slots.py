@@ -10,8 +10,9 @@ from rich.console import Console
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, read_text, write_stdout
 from qmirror.cli._inputs import TARGET_HELP, open_reading
+from qmirror.core.model import Machine
 from qmirror.errors import QmirrorError
-from qmirror.kvm import (
+from qmirror.sim.kvm import (
     HOST_PAGE_SIZE,
     KVM_MEM_LOG_DIRTY_PAGES,
     KVM_MEM_READONLY,
@@ -20,8 +21,7 @@ from qmirror.kvm import (
     kvm_address_spaces,
     predict_slots,
 )
-from qmirror.model import Machine
-from qmirror.reading import read
+from qmirror.verify.reading import read
 
 
 SCHEMA = "qmirror.slots/1"

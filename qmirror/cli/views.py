@@ -7,12 +7,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from qmirror import mapsvg, mapview
 from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE
 from qmirror.cli._inputs import TARGET_HELP, add_model_options, open_readings, open_target
 from qmirror.errors import QmirrorError
-from qmirror.richtext import print_wide
-from qmirror.treeview import build_tree
+from qmirror.views import mapsvg, mapview
+from qmirror.views.richtext import print_wide
+from qmirror.views.treeview import build_tree
 
 
 def cmd_tree(args: argparse.Namespace, out: Console, err: Console) -> int:

@@ -1,0 +1,740 @@
+"""The grammar of ``info mtree`` text, in and out: the one place that knows its syntax.
+
+QEMU 7.2 prints two documents (reference §4). Tree mode (``info mtree [-o] [-D]``)::
+
+    tree       = block*
+    block      = header+ region-line* EOL            (blank line ends a block)
+    header     = "address-space: " NAME | "memory-region: " NAME
+    region-line= overflow* indent RANGE " (prio " INT ", " type "): " body
+    overflow   = "[DETECTED OVERFLOW!] "             (before the indent; may be glued
+                                                      to a later line or a header)
+    indent     = "  " * level                        (level >= 1; the root is level 1)
+    RANGE      = HEX16 "-" HEX16                     (inclusive end, modulo 2**64)
+    type       = ["nv-"] ("ram" | "rom" | "romd" | "ramd" | "i/o" | "container")
+               | ("R" | "-") ("W" | "-")              (access letters, before 2.9)
+    body       = (alias | NAME) [" [disabled]"] [owners]
+    alias      = "alias " NAME " @" NAME " " HEX16 "-" HEX16
+    owners     = " orphan" | [" owner:" objref] [" parent:" objref]   (only with -o)
+    objref     = "{" ("dev" | "obj") " " ("id" | "path" | "type") "=" TEXT "}"
+
+Flat mode (``info mtree -f [-d] [-o]``)::
+
+    flat       = view*
+    view       = "FlatView #" INT EOL as-line+ root-line body EOL
+    as-line    = ' AS "' NAME '", root: ' NAME [", alias " NAME]
+    root-line  = " Root memory region: " (NAME | "(none)")
+    body       = "  No rendered FlatView" EOL | range-line+ [dispatch]
+    range-line = "  " RANGE " (prio " INT ", " type "): " NAME [" @" HEX16] [owners] (" " ACCEL)*
+    ACCEL      = "KVM" | "kvm"                        (once per AS the accelerator tracks)
+
+Older QEMUs (:mod:`qmirror.text.dialect`) differ in headers (bare ``NAME`` lines before
+2.4, whose trees start at level 0), the type field (access letters before 2.9), the
+place of the overflow marker (after the indentation before 5.1) and the ``-f`` layout
+(one ``address-space (flat view): NAME`` block per address space in 2.9/2.10, with
+``  No rendered FlatView for address space 'NAME'`` for an empty one).
+
+Names are free text (spaces, ``@``, brackets), so lines are taken apart from the
+right: alias windows, ``[disabled]``, owner suffixes, offsets and accelerator words
+are fixed-shape and anchored at the end. Every line ends in CR LF when it comes
+from a monitor; the document layer splits lines, this module sees one line at a time.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+from qmirror.core.model import MASK64, ObjectRef, Ownership
+from qmirror.errors import ParseError
+
+
+OVERFLOW_MARKER = "[DETECTED OVERFLOW!] "
+_MARKER_LEN = len(OVERFLOW_MARKER)
+TYPE_WORDS = ("ram", "rom", "romd", "ramd", "i/o", "container")
+#: Access letters of QEMU 1.1–2.8: readable (``R``, else ``-``), writable (``W``, else ``-``).
+ACCESS_LETTERS = ("RW", "R-", "-W", "--")
+FLAT_AS_HEADER = "address-space (flat view): "
+ACCEL_WORDS = ("KVM", "kvm")
+
+_HEX16 = r"[0-9a-f]{16}"
+_TYPE = r"(?P<nv>nv-)?(?P<type>romd|ramd|ram|rom|i/o|container|[R-][W-])"
+_OBJREF = r"\{(?:dev|obj) (?:id|path|type)=[^{}]*\}"
+_OWNERS = rf"(?: orphan|(?: owner:{_OBJREF})?(?: parent:{_OBJREF})?)"
+
+_REGION_LINE = re.compile(
+    rf"(?P<indent> *)(?P<late>(?:\[DETECTED OVERFLOW!\] )*)(?P<start>{_HEX16})-(?P<end>{_HEX16})"
+    rf" \(prio (?P<prio>-?\d{{1,11}}), {_TYPE}\): (?P<body>.*)\Z",
+    re.DOTALL,
+)
+#: An alias window at the end of a line's body, matched at its fixed offset.
+_ALIAS_WINDOW = re.compile(rf" ({_HEX16})-({_HEX16})\Z")
+_OWNER_SUFFIX = re.compile(rf"(?P<owners>{_OWNERS})\Z")
+_OBJREF_PARTS = re.compile(r"\{(?P<kind>dev|obj) (?P<key>id|path|type)=(?P<value>[^{}]*)\}")
+_FLAT_RANGE = re.compile(
+    rf"  (?P<start>{_HEX16})-(?P<end>{_HEX16}) \(prio (?P<prio>-?\d{{1,11}}), {_TYPE}\): "
+    r"(?P<body>.*)\Z",
+    re.DOTALL,
+)
+_OFFSET_SUFFIX = re.compile(rf" @(?P<offset>{_HEX16})\Z")
+_ACCEL_SUFFIX = re.compile(r"(?P<accel>(?: (?:KVM|kvm))+)\Z")
+_AS_LINE = re.compile(r' AS "(?P<name>.*)", root: (?P<root>.*?)(?:, alias (?P<alias>.*))?\Z')
+
+
+def hex16(value: int) -> str:
+    """An address as QEMU prints it: 64-bit, lower case, at least 16 digits."""
+    return f"{value & MASK64:016x}"
+
+
+def last(size: int) -> int:
+    """QEMU's ``MR_SIZE``: offset of the last byte, with size 0 shown like size 1."""
+    return 0 if size == 0 else (size - 1) & MASK64
+
+
+# -- owner suffixes (-o) ------------------------------------------------------
+
+
+def parse_owners(text: str) -> Ownership:
+    """Turn an owner suffix (``" owner:{dev id=x} parent:{obj path=/y}"``) into data."""
+    if text == " orphan":
+        return Ownership(None, None)
+    owner = parent = None
+    for label, ref in re.findall(r" (owner|parent):(\{[^{}]*\})", text):
+        m = _OBJREF_PARTS.fullmatch(ref)
+        assert m is not None  # guaranteed by _OWNERS
+        obj = ObjectRef(m["kind"] == "dev", m["key"], m["value"])
+        if label == "owner":
+            owner = obj
+        else:
+            parent = obj
+    return Ownership(owner, parent)
+
+
+def format_owners(ownership: Ownership) -> str:
+    """The ``-o`` suffix of a line, with its leading space."""
+    if ownership.owner is None and ownership.parent is None:
+        return " orphan"
+    out = ""
+    for label, ref in (("owner", ownership.owner), ("parent", ownership.parent)):
+        if ref is not None:
+            out += f" {label}:{{{'dev' if ref.is_device else 'obj'} {ref.key}={ref.value}}}"
+    return out
+
+
+_ORPHAN = Ownership(None, None)
+
+
+@functools.lru_cache(maxsize=65536)
+def _owners_cached(suffix: str) -> Ownership | None:
+    """The suffix (from the first ``" owner:{"``/``" parent:{"`` on) as data, or None."""
+    if _OWNER_SUFFIX.fullmatch(suffix) is None:
+        return None
+    return parse_owners(suffix)
+
+
+def split_owners(body: str) -> tuple[str, Ownership | None]:
+    """Split a trailing owner suffix off ``body`` if it has a non-empty one."""
+    if body.endswith(" orphan"):
+        return body[:-7], _ORPHAN
+    if not body.endswith("}"):
+        return body, None
+    # Taken apart from the right: `[ owner:{…}][ parent:{…}]`; names may contain braces,
+    # so a suffix that does not parse falls back to the general search.
+    cut = body.rfind(" parent:{")
+    owner_at = body.rfind(" owner:{", 0, cut if cut >= 0 else len(body))
+    if owner_at >= 0 and (cut < 0 or body.find("}", owner_at) == cut - 1):
+        cut = owner_at
+    if cut >= 0:
+        ownership = _owners_cached(body[cut:])
+        if ownership is not None:
+            return body[:cut], ownership
+    m = _OWNER_SUFFIX.search(body)
+    if m is None or not m["owners"]:
+        return body, None
+    return body[: m.start()], parse_owners(m["owners"])
+
+
+# -- tree lines --------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TreeLine:
+    """One region line of tree mode, as printed.
+
+    ``start``/``end`` are the printed (absolute, wrapped) numbers; ``level`` is the
+    indentation level (1 for a block's root). ``tail`` is the text after the range,
+    used to compare two printings of the same region.
+    """
+
+    lineno: int
+    level: int
+    overflow: int
+    start: int
+    end: int
+    priority: int
+    nonvolatile: bool
+    type_word: str
+    name: str
+    alias_target: str | None
+    alias_start: int
+    alias_end: int
+    disabled: bool
+    ownership: Ownership | None
+    tail: str
+
+    @property
+    def is_alias(self) -> bool:
+        return self.alias_target is not None
+
+
+def strip_overflow(text: str) -> tuple[int, str]:
+    """Count and remove leading ``[DETECTED OVERFLOW!] `` markers."""
+    n = 0
+    while text.startswith(OVERFLOW_MARKER):
+        text = text[len(OVERFLOW_MARKER) :]
+        n += 1
+    return n, text
+
+
+def parse_tree_line(text: str, lineno: int, *, owners: bool, root_level: int = 1) -> TreeLine:
+    """Parse one region line of tree mode (without its line ending).
+
+    :param owners: the document was printed with ``-o``: every line has an owner suffix.
+    :param root_level: indentation level of a block's root (0 before QEMU 2.4). The
+        line's :attr:`TreeLine.level` counts from 1 for the root either way.
+    :raise ParseError: pointing at the first character that breaks the grammar.
+    """
+    return region_line(text, lineno, owners, root_level)
+
+
+def region_line(text: str, lineno: int, owners: bool, root_level: int) -> TreeLine:
+    """:func:`parse_tree_line` with positional arguments: the hot path of big trees."""
+    overflow = 0
+    rest = text
+    if text[:1] == "[":
+        overflow, rest = strip_overflow(text)
+    m = _REGION_LINE.match(rest)
+    if m is None:
+        raise _diagnose_region_line(text, lineno, len(text) - len(rest))
+    indent_s, late, start, end, prio, nv, word, body = m.groups()
+    indent = len(indent_s)
+    if late:
+        # Before 5.1 the marker followed the indentation.
+        overflow += len(late) // _MARKER_LEN
+    if indent & 1 or indent >> 1 < root_level:
+        raise ParseError(
+            f"indentation of {indent} spaces: QEMU indents by two per level, from level "
+            f"{root_level}",
+            line=lineno,
+            column=len(text) - len(rest) + 1,
+            source_line=text,
+        )
+    ownership = None
+    if owners:
+        body, ownership = _required_owners(body, text, lineno)
+    disabled = body.endswith(" [disabled]")
+    if disabled:
+        body = body[:-11]
+    target = None
+    astart = aend = 0
+    name = body
+    if body.startswith("alias "):
+        name, target, astart, aend = _split_alias(body)
+    return TreeLine(lineno, (indent >> 1) + 1 - root_level, overflow, int(start, 16),
+                    int(end, 16), int(prio), nv is not None, word, name, target, astart,
+                    aend, disabled, ownership, rest[indent + len(late) + 33:])
+
+
+def _required_owners(body: str, text: str, lineno: int) -> tuple[str, Ownership]:
+    """:func:`split_owners` on a line of ``-o`` output, where the suffix must be there."""
+    body, ownership = split_owners(body)
+    if ownership is None:
+        raise ParseError(
+            "expected an owner suffix (owner:{…}, parent:{…} or orphan) as on the "
+            "other lines of this `-o` output",
+            line=lineno,
+            column=len(text) + 1,
+            source_line=text,
+        )
+    return body, ownership
+
+
+def _split_alias(body: str) -> tuple[str, str | None, int, int]:
+    """``alias NAME @TARGET HEX16-HEX16`` → name, target and window; else body, None.
+
+    The window is fixed-width at the end, and the last " @" before it splits the names
+    (targets do not contain " @").
+    """
+    cut = len(body) - 34
+    wm = _ALIAS_WINDOW.match(body, cut) if cut >= 8 else None
+    at = body.rfind(" @", 6, cut) if wm is not None else -1
+    if wm is None or at < 0:
+        return body, None, 0, 0
+    return body[6:at], body[at + 2 : cut], int(wm[1], 16), int(wm[2], 16)
+
+
+def format_tree_line(
+    *,
+    level: int,
+    start: int,
+    end: int,
+    priority: int,
+    nonvolatile: bool,
+    type_word: str,
+    name: str,
+    alias_target: str | None = None,
+    alias_start: int = 0,
+    alias_end: int = 0,
+    disabled: bool = False,
+    ownership: Ownership | None = None,
+    root_level: int = 1,
+) -> str:
+    """One region line of tree mode, without the overflow marker and line ending.
+
+    :param level: 1 for a block's root; :param root_level: its indentation level.
+    :param type_word: a type word, or access letters (``RW``) before QEMU 2.9.
+    """
+    body = (
+        name
+        if alias_target is None
+        else f"alias {name} @{alias_target} {hex16(alias_start)}-{hex16(alias_end)}"
+    )
+    if disabled:
+        body += " [disabled]"
+    if ownership is not None:
+        body += format_owners(ownership)
+    nv = "nv-" if nonvolatile else ""
+    indent = "  " * (level - 1 + root_level)
+    return f"{indent}{hex16(start)}-{hex16(end)} (prio {priority}, {nv}{type_word}): {body}"
+
+
+# -- flat lines --------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class FlatRangeLine:
+    """One range line of ``-f`` output."""
+
+    lineno: int
+    start: int
+    end: int
+    priority: int
+    nonvolatile: bool
+    type_word: str
+    name: str
+    offset: int
+    ownership: Ownership | None
+    accel: tuple[str, ...]
+
+
+def parse_flat_range(text: str, lineno: int, *, owners: bool) -> FlatRangeLine:
+    """Parse one range line of ``-f`` output.
+
+    :param owners: the document was printed with ``-o``.
+    :raise ParseError: pointing at the first character that breaks the grammar.
+    """
+    m = _FLAT_RANGE.match(text)
+    if m is None:
+        raise _diagnose_flat_range(text, lineno)
+    body = m["body"]
+    accel: tuple[str, ...] = ()
+    am = _ACCEL_SUFFIX.search(body)
+    if am is not None:
+        accel = tuple(am["accel"].split())
+        body = body[: am.start()]
+    ownership = None
+    if owners:
+        body, ownership = _required_owners(body, text, lineno)
+    offset = 0
+    om = _OFFSET_SUFFIX.search(body)
+    if om is not None:
+        offset = int(om["offset"], 16)
+        body = body[: om.start()]
+        if offset == 0:
+            # QEMU prints ` @…` only for a non-zero offset; keep the text unambiguous.
+            raise ParseError(
+                "offset @0000000000000000: QEMU prints ` @offset` only when it is not zero",
+                line=lineno,
+                column=len(text) - len(m["body"]) + len(body) + 1,
+                source_line=text,
+            )
+    return FlatRangeLine(
+        lineno=lineno,
+        start=int(m["start"], 16),
+        end=int(m["end"], 16),
+        priority=int(m["prio"]),
+        nonvolatile=m["nv"] is not None,
+        type_word=m["type"],
+        name=body,
+        offset=offset,
+        ownership=ownership,
+        accel=accel,
+    )
+
+
+def format_flat_range(
+    *,
+    start: int,
+    end: int,
+    priority: int,
+    nonvolatile: bool,
+    type_word: str,
+    name: str,
+    offset: int,
+    ownership: Ownership | None = None,
+    accel: tuple[str, ...] = (),
+) -> str:
+    """One range line of ``-f`` output, without the line ending."""
+    nv = "nv-" if nonvolatile else ""
+    line = f"  {hex16(start)}-{hex16(end)} (prio {priority}, {nv}{type_word}): {name}"
+    if offset:
+        line += f" @{hex16(offset)}"
+    if ownership is not None:
+        line += format_owners(ownership)
+    for word in accel:
+        line += " " + word
+    return line
+
+
+_MARKERS = rf"(?:{re.escape(OVERFLOW_MARKER)})*"
+_REGION_LINE_START = re.compile(rf"{_MARKERS} *{_MARKERS}{_HEX16}-{_HEX16} \(prio ")
+
+
+def is_region_line(text: str) -> bool:
+    """Whether ``text`` looks like a region or range line (indent, then a range)."""
+    return _REGION_LINE_START.match(text) is not None
+
+
+def has_owner_suffix(text: str) -> bool:
+    """Whether a range or region line ends in a non-empty ``-o`` suffix."""
+    m = _OWNER_SUFFIX.search(_ACCEL_SUFFIX.sub("", text))
+    return m is not None and bool(m["owners"])
+
+
+@dataclass(frozen=True, slots=True)
+class ASLine:
+    """`` AS "NAME", root: ROOT[, alias TARGET]`` of a FlatView block."""
+
+    name: str
+    root: str
+    alias: str | None
+
+
+def parse_as_line(text: str, lineno: int) -> ASLine:
+    m = _AS_LINE.match(text)
+    if m is None:
+        raise ParseError(
+            'expected \' AS "NAME", root: ROOT\'',
+            line=lineno,
+            column=1,
+            source_line=text,
+        )
+    return ASLine(m["name"], m["root"], m["alias"])
+
+
+def format_as_line(line: ASLine) -> str:
+    text = f' AS "{line.name}", root: {line.root}'
+    if line.alias is not None:
+        text += f", alias {line.alias}"
+    return text
+
+
+# -- diagnostics ----------------------------------------------------------------
+
+
+def _expect_at(text: str, pos: int, lineno: int, what: str) -> ParseError:
+    found = repr(text[pos]) if pos < len(text) else "end of line"
+    return ParseError(
+        f"expected {what}, found {found}", line=lineno, column=pos + 1, source_line=text
+    )
+
+
+def _walk_range_head(text: str, pos: int, lineno: int) -> int:
+    """Check ``HEX16-HEX16 (prio N, TYPE): `` from ``pos``; return where the body starts."""
+    hexdigits = "0123456789abcdef"
+    for i in range(16):
+        if pos + i >= len(text) or text[pos + i] not in hexdigits:
+            return _raise(_expect_at(text, pos + i, lineno, "16 lower-case hex digits (start)"))
+    pos += 16
+    if not text.startswith("-", pos):
+        return _raise(_expect_at(text, pos, lineno, "'-' between start and end"))
+    pos += 1
+    for i in range(16):
+        if pos + i >= len(text) or text[pos + i] not in hexdigits:
+            return _raise(_expect_at(text, pos + i, lineno, "16 lower-case hex digits (end)"))
+    pos += 16
+    if not text.startswith(" (prio ", pos):
+        return _raise(_expect_at(text, pos, lineno, "' (prio '"))
+    pos += 7
+    m = re.compile(r"-?\d+").match(text, pos)
+    if m is None:
+        return _raise(_expect_at(text, pos, lineno, "a decimal priority"))
+    if len(m[0].lstrip("-")) > 11:
+        # Reliability fix (issue 6): bounded like the line regexes, so that int() never
+        # sees thousands of digits (it raises ValueError past 4300).
+        return _raise(ParseError("priority too long: QEMU's priorities are 32-bit",
+                                 line=lineno, column=pos + 1, source_line=text))
+    pos = m.end()
+    if not text.startswith(", ", pos):
+        return _raise(_expect_at(text, pos, lineno, "', ' after the priority"))
+    pos += 2
+    if text.startswith("nv-", pos):
+        pos += 3
+    for word in ("romd", "ramd", "ram", "rom", "i/o", "container", *ACCESS_LETTERS):
+        if text.startswith(word, pos):
+            pos += len(word)
+            break
+    else:
+        return _raise(_expect_at(text, pos, lineno, "a type word (ram, rom, romd, ramd, i/o)"))
+    if not text.startswith("): ", pos):
+        return _raise(_expect_at(text, pos, lineno, "'): ' after the type word"))
+    return pos + 3
+
+
+def _raise(err: ParseError) -> int:
+    raise err
+
+
+def _diagnose_region_line(text: str, lineno: int, pos: int) -> ParseError:
+    indent_end = pos
+    while indent_end < len(text) and text[indent_end] == " ":
+        indent_end += 1
+    if indent_end == pos:
+        return _expect_at(text, pos, lineno, "a header ('address-space: ' or 'memory-region: ') "
+                          "or an indented region line")
+    try:
+        _walk_range_head(text, indent_end, lineno)
+    except ParseError as err:
+        return err
+    return ParseError("malformed region line", line=lineno, column=1, source_line=text)
+
+
+def _diagnose_flat_range(text: str, lineno: int) -> ParseError:
+    if not text.startswith("  "):
+        return _expect_at(text, 0, lineno, "a range line indented by two spaces")
+    try:
+        _walk_range_head(text, 2, lineno)
+    except ParseError as err:
+        return err
+    return ParseError("malformed range line", line=lineno, column=1, source_line=text)
+
+
+# -- dispatch lines (-d) ----------------------------------------------------------
+#
+# ``info mtree -f -d`` follows the ranges of each FlatView with its dispatch dump
+# (reference §4.7; 7.2 ``mtree_print_dispatch``)::
+#
+#     dispatch   = "  Dispatch" EOL "    Physical sections" EOL section-line+
+#                  nodes-line (node-line entry-line+)*
+#     section-line = "      #" INT " @" HEX16 ".." HEX16 " " NAME [label] [" [ROOT]"]
+#                    [" [MRU]"] [" [iommu]"] [" alias=" NAME]
+#     label      = " [unassigned]" | " [not dirty]" | " [ROM]" | " [watch]"   (#0-#3 only,
+#                                                      by index, whatever the section is)
+#     nodes-line = "    Nodes (" INT " bits per level, " INT " levels) ptr=[" INT "] skip=" INT
+#     node-line  = "      [" INT "]"
+#     entry-line = TAB (%3d "      " | %3d ".." %-3d " ") " skip=" INT "  ptr=" ptr
+#     ptr        = "NIL" | "#" INT (a section, skip 0) | "[" INT "]" (a node)
+#
+# Names are free text, so section lines are taken apart from the right. Every parsed
+# line is printed again and compared with the input: QEMU's padding is the grammar.
+
+DISPATCH_HEAD = "  Dispatch"
+DISPATCH_SECTIONS_HEAD = "    Physical sections"
+#: Labels QEMU prints for sections #0-#3 by index (stale since QEMU 4.2 for #1-#3).
+DISPATCH_LABELS = (" [unassigned]", " [not dirty]", " [ROM]", " [watch]")
+#: ``PHYS_MAP_NODE_NIL``: the 26-bit all-ones pointer of an entry that leads nowhere.
+DISPATCH_NIL = (1 << 26) - 1
+
+# Reliability fix (issue 6): numbers are bounded (\d{1,20}) so that int() never meets
+# the thousands of digits it refuses with a ValueError.
+_DISPATCH_SECTION = re.compile(
+    rf"      #(?P<index>\d{{1,20}}) @(?P<start>{_HEX16})\.\.(?P<end>{_HEX16}) (?P<rest>.*)\Z",
+    re.DOTALL,
+)
+_DISPATCH_SECTION_TAIL = re.compile(
+    r"(?P<name>.*?)(?P<label> \[(?:unassigned|not dirty|ROM|watch)\])?(?P<root> \[ROOT\])?"
+    r"(?P<mru> \[MRU\])?(?P<iommu> \[iommu\])?(?: alias=(?P<alias>.*))?\Z",
+    re.DOTALL,
+)
+_DISPATCH_NODES = re.compile(
+    r"    Nodes \((?P<bits>\d{1,20}) bits per level, (?P<levels>\d{1,20}) levels\) "
+    r"ptr=\[(?P<ptr>\d{1,20})\] skip=(?P<skip>\d{1,20})\Z"
+)
+_DISPATCH_NODE = re.compile(r"      \[(?P<index>\d{1,20})\]\Z")
+_DISPATCH_ENTRY = re.compile(
+    r"\t *(?P<first>\d{1,20})(?:\.\.(?P<last>\d{1,20}))? +skip=(?P<skip>\d{1,20}) +"
+    r"ptr=(?:(?P<nil>NIL)|#(?P<section>\d{1,20})|\[(?P<node>\d{1,20})\])\Z"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSectionLine:
+    """``      #i @START..END NAME[label][ [ROOT]][ [MRU]][ [iommu]][ alias=A]``."""
+
+    index: int
+    start: int
+    end: int
+    name: str
+    #: `` [not dirty]`` etc. with its leading space, or ``""`` (#4 on).
+    label: str = ""
+    root: bool = False
+    mru: bool = False
+    iommu: bool = False
+    alias: str | None = None
+    lineno: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchNodesLine:
+    """``    Nodes (B bits per level, L levels) ptr=[P] skip=S``: the root entry."""
+
+    bits: int
+    levels: int
+    ptr: int
+    skip: int
+    lineno: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchEntryLine:
+    """A run of equal entries ``first..last`` of one node (``last == first`` for one)."""
+
+    first: int
+    last: int
+    skip: int
+    #: A section index (``skip == 0``), a node index, or :data:`DISPATCH_NIL`.
+    ptr: int
+    lineno: int = 0
+
+
+def format_dispatch_section(line: DispatchSectionLine) -> str:
+    """One section line of the dispatch dump, without the line ending."""
+    text = (f"      #{line.index} @{hex16(line.start)}..{hex16(line.end)} {line.name}"
+            f"{line.label}{' [ROOT]' if line.root else ''}{' [MRU]' if line.mru else ''}"
+            f"{' [iommu]' if line.iommu else ''}")
+    if line.alias is not None:
+        text += f" alias={line.alias}"
+    return text
+
+
+def format_dispatch_nodes(line: DispatchNodesLine) -> str:
+    return (f"    Nodes ({line.bits} bits per level, {line.levels} levels) "
+            f"ptr=[{line.ptr}] skip={line.skip}")
+
+
+def format_dispatch_node(index: int) -> str:
+    return f"      [{index}]"
+
+
+def format_dispatch_entry(line: DispatchEntryLine) -> str:
+    """One run line: QEMU pads the index part to nine characters."""
+    if line.first == line.last:
+        head = f"\t{line.first:3d}      "
+    else:
+        head = f"\t{line.first:3d}..{line.last:<3d} "
+    if line.ptr == DISPATCH_NIL:
+        ptr = "NIL"
+    elif line.skip == 0:
+        ptr = f"#{line.ptr}"
+    else:
+        ptr = f"[{line.ptr}]"
+    return f"{head} skip={line.skip}  ptr={ptr}"
+
+
+def _same_as_printed(text: str, printed: str, lineno: int, what: str) -> None:
+    """Reject a line whose fields parse but whose spelling is not QEMU's."""
+    if text == printed:
+        return
+    col = next((i for i, (a, b) in enumerate(zip(text, printed, strict=False)) if a != b),
+               min(len(text), len(printed)))
+    want = repr(printed[col]) if col < len(printed) else "end of line"
+    raise ParseError(f"{what}: QEMU prints {want} here", line=lineno, column=col + 1,
+                     source_line=text)
+
+
+def parse_dispatch_section(text: str, lineno: int,
+                           expected_index: int | None = None) -> DispatchSectionLine:
+    """Parse a section line; the label must be the one QEMU prints for its index.
+
+    :param expected_index: the index this line must have (sections come in order).
+    :raise ParseError: not a section line, another index, or a label that does not
+        belong to the index.
+    """
+    m = _DISPATCH_SECTION.match(text)
+    if m is None:
+        if not text.startswith("      #"):
+            raise _expect_at(text, 0, lineno, "a section line '      #N @START..END NAME'")
+        raise ParseError("expected '#N @START..END NAME' with 16-digit lower-case hex "
+                         "addresses", line=lineno, column=8, source_line=text)
+    index = int(m["index"])
+    if expected_index is not None and index != expected_index:
+        raise ParseError(f"expected section #{expected_index}", line=lineno, column=8,
+                         source_line=text)
+    t = _DISPATCH_SECTION_TAIL.match(m["rest"])
+    assert t is not None  # every part is optional
+    name, label = t["name"], t["label"] or ""
+    expected = DISPATCH_LABELS[index] if index < len(DISPATCH_LABELS) else ""
+    if label != expected:
+        if index >= len(DISPATCH_LABELS):
+            name, label = name + label, ""  # a name that happens to end like a label
+        else:
+            col = m.start("rest") + len(name) + 1
+            raise ParseError(f"QEMU labels section #{index} '{expected.strip()}'",
+                             line=lineno, column=col, source_line=text)
+    if not name:
+        raise _expect_at(text, m.start("rest"), lineno, "the section's region name")
+    line = DispatchSectionLine(index, int(m["start"], 16), int(m["end"], 16), name, label,
+                               t["root"] is not None, t["mru"] is not None,
+                               t["iommu"] is not None, t["alias"], lineno)
+    _same_as_printed(text, format_dispatch_section(line), lineno, "section line")
+    return line
+
+
+def parse_dispatch_nodes(text: str, lineno: int) -> DispatchNodesLine:
+    """Parse ``    Nodes (9 bits per level, 6 levels) ptr=[3] skip=4``."""
+    m = _DISPATCH_NODES.match(text)
+    if m is None:
+        raise ParseError("expected '    Nodes (B bits per level, L levels) ptr=[P] skip=S'",
+                         line=lineno, column=1, source_line=text)
+    line = DispatchNodesLine(int(m["bits"]), int(m["levels"]), int(m["ptr"]), int(m["skip"]),
+                             lineno)
+    _same_as_printed(text, format_dispatch_nodes(line), lineno, "nodes line")
+    return line
+
+
+def parse_dispatch_node(text: str, lineno: int) -> int:
+    """Parse ``      [N]`` and return ``N``."""
+    m = _DISPATCH_NODE.match(text)
+    if m is None:
+        raise ParseError("expected a node line '      [N]'", line=lineno, column=1,
+                         source_line=text)
+    index = int(m["index"])
+    _same_as_printed(text, format_dispatch_node(index), lineno, "node line")
+    return index
+
+
+def parse_dispatch_entry(text: str, lineno: int) -> DispatchEntryLine:
+    """Parse a run line (tab, index or run, ``skip=``, ``ptr=``), padding included."""
+    m = _DISPATCH_ENTRY.match(text)
+    if m is None:
+        if not text.startswith("\t"):
+            raise _expect_at(text, 0, lineno, "a tab (an entry line of a node)")
+        raise ParseError("expected an entry line 'FIRST[..LAST]  skip=S  ptr=NIL|#S|[N]'",
+                         line=lineno, column=2, source_line=text)
+    first = int(m["first"])
+    last = int(m["last"]) if m["last"] is not None else first
+    skip = int(m["skip"])
+    if m["nil"] is not None:
+        ptr = DISPATCH_NIL
+    else:
+        ptr = int(m["section"] if m["section"] is not None else m["node"])
+        if (m["section"] is not None) != (skip == 0):
+            col = m.start("section" if m["section"] is not None else "node")
+            raise ParseError("QEMU prints '#S' for skip=0 (a section) and '[N]' otherwise",
+                             line=lineno, column=col, source_line=text)
+    line = DispatchEntryLine(first, last, skip, ptr, lineno)
+    if m["last"] is not None and last == first:
+        raise ParseError("a run of one entry is printed without '..'", line=lineno,
+                         column=m.start("last") - 1, source_line=text)
+    _same_as_printed(text, format_dispatch_entry(line), lineno, "entry line")
+    return line

@@ -1,0 +1,537 @@
+"""Tree mode of ``info mtree``: the document grammar, and QEMU's printer.
+
+:func:`parse_tree_document` checks the grammar and splits the text into blocks of
+:class:`~qmirror.text.grammar.TreeLine` (``address-space:`` groups and
+``memory-region:`` sections, in every dialect since QEMU 1.3); what the lines *mean*
+as regions is :mod:`qmirror.rebuild.tree`.
+
+Printing (:func:`print_tree`) is QEMU's ``mtree_info`` for tree mode, with its
+grouping of address spaces by root, its queue of alias targets, the sort of
+children by address then priority, and the orphaned children of hidden regions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from qmirror.core.bulk import gc_paused
+from qmirror.core.model import MASK64, AddressSpace, Machine, MemoryRegion, RegionKind
+from qmirror.errors import ModelError, ParseError
+from qmirror.text import dialect as dialects
+from qmirror.text.dialect import Detection, Dialect
+from qmirror.text.grammar import (
+    ACCESS_LETTERS,
+    OVERFLOW_MARKER,
+    TreeLine,
+    format_tree_line,
+    has_owner_suffix,
+    is_region_line,
+    last,
+    parse_tree_line,
+    region_line,
+    strip_overflow,
+)
+from qmirror.text.repair import Repair, Repaired, remap_error, repair
+
+
+KIND_OF_WORD = {
+    "ram": RegionKind.RAM,
+    "rom": RegionKind.ROM,
+    "romd": RegionKind.ROMD,
+    "ramd": RegionKind.RAMD,
+}
+
+
+# -- documents -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TreeBlock:
+    """One block: ``address-space:`` headers (a group) or a ``memory-region:`` header."""
+
+    is_region_block: bool
+    names: list[str]
+    header_lineno: int
+    lines: list[TreeLine] = field(default_factory=list)
+    #: ``[DETECTED OVERFLOW!]`` markers on the blank line that closes the block.
+    closing_overflow: int = 0
+
+
+@dataclass(slots=True)
+class TreeDocument:
+    """A tree-mode text, split into blocks, with what its shape says about its flags."""
+
+    blocks: list[TreeBlock]
+    eol: str
+    final_eol: bool
+    #: Printed with ``-o``: every region line carries an owner suffix.
+    owners: bool
+    #: A ``[disabled]`` line was seen: printed with ``-D``.
+    shows_disabled: bool
+    #: Lines deeper than their predecessor allows: printed without ``-D``.
+    hides_disabled: bool
+    filename: str | None = None
+    #: The text's lines (without line endings), for error messages.
+    lines: list[str] = field(default_factory=list, repr=False)
+    #: The QEMU dialect the text is in, and why we think so.
+    detection: Detection = field(default_factory=lambda: Detection(dialects.DEFAULT, ()))
+    #: What ``lenient`` parsing repaired (pasting damage), with original line numbers.
+    repairs: list[Repair] = field(default_factory=list)
+    #: For a repaired text: the repair record, to map line numbers back.
+    origin: Repaired | None = None
+
+    def error(self, reason: str, lineno: int, find: str | None = None) -> ParseError:
+        """A ParseError at ``lineno``, at the column where ``find`` occurs (else 1)."""
+        source = self.lines[lineno - 1] if 0 < lineno <= len(self.lines) else ""
+        column = source.rfind(find) + 1 if find and find in source else 1
+        return ParseError(reason, line=lineno, column=column, source_line=source,
+                          filename=self.filename)
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.detection.dialect
+
+
+def split_lines(text: str, *, filename: str | None = None) -> tuple[list[str], str, bool]:
+    """Split ``text`` into lines; return them, the line ending, and whether the text ends in one.
+
+    QEMU's monitor turns every ``\\n`` into CR LF (reference §4.2); files may have
+    either, but consistently.
+
+    :raise ParseError: when CR LF and LF are mixed.
+    """
+    n_lf = text.count("\n")
+    n_crlf = text.count("\r\n")
+    if n_crlf and n_crlf == n_lf and text.count("\r") == n_crlf:
+        # All CR LF (QEMU's monitor): split in C, nothing to strip per line.
+        parts = text.split("\r\n")
+        eol = "\r\n"
+    elif n_crlf == 0 and "\r" not in text:
+        parts = text.split("\n")
+        eol = "\n"
+    else:
+        return _split_mixed(text, filename)
+    final_eol = parts[-1] == ""
+    if final_eol:
+        parts.pop()
+    return parts, eol, final_eol
+
+
+def _split_mixed(text: str, filename: str | None) -> tuple[list[str], str, bool]:
+    """The slow path: find and report the first line that ends differently."""
+    parts = text.split("\n")
+    final_eol = parts[-1] == ""
+    if final_eol:
+        parts.pop()
+    crlf = parts[0].endswith("\r")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1 and not final_eol
+        if (part.endswith("\r") != crlf and not last) or "\r" in part.rstrip("\r"):
+            want = "CR LF" if crlf else "LF"
+            raise ParseError(
+                f"line ending differs from line 1 ({want}): lines must end alike",
+                line=i + 1,
+                column=len(part.rstrip("\r")) + 1,
+                source_line=part.rstrip("\r"),
+                filename=filename,
+            )
+    parts = [p[:-1] if p.endswith("\r") else p for p in parts]
+    return parts, "\r\n" if crlf else "\n", final_eol
+
+
+def parse_tree_document(text: str, *, filename: str | None = None,
+                        dialect: Dialect | None = None, lenient: bool = False) -> TreeDocument:
+    """Check ``text`` against the tree grammar and split it into blocks.
+
+    :param dialect: the QEMU dialect the text is in (:mod:`qmirror.text.dialect`); found
+        from the text's own evidence when ``None``.
+    :param lenient: first repair pasting damage (:mod:`qmirror.text.repair`); the repairs are
+        listed in :attr:`TreeDocument.repairs` and error lines refer to ``text``.
+    :raise ParseError: with the line, column and reason of the first problem.
+    """
+    if lenient:
+        fixed = repair(text)
+        try:
+            doc = parse_tree_document(fixed.text, filename=filename, dialect=dialect)
+        except ParseError as err:
+            raise remap_error(err, fixed, text) from None
+        doc.repairs = fixed.repairs
+        doc.origin = fixed
+        return doc
+    with gc_paused():
+        return _parse_tree(text, filename, dialect)
+
+
+_LATE_MARKER = re.compile(r"^ +\[DETECTED OVERFLOW!\] ", re.MULTILINE)
+_UNINDENTED_ROOT = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16} ", re.MULTILINE)
+
+
+def _parse_tree(text: str, filename: str | None, dialect: Dialect | None) -> TreeDocument:
+    lines, eol, final_eol = split_lines(text, filename=filename)
+    # Bare headers (QEMU 1.3–2.3) come with roots at indentation 0; anything else is
+    # read as 2.4+ output, whose error messages fit malformed modern text best.
+    prefixed = (dialect.prefixed_headers if dialect is not None else
+                text.startswith(("address-space: ", "memory-region: "))
+                or "\naddress-space: " in text or "\nmemory-region: " in text
+                or _UNINDENTED_ROOT.search(text) is None)
+    root_level = 1 if prefixed else 0
+    first = next((ln for ln in lines if is_region_line(ln)), None)
+    owners = first is not None and has_owner_suffix(first)
+    try:
+        try:
+            blocks = (_prefixed_blocks(lines, owners, root_level, dialect) if prefixed
+                      else _bare_blocks(lines, owners, root_level))
+        except ParseError:
+            if not owners:
+                raise
+            # The first line's name only looked like an owner suffix: read without -o.
+            owners = False
+            blocks = (_prefixed_blocks(lines, owners, root_level, dialect) if prefixed
+                      else _bare_blocks(lines, owners, root_level))
+    except ParseError as err:
+        if err.filename is None:
+            err.filename = filename
+        if not err.source_line and 0 < err.line <= len(lines):
+            err.source_line = lines[err.line - 1]
+        raise
+    shows = hides = False
+    for b in blocks:
+        prev = 0
+        for ln in b.lines:
+            shows = shows or ln.disabled
+            if ln.level > prev + 1:
+                hides = True
+            prev = ln.level
+    if dialect is not None:
+        detection = Detection(dialect, ("given",))
+    else:
+        detection = dialects.decide_tree(_evidence(text, blocks, prefixed, hides))
+    return TreeDocument(blocks, eol, final_eol, owners, shows, hides, filename, lines,
+                        detection)
+
+
+def _evidence(text: str, blocks: list[TreeBlock], prefixed: bool,
+              hides: bool) -> dialects.TreeEvidence:
+    """What the parsed blocks show about the text's dialect."""
+    letters = container = False
+    alias_words: set[str] = set()
+    io_aliases: list[str] = []
+    for b in blocks:
+        for ln in b.lines:
+            word = ln.type_word
+            if word in ACCESS_LETTERS:
+                letters = True
+            elif word == "container":
+                container = True
+            if ln.alias_target is not None:
+                alias_words.add(word)
+                if word == "i/o":
+                    io_aliases.append(ln.alias_target)
+    root_words = {b.names[0]: b.lines[0].type_word for b in blocks
+                  if b.is_region_block and b.lines and b.lines[0].level == 1}
+    group_roots = [(b.lines[0].start, b.lines[0].tail) for b in blocks
+                   if not b.is_region_block and b.lines and b.lines[0].level == 1]
+    return dialects.TreeEvidence(
+        prefixed_headers=prefixed,
+        unindented_roots=not prefixed and bool(blocks),
+        access_letters=letters,
+        container_word=container,
+        grouped_headers=any(len(b.names) > 1 for b in blocks if not b.is_region_block),
+        # The substring test first: a multiline regex search tries every position.
+        late_overflow_marker=(OVERFLOW_MARKER in text
+                              and _LATE_MARKER.search(text) is not None),
+        target_words=bool(alias_words - {"i/o"}),
+        io_alias_to_ram=any(root_words.get(t) in ("ram", "rom", "romd", "ramd")
+                            for t in io_aliases),
+        orphans=hides,
+        repeated_roots=len(set(group_roots)) < len(group_roots),
+    )
+
+
+def _prefixed_blocks(lines: list[str], owners: bool, root_level: int,
+                     dialect: Dialect | None) -> list[TreeBlock]:
+    """QEMU 2.4+: ``address-space:`` / ``memory-region:`` headers, blank line after each."""
+    blocks: list[TreeBlock] = []
+    block: TreeBlock | None = None
+    in_headers = False
+    parse_line = region_line
+    append_line: Callable[[TreeLine], None] | None = None
+    for i, raw in enumerate(lines):
+        c = raw[:1]
+        if c == " ":  # the common case: a region line of the current block
+            if append_line is None:
+                raise ParseError(
+                    "expected a header ('address-space: NAME' or 'memory-region: NAME')",
+                    line=i + 1, column=1, source_line=raw)
+            append_line(parse_line(raw, i + 1, owners, root_level))
+            in_headers = False
+            continue
+        lineno = i + 1
+        if c == "" or (c == "[" and strip_overflow(raw)[1] == ""):
+            if block is None:
+                raise ParseError("blank line before any block", line=lineno, column=1)
+            block.closing_overflow = strip_overflow(raw)[0]
+            block = None
+            append_line = None
+            continue
+        if raw.startswith("address-space: "):
+            if block is not None and (block.is_region_block or not in_headers):
+                raise ParseError("missing blank line before this header",
+                                 line=lineno, column=1, source_line=raw)
+            if block is not None and dialect is not None and not dialect.grouped:
+                raise ParseError("two address-space headers over one tree: that is QEMU 7.0+ "
+                                 f"output, not {dialect}", line=lineno, column=1,
+                                 source_line=raw)
+            if block is None:
+                block = TreeBlock(False, [], lineno)
+                blocks.append(block)
+                append_line = block.lines.append
+            block.names.append(raw[15:])
+            in_headers = True
+            continue
+        if raw.startswith("memory-region: "):
+            if block is not None:
+                raise ParseError("missing blank line before this header",
+                                 line=lineno, column=1, source_line=raw)
+            block = TreeBlock(True, [raw[15:]], lineno)
+            blocks.append(block)
+            append_line = block.lines.append
+            in_headers = False
+            continue
+        if block is None:
+            raise ParseError(
+                "expected a header ('address-space: NAME' or 'memory-region: NAME')",
+                line=lineno, column=1, source_line=raw)
+        block.lines.append(parse_line(raw, lineno, owners, root_level))
+        in_headers = False
+    if block is not None:
+        raise ParseError(
+            "the last block is not closed by a blank line (QEMU ends every block with one)",
+            line=len(lines) + 1, column=1)
+    return blocks
+
+
+#: The line QEMU 1.1–2.3 printed between the address spaces and the aliased regions.
+ALIASES_HEADER = "aliases"
+
+
+def _bare_blocks(lines: list[str], owners: bool, root_level: int) -> list[TreeBlock]:
+    """QEMU 1.3–2.3: a bare header line (the address space's name) before each tree,
+    then ``aliases`` and each aliased region under its bare name; no blank lines."""
+    blocks: list[TreeBlock] = []
+    block: TreeBlock | None = None
+    in_aliases = False
+    for i, raw in enumerate(lines):
+        lineno = i + 1
+        if is_region_line(raw):
+            if block is None:
+                raise ParseError("a region line before any header", line=lineno, column=1,
+                                 source_line=raw)
+            block.lines.append(parse_tree_line(raw, lineno, owners=owners,
+                                               root_level=root_level))
+            continue
+        if raw == "":
+            raise ParseError("blank line: QEMU before 2.4 prints none", line=lineno, column=1)
+        if raw == ALIASES_HEADER and not in_aliases:
+            in_aliases = True
+            block = None
+            continue
+        block = TreeBlock(in_aliases, [raw], lineno)
+        blocks.append(block)
+    return blocks
+
+
+# -- printing ------------------------------------------------------------------------
+
+
+def print_tree(
+    machine: Machine,
+    *,
+    owners: bool = False,
+    disabled: bool = False,
+    eol: str = "\r\n",
+    dialect: Dialect = dialects.DEFAULT,
+) -> str:
+    """Print ``machine`` as ``info mtree [-o] [-D]`` does in ``dialect`` (QEMU 7.2 by default).
+
+    Since 7.0 address spaces that share a root share one block, in
+    ``machine.tree_order`` when known (QEMU's hash order, kept from a parsed text) or
+    else in the order of the first address space using each root; before 7.0 each
+    address space has its own block, in creation order.
+
+    :raise ModelError: owners asked for but unknown; ``-D`` asked for a model rebuilt
+        from text that hid disabled regions; an alias loop.
+    """
+    out: list[str] = []
+    blocks: list[tuple[MemoryRegion | None, list[AddressSpace]]]
+    if dialect.grouped:
+        groups: dict[int, tuple[MemoryRegion | None, list[AddressSpace]]] = {}
+        for a in machine.address_spaces:
+            groups.setdefault(id(a.root), (a.root, []))[1].append(a)
+        keys = list(groups)
+        if machine.tree_order is not None:
+            order = [id(r) for r in machine.tree_order]
+            keys = [k for k in order if k in groups] + [k for k in groups if k not in order]
+        blocks = [(groups[k][0], _header_order(groups[k][1])) for k in keys]
+    else:
+        blocks = [(a.root, [a]) for a in machine.address_spaces]
+    queue: list[MemoryRegion] = []
+    printer = _Printer(out, queue, owners, disabled, dialect)
+    header = "address-space: " if dialect.prefixed_headers else ""
+    for root, ases in blocks:
+        out.extend(header + a.name for a in ases)
+        if root is not None:
+            printer.print_region(root)
+        printer.end_block()
+    if not dialect.prefixed_headers:
+        out.append(ALIASES_HEADER)
+    header = "memory-region: " if dialect.prefixed_headers else ""
+    i = 0
+    while i < len(queue):
+        mr = queue[i]
+        out.append(header + mr.label)
+        printer.print_region(mr)
+        printer.end_block()
+        i += 1
+    return eol.join(out) + eol
+
+
+def print_like(machine: Machine, document: TreeDocument) -> str:
+    """Print ``machine`` the way ``document`` was printed: same flags, dialect, line ends."""
+    text = print_tree(machine, owners=document.owners, disabled=document.shows_disabled,
+                      eol=document.eol, dialect=document.dialect)
+    return text if document.final_eol else text[: -len(document.eol)]
+
+
+def _header_order(ases: list[AddressSpace]) -> list[AddressSpace]:
+    """QEMU's group header order: by name (byte-wise), equal names newest first."""
+    ordered: list[AddressSpace] = []
+    for a in ases:  # creation order; insert like QEMU's sorted list insert
+        pos = 0
+        while pos < len(ordered) and ordered[pos].name.encode() < a.name.encode():
+            pos += 1
+        ordered.insert(pos, a)
+    return ordered
+
+
+#: The printer's path from a block root: (region, the rest of the path up).
+_Path = tuple[MemoryRegion, "_Path"] | None
+#: No real tree is this deep; past it, every as many levels, look for a cycle.
+_DEEP = 4096
+
+
+def _refuse_cycle(mr: MemoryRegion, up: _Path) -> None:
+    while up is not None:
+        if up[0] is mr:
+            raise ModelError(f"cannot print {mr.label!r}: it is among its own subregions "
+                             "(a cycle of subregions; were the lists edited by hand?)")
+        up = up[1]
+
+
+class _Printer:
+    """QEMU's ``mtree_print_mr``, iterative so that deep trees cannot overflow the stack."""
+
+    def __init__(self, out: list[str], queue: list[MemoryRegion], owners: bool,
+                 disabled: bool, dialect: Dialect) -> None:
+        self.out = out
+        self.queue = queue
+        self.queued: set[int] = set()
+        self.owners = owners
+        self.dialect = dialect
+        # Which disabled regions print: always (2.4–5.0), with -D (5.1+), never (1.3–2.3).
+        self.show_disabled = dialect.disabled == "shown" or (
+            dialect.disabled == "hidden" and disabled)
+        self.pending_markers = 0
+        #: Type words of aliases already printed, by id (see type_field).
+        self.alias_words: dict[int, str] = {}
+
+    def end_block(self) -> None:
+        """The blank line after a block; a hidden region's overflow marker sticks to it."""
+        if self.dialect.blank_lines:
+            self.out.append(OVERFLOW_MARKER * self.pending_markers)
+            self.pending_markers = 0
+
+    def type_field(self, mr: MemoryRegion) -> str:
+        d = self.dialect
+        if d.access_letters:
+            readable = mr.romd_mode
+            writable = not mr.readonly and not (mr.kind is RegionKind.ROMD and mr.romd_mode)
+            return ("R" if readable else "-") + ("W" if writable else "-")
+        if mr.alias is None:
+            return mr.type_word(container_word=d.container_word)
+        if not d.alias_target_word:
+            return "i/o"
+        # An alias prints its final target's word. Memoized along the chain, so that a
+        # chain of n aliases costs O(n) to print, not O(n^2).
+        words = self.alias_words
+        chain: list[MemoryRegion] = []
+        on_chain: set[int] = set()
+        m: MemoryRegion = mr
+        while m.alias is not None and id(m) not in words:
+            if id(m) in on_chain:
+                raise ModelError(f"alias loop through {m.label!r}")
+            on_chain.add(id(m))
+            chain.append(m)
+            m = m.alias
+        word = words[id(m)] if m.alias is not None else m.type_word(
+            container_word=d.container_word)
+        for c in chain:
+            words[id(c)] = word
+        return word
+
+    def print_region(self, root: MemoryRegion) -> None:
+        # Each entry carries its parent's path as a linked (region, up) pair, looked at
+        # only past each multiple of _DEEP levels to catch a hand-made subregion cycle.
+        stack: list[tuple[MemoryRegion, int, int, _Path]] = [(root, 1, 0, None)]
+        out = self.out
+        d = self.dialect
+        while stack:
+            mr, level, base, up = stack.pop()
+            if level > _DEEP and level % _DEEP == 1:
+                _refuse_cycle(mr, up)
+            if not mr.enabled and d.disabled == "skipped":
+                continue  # 1.3–2.3: a disabled region and its subtree are not visited
+            start = (base + mr.addr) & MASK64
+            end = (start + last(mr.size)) & MASK64
+            markers = 1 if (start < base or end < start) else 0
+            markers += mr.hidden_overflow_markers
+            if mr.alias is not None and id(mr.alias) not in self.queued:
+                self.queued.add(id(mr.alias))
+                self.queue.append(mr.alias)
+            if mr.synthetic and self.show_disabled:
+                raise ModelError(
+                    "cannot print disabled regions: this model was rebuilt from text that "
+                    "hid them (printed without -D), so they are not known")
+            if mr.enabled or self.show_disabled:
+                if mr.ownership is None and self.owners:
+                    raise ModelError(
+                        f"cannot print owners (-o): region {mr.label!r} has no owner "
+                        "information (the text it came from was printed without -o)")
+                line = format_tree_line(
+                    level=level, start=start, end=end, priority=mr.priority,
+                    nonvolatile=mr.nonvolatile, type_word=self.type_field(mr),
+                    name=mr.label,
+                    alias_target=None if mr.alias is None else mr.alias.label,
+                    alias_start=mr.alias_offset & MASK64,
+                    alias_end=(mr.alias_offset + last(mr.size)) & MASK64,
+                    disabled=not mr.enabled,
+                    ownership=mr.ownership if self.owners else None,
+                    root_level=d.root_level,
+                )
+                markers += self.pending_markers
+                self.pending_markers = 0
+                if markers and not d.overflow_before_indent:
+                    body = line.lstrip(" ")
+                    line = line[: len(line) - len(body)] + OVERFLOW_MARKER * markers + body
+                elif markers:
+                    line = OVERFLOW_MARKER * markers + line
+                out.append(line)
+            else:
+                self.pending_markers += markers
+            if mr.subregions:
+                kids = sorted(mr.subregions, key=lambda c: (c.addr & MASK64, -c.priority))
+                here = (mr, up)
+                for kid in reversed(kids):
+                    stack.append((kid, level + 1, start, here))

@@ -1,0 +1,141 @@
+"""One reading of a VM's memory: QEMU's texts, the model rebuilt from them, the rendering.
+
+The views, exports and diffs (``tree``, ``map``, ``ram-map``, ``diff``, the pytest
+plugin) all start from the same thing: the tree text of ``info mtree [-o] [-D]``,
+usually QEMU's ``info mtree -f [-o]`` of the same moment, and what is known about the
+VM (``meta.json`` of a capture, or what a live monitor said). :func:`read` turns those
+into a :class:`Reading` the way :func:`qmirror.verify.check.check` does: rebuild the model,
+fill the gaps (rule table, then inference from QEMU's ``-f`` unless ``strict``), decide
+the accelerator, render every AddressSpace. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from qmirror.core.model import AddressSpace, Fact, Machine, Source
+from qmirror.core.render import FlatView, flatview_root, render_machine
+from qmirror.rebuild import gaps
+from qmirror.text.flat import FlatDocument, parse_flat
+from qmirror.verify.check import AccelDecision, decide_accel, load_tree
+
+
+if TYPE_CHECKING:
+    from qmirror.live.snapshot import Snapshot
+
+
+@dataclass(eq=False, repr=False)
+class Reading:
+    """A VM's memory state as qmirror sees it.
+
+    :param label: what the user called it (a path, a target, a test's name).
+    :param tree_text: QEMU's tree text, as read (CR LF kept).
+    :param flat_text: QEMU's ``-f`` text of the same moment, if there is one.
+    :param machine: the model rebuilt from ``tree_text``, gaps filled.
+    :param views: our rendering of every AddressSpace (views shared as in QEMU).
+    :param qemu_flat: ``flat_text`` parsed.
+    :param accel: the accelerator decision (G7).
+    :param inferred: attributes inferred from ``flat_text``, with their evidence.
+    :param meta: what is known about the VM (``meta.json`` keys: ``machine``,
+        ``qemu_version``, ``accelerator``, ``command_line``, ...); may be empty.
+    :param ramblock_text: QEMU's ``info ramblock`` of the same VM, if it was read
+        (gives the exact RAMBlock names for :mod:`qmirror.views.rammap`).
+    """
+
+    label: str
+    tree_text: str
+    flat_text: str | None
+    machine: Machine
+    views: list[FlatView]
+    qemu_flat: FlatDocument | None
+    accel: AccelDecision
+    inferred: list[Fact] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    ramblock_text: str | None = None
+
+    def __repr__(self) -> str:
+        return (f"<Reading {self.label!r}: {len(self.machine.address_spaces)} address spaces, "
+                f"{len(self.views)} FlatViews>")
+
+    def view_of(self, a: AddressSpace) -> FlatView:
+        """The rendered FlatView that address space ``a`` uses."""
+        root = flatview_root(a.root)
+        for v in self.views:
+            if v.root is root:
+                return v
+        raise KeyError(a.name)  # pragma: no cover - every AS has a view after render
+
+    @property
+    def title(self) -> str:
+        """``q35 (pc-q35-7.2, QEMU 7.2.22, tcg)``: the label and what is known of the VM."""
+        bits = [str(self.meta[k]) for k in ("machine",) if self.meta.get(k)]
+        if self.meta.get("qemu_version"):
+            bits.append(f"QEMU {self.meta['qemu_version']}")
+        if self.accel.value:
+            bits.append(self.accel.value)
+        return f"{self.label} ({', '.join(bits)})" if bits else self.label
+
+
+def read(
+    tree_text: str,
+    flat_text: str | None = None,
+    *,
+    label: str = "",
+    meta: dict[str, Any] | None = None,
+    accel: str = "auto",
+    strict: bool = False,
+    rules: bool = True,
+    tree_name: str | None = None,
+    flat_name: str | None = None,
+    ramblock_text: str | None = None,
+) -> Reading:
+    """Rebuild and render one VM's memory from QEMU's texts.
+
+    :param accel: ``tcg``/``kvm`` to force the accelerator; ``auto`` takes
+        ``meta["accelerator"]`` when a live monitor or a capture recorded it, else
+        decides as :func:`qmirror.verify.check.decide_accel` does.
+    :param strict: no inference from ``flat_text`` (rules and defaults only).
+    :raise ParseError: a text is not ``info mtree`` output (line, column, reason).
+    :raise ModelError: the tree describes a model QEMU could not have.
+    """
+    meta = dict(meta or {})
+    loaded = load_tree(tree_text, filename=tree_name, rules=rules)
+    machine = loaded.machine
+    qemu = parse_flat(flat_text, filename=flat_name) if flat_text is not None else None
+    inferred = gaps.infer(machine, qemu) if qemu is not None and not strict else []
+    recorded = meta.get("accelerator")
+    if accel == "auto" and recorded in ("kvm", "tcg"):
+        decision = AccelDecision(str(recorded), Source.TEXT, "recorded with the reading")
+    else:
+        decision = decide_accel(machine, qemu, accel, strict=strict)
+    if decision.source is not Source.TEXT:
+        machine.set_fact(Fact("G7", "accelerator", decision.value or "unknown",
+                              decision.source, decision.detail))
+    machine.accel = decision.value
+    return Reading(label, tree_text, flat_text, machine, render_machine(machine), qemu,
+                   decision, inferred, meta, ramblock_text)
+
+
+def snapshot_meta(snap: Snapshot) -> dict[str, Any]:
+    """What a reading records about a snapshot's VM: its metadata and extra keys."""
+    meta = {**dict(snap.extra), **{k: v for k, v in snap.metadata().items() if v is not None}}
+    if snap.command_line and "command_line" not in meta:
+        meta["command_line"] = list(snap.command_line)
+    return meta
+
+
+def from_snapshot(snap: Snapshot, *, label: str | None = None, accel: str = "auto",
+                  strict: bool = False, rules: bool = True,
+                  ramblock_text: str | None = None) -> Reading:
+    """A :class:`Reading` of a :class:`qmirror.live.snapshot.Snapshot` (see :func:`read`).
+
+    :param label: how to call it (default: the capture's ``config`` name, else the
+        directory's name or the target it was read from).
+    """
+    meta = snapshot_meta(snap)
+    name = label or str(meta.get("config") or snap.label.rstrip("/").rsplit("/", 1)[-1]
+                        or snap.label)
+    return read(snap.tree, snap.flat, label=name, meta=meta, accel=accel, strict=strict,
+                rules=rules, tree_name=f"{snap.label}: info mtree -o -D",
+                flat_name=f"{snap.label}: info mtree -f -o", ramblock_text=ramblock_text)
