@@ -201,7 +201,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--tree", metavar="TREE.txt", help="`info mtree` output ([-o] [-D])")
     p.add_argument("--flat", metavar="FLAT.txt", help="`info mtree -f` output ([-o])")
     model_options(p)
-    text_options(p, lenient=False)
+    text_options(p, lenient=False, launch=True)
     p.add_argument("--dispatch", action="store_true",
                    help="also compare the dispatch dumps (--flat from `info mtree -f -d`; "
                         "[MRU] is ignored)")
@@ -213,5 +213,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="also write a JUnit XML report (one testsuite per live target)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="list defaults too (live: and the time each target took, on stderr)")
-    add_target_options(p)
+    # --qemu-version (text_options) names the texts' QEMU; with --launch it also runs that
+    # QEMU from scripts/qemu-matrix.
+    add_target_options(p, qemu_version=False)
     p.set_defaults(func=cmd_check)

@@ -98,11 +98,17 @@ def cmd_format(args: argparse.Namespace, out: Console, err: Console) -> int:
     return EXIT_MATCH
 
 
-def text_options(p: argparse.ArgumentParser, *, lenient: bool) -> None:
-    """How input texts are read: their QEMU dialect, and whether to repair pastes."""
+def text_options(p: argparse.ArgumentParser, *, lenient: bool, launch: bool = False) -> None:
+    """How input texts are read: their QEMU dialect, and whether to repair pastes.
+
+    :param launch: the command also has ``--launch``, where ``--qemu-version`` picks the
+        QEMU from scripts/qemu-matrix.
+    """
     p.add_argument("--qemu-version", metavar="X.Y",
                    help="the QEMU version that printed the texts (default: detected from "
-                        "the text)")
+                        "the text)" + ("; with --launch: run QEMU X.Y (or the series X) "
+                                       "from scripts/qemu-matrix ($QMIRROR_QEMU_MATRIX, "
+                                       "default /var/cache/qmirror)" if launch else ""))
     p.add_argument("--lenient", action=argparse.BooleanOptionalAction, default=lenient,
                    help="repair pasting damage (indentation, prompts, quoting, wrapped lines, "
                         "CR LF) and list each repair on stderr"

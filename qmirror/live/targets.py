@@ -59,6 +59,7 @@ __all__ = [
     "TargetKind",
     "add_target_options",
     "attach",
+    "matrix_binary",
     "open_snapshot",
     "parse_target",
     "read_targets_file",
@@ -255,7 +256,8 @@ def _seconds(text: str) -> float:
     return value
 
 
-def add_target_options(parser: argparse.ArgumentParser, *, several: bool = True) -> None:
+def add_target_options(parser: argparse.ArgumentParser, *, several: bool = True,
+                       qemu_version: bool = True) -> None:
     """Add ``--socket``, ``--tcp``, ``--connect``, ``--targets-file``, ``--launch``,
     ``--boot``, ``--pause``, ``--timeout`` and ``--qemu``.
 
@@ -264,6 +266,8 @@ def add_target_options(parser: argparse.ArgumentParser, *, several: bool = True)
     as ``args.passthrough``) or ``--launch qemu-system-x86_64 -machine q35``.
 
     :param several: whether the command takes several targets (``--targets-file``).
+    :param qemu_version: add ``--qemu-version`` (off where the command already has it as
+        the dialect of its texts; with ``--launch`` it then also picks the QEMU).
     """
     g = parser.add_argument_group("live targets")
     g.add_argument("--socket", metavar="PATH", action="append", default=[],
@@ -292,6 +296,37 @@ def add_target_options(parser: argparse.ArgumentParser, *, several: bool = True)
     g.add_argument("--qemu", metavar="BINARY", default=None,
                    help=f"QEMU for --launch when ARGS do not start with one "
                         f"(default {DEFAULT_BINARY}, or $QMIRROR_QEMU)")
+    if not qemu_version:
+        return
+    g.add_argument("--qemu-version", metavar="X.Y", default=None,
+                   help="with --launch: run QEMU X.Y (or a series: 11) as provided by "
+                        "scripts/qemu-matrix under $QMIRROR_QEMU_MATRIX "
+                        f"(default {DEFAULT_MATRIX}); the binary's name picks the arch")
+
+
+#: Where ``scripts/qemu-matrix`` keeps its QEMU versions (``$QMIRROR_QEMU_MATRIX`` overrides).
+DEFAULT_MATRIX: Final = "/var/cache/qmirror"
+_SERIES = re.compile(r"\d+(\.\d+)?")
+
+
+def matrix_binary(version: str, binary: str) -> str:
+    """The ``scripts/qemu-matrix`` wrapper of QEMU *version* (``X.Y``, or a series such
+    as ``11`` for whichever 11.x is there) with the file name of *binary*.
+
+    :raise QmirrorError: a malformed version, or no such QEMU in the matrix.
+    """
+    if not _SERIES.fullmatch(version):
+        raise QmirrorError(f"--qemu-version: not a QEMU version X.Y: {version!r}")
+    root = Path(os.environ.get("QMIRROR_QEMU_MATRIX") or DEFAULT_MATRIX)
+    name = Path(binary).name
+    dirs = [root / f"qemu-{version}"]
+    if "." not in version:
+        dirs += sorted(root.glob(f"qemu-{version}.*"), reverse=True)
+    for d in dirs:
+        if (d / "bin" / name).is_file():
+            return str(d / "bin" / name)
+    raise QmirrorError(f"QEMU {version} with {name} is not provided under {root}: "
+                       "run scripts/qemu-matrix (or set QMIRROR_QEMU_MATRIX)")
 
 
 def launch_argv(args: argparse.Namespace) -> list[str] | None:
@@ -326,12 +361,13 @@ def targets_from_args(args: argparse.Namespace, *, positional: Sequence[str] = (
     if targets_file:
         out += read_targets_file(targets_file, connect=connect)
     words = launch_argv(args)
+    version = getattr(args, "qemu_version", None)
     if words is not None:
         default = getattr(args, "qemu", None) or os.environ.get("QMIRROR_QEMU") or DEFAULT_BINARY
-        if words[0].startswith("-"):
-            out.append(Target.launch(words, binary=default))
-        else:
-            out.append(Target.launch(words[1:], binary=words[0]))
+        binary, qemu_args = (default, words) if words[0].startswith("-") else (words[0], words[1:])
+        if version is not None:
+            binary = matrix_binary(version, binary)
+        out.append(Target.launch(qemu_args, binary=binary))
     if getattr(args, "boot", None) is not None and words is None:
         raise QmirrorError("--boot only applies to a VM started with --launch")
     return out

@@ -22,8 +22,9 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 
-from qmirror.core.model import Fact, Machine, MemoryRegion, RegionKind, Source
+from qmirror.core.model import AddressSpace, Fact, Machine, MemoryRegion, RegionKind, Source
 from qmirror.core.render import (
     FlatRange,
     FlatView,
@@ -145,8 +146,32 @@ def pair_views(ours: list[FlatView], qemu: FlatDocument) -> list[tuple[FlatView,
             for a in v.address_spaces))
         cands = index.get(key)
         if cands:
-            pairs.append((v, cands.pop(0)))
+            best = 0
+            if len(cands) > 1:
+                # Several address spaces of one name and root name (QEMU 10's one
+                # `virtio-pci-cfg-mem-as` per virtio-pci device): the block whose ranges
+                # carry the most names of our root's regions.
+                names = _region_names(v.root)
+                scores = [len(names.intersection(r.name for r in c.ranges)) for c in cands]
+                best = scores.index(max(scores))
+            pairs.append((v, cands.pop(best)))
     return pairs
+
+
+def _region_names(root: MemoryRegion | None) -> set[str]:
+    """Names of *root* and the regions below it (subregions, not alias targets)."""
+    names: set[str] = set()
+    seen: set[int] = set()
+    stack = [root] if root is not None else []
+    while stack:
+        mr = stack.pop()
+        if id(mr) in seen:
+            continue
+        seen.add(id(mr))
+        if mr.name is not None:
+            names.add(mr.name)
+        stack.extend(mr.subregions)
+    return names
 
 
 class _QemuView:
@@ -232,6 +257,61 @@ def infer(machine: Machine, qemu: FlatDocument, *, rounds: int = 4) -> list[Fact
         if not changed:
             break
     return decided
+
+
+def split_shared_roots(machine: Machine, qemu: FlatDocument) -> list[Fact]:
+    """Structure from QEMU's ``-f`` for trees printed one block per address space
+    (before 7.0): identical roots there (same name, owner and subtree) were read as one
+    region, but QEMU shares a FlatView exactly between address spaces with the same
+    root. Address spaces of one root that QEMU puts in different FlatViews get their
+    own copy of it (AMD-Vi's per-device `amdvi_root`, per-CPU `memory` roots without
+    ``-o``).
+
+    :return: one fact per copy made, on the copy's root.
+    """
+    if qemu.dialect.flat != "flatview":
+        return []
+    names = [a.name for a in machine.address_spaces]
+    block_of: dict[str, int] = {}
+    seen_in_qemu: dict[str, int] = {}
+    for i, b in enumerate(qemu.views):
+        for line in b.address_spaces:
+            seen_in_qemu[line.name] = seen_in_qemu.get(line.name, 0) + 1
+            block_of[line.name] = i
+    by_root: dict[int, list[AddressSpace]] = {}
+    for a in machine.address_spaces:
+        if a.root is not None:
+            by_root.setdefault(id(a.root), []).append(a)
+    decided: list[Fact] = []
+    for spaces in by_root.values():
+        groups: dict[int, list[AddressSpace]] = {}
+        for a in spaces:
+            # Only names that say which block they are in, on both sides.
+            if names.count(a.name) == 1 and seen_in_qemu.get(a.name) == 1:
+                groups.setdefault(block_of[a.name], []).append(a)
+        if len(groups) < 2:
+            continue
+        for group in list(groups.values())[1:]:
+            root = group[0].root
+            assert root is not None
+            copy = _copy_subtree(root, None)
+            shown = ", ".join(f'"{a.name}"' for a in group)
+            copy.set_fact(Fact("G5", "identity", "own region", Source.INFERRED,
+                               f"QEMU's -f gives {shown} a FlatView of its own: its "
+                               f"`{root.label}` is not the region the other address "
+                               "spaces print identically"))
+            decided.append(copy.facts[-1])
+            for a in group:
+                a.root = copy
+    return decided
+
+
+def _copy_subtree(mr: MemoryRegion, container: MemoryRegion | None) -> MemoryRegion:
+    """A copy of *mr* and its subregions; alias targets stay shared."""
+    copy = replace(mr, subregions=[], container=container, facts=list(mr.facts),
+                   ioeventfds=list(mr.ioeventfds))
+    copy.subregions = [_copy_subtree(c, copy) for c in mr.subregions]
+    return copy
 
 
 def _infer_empty_roots(machine: Machine, qemu: FlatDocument, decided: list[Fact]) -> None:

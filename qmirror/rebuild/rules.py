@@ -110,6 +110,17 @@ RULES: tuple[Rule, ...] = (
          "hw/pci-host/sabre.c: sabre_init() memory_region_init_io(&s->sabre_config, …, "
          "&sabre_config_ops, …, \"sabre-config\", 0x10000) (sparc64 sun4u)", "2.12–",
          when=_has_children, when_text="has subregions"),
+    Rule("gt64120-isd-terminates", "G1", "gt64120-isd", "kind", _IO,
+         "hw/pci-host/gt64120.c: gt64120_realize() memory_region_init_io(&s->ISD_mem, …, "
+         "&isd_mem_ops, …, \"gt64120-isd\", 0x1000); the PCI host's pci-conf-idx/-data "
+         "are mapped inside it (MIPS malta: 10.0 and 11.1 show them, 7.2 does not)", "5.0–",
+         when=_has_children, when_text="has subregions"),
+    Rule("typhoon-pci-io-terminates", "G1", "pci0-io", "kind", _IO,
+         "hw/alpha/typhoon.c: typhoon_init() memory_region_init_io(&s->pchip.reg_io, …, "
+         "&alpha_pci_ignore_ops, …, \"pci0-io\", 32 * MiB), the PCI bus's I/O space: ISA "
+         "ports are mapped inside it (Alpha clipper)", "1.3–",
+         when=lambda mr: mr.alias is None and _has_children(mr),
+         when_text="not an alias (MIPS gt64120's window has the name too), has subregions"),
     Rule("loongarch-iocsr-terminates", "G1", "iocsr", "kind", _IO,
          "hw/loongarch/virt.c: loongarch_init() memory_region_init_io(&lams->system_iocsr, "
          "…, NULL, …, \"iocsr\", UINT64_MAX) with `iocsr_misc` inside", "7.1–",
@@ -145,6 +156,16 @@ RULES: tuple[Rule, ...] = (
          "hw/ppc/spapr_iommu.c: spapr_tce_table_realize() memory_region_init(&tcet->root, "
          "…, \"tce-root-%x\", UINT64_MAX) around the `tce-iommu-%x` IOMMU region",
          "2.6–", pattern=True),
+    Rule("device-memory-container", "G1", "device-memory", "kind", _CONTAINER,
+         "hw/i386/pc.c: pc_memory_init() memory_region_init(&machine->device_memory->mr, "
+         "…, \"device-memory\", size) (hw/mem/memory-device.c: "
+         "machine_memory_devices_init() from 8.1, which also gives it an address space); "
+         "empty until a DIMM, NVDIMM or virtio-mem is plugged", "3.0–"),
+    Rule("cxl-host-reg-container", "G1", "cxl_host_reg", "kind", _CONTAINER,
+         "hw/i386/pc.c: pc_memory_init() memory_region_init(mr, …, \"cxl_host_reg\", "
+         "cxl_size) when CXL is enabled; hw/arm/virt.c: create_cxl_host_reg_region() "
+         "memory_region_init(mr, …, \"cxl_host_reg\", memmap[VIRT_CXL_HOST].size) (arm virt "
+         "prints it by default in QEMU 11.1, not in 10.0)", "7.1–"),
     Rule("system-container", "G1", "system", "kind", _CONTAINER,
          "softmmu/physmem.c: memory_map_init() memory_region_init(system_memory, NULL, "
          "\"system\", UINT64_MAX)", "1.0–",
@@ -179,6 +200,13 @@ RULES: tuple[Rule, ...] = (
          "hw/i386/x86.c: x86_bios_rom_init() memory_region_set_readonly(isa_bios, true) "
          "unless the BIOS is RAM (isapc)", "5.1–",
          when=_target_read_only, when_text="aliases a read-only BIOS"),
+    Rule("isa-bios-flash-alias-readonly", "G2", "isa-bios", "readonly", True,
+         "hw/i386/pc_sysfw.c: pc_system_flash_map() x86_isa_bios_init(&x86ms->isa_bios, "
+         "rom_memory, flash_mem, true) for machine types with isa_bios_alias; "
+         "hw/i386/x86-common.c: x86_isa_bios_init() memory_region_set_readonly(isa_bios, "
+         "read_only) (before 9.1 the flash's last 128 KiB was copied into a ROM)", "9.1–",
+         when=lambda mr: mr.alias is not None and mr.final_target().kind is RegionKind.ROMD,
+         when_text="aliases the pflash (a ROM device)"),
     # -- G4: size 0 printed like size 1 -------------------------------------------------
     Rule("pci-bridge-window-closed", "G4", r"pci_bridge_(pref_)?mem|pci_bridge_io", "size", 0,
          "hw/pci/pci_bridge.c: pci_bridge_init_alias() maps a window of size "

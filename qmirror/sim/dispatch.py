@@ -228,11 +228,22 @@ def build_dispatch(view: FlatView, *, page_bits: int = DEFAULT_PAGE_BITS) -> Dis
     return Dispatch(view.root, page_bits, b.levels, b.sections, b.nodes, b.root_cell[0])
 
 
-def dump_dispatch(d: Dispatch) -> DispatchDump:
-    """What ``mtree_print_dispatch`` prints for ``d`` (never `` [MRU]``: no run time)."""
+def _printed_end(s: Section, region_ends: bool) -> int:
+    size = s.size
+    if region_ends and s.mr is not None and s.mr.size is not None:
+        size = s.mr.size
+    return (s.start + last(size)) & ((1 << 64) - 1)
+
+
+def dump_dispatch(d: Dispatch, *, region_ends: bool = False) -> DispatchDump:
+    """What ``mtree_print_dispatch`` prints for ``d`` (never `` [MRU]``: no run time).
+
+    :param region_ends: print each section's end from its region's size, as QEMU 5.2
+        did (:attr:`qmirror.text.dialect.Dialect.dispatch_region_ends`).
+    """
     sections = [
         DispatchSectionLine(
-            i, s.start, s.start + last(s.size), s.name,
+            i, s.start, _printed_end(s, region_ends), s.name,
             DISPATCH_LABELS[i] if i < len(DISPATCH_LABELS) else "",
             root=s.mr is not None and s.mr is d.root,
             iommu=s.mr is not None and s.mr.kind is RegionKind.IOMMU,

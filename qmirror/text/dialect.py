@@ -58,6 +58,9 @@ class Dialect:
     :param flat: the ``-f`` layout: ``None`` (no ``-f``), ``"per-as"`` (2.9/2.10) or
         ``"flatview"`` (2.11+).
     :param accel_word: the word ``-f`` appends for an accelerator's slot, if any.
+    :param dispatch_region_ends: the ``-d`` dump prints a section's end as its start plus
+        its *region's* size, not the section's (QEMU 5.2 does; Debian's 7.2.22 and later
+        print the section's). Not tied to a version: found from a dump's own evidence.
     """
 
     name: str
@@ -73,6 +76,7 @@ class Dialect:
     overflow_before_indent: bool = True
     flat: str | None = "flatview"
     accel_word: str | None = "KVM"
+    dispatch_region_ends: bool = False
 
     def __str__(self) -> str:
         return f"QEMU {self.name}+ dialect"
@@ -185,12 +189,26 @@ def decide_tree(ev: TreeEvidence) -> Detection:
     if ev.late_overflow_marker:
         return Detection(_V5_0 if ev.target_words else _V2_11, tuple(evidence))
     if ev.repeated_roots:
-        return Detection(_V5_1 if ev.target_words else _V2_11, tuple(evidence))
+        # Without an alias of RAM or ROM (io_alias_to_ram returned above) 5.1 and 2.11
+        # print aliases alike, so the newer is taken: only it hides disabled regions,
+        # as QEMU 5.2's plain `info mtree` of aarch64 virt needs (a `memory-region:
+        # system` block with no alias shown before it).
+        return Detection(_V5_1, tuple(evidence))
     return Detection(_V7_0, tuple(evidence))
 
 
 def detect_flat(lines: list[str]) -> Detection:
-    """The dialect of a ``-f`` text: its header style and accelerator word."""
+    """The dialect of a ``-f`` text: its header style and accelerator word (and, in
+    ``-d`` dumps, how section ends are printed)."""
+    found = _detect_flat_layout(lines)
+    if _region_sized_section_ends(lines):
+        return Detection(replace(found.dialect, dispatch_region_ends=True),
+                         (*found.evidence, "dispatch sections ending past their FlatRange "
+                          "(ends printed from the region's size)"))
+    return found
+
+
+def _detect_flat_layout(lines: list[str]) -> Detection:
     if any(ln.startswith("address-space (flat view): ") for ln in lines):
         return Detection(_V2_9, ("`address-space (flat view):` headers",))
     if any(re.search(r" kvm$", ln) for ln in lines if ln.startswith("  ")):
@@ -198,3 +216,31 @@ def detect_flat(lines: list[str]) -> Detection:
     if any(", container): " in ln for ln in lines):
         return Detection(_V11_0, ("the `container` type word",))
     return Detection(DEFAULT, ())
+
+
+_SECTION_LINE = re.compile(r"      #[1-9]\d* @([0-9a-f]{16})\.\.([0-9a-f]{16}) (.)")
+_RANGE_LINE = re.compile(r"  ([0-9a-f]{16})-([0-9a-f]{16}) ")
+
+
+def _region_sized_section_ends(lines: list[str]) -> bool:
+    """Whether a dump shows a named section reaching past the FlatRange it belongs to.
+
+    Sections are pieces of the FlatView's ranges (only subpage containers, ``(noname)``,
+    are not), so printed with their own sizes they end inside the range they start in.
+    """
+    ranges: list[tuple[int, int]] = []
+    for ln in lines:
+        if ln.startswith("FlatView #"):
+            ranges = []
+            continue
+        r = _RANGE_LINE.match(ln)
+        if r is not None:
+            ranges.append((int(r[1], 16), int(r[2], 16)))
+            continue
+        m = _SECTION_LINE.match(ln)
+        if m is None or ln[m.start(3):].startswith("(noname)"):
+            continue
+        start, end = int(m[1], 16), int(m[2], 16)
+        if any(lo <= start <= hi < end for lo, hi in ranges):
+            return True
+    return False

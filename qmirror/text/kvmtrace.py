@@ -10,7 +10,9 @@ backend: one line per event in the ``-D`` file, prefixed ``PID@SECONDS:`` only w
     kvm_set_ioeventfd_pio fd: %d @0x%x val=0x%x assign: %d size: %d match: %d
 
 where ``Slot#`` is the ioctl's slot field, ``slot | as_id << 16``. Later QEMUs print
-``AddrSpace#%d Slot#%d`` instead; both are read. Other lines are skipped.
+``AddrSpace#%d Slot#%d`` instead, and QEMU 9.0+ (seen in 10.0 and 11.1) adds
+``guest_memfd=%d guest_memfd_offset=0x%lx`` before ``ret``; all are read. Other lines
+are skipped.
 :func:`final_slots` replays the slot calls into the table they leave behind.
 """
 
@@ -35,6 +37,7 @@ _EVENT = re.compile(_PREFIX + r"(kvm_set_user_memory|kvm_set_ioeventfd_mmio|"
 _SLOT = [re.compile(p) for p in (
     r"(?:AddrSpace#(?P<as>\d+) )?", r"Slot#(?P<slot>\d+)", r" flags=0x(?P<flags>[0-9a-f]+)",
     r" gpa=0x(?P<gpa>[0-9a-f]+)", r" size=0x(?P<size>[0-9a-f]+)", r" ua=0x(?P<ua>[0-9a-f]+)",
+    r"(?: guest_memfd=-?\d+ guest_memfd_offset=0x[0-9a-f]+)?",
     r" ret=(?P<ret>-?\d+)", r"\s*\Z")]
 _IOEVENTFD = [re.compile(p) for p in (
     r"fd: (?P<fd>-?\d+)", r" @0x(?P<addr>[0-9a-f]+)", r" val=0x(?P<val>[0-9a-f]+)",

@@ -112,7 +112,8 @@ def render_document(machine: Machine, views: list[FlatView] | None = None, *,
     dispatch_of = None
     if dispatch:
         def dispatch_of(view: FlatView) -> DispatchDump:
-            return dump_dispatch(build_dispatch(view, page_bits=page_bits))
+            return dump_dispatch(build_dispatch(view, page_bits=page_bits),
+                                 region_ends=dialect.dispatch_region_ends)
     return document_from_views(views, owners=owners, accel_suffix=suffix, dialect=dialect,
                                dispatch_of=dispatch_of)
 
@@ -252,6 +253,8 @@ def check(
         return ours, compare(ours, qemu, accel=decision.value is not None, dispatch=dispatch)
 
     inferred: list[Fact] = []
+    if not strict and not loaded.document.dialect.grouped:
+        inferred += gaps.split_shared_roots(loaded.machine, qemu)
     ours, result = compare_now(inferred)
     if not strict and not result.ok:
         # Inference exists to settle what the rules and defaults leave wrong: only then

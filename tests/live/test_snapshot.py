@@ -49,7 +49,7 @@ def test_model_json_round_trip(directory: Path) -> None:
         back = machine_from_json(json.loads(json.dumps(doc)))
         parsed = parse_tree_document(tree)
         assert print_tree(back, owners=parsed.owners, disabled=parsed.shows_disabled,
-                          eol=parsed.eol) == tree
+                          eol=parsed.eol, dialect=parsed.dialect) == tree
         assert views_of(back) == views_of(result.machine)
         assert machine_to_json(back) == doc
 

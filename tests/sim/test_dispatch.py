@@ -309,11 +309,14 @@ def read(path: Path) -> str:
         return f.read()
 
 
-def assert_dispatch_equals_qemus(tree: str, flat_d: str, page_bits: int | None = 12) -> int:
+def assert_dispatch_equals_qemus(tree: str, flat_d: str, page_bits: int | None = 12,
+                                 *, give_page_bits: bool = False) -> int:
     """Check with --dispatch, then compare our dumps with QEMU's byte for byte (no MRU).
 
     :param page_bits: the page size QEMU used (the check infers it from QEMU's dump);
         ``None``: not known beforehand.
+    :param give_page_bits: pass ``page_bits`` to the check (``--page-bits``) instead of
+        expecting it to be read off QEMU's dump.
     :return: how many dumps were compared.
     """
     qemu = parse_flat(flat_d)
@@ -321,7 +324,7 @@ def assert_dispatch_equals_qemus(tree: str, flat_d: str, page_bits: int | None =
     for b in qemu.views:
         if b.dispatch_dump is not None:
             assert format_dispatch(b.dispatch_dump) == b.dispatch
-    result = check(tree, flat_d, dispatch=True)
+    result = check(tree, flat_d, dispatch=True, page_bits=page_bits if give_page_bits else None)
     problems = [(v.address_spaces, v.diffs[:3], v.dispatch_diffs[:3])
                 for v in result.comparison.views if not v.ok]
     assert result.ok, problems
@@ -332,8 +335,7 @@ def assert_dispatch_equals_qemus(tree: str, flat_d: str, page_bits: int | None =
     for b in qemu.views:
         if not b.dispatch:
             continue
-        key = _key(b)
-        assert ours[key] == strip_mru(b.dispatch), key
+        assert _take(ours, b) == strip_mru(b.dispatch), _key(b)
         compared += 1
     assert compared >= 1
     return compared
@@ -345,8 +347,25 @@ def _key(block: FlatViewBlock) -> tuple[tuple[str, str, str | None], ...]:
 
 
 def _by_address_spaces(doc: FlatDocument) -> dict[tuple[tuple[str, str, str | None], ...],
-                                                  list[str]]:
-    return {_key(b): b.dispatch for b in doc.views}
+                                                  list[list[str]]]:
+    """Our dumps by address spaces; a list each, as keys repeat (QEMU 10 has one
+    `virtio-pci-cfg-mem-as` per virtio-pci device)."""
+    out: dict[tuple[tuple[str, str, str | None], ...], list[list[str]]] = {}
+    for b in doc.views:
+        out.setdefault(_key(b), []).append(b.dispatch)
+    return out
+
+
+def _take(ours: dict[tuple[tuple[str, str, str | None], ...], list[list[str]]],
+          block: FlatViewBlock) -> list[str]:
+    """Our dump for QEMU's *block*: the equal one among those of the same key, if any
+    (each used once), else the first, for the assertion to show."""
+    dumps = ours.get(_key(block), [])
+    want = strip_mru(block.dispatch)
+    if want in dumps:
+        dumps.remove(want)
+        return want
+    return dumps[0] if dumps else []
 
 
 LIVE = [  # name, binary, arguments, seconds to boot first, QEMU's page bits
@@ -405,8 +424,14 @@ FIXTURES = sorted(p.parent for p in ROOT.glob("qemu-*/*/*/info-mtree-f-d.txt"))
                          ids=[str(p.relative_to(ROOT)) for p in FIXTURES])
 def test_fixture_dispatch_equals_qemus(directory: Path) -> None:
     page_bits = 12 if directory.parent.name in ("x86_64", "i386") else None
+    give = False
+    if directory.parent.name == "tricore" and directory.parent.parent.name == "qemu-5.2":
+        # QEMU 5.2's tricore dump has no subpage: nothing in the text gives the page
+        # size, so it is given as a user would with --page-bits (TARGET_PAGE_BITS 14).
+        page_bits, give = 14, True
     assert_dispatch_equals_qemus(read(directory / "info-mtree.txt"),
-                                 read(directory / "info-mtree-f-d.txt"), page_bits)
+                                 read(directory / "info-mtree-f-d.txt"), page_bits,
+                                 give_page_bits=give)
 
 
 # -- the command line ---------------------------------------------------------------
@@ -441,4 +466,4 @@ async def test_render_dispatch_prints_qemus_dump(
     assert main(["render", "--tree", str(tmp_path / "tree.txt"), "--dispatch"]) == 0
     ours = _by_address_spaces(parse_flat(capsysbinary.readouterr().out.decode()))
     qemu = parse_flat(flat_d)
-    assert [ours[_key(b)] for b in qemu.views] == [strip_mru(b.dispatch) for b in qemu.views]
+    assert [_take(ours, b) for b in qemu.views] == [strip_mru(b.dispatch) for b in qemu.views]

@@ -398,6 +398,14 @@ def test_trace_lines_of_72_and_later_formats_parse() -> None:
         TracedIoeventfd("pio", 15, 0xc010, 1, False, 2, True, 5)]
 
 
+def test_trace_lines_with_guest_memfd_fields_parse() -> None:
+    """The line as QEMU 10.0 (Debian trixie) wrote it in tests/test_matrix.py's run."""
+    events = parse_trace("kvm_set_user_memory AddrSpace#0 Slot#0 flags=0x0 gpa=0x0 "
+                         "size=0x8000000 ua=0x7f0547e00000 guest_memfd=-1 "
+                         "guest_memfd_offset=0x0 ret=0\n")
+    assert events == [TracedSlotCall(0, 0, 0, 0, 0x8000000, 0x7f0547e00000, 0, 1)]
+
+
 def test_a_malformed_trace_line_says_where() -> None:
     with pytest.raises(ParseError) as info:
         parse_trace("x\nkvm_set_user_memory Slot#1 flags=0xzz gpa=0x0", filename="LOG")
