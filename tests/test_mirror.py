@@ -349,7 +349,7 @@ async def test_event_feed_stays_bounded(launch_vm: LaunchVM) -> None:
             await mon.execute("query-status")  # events before it have arrived
             pending = feed.clear()
         assert len(pending) == 8 and feed.dropped == 60 - 8
-        assert [e["event"] for e in pending[-2:]] == ["RESUME", "STOP"]
+        assert [e.name for e in pending[-2:]] == ["RESUME", "STOP"]
         assert feed.history == ()
         # qemu.qmp's own all-events listener keeps nothing either.
         assert mon._client is not None and len(mon._client.events.history) == 0

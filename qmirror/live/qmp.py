@@ -23,13 +23,11 @@ import contextlib
 import logging
 import re
 import socket
-from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Final, TypeAlias, TypedDict, TypeVar
 
 from qemu.qmp import ConnectError as QMPConnectError
 from qemu.qmp import (
-    EventListener,
     ExecInterruptedError,
     ExecuteError,
     Message,
@@ -47,6 +45,7 @@ from qmirror.errors import (
     MonitorError,
     MonitorTimeout,
 )
+from qmirror.live.events import DEFAULT_EVENT_BACKLOG, EventFeed, QmpEvent
 
 
 __all__ = [
@@ -56,6 +55,7 @@ __all__ = [
     "EventFeed",
     "MachineInfo",
     "Monitor",
+    "QmpEvent",
     "check_command",
     "hmp_error_text",
     "info_mtree_command",
@@ -67,8 +67,6 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_COMMAND_TIMEOUT: Final = 30.0
 #: Same cap as libvirt and qemu.qmp: one reply may be up to 10 MiB.
 DEFAULT_READ_LIMIT: Final = 10 * 1024 * 1024
-#: Pending events an :class:`EventFeed` keeps before it drops the oldest.
-DEFAULT_EVENT_BACKLOG: Final = 256
 
 #: Where a monitor lives: a UNIX socket path, a ``(host, port)`` TCP address, or an
 #: already connected socket (for instance one end of a socketpair).
@@ -251,64 +249,6 @@ async def _open_socket(address: str | tuple[str, int]) -> socket.socket:
             raise
         return sock
     raise last if last is not None else OSError(f"no address found for {address!r}")
-
-
-class EventFeed(EventListener):
-    """A qemu.qmp event listener with a bounded backlog and no history.
-
-    qemu.qmp's own :class:`~qemu.qmp.EventListener` appends every event it hears to an
-    unbounded queue and an unbounded history; a long-running watcher would grow without
-    end. This one keeps at most *backlog* pending events (dropping the oldest and
-    counting them in :attr:`dropped`), and sets *wakeup* on every event it accepts.
-
-    :param names: event names to hear (``None``: all).
-    :param backlog: pending events kept before the oldest are dropped.
-    :param wakeup: an event to set when something arrives (e.g. a poll loop's).
-    """
-
-    def __init__(
-        self,
-        names: Iterable[str] | None = None,
-        *,
-        backlog: int = DEFAULT_EVENT_BACKLOG,
-        wakeup: asyncio.Event | None = None,
-    ) -> None:
-        super().__init__(None if names is None else list(names))
-        self._pending: deque[Message] = deque(maxlen=backlog)
-        self.wakeup = wakeup if wakeup is not None else asyncio.Event()
-        #: Events dropped because the backlog was full.
-        self.dropped = 0
-
-    async def put(self, event: Message) -> None:
-        """Called by qemu.qmp's reader for every event (see :meth:`accept`)."""
-        if not self.accept(event):
-            return
-        if len(self._pending) == self._pending.maxlen:
-            self.dropped += 1
-        self._pending.append(event)
-        self.wakeup.set()
-
-    async def get(self) -> Message:
-        """The oldest pending event, waiting for one if there is none (no timeout:
-        wrap it in ``asyncio.timeout``)."""
-        while not self._pending:
-            self.wakeup.clear()
-            await self.wakeup.wait()
-        return self._pending.popleft()
-
-    def empty(self) -> bool:
-        return not self._pending
-
-    def clear(self) -> list[Message]:
-        """Take every pending event, oldest first."""
-        taken = list(self._pending)
-        self._pending.clear()
-        return taken
-
-    @property
-    def history(self) -> tuple[Message, ...]:
-        """Always empty: this listener keeps no history (that is its point)."""
-        return ()
 
 
 def _hear_nothing(_event: Message) -> bool:
@@ -599,8 +539,8 @@ class Monitor:
                 async with asyncio.timeout(5):
                     event = await feed.get()
 
-        Each event is a :class:`qemu.qmp.Message` with ``event``, ``data`` and QEMU's
-        ``timestamp`` (``{"seconds": ..., "microseconds": ...}``).
+        Each event is a :class:`QmpEvent`: its name, QEMU's ``timestamp``
+        (``{"seconds": ..., "microseconds": ...}``) and ``data``.
 
         :param names: event names (``None``: every event).
         :param backlog: pending events kept; older ones are dropped and counted.
@@ -611,7 +551,7 @@ class Monitor:
         if client is None:
             raise MonitorError("cannot listen for events: monitor is not connected")
         feed = EventFeed(names, backlog=backlog, wakeup=wakeup)
-        with client.listen(feed):
+        with client.listen(feed.listener):
             yield feed
 
     async def wait_closed(self) -> None:
