@@ -42,8 +42,9 @@ from typing import Any
 from qmirror.core.model import Machine
 from qmirror.core.render import FlatRange, render_machine
 from qmirror.errors import ParseError
-from qmirror.text.flat import FlatDocument, FlatViewBlock, document_from_views
+from qmirror.text.flat import FlatDocument, FlatViewBlock
 from qmirror.text.grammar import FlatRangeLine, format_owners, hex16, parse_flat_range
+from qmirror.verify.check import render_document
 from qmirror.verify.compare import describe_path
 from qmirror.verify.reading import Reading, from_snapshot
 
@@ -259,13 +260,13 @@ def _document(subject: Reading | Machine) -> tuple[FlatDocument, str, dict[str, 
     if isinstance(subject, Machine):
         views = render_machine(subject)
         owners = all(mr.ownership is not None for mr in subject.regions())
-        doc = document_from_views(views, owners=owners)
+        doc = render_document(subject, views, owners=owners)
         return doc, "qmirror's rendering of the model", _rendered(views)
     rendered = _rendered(subject.views)
     if subject.qemu_flat is not None:
         return subject.qemu_flat, f"QEMU's `info mtree -f` of {subject.title}", rendered
     owners = all(mr.ownership is not None for mr in subject.machine.regions())
-    doc = document_from_views(subject.views, owners=owners)
+    doc = render_document(subject.machine, subject.views, owners=owners)
     return doc, f"qmirror's rendering of {subject.title}", rendered
 
 
