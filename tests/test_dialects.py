@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from qmirror.core.render import render_machine
+from qmirror.errors import InputError
 from qmirror.rebuild.tree import build_machine
 from qmirror.text.dialect import DIALECTS, for_version, parse_version
 from qmirror.text.flat import parse_flat, print_flat
@@ -128,7 +129,7 @@ def test_versions_map_to_dialects() -> None:
     assert for_version("5.1").disabled == "hidden" and for_version("5.0").disabled == "shown"
     assert for_version("11.0").container_word
     assert for_version("4.1").accel_word == "kvm" and for_version("5.0").accel_word == "KVM"
-    with pytest.raises(ValueError, match=r"before 1\.3"):
+    with pytest.raises(InputError, match=r"before 1\.3"):
         for_version("1.2")
     assert [d.since for d in DIALECTS] == sorted(d.since for d in DIALECTS)
 

@@ -9,7 +9,7 @@ import sys
 from rich.console import Console
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, EXIT_TROUBLE
-from qmirror.errors import QmirrorError
+from qmirror.errors import TargetError
 from qmirror.live.mirror import Mirror, Trigger
 from qmirror.live.snapshot import save
 from qmirror.live.targets import (
@@ -27,7 +27,7 @@ def _one_target(args: argparse.Namespace, command: str) -> Target:
     positional = [args.target] if args.target else []
     targets = targets_from_args(args, positional=positional)
     if len(targets) != 1:
-        raise QmirrorError(f"{command} takes exactly one target, got {len(targets)} "
+        raise TargetError(f"{command} takes exactly one target, got {len(targets)} "
                            "(TARGET, --socket, --tcp or --launch)")
     return targets[0]
 

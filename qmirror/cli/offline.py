@@ -8,7 +8,7 @@ from rich.console import Console
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, read_text, write_stdout
 from qmirror.core.model import Source
-from qmirror.errors import QmirrorError
+from qmirror.errors import InputError
 from qmirror.text.dialect import Dialect, for_version
 from qmirror.text.dispatch import DEFAULT_PAGE_BITS
 from qmirror.text.flat import parse_flat, print_flat
@@ -24,8 +24,8 @@ def text_dialect(args: argparse.Namespace) -> Dialect | None:
         return None
     try:
         return for_version(args.qemu_version)
-    except ValueError as exc:
-        raise QmirrorError(f"--qemu-version: {exc}") from exc
+    except InputError as exc:
+        raise InputError(f"--qemu-version: {exc}") from exc
 
 
 def report_repairs(err: Console, name: str, repairs: list[Repair]) -> None:
@@ -48,8 +48,8 @@ def cmd_render(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.print_as is not None:
         try:
             shown_as = for_version(args.print_as)
-        except ValueError as exc:
-            raise QmirrorError(f"--print-as: {exc}") from exc
+        except InputError as exc:
+            raise InputError(f"--print-as: {exc}") from exc
     pages = result.page_bits.value if result.page_bits is not None else DEFAULT_PAGE_BITS
     doc = render_document(loaded.machine, result.views, owners=args.owners,
                           accel=decision.value, dialect=shown_as, dispatch=args.dispatch,

@@ -11,7 +11,7 @@ from rich.console import Console
 from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, read_text, write_stdout
 from qmirror.cli._inputs import TARGET_HELP, open_reading
 from qmirror.core.model import Machine
-from qmirror.errors import QmirrorError
+from qmirror.errors import InputError
 from qmirror.sim.kvm import (
     HOST_PAGE_SIZE,
     KVM_MEM_LOG_DIRTY_PAGES,
@@ -83,7 +83,7 @@ def cmd_slots(args: argparse.Namespace, out: Console, err: Console) -> int:
         reading = open_reading(args.target, args)
     machine = reading.machine
     if not kvm_address_spaces(machine):
-        raise QmirrorError(f"{reading.label}: no address space named 'memory': "
+        raise InputError(f"{reading.label}: no address space named 'memory': "
                            "nothing for KVM to map")
     if args.max_slot_size is not None and args.max_slot_size % args.page_size:
         err.print(f"qmirror slots: --max-slot-size must be a multiple of the page size "

@@ -187,8 +187,8 @@ def _fact(obj: object, where: str) -> Fact:
     r = _Reader(obj, where)
     try:
         source = Source(r.get("source", str))
-    except ValueError:
-        raise ModelError(f"model JSON: {where}.source is {r.obj['source']!r}") from None
+    except ValueError as err:
+        raise ModelError(f"model JSON: {where}.source is {r.obj['source']!r}") from err
     return Fact(r.get("gap", str), r.get("attribute", str), r.get("value", str), source,
                 r.get("detail", str))
 
@@ -217,8 +217,8 @@ def machine_from_json(doc: object) -> Machine:
             raise ModelError(f"model JSON: {r.where}: duplicate id {rid!r}")
         try:
             kind = RegionKind(r.get("kind", str))
-        except ValueError:
-            raise ModelError(f"model JSON: {r.where}.kind is {r.obj['kind']!r}") from None
+        except ValueError as err:
+            raise ModelError(f"model JSON: {r.where}.kind is {r.obj['kind']!r}") from err
         own = r.get("ownership", Mapping, optional=True)
         ownership = None
         if own is not None:

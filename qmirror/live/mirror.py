@@ -64,7 +64,7 @@ from typing import Final, Literal
 
 from qmirror.core.model import AddressSpace, Machine
 from qmirror.core.render import FlatRange, FlatView
-from qmirror.errors import MonitorTimeout, QmirrorError
+from qmirror.errors import MirrorError, MonitorTimeout, QmirrorError
 from qmirror.live.events import EventFeed, QmpEvent
 from qmirror.live.qmp import MachineInfo, Monitor
 from qmirror.live.snapshot import DEFAULT_MAX_TRIES, Snapshot, take_snapshot
@@ -358,7 +358,7 @@ class Mirror:
         :meth:`run`: e.g. to take a first reading, then ``cont`` a VM, and not miss its
         ``RESUME``."""
         if self._follow is not None:
-            raise QmirrorError("this mirror is already following its VM")
+            raise MirrorError("this mirror is already following its VM")
         stack = contextlib.ExitStack()
         wake = asyncio.Event()
         feed = stack.enter_context(self.monitor.events(self.events, wakeup=wake))

@@ -8,7 +8,7 @@ What this layer adds to the plain client:
 * HMP error detection: ``human-monitor-command`` reports HMP errors as ordinary reply
   text, so the text is inspected and turned into :class:`~qmirror.errors.CommandFailed`;
 * errors mapped onto :mod:`qmirror.errors`, chained with ``from``;
-* quiet ``qemu.qmp`` logging unless asked for;
+* quiet ``qemu.qmp`` logging per connection unless asked for (no logger level changed);
 * bounded event feeds (:meth:`Monitor.events`): qemu.qmp's listeners keep every event
   forever (queue and history), so its default all-events listener is switched off and
   :class:`EventFeed` keeps at most a fixed number of pending events and no history.
@@ -72,7 +72,9 @@ DEFAULT_READ_LIMIT: Final = 10 * 1024 * 1024
 #: already connected socket (for instance one end of a socketpair).
 Address: TypeAlias = str | tuple[str, int] | socket.socket
 
-_QMP_LOGGER: Final = "qemu.qmp"
+#: Not registered with :mod:`logging` (no ``getLogger``): silences one client only.
+_SILENT: Final = logging.Logger("qmirror.qmp.silent", logging.CRITICAL + 1)
+_SILENT.propagate = False
 
 _T = TypeVar("_T")
 
@@ -264,8 +266,9 @@ class Monitor:
     :param allow_control: permit control commands (``stop``, ``cont``, ``quit``, HMP
         port I/O, ...). Only for a QEMU we own, or an explicit user request.
     :param command_timeout: default seconds to wait for each command's reply.
-    :param debug: leave ``qemu.qmp`` logging alone; otherwise it is silenced.
-        Logger levels are process-wide, so the last monitor created decides.
+    :param debug: let this connection log through ``qemu.qmp``'s loggers (configured
+        by the application, as usual); otherwise its client logs nowhere. No logger
+        of the process is touched either way.
     :param name: label for qemu.qmp's logger and ``repr``.
     :param read_limit: largest reply accepted, in bytes.
     """
@@ -288,7 +291,7 @@ class Monitor:
         self._quit_sent = False
         # Set once a lost connection has been reported, so close() does not repeat it.
         self._loss_reported = False
-        logging.getLogger(_QMP_LOGGER).setLevel(logging.DEBUG if debug else logging.CRITICAL)
+        self._debug = debug
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
@@ -341,6 +344,10 @@ class Monitor:
             raise ConnectError(f"monitor is already connected to {self._where}")
         where = _describe_address(address)
         client = QMPClient(self._name, readbuflen=self._read_limit)
+        if not self._debug:
+            # qemu.qmp logs through the instance's logger: a detached silent one quiets
+            # this client without changing a logger level of the process.
+            client.logger = _SILENT
         phase = "connect"
         sock = address if isinstance(address, socket.socket) else None
         try:
