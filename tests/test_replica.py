@@ -102,6 +102,9 @@ def test_the_first_reading_is_all_additions() -> None:
     events = replica.receive(reading(PC))
 
     assert {e.kind for e in events[1:-1]} == {"region_add"}
+    # Nothing was logged before the first reading; after it, what the range logs.
+    assert all(e.old_mask == 0 and e.new_mask == e.section.dirty_log_mask
+               for e in events[1:-1] if e.section is not None)
     assert as_calls(events) == everywhere.calls  # one listener hears the events in order
     assert everywhere.of("region_add") == qemu_memory(PC)
     assert keyed.calls[0] == ("begin",) and keyed.calls[-1] == ("commit",)

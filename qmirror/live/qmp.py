@@ -316,13 +316,6 @@ class Monitor:
         """Whether a QMP session is up (``False`` once QEMU has hung up)."""
         return self._client is not None and self._client.runstate == Runstate.RUNNING
 
-    @property
-    def qmp_version(self) -> dict[str, object] | None:
-        """The ``version`` member of QEMU's QMP greeting, once connected."""
-        if self._client is None or self._client.greeting is None:
-            return None
-        return dict(self._client.greeting.QMP.version)
-
     # ---------------------------------------------------------------- connect
 
     async def connect(

@@ -126,11 +126,6 @@ class Snapshot:
         ``accelerator``, ``command_line``, ...)."""
         return self.metadata()
 
-    @property
-    def accelerator(self) -> str | None:
-        """``"kvm"``/``"tcg"`` when the monitor said so."""
-        return None if self.info is None else self.info["accelerator"]
-
     def metadata(self) -> dict[str, Any]:
         """What identifies the snapshot, as JSON (also the core of ``meta.json``)."""
         info = self.info

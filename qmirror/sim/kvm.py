@@ -157,10 +157,6 @@ class SlotCall:
         return self.slot | (self.as_id << 16)
 
     @property
-    def deletes(self) -> bool:
-        return self.size == 0
-
-    @property
     def key(self) -> tuple[int, int, int, int]:
         """``(as_id, gpa, size, flags)``: the call without its slot number."""
         return (self.as_id, self.gpa, self.size, self.flags)

@@ -21,11 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from qmirror.core.model import Fact, Machine, MemoryRegion, RegionKind, Source
+from qmirror.core.model import Fact, Machine, RegionKind, Source
 from qmirror.core.render import FlatRange, FlatView, render_machine
 from qmirror.errors import ParseError
 from qmirror.rebuild import gaps
-from qmirror.rebuild.rules import Rule
 from qmirror.rebuild.tree import build_machine
 from qmirror.sim.dispatch import build_dispatch, dump_dispatch, iommu_evidence
 from qmirror.sim.kvm import accel_suffix
@@ -59,7 +58,6 @@ class Loaded:
 
     document: TreeDocument
     machine: Machine
-    rules_applied: list[tuple[MemoryRegion, Rule]]
 
 
 def load_tree(text: str, *, filename: str | None = None, rules: bool = True,
@@ -72,8 +70,9 @@ def load_tree(text: str, *, filename: str | None = None, rules: bool = True,
     """
     doc = parse_tree_document(text, filename=filename, dialect=dialect, lenient=lenient)
     machine = build_machine(doc)
-    applied = gaps.apply_rules(machine) if rules else []
-    return Loaded(doc, machine, applied)
+    if rules:
+        gaps.apply_rules(machine)
+    return Loaded(doc, machine)
 
 
 def decide_accel(machine: Machine, qemu: FlatDocument | None, requested: str = "auto",
