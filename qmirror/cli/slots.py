@@ -11,6 +11,7 @@ from rich.console import Console
 from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, read_text, write_stdout
 from qmirror.cli._inputs import TARGET_HELP, open_reading
 from qmirror.core.model import Machine
+from qmirror.core.units import hexs
 from qmirror.errors import InputError
 from qmirror.sim.kvm import (
     HOST_PAGE_SIZE,
@@ -43,12 +44,12 @@ def slots_json(machine: Machine, slots: list[KvmSlot], *, label: str) -> dict[st
                            for as_id, a in kvm_address_spaces(machine)],
         "slots": [{
             "as_id": s.as_id,
-            "gpa": f"0x{s.gpa:016x}",
-            "size": f"0x{s.size:016x}",
+            "gpa": hexs(s.gpa),
+            "size": hexs(s.size),
             "flags": f"0x{s.flags:x}",
             "flag_names": flag_names(s.flags),
             "region": s.mr.label if s.mr is not None else None,
-            "offset_in_region": (f"0x{s.offset_in_region:016x}"
+            "offset_in_region": (hexs(s.offset_in_region)
                                  if s.offset_in_region is not None else None),
         } for s in slots],
     }

@@ -23,7 +23,7 @@ import bisect
 import re
 from collections.abc import Iterable
 
-from qmirror.core.model import Fact, Machine, MemoryRegion, RegionKind, Source
+from qmirror.core.model import ASIdent, Fact, Machine, MemoryRegion, RegionKind, Source
 from qmirror.core.render import (
     FlatRange,
     FlatView,
@@ -124,26 +124,23 @@ def infer_accel_from_tree(machine: Machine) -> str | None:
 # -- inference from QEMU's -f ---------------------------------------------------------
 
 
-ASKey = tuple[tuple[str, str, str | None], ...]
+#: One FlatView: the sorted multiset of its address spaces' identities.
+ViewKey = tuple[ASIdent, ...]
 
 
-def block_key(block: FlatViewBlock) -> ASKey:
+def block_key(block: FlatViewBlock) -> ViewKey:
     """Key of a FlatView block: the sorted multiset of its `` AS`` lines (name, root, alias)."""
     return tuple(sorted((a.name, a.root, a.alias) for a in block.address_spaces))
 
 
 def pair_views(ours: list[FlatView], qemu: FlatDocument) -> list[tuple[FlatView, FlatViewBlock]]:
     """Pair our FlatViews with QEMU's blocks that serve the same address spaces."""
-    index: dict[ASKey, list[FlatViewBlock]] = {}
+    index: dict[ViewKey, list[FlatViewBlock]] = {}
     for b in qemu.views:
         index.setdefault(block_key(b), []).append(b)
     pairs: list[tuple[FlatView, FlatViewBlock]] = []
     for v in ours:
-        key = tuple(sorted(
-            (a.name, a.root.label if a.root is not None else "(null)",
-             a.root.alias.label if a.root is not None and a.root.alias is not None else None)
-            for a in v.address_spaces))
-        cands = index.get(key)
+        cands = index.get(tuple(sorted(a.ident() for a in v.address_spaces)))
         if cands:
             pairs.append((v, cands.pop(0)))
     return pairs

@@ -21,7 +21,7 @@ from typing import Any
 from deepdiff import DeepDiff
 
 from qmirror.core.render import FlatRange, Visit
-from qmirror.rebuild.gaps import ASKey, block_key
+from qmirror.rebuild.gaps import ViewKey, block_key
 from qmirror.sim.dispatch import DispatchDiff, diff_dispatch
 from qmirror.text.flat import FlatDocument, FlatViewBlock
 from qmirror.text.grammar import FlatRangeLine, hex16
@@ -84,10 +84,6 @@ class Comparison:
     @property
     def result(self) -> str:
         return "match" if self.ok else "mismatch"
-
-
-def _as_key(block: FlatViewBlock) -> ASKey:
-    return block_key(block)
 
 
 def _record(r: FlatRangeLine, *, owners: bool, accel: bool) -> dict[str, Any]:
@@ -159,12 +155,12 @@ def compare(ours: FlatDocument, qemu: FlatDocument, *, accel: bool,
     """
     owners = ours.owners and qemu.owners
     results: list[ViewResult] = []
-    index: dict[ASKey, list[FlatViewBlock]] = {}
+    index: dict[ViewKey, list[FlatViewBlock]] = {}
     for b in qemu.views:
-        index.setdefault(_as_key(b), []).append(b)
+        index.setdefault(block_key(b), []).append(b)
     unpredicted = 0 if accel else sum(1 for b in qemu.views for r in b.ranges if r.accel)
     for ob in ours.views:
-        cands = index.get(_as_key(ob), [])
+        cands = index.get(block_key(ob), [])
         names = [a.name for a in ob.address_spaces]
         if not cands:
             results.append(ViewResult(names, "only-ours", None, ob.root, None, len(ob.ranges),
