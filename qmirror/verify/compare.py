@@ -12,6 +12,7 @@ are compared too (:func:`qmirror.sim.dispatch.diff_dispatch`).
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -98,6 +99,9 @@ def _record(r: FlatRangeLine, *, owners: bool, accel: bool) -> dict[str, Any]:
     return rec
 
 
+_END = attrgetter("end")
+
+
 def describe_path(visit: Visit | None) -> str:
     """``system › pci › alias isa-bios @pc.bios › pc.bios`` for a render walk step."""
     if visit is None:
@@ -115,15 +119,10 @@ def describe_path(visit: Visit | None) -> str:
 
 
 def _ours_at(rendered: list[FlatRange], addr: int) -> FlatRange | None:
-    lo, hi = 0, len(rendered)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if rendered[mid].end <= addr:
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo < len(rendered) and rendered[lo].start <= addr:
-        return rendered[lo]
+    # The first range that ends after addr (ranges are in address order).
+    i = bisect.bisect_right(rendered, addr, key=_END)
+    if i < len(rendered) and rendered[i].start <= addr:
+        return rendered[i]
     return None
 
 
