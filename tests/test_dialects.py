@@ -1,7 +1,7 @@
 """Every dialect of ``info mtree``: detected, parsed, modelled and printed back.
 
 Inputs named HANDWRITTEN_* were written by hand from the reference's format history
-(memory-semantics.md §4.8, §4.9) for versions no public dump shows; expected values
+(docs/memory-semantics-notes.md §4.8, §4.9) for versions no public dump shows; expected values
 are derived by hand from the same rules. Real dumps of other dialects are covered by
 tests/test_corpus.py; QEMU 7.2 by tests/test_fixtures.py.
 """

@@ -12,7 +12,7 @@ with QEMU's algorithm and to print ``info mtree`` byte for byte:
   unbounded too (aliases produce negative bases) and are reduced modulo 2**64
   only where QEMU prints them.
 
-Attributes that the ``info mtree`` text does not carry (text-gaps.md) are recorded
+Attributes that the ``info mtree`` text does not carry (docs/text-gaps.md) are recorded
 per region in :attr:`MemoryRegion.facts` with where they came from.
 """
 
@@ -76,7 +76,7 @@ class Source(enum.Enum):
 class Fact:
     """One attribute of a region that the tree text did not say, and its origin.
 
-    :param gap: the text gap it fills (``"G1"`` … ``"G9"``, text-gaps.md).
+    :param gap: the text gap it fills (``"G1"`` … ``"G9"``, docs/text-gaps.md).
     :param attribute: the model attribute decided (``"kind"``, ``"readonly"``, …).
     :param value: the value chosen, as shown to users.
     :param source: where it came from.

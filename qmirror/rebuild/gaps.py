@@ -1,6 +1,6 @@
 """What the ``info mtree`` tree text does not say, and how qmirror decides it anyway.
 
-text-gaps.md lists the facts a renderer needs that the 7.2 tree text hides (G1–G9).
+docs/text-gaps.md lists the facts a renderer needs that the 7.2 tree text hides (G1–G9).
 The tree parser fills each with a documented default and records it as a
 :class:`~qmirror.core.model.Fact`. This module improves on the defaults, in this order:
 
@@ -198,7 +198,7 @@ def _open(mr: MemoryRegion, attribute: str) -> bool:
 def infer(machine: Machine, qemu: FlatDocument, *, rounds: int = 4) -> list[Fact]:
     """Decide open attributes from QEMU's own ``-f`` text of the same machine.
 
-    Evidence, one region attribute at a time (text-gaps.md, "Inference"):
+    Evidence, one region attribute at a time (docs/text-gaps.md, "How a gap is filled"):
 
     * G1 — an ``i/o`` region terminates if QEMU shows a range named after it at the
       offset only it can have there (range start − its base in the walk); one that

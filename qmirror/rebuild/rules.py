@@ -4,7 +4,7 @@ Each :class:`Rule` names a region (by name, plus what else identifies it where n
 are shared), the attribute it decides, the QEMU source that sets that fact, and the
 versions it holds for. :func:`qmirror.rebuild.gaps.apply_rules` applies them, only where the
 text left the attribute open. Sources are QEMU 7.2 paths (Debian 1:7.2+dfsg) unless
-said otherwise; text-gaps.md explains the gaps (G1 … G9).
+said otherwise; docs/text-gaps.md explains the gaps (G1 … G9).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class Rule:
     """A sourced fact about one of QEMU's regions that the tree text does not show.
 
     :param id: short stable identifier, shown in reports.
-    :param gap: the text gap it fills (text-gaps.md).
+    :param gap: the text gap it fills (docs/text-gaps.md).
     :param name: the region's name, or a regular expression when ``pattern`` is set.
     :param attribute: ``"kind"``, ``"readonly"``, ``"size"`` or ``"dirty_log_mask"``.
     :param value: the value it sets.
