@@ -194,7 +194,8 @@ class Options:
     :param accel: ``auto``, ``tcg`` or ``kvm`` (see :func:`decide_accel`).
     :param recorded_accel: the accelerator recorded with the reading, taken when
         ``accel`` is ``auto``.
-    :param inference: when to infer from QEMU's ``-f`` (:data:`Inference`).
+    :param inference: when to infer from QEMU's ``-f`` (:data:`Inference`);
+        ``on-mismatch`` infers nothing when nothing is compared.
     :param rules: apply the rule table (off to see what inference alone achieves).
     :param dialect: the QEMU dialect of both texts; else each text's evidence decides.
     :param lenient: repair pasting damage in both texts first.
