@@ -40,8 +40,8 @@ given back, not the regions (the balloon discards pages inside ``pc.ram``).
 ``ACPI_DEVICE_OST`` reports the guest's answer after the map already changed. Guest
 programming of BARs, PAM or SMRAM raises nothing: polling finds it.
 
-Events come through a bounded :class:`~qmirror.live.qmp.EventFeed` (as qmirror's own
-:class:`~qmirror.live.qmp.QmpEvent`) and are drained at every wake-up (several events in
+Events come through a bounded :class:`~qmirror.live.events.EventFeed` (as qmirror's own
+:class:`~qmirror.live.events.QmpEvent`) and are drained at every wake-up (several events in
 a burst make one reading), so memory stays bounded however long the mirror runs.
 
 **Faults.** A reading that times out (a stalled monitor) or fails (a reply that is not
