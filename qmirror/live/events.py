@@ -39,8 +39,10 @@ class QmpEvent:
         stamp = message.get("timestamp")
         when = None
         if isinstance(stamp, dict):
-            when = {"seconds": int(stamp.get("seconds", 0)),
-                    "microseconds": int(stamp.get("microseconds", 0))}
+            when = {
+                "seconds": int(stamp.get("seconds", 0)),
+                "microseconds": int(stamp.get("microseconds", 0)),
+            }
         data = message.get("data")
         return cls(str(message["event"]), when, dict(data) if isinstance(data, dict) else {})
 

@@ -94,8 +94,7 @@ class JsonLinesWriter(_Writer):
 
     name = "jsonl"
 
-    def __init__(self, mirror: Mirror, write: Callable[[str], None], *,
-                 nops: bool = True) -> None:
+    def __init__(self, mirror: Mirror, write: Callable[[str], None], *, nops: bool = True) -> None:
         super().__init__(mirror, write)
         self.nops = nops
         self.seq = 0
@@ -143,27 +142,48 @@ class JsonLinesWriter(_Writer):
 
     def on_start(self, mirror: Mirror, frame: Frame) -> None:
         self._reading = frame.number
-        self.record("start", reading=frame.number, target=mirror.label,
-                    metadata=frame.snapshot.metadata())
+        self.record(
+            "start", reading=frame.number, target=mirror.label, metadata=frame.snapshot.metadata()
+        )
 
     def on_reading(self, mirror: Mirror, frame: Frame, previous: Frame | None) -> None:
         self._reading = frame.number
         self._in_reading = True
         comp = frame.result.comparison
-        mismatches = [{
-            "address_spaces": v.address_spaces, "status": v.status,
-            "differences": [{"start": hexs(d.start), "kind": d.kind,
-                             "explanation": d.explanation} for d in v.diffs[:_DIFFS_SHOWN]],
-        } for v in comp.views if not v.ok]
+        mismatches = [
+            {
+                "address_spaces": v.address_spaces,
+                "status": v.status,
+                "differences": [
+                    {"start": hexs(d.start), "kind": d.kind, "explanation": d.explanation}
+                    for d in v.diffs[:_DIFFS_SHOWN]
+                ],
+            }
+            for v in comp.views
+            if not v.ok
+        ]
         info = frame.snapshot.info
-        self.record("validation", reading=frame.number, result=comp.result,
-                    flatviews=len(comp.views), ranges=sum(v.ranges for v in comp.views),
-                    tries=frame.snapshot.tries,
-                    status=None if info is None else info["status"], mismatches=mismatches)
+        self.record(
+            "validation",
+            reading=frame.number,
+            result=comp.result,
+            flatviews=len(comp.views),
+            ranges=sum(v.ranges for v in comp.views),
+            tries=frame.snapshot.tries,
+            status=None if info is None else info["status"],
+            mismatches=mismatches,
+        )
 
     def on_error(self, mirror: Mirror, report: ErrorReport) -> None:
-        self.record("error", reading=None, kind=report.kind, message=report.message,
-                    fatal=report.fatal, failures=report.failures, retry_in=report.retry_in)
+        self.record(
+            "error",
+            reading=None,
+            kind=report.kind,
+            message=report.message,
+            fatal=report.fatal,
+            failures=report.failures,
+            retry_in=report.retry_in,
+        )
 
     def on_end(self, mirror: Mirror, reason: str) -> None:
         self.record("end", reading=None, reason=reason, readings=mirror.readings)
@@ -212,19 +232,24 @@ class TextWriter(_Writer):
 
     def on_start(self, mirror: Mirror, frame: Frame) -> None:
         meta = frame.snapshot.metadata()
-        self.line(f"watching {mirror.label}: QEMU {meta['qemu_version']}, {meta['machine']}, "
-                  f"{meta['accelerator']}, {meta['status']}")
+        self.line(
+            f"watching {mirror.label}: QEMU {meta['qemu_version']}, {meta['machine']}, "
+            f"{meta['accelerator']}, {meta['status']}"
+        )
 
     def on_reading(self, mirror: Mirror, frame: Frame, previous: Frame | None) -> None:
         comp = frame.result.comparison
         bad = [v for v in comp.views if not v.ok]
         self._in_reading = True
         verdict = "match" if not bad else f"MISMATCH in {len(bad)} FlatViews"
-        self.line(f"reading {frame.number} ({frame.trigger.label}, {frame.snapshot.tries} "
-                  f"tries): {len(comp.views)} FlatViews, validation {verdict}")
+        self.line(
+            f"reading {frame.number} ({frame.trigger.label}, {frame.snapshot.tries} "
+            f"tries): {len(comp.views)} FlatViews, validation {verdict}"
+        )
         for v in bad:
-            self.line(f"  ✗ {', '.join(v.address_spaces[:3])}: {v.status}, "
-                      f"{len(v.diffs)} ranges differ")
+            self.line(
+                f"  ✗ {', '.join(v.address_spaces[:3])}: {v.status}, {len(v.diffs)} ranges differ"
+            )
 
     def on_error(self, mirror: Mirror, report: ErrorReport) -> None:
         then = "giving up" if report.fatal else f"retry in {report.retry_in:g}s"
@@ -250,8 +275,10 @@ class TextWriter(_Writer):
         mr = section.mr
         off = f" @{section.offset_within_region:016x}" if section.offset_within_region else ""
         name = mr.label if mr is not None else "?"
-        self.line(f"  {mark} {key[0]}: {start:016x}-{start + section.size - 1:016x} "
-                  f"({_type_word(section)}) {name}{off}")
+        self.line(
+            f"  {mark} {key[0]}: {start:016x}-{start + section.size - 1:016x} "
+            f"({_type_word(section)}) {name}{off}"
+        )
 
     def region_add(self, section: Section) -> None:
         self._range("+", section)
@@ -265,7 +292,9 @@ class TextWriter(_Writer):
 
 def stream_writer(stream: TextIO) -> Callable[[str], None]:
     """A write function that flushes every record (a pipe reader sees it at once)."""
+
     def write(text: str) -> None:
         stream.write(text)
         stream.flush()
+
     return write

@@ -38,13 +38,18 @@ from qmirror.sim.topology import ASKey, Transition, transitions
 
 __all__ = ["Event", "EventKind", "Rendered", "Replica"]
 
-EventKind = Literal["begin", "commit", "region_add", "region_del", "region_nop",
-                    "log_start", "log_stop"]
+EventKind = Literal[
+    "begin", "commit", "region_add", "region_del", "region_nop", "log_start", "log_stop"
+]
 
 #: TopologyEvent kinds as callback names.
-_CALLBACK: dict[str, EventKind] = {"add": "region_add", "del": "region_del",
-                                   "nop": "region_nop", "log_start": "log_start",
-                                   "log_stop": "log_stop"}
+_CALLBACK: dict[str, EventKind] = {
+    "add": "region_add",
+    "del": "region_del",
+    "nop": "region_nop",
+    "log_start": "log_start",
+    "log_stop": "log_stop",
+}
 
 
 class Rendered(Protocol):
@@ -160,8 +165,9 @@ class Replica:
         """
         if key is not None:
             self._keyed.append((listener, key))
-            self.listeners.register(listener, self.address_space(key),
-                                    current=self.current_ranges(key))
+            self.listeners.register(
+                listener, self.address_space(key), current=self.current_ranges(key)
+            )
             return
         self.listeners.register(listener, None)
         taps: list[_Tap] = []
@@ -180,7 +186,8 @@ class Replica:
                 listener.begin()
                 for tap in taps:
                     self.listeners.unregister(
-                        tap, current=self.current_ranges(self._keys[tap.address_space]))
+                        tap, current=self.current_ranges(self._keys[tap.address_space])
+                    )
                 listener.commit()
                 self.listeners.unregister(listener)
                 del self._everywhere[n]
@@ -202,15 +209,26 @@ class Replica:
         those: texts equal to the last ones are no reading for it).
         """
         prev = self.reading
-        trans = transitions(prev.machine if prev is not None else None, reading.machine,
-                            prev.views if prev is not None else None, reading.views)
+        trans = transitions(
+            prev.machine if prev is not None else None,
+            reading.machine,
+            prev.views if prev is not None else None,
+            reading.views,
+        )
         events = [Event("begin")]
         for t in trans:
             a = self.address_space(t.key)
             for ev in t.events:
                 old = ev.old.dirty_log_mask if ev.old is not None else 0
-                events.append(Event(_CALLBACK[ev.kind], t.key, Section.of(a, ev.range), old,
-                                    ev.range.dirty_log_mask))
+                events.append(
+                    Event(
+                        _CALLBACK[ev.kind],
+                        t.key,
+                        Section.of(a, ev.range),
+                        old,
+                        ev.range.dirty_log_mask,
+                    )
+                )
         events.append(Event("commit"))
         self.listeners.call_global("begin")
         for t in trans:

@@ -30,14 +30,16 @@ def text(path: Path) -> str:
 
 
 def reading(capture: Path) -> Reading:
-    return read(text(capture / "info-mtree-o-D.txt"), text(capture / "info-mtree-f-o.txt"),
-                label=capture.name)
+    return read(
+        text(capture / "info-mtree-o-D.txt"),
+        text(capture / "info-mtree-f-o.txt"),
+        label=capture.name,
+    )
 
 
 def qemu_memory(capture: Path, name: str = "memory") -> set[tuple[int, int, str, int]]:
     """``(start, last, name, offset)`` of QEMU's own FlatView of an address space."""
-    return {(s, e, n, o) for s, e, _, n, o in qemu_ranges(text(capture / "info-mtree-f.txt"),
-                                                          name)}
+    return {(s, e, n, o) for s, e, _, n, o in qemu_ranges(text(capture / "info-mtree-f.txt"), name)}
 
 
 class Recorder(MemoryListener):
@@ -54,8 +56,9 @@ class Recorder(MemoryListener):
         key = self.replica.key_of(s.address_space)
         assert key is not None and self.replica.address_space(key) is s.address_space
         start = s.offset_within_address_space
-        self.calls.append((kind, key, start, start + s.size - 1, s.mr.label,
-                           s.offset_within_region))
+        self.calls.append(
+            (kind, key, start, start + s.size - 1, s.mr.label, s.offset_within_region)
+        )
 
     def begin(self) -> None:
         self.calls.append(("begin",))
@@ -85,8 +88,7 @@ def as_calls(events: list[Event]) -> list[tuple[Any, ...]]:
         s = e.section
         assert s.mr is not None
         start = s.offset_within_address_space
-        out.append((e.kind, e.key, start, start + s.size - 1, s.mr.label,
-                    s.offset_within_region))
+        out.append((e.kind, e.key, start, start + s.size - 1, s.mr.label, s.offset_within_region))
     return out
 
 
@@ -103,8 +105,11 @@ def test_the_first_reading_is_all_additions() -> None:
 
     assert {e.kind for e in events[1:-1]} == {"region_add"}
     # Nothing was logged before the first reading; after it, what the range logs.
-    assert all(e.old_mask == 0 and e.new_mask == e.section.dirty_log_mask
-               for e in events[1:-1] if e.section is not None)
+    assert all(
+        e.old_mask == 0 and e.new_mask == e.section.dirty_log_mask
+        for e in events[1:-1]
+        if e.section is not None
+    )
     assert as_calls(events) == everywhere.calls  # one listener hears the events in order
     assert everywhere.of("region_add") == qemu_memory(PC)
     assert keyed.calls[0] == ("begin",) and keyed.calls[-1] == ("commit",)
@@ -138,7 +143,7 @@ def test_the_next_reading_is_a_topology_update() -> None:
     assert keyed.of("region_del") == everywhere.of("region_del")
     # QEMU's pass 1 (all removals of an address space) before pass 2.
     mem = [c[0] for c in everywhere.calls if len(c) > 1 and c[1] == MEMORY]
-    assert "region_del" not in mem[mem.index("region_add"):]
+    assert "region_del" not in mem[mem.index("region_add") :]
     # The booted VM has more devices: their (bus master) address spaces are new, and
     # whatever they map is all additions.
     new = {k for k, _ in replica.address_spaces()} - known
@@ -147,8 +152,7 @@ def test_the_next_reading_is_a_topology_update() -> None:
     assert all(c[0] == "region_add" for c in everywhere.calls if len(c) > 1 and c[1] in new)
     assert replica.address_space(MEMORY) is stable
     # ... whose root is now the new reading's (it was the first reading's).
-    assert stable.root is next(a.root for a in booted.machine.address_spaces
-                               if a.name == "memory")
+    assert stable.root is next(a.root for a in booted.machine.address_spaces if a.name == "memory")
 
     keyed.calls.clear()
     replica.unsubscribe(keyed)
