@@ -52,6 +52,10 @@ _CALLBACK: dict[str, EventKind] = {
 }
 
 
+#: Callbacks QEMU calls tail to head (the others head to tail).
+_REVERSE = frozenset({"region_del", "log_stop"})
+
+
 class Rendered(Protocol):
     """A reading as the replica needs it: the model and its FlatViews
     (:class:`qmirror.verify.reading.Reading`, the mirror's ``Frame``, ...)."""
@@ -216,28 +220,34 @@ class Replica:
             reading.views,
         )
         events = [Event("begin")]
-        for t in trans:
-            a = self.address_space(t.key)
-            for ev in t.events:
-                old = ev.old.dirty_log_mask if ev.old is not None else 0
-                events.append(
-                    Event(
-                        _CALLBACK[ev.kind],
-                        t.key,
-                        Section.of(a, ev.range),
-                        old,
-                        ev.range.dirty_log_mask,
-                    )
-                )
-        events.append(Event("commit"))
         self.listeners.call_global("begin")
         for t in trans:
-            a = self._spaces[t.key]
-            if self.listeners.listening_on(a):
-                self.listeners.deliver_topology(a, t.events)
+            a = self.address_space(t.key)
+            listening = self.listeners.listening_on(a)
+            for ev in t.events:
+                old = ev.old.dirty_log_mask if ev.old is not None else 0
+                event = Event(
+                    _CALLBACK[ev.kind],
+                    t.key,
+                    Section.of(a, ev.range),
+                    old,
+                    ev.range.dirty_log_mask,
+                )
+                events.append(event)
+                if listening:
+                    self._deliver(a, event)
+        events.append(Event("commit"))
         self.listeners.call_global("commit")
         for t in trans:
             self._spaces[t.key].root = t.new.root if t.new is not None else None
         self.reading = reading
         self.last_transitions = trans
         return events
+
+    def _deliver(self, a: AddressSpace, e: Event) -> None:
+        """One region callback to *a*'s listeners, in QEMU's direction for it."""
+        reverse = e.kind in _REVERSE
+        if e.kind in ("log_start", "log_stop"):
+            self.listeners.call(a, e.kind, e.section, e.old_mask, e.new_mask, reverse=reverse)
+        else:
+            self.listeners.call(a, e.kind, e.section, reverse=reverse)
