@@ -157,3 +157,20 @@ def test_the_next_reading_is_a_topology_update() -> None:
     keyed.calls.clear()
     replica.unsubscribe(keyed)
     assert keyed.of("region_del") == after  # the removal of what it was told, replayed
+
+
+def test_unsubscribing_everywhere_replays_the_removal_of_every_address_space() -> None:
+    replica = Replica()
+    everywhere = Recorder(replica)
+    replica.subscribe(everywhere)
+    replica.receive(reading(PC))
+    replica.receive(reading(BOOTED))
+    everywhere.calls.clear()
+    replica.unsubscribe(everywhere)
+    assert everywhere.calls[0] == ("begin",) and everywhere.calls[-1] == ("commit",)
+    assert {c[0] for c in everywhere.calls[1:-1]} == {"region_del"}
+    assert everywhere.of("region_del") == qemu_memory(BOOTED)
+    # Gone for good: the next reading reaches nobody.
+    everywhere.calls.clear()
+    assert replica.receive(reading(PC))
+    assert everywhere.calls == []
