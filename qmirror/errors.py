@@ -5,6 +5,15 @@ Hierarchy::
     QmirrorError
      ├── ParseError          text that is not `info mtree` output (line, column, reason)
      ├── ModelError          a model that cannot be rendered or printed (alias loop, ...)
+     ├── InputError          something the user gave that cannot be used: an unreadable
+     │    │                  file, a file of the wrong kind, an option value
+     │    ├── ConfigError        a settings file, environment variable or ignore rule
+     │    ├── TargetError        a TARGET that names nothing usable, or a misused one
+     │    └── ExpectationError   a memory-map expectation in none of the accepted forms
+     ├── OutputError         a report, page or file qmirror was asked to write
+     ├── SnapshotError       a snapshot directory that cannot be read or written
+     ├── ReadingError        no consistent reading of a live VM (the map never held still)
+     ├── MirrorError         the live mirror used the wrong way
      ├── MonitorError        talking to a QEMU monitor went wrong
      │    ├── ConnectError       cannot connect, or no QMP greeting
      │    ├── CommandRefused     the command is not on the read-only allow-list
@@ -12,8 +21,10 @@ Hierarchy::
      │    └── MonitorTimeout     no answer in time
      └── LaunchError         a QEMU that qmirror started did not come up (exit code, log)
 
-Causes are chained with ``raise ... from exc``. ``asyncio.CancelledError`` and other
-``BaseException``\\ s are never wrapped.
+Callers catch the leaf they can act on, or :class:`QmirrorError` for all of them (the
+command line turns every one into a message and exit status 2). Input errors are never
+``ValueError``. Causes are chained with ``raise ... from exc``.
+``asyncio.CancelledError`` and other ``BaseException``\\ s are never wrapped.
 """
 
 from __future__ import annotations
@@ -88,6 +99,38 @@ class ModelError(QmirrorError):
 
     def __str__(self) -> str:
         return shorten(super().__str__())
+
+
+class InputError(QmirrorError):
+    """Something the user gave cannot be used: a file, a TARGET, an option's value."""
+
+
+class ConfigError(InputError):
+    """A setting (``[tool.qmirror]`` file, ``QMIRROR_*`` variable, ignore rule) is wrong."""
+
+
+class TargetError(InputError):
+    """A TARGET names nothing qmirror can read, or is used where it cannot be."""
+
+
+class ExpectationError(InputError):
+    """A memory-map expectation (:mod:`qmirror.verify.expect`) in none of its forms."""
+
+
+class OutputError(QmirrorError):
+    """A file qmirror was asked to write (report, page, JUnit XML) cannot be written."""
+
+
+class SnapshotError(QmirrorError):
+    """A snapshot directory cannot be read (not one, missing or bad files) or written."""
+
+
+class ReadingError(QmirrorError):
+    """No consistent reading of a live VM: its memory map kept changing."""
+
+
+class MirrorError(QmirrorError):
+    """The live mirror was used the wrong way (e.g. followed twice at once)."""
 
 
 class MonitorError(QmirrorError):

@@ -97,9 +97,9 @@ class QemuVM:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(limit)
-        except FutureTimeout:
+        except FutureTimeout as err:
             future.cancel()
-            raise MonitorTimeout(f"QEMU did not finish within {limit:g}s") from None
+            raise MonitorTimeout(f"QEMU did not finish within {limit:g}s") from err
 
     # -- lifecycle -----------------------------------------------------------------
 

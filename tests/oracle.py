@@ -1,6 +1,6 @@
 """A brute-force FlatView oracle for property tests (test-only, simple and slow).
 
-Written from the specification alone (memory-semantics.md §2.2–§2.5, §3.1), not from
+Written from the specification alone (docs/memory-semantics-notes.md §2.2–§2.5, §3.1), not from
 :mod:`qmirror.core.render`, so that the two can disagree:
 
 * :func:`resolve` answers "which terminating region answers at this address?" by

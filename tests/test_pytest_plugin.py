@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from qmirror.errors import ExpectationError
 from qmirror.live.snapshot import load
 from qmirror.verify.expect import check_memory_map, parse_entry
 from qmirror.verify.reading import Reading, from_snapshot
@@ -177,11 +178,11 @@ def test_exact_maps_flag_what_no_expectation_names() -> None:
 
 
 def test_bad_expectations_are_refused_with_a_reason() -> None:
-    with pytest.raises(ValueError, match="write 'START-LAST NAME'"):
+    with pytest.raises(ExpectationError, match="write 'START-LAST NAME'"):
         parse_entry("memory", "just words")
-    with pytest.raises(ValueError, match="unknown attributes colour"):
+    with pytest.raises(ExpectationError, match="unknown attributes colour"):
         parse_entry("memory", (0, 1, "x", {"colour": "red"}))
-    with pytest.raises(ValueError, match="is not a hex address"):
+    with pytest.raises(ExpectationError, match="is not a hex address"):
         parse_entry("memory", ("0xzz", 1, "x"))
     with pytest.raises(TypeError, match="must be a list of expectations"):
         check_memory_map(reading("pc"), {"memory": "pc.ram"})

@@ -6,7 +6,7 @@ import sys
 
 from rich.console import Console
 
-from qmirror.errors import QmirrorError
+from qmirror.errors import InputError
 
 
 #: diff(1) conventions: 0 every compared FlatView matches, 1 a mismatch, 2 trouble.
@@ -28,9 +28,9 @@ def read_text(path: str) -> str:
         with open(path, encoding="utf-8", newline="") as f:
             return f.read()
     except OSError as err:
-        raise QmirrorError(f"cannot read {path}: {err.strerror or err}") from err
+        raise InputError(f"cannot read {path}: {err.strerror or err}") from err
     except UnicodeDecodeError as err:
-        raise QmirrorError(f"{path} is not UTF-8 text (byte {err.start})") from err
+        raise InputError(f"{path} is not UTF-8 text (byte {err.start})") from err
 
 
 def write_stdout(text: str) -> None:

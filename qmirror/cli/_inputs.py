@@ -31,7 +31,7 @@ from rich.console import Console
 
 from qmirror.cli._common import read_text
 from qmirror.cli._progress import Work
-from qmirror.errors import MonitorTimeout, QmirrorError
+from qmirror.errors import InputError, MonitorTimeout, TargetError
 from qmirror.live import config as qconfig
 from qmirror.live import targets
 from qmirror.live.qmp import DEFAULT_CONNECT_TIMEOUT
@@ -68,9 +68,9 @@ def _meta(directory: Path) -> dict[str, Any]:
     try:
         meta = json.loads(read_text(str(path)))
     except json.JSONDecodeError as err:
-        raise QmirrorError(f"{path}: not JSON: {err}") from err
+        raise InputError(f"{path}: not JSON: {err}") from err
     if not isinstance(meta, dict):
-        raise QmirrorError(f"{path}: expected a JSON object")
+        raise InputError(f"{path}: expected a JSON object")
     return meta
 
 
@@ -90,14 +90,14 @@ def file_source(spec: str) -> FileSource | None:
                 return FileSource(str(label), path / tree,
                                   flat_path if flat_path.is_file() else None, meta)
         known = ", ".join(t for t, _ in CAPTURE_LAYOUTS)
-        raise QmirrorError(f"{spec}: a directory without a tree text ({known})")
+        raise InputError(f"{spec}: a directory without a tree text ({known})")
     if path.is_file():
         return FileSource(path.name, path, None)
     if "," in spec:
         tree, _, flat = spec.partition(",")
         for part in (tree, flat):
             if not Path(part).is_file():
-                raise QmirrorError(f"{part}: no such file (in TARGET {spec!r}, "
+                raise InputError(f"{part}: no such file (in TARGET {spec!r}, "
                                    "which reads as TREE.txt,FLAT.txt)")
         return FileSource(Path(tree).name, Path(tree), Path(flat))
     return None
@@ -118,10 +118,10 @@ def _from_files(src: FileSource, args: argparse.Namespace) -> Reading:
     tree_text = read_text(str(src.tree))
     flat_text = read_text(str(src.flat)) if src.flat is not None else None
     if tree_text.startswith("FlatView #"):
-        raise QmirrorError(f"{src.tree} is `info mtree -f` output; a TARGET starts with the "
+        raise InputError(f"{src.tree} is `info mtree -f` output; a TARGET starts with the "
                            "tree text: TREE.txt[,FLAT.txt]")
     if flat_text is not None and not flat_text.startswith("FlatView #"):
-        raise QmirrorError(f"{src.flat} is not `info mtree -f` output (it should start with "
+        raise InputError(f"{src.flat} is not `info mtree -f` output (it should start with "
                            "'FlatView #')")
     return read(tree_text, flat_text, label=src.label, meta=src.meta,
                 accel=getattr(args, "accel", "auto"), strict=getattr(args, "strict", False),
@@ -147,7 +147,7 @@ async def read_live(target: Target, *, pause: bool = False,
     RAMBlock table that makes ``ram-map``'s block names exact.
     """
     if boot is not None and target.kind != "launch":
-        raise QmirrorError(f"{target.label}: --boot only applies to a launched VM")
+        raise TargetError(f"{target.label}: --boot only applies to a launched VM")
     connect = min(DEFAULT_CONNECT_TIMEOUT, timeout) if timeout > 0 else 0.001
     try:
         async with asyncio.timeout(timeout + (boot or 0.0)):
@@ -225,7 +225,7 @@ def open_readings(specs: list[str], args: argparse.Namespace, err: Console, *,
     low, high = count
     if not low <= len(wanted) <= high:
         many = f"{low}" if low == high else f"{low} to {high}"
-        raise QmirrorError(f"expected {many} TARGET{'s' if high > 1 else ''} (saved texts, a "
+        raise TargetError(f"expected {many} TARGET{'s' if high > 1 else ''} (saved texts, a "
                            f"snapshot directory or a live VM), got {len(wanted)}")
     out = []
     with Work(err, total=len(wanted), what="reading") as work:

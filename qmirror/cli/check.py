@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, EXIT_TROUBLE, read_text, write_stdout
 from qmirror.cli.offline import model_options, report_repairs, text_dialect, text_options
-from qmirror.errors import QmirrorError
+from qmirror.errors import OutputError
 from qmirror.live.config import from_args
 from qmirror.live.livecheck import Outcome, check_targets
 from qmirror.live.targets import Target, add_target_options, targets_from_args
@@ -140,7 +140,7 @@ def _junit(outcomes: list[Outcome], path: Path) -> None:
     try:
         ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
     except OSError as exc:
-        raise QmirrorError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _live(args: argparse.Namespace, targets: list[Target], out: Console, err: Console) -> int:

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from rich.console import Console
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, EXIT_TROUBLE
-from qmirror.errors import QmirrorError
+from qmirror.errors import QmirrorError, TargetError
 from qmirror.live.metrics import FleetMetrics, parse_listen_address
-from qmirror.live.mirror import JsonLinesWriter, Mirror, TextWriter, Trigger, stream_writer
+from qmirror.live.mirror import Mirror, Trigger
 from qmirror.live.snapshot import save
 from qmirror.live.targets import (
     Target,
@@ -22,6 +22,7 @@ from qmirror.live.targets import (
     open_snapshot,
     targets_from_args,
 )
+from qmirror.live.writers import JsonLinesWriter, TextWriter, stream_writer
 from qmirror.verify.check import ACCELS
 
 
@@ -29,7 +30,7 @@ def _one_target(args: argparse.Namespace, command: str) -> Target:
     positional = [args.target] if args.target else []
     targets = targets_from_args(args, positional=positional)
     if len(targets) != 1:
-        raise QmirrorError(f"{command} takes exactly one target, got {len(targets)} "
+        raise TargetError(f"{command} takes exactly one target, got {len(targets)} "
                            "(TARGET, --socket, --tcp or --launch)")
     return targets[0]
 

@@ -8,22 +8,13 @@ from rich.console import Console
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, read_text, write_stdout
 from qmirror.core.model import Source
-from qmirror.core.render import render_machine
-from qmirror.errors import QmirrorError
-from qmirror.rebuild.gaps import infer
+from qmirror.errors import InputError
 from qmirror.text.dialect import Dialect, for_version
 from qmirror.text.dispatch import DEFAULT_PAGE_BITS
 from qmirror.text.flat import parse_flat, print_flat
 from qmirror.text.repair import Repair
 from qmirror.text.tree import print_like
-from qmirror.verify.check import (
-    ACCELS,
-    decide_accel,
-    decide_page_bits,
-    infer_iommus,
-    load_tree,
-    render_document,
-)
+from qmirror.verify.check import ACCELS, Options, load_tree, render_document, run
 from qmirror.views.report import fact_rows
 
 
@@ -33,8 +24,8 @@ def text_dialect(args: argparse.Namespace) -> Dialect | None:
         return None
     try:
         return for_version(args.qemu_version)
-    except ValueError as exc:
-        raise QmirrorError(f"--qemu-version: {exc}") from exc
+    except InputError as exc:
+        raise InputError(f"--qemu-version: {exc}") from exc
 
 
 def report_repairs(err: Console, name: str, repairs: list[Repair]) -> None:
@@ -44,30 +35,25 @@ def report_repairs(err: Console, name: str, repairs: list[Repair]) -> None:
 
 def cmd_render(args: argparse.Namespace, out: Console, err: Console) -> int:
     dialect = text_dialect(args)
-    loaded = load_tree(read_text(args.tree), filename=args.tree, rules=not args.no_rules,
-                       dialect=dialect, lenient=args.lenient)
+    options = Options(accel=args.accel, inference="never" if args.strict else "always",
+                      rules=not args.no_rules, dialect=dialect, lenient=args.lenient,
+                      dispatch=args.dispatch, page_bits=args.page_bits, compare=False)
+    result = run(read_text(args.tree), read_text(args.flat) if args.flat else None, options,
+                 tree_name=args.tree, flat_name=args.flat)
+    loaded, qemu, decision = result.loaded, result.qemu, result.accel
     report_repairs(err, args.tree, loaded.document.repairs)
-    qemu = None
-    if args.flat:
-        qemu = parse_flat(read_text(args.flat), filename=args.flat, dialect=dialect,
-                          lenient=args.lenient)
+    if qemu is not None:
         report_repairs(err, args.flat, qemu.repairs)
-    if qemu is not None and not args.strict:
-        infer(loaded.machine, qemu)
-    decision = decide_accel(loaded.machine, qemu, args.accel, strict=args.strict)
     shown_as = dialect or (qemu.dialect if qemu is not None else loaded.document.dialect)
     if args.print_as is not None:
         try:
             shown_as = for_version(args.print_as)
-        except ValueError as exc:
-            raise QmirrorError(f"--print-as: {exc}") from exc
-    pages = decide_page_bits(qemu, args.page_bits).value if qemu is not None else (
-        args.page_bits or DEFAULT_PAGE_BITS)
-    views = render_machine(loaded.machine)
-    if args.dispatch and qemu is not None and not args.strict:
-        infer_iommus(views, qemu)
-    doc = render_document(loaded.machine, views, owners=args.owners, accel=decision.value,
-                          dialect=shown_as, dispatch=args.dispatch, page_bits=pages)
+        except InputError as exc:
+            raise InputError(f"--print-as: {exc}") from exc
+    pages = result.page_bits.value if result.page_bits is not None else DEFAULT_PAGE_BITS
+    doc = render_document(loaded.machine, result.views, owners=args.owners,
+                          accel=decision.value, dialect=shown_as, dispatch=args.dispatch,
+                          page_bits=pages)
     doc.eol = loaded.document.eol
     write_stdout(print_flat(doc))
     inferred = [(p, f) for p, f in fact_rows(loaded.machine) if f.source is Source.INFERRED]

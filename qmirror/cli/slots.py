@@ -11,7 +11,8 @@ from rich.console import Console
 from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, read_text, write_stdout
 from qmirror.cli._inputs import TARGET_HELP, open_reading
 from qmirror.core.model import Machine
-from qmirror.errors import QmirrorError
+from qmirror.core.units import hexs
+from qmirror.errors import InputError
 from qmirror.sim.kvm import (
     HOST_PAGE_SIZE,
     KVM_MEM_LOG_DIRTY_PAGES,
@@ -43,12 +44,12 @@ def slots_json(machine: Machine, slots: list[KvmSlot], *, label: str) -> dict[st
                            for as_id, a in kvm_address_spaces(machine)],
         "slots": [{
             "as_id": s.as_id,
-            "gpa": f"0x{s.gpa:016x}",
-            "size": f"0x{s.size:016x}",
+            "gpa": hexs(s.gpa),
+            "size": hexs(s.size),
             "flags": f"0x{s.flags:x}",
             "flag_names": flag_names(s.flags),
             "region": s.mr.label if s.mr is not None else None,
-            "offset_in_region": (f"0x{s.offset_in_region:016x}"
+            "offset_in_region": (hexs(s.offset_in_region)
                                  if s.offset_in_region is not None else None),
         } for s in slots],
     }
@@ -83,7 +84,7 @@ def cmd_slots(args: argparse.Namespace, out: Console, err: Console) -> int:
         reading = open_reading(args.target, args)
     machine = reading.machine
     if not kvm_address_spaces(machine):
-        raise QmirrorError(f"{reading.label}: no address space named 'memory': "
+        raise InputError(f"{reading.label}: no address space named 'memory': "
                            "nothing for KVM to map")
     if args.max_slot_size is not None and args.max_slot_size % args.page_size:
         err.print(f"qmirror slots: --max-slot-size must be a multiple of the page size "

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE
 from qmirror.cli._inputs import TARGET_HELP, add_model_options, open_readings, open_target
-from qmirror.errors import QmirrorError
+from qmirror.errors import OutputError
 from qmirror.views import mapsvg, mapview
 from qmirror.views.richtext import print_wide
 from qmirror.views.treeview import build_tree
@@ -33,7 +33,7 @@ def _write(path: str, text: str) -> None:
     try:
         Path(path).write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise QmirrorError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def cmd_map(args: argparse.Namespace, out: Console, err: Console) -> int:

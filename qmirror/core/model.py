@@ -12,7 +12,7 @@ with QEMU's algorithm and to print ``info mtree`` byte for byte:
   unbounded too (aliases produce negative bases) and are reduced modulo 2**64
   only where QEMU prints them.
 
-Attributes that the ``info mtree`` text does not carry (text-gaps.md) are recorded
+Attributes that the ``info mtree`` text does not carry (docs/text-gaps.md) are recorded
 per region in :attr:`MemoryRegion.facts` with where they came from.
 """
 
@@ -76,7 +76,7 @@ class Source(enum.Enum):
 class Fact:
     """One attribute of a region that the tree text did not say, and its origin.
 
-    :param gap: the text gap it fills (``"G1"`` … ``"G9"``, text-gaps.md).
+    :param gap: the text gap it fills (``"G1"`` … ``"G9"``, docs/text-gaps.md).
     :param attribute: the model attribute decided (``"kind"``, ``"readonly"``, …).
     :param value: the value chosen, as shown to users.
     :param source: where it came from.
@@ -197,11 +197,11 @@ class MemoryRegion:
         :raise ModelError: the chain loops (QEMU would hang here; we refuse).
         """
         mr = self
-        seen: set[int] = set()
+        seen: set[MemoryRegion] = set()
         while mr.alias is not None:
-            if id(mr) in seen:
+            if mr in seen:
                 raise ModelError(f"alias loop through {mr.label!r}")
-            seen.add(id(mr))
+            seen.add(mr)
             mr = mr.alias
         return mr
 
@@ -280,12 +280,12 @@ class MemoryRegion:
     def path(self) -> list[MemoryRegion]:
         """The chain of containers from the outermost one down to this region."""
         chain = [self]
-        seen = {id(self)}
+        seen = {self}
         up = self.container
         while up is not None:
-            if id(up) in seen:
+            if up in seen:
                 raise ModelError(f"container cycle through {up.label!r}")
-            seen.add(id(up))
+            seen.add(up)
             chain.append(up)
             up = up.container
         chain.reverse()
@@ -319,12 +319,26 @@ def alias(
     return MemoryRegion(name, RegionKind.ALIAS, size, alias=target, alias_offset=offset, **kw)
 
 
+#: How ``info mtree`` names an address space: (name, root region, the root's alias
+#: target or ``None``); a root that is gone is ``"(null)"``. Keys built from it:
+#: :data:`qmirror.sim.topology.ASKey` (one address space across readings) and
+#: :data:`qmirror.rebuild.gaps.ViewKey` (one FlatView: its address spaces).
+ASIdent = tuple[str, str, str | None]
+
+
 @dataclass(eq=False, slots=True)
 class AddressSpace:
     """An AddressSpace: a name (not unique) and a root region (``None`` once destroyed)."""
 
     name: str
     root: MemoryRegion | None
+
+    def ident(self) -> ASIdent:
+        """(name, root, root's alias target) as ``info mtree`` prints them."""
+        root = self.root
+        if root is None:
+            return (self.name, "(null)", None)
+        return (self.name, root.label, root.alias.label if root.alias is not None else None)
 
     def __repr__(self) -> str:
         root = "None" if self.root is None else repr(self.root.label)
@@ -353,15 +367,15 @@ class Machine:
 
         Each region once, in a deterministic depth-first order.
         """
-        seen: set[int] = set()
+        seen: set[MemoryRegion] = set()
         stack: list[MemoryRegion] = [
             a.root for a in reversed(self.address_spaces) if a.root is not None
         ]
         while stack:
             mr = stack.pop()
-            if id(mr) in seen:
+            if mr in seen:
                 continue
-            seen.add(id(mr))
+            seen.add(mr)
             yield mr
             if mr.alias is not None:
                 stack.append(mr.alias)
@@ -383,8 +397,8 @@ class Machine:
         # Reliability fix (issue 6): each chain is followed only up to a region already
         # known to end well, so 10k-deep trees and alias chains cost linear, not
         # quadratic, time (a per-region final_target()/path() did).
-        ends_alias: set[int] = set()
-        ends_container: set[int] = set()
+        ends_alias: set[MemoryRegion] = set()
+        ends_container: set[MemoryRegion] = set()
         for mr in self.regions():
             if (mr.alias is not None) != (mr.kind is RegionKind.ALIAS):
                 raise ModelError(f"region {mr.label!r}: only aliases, all of them, have a target")
@@ -395,7 +409,7 @@ class Machine:
 
 
 def _chain_ends(start: MemoryRegion, step: Callable[[MemoryRegion], MemoryRegion | None],
-                ends: set[int], what: str) -> None:
+                ends: set[MemoryRegion], what: str) -> None:
     """Follow ``step`` from ``start`` until it ends or meets a region in ``ends``.
 
     Every region walked joins ``ends``, so over many calls each is walked once.
@@ -403,15 +417,15 @@ def _chain_ends(start: MemoryRegion, step: Callable[[MemoryRegion], MemoryRegion
     :raise ModelError: the chain comes back to a region walked in this call.
     """
     walked: list[MemoryRegion] = []
-    on_walk: set[int] = set()
+    on_walk: set[MemoryRegion] = set()
     mr: MemoryRegion | None = start
-    while mr is not None and id(mr) not in ends:
-        if id(mr) in on_walk:
+    while mr is not None and mr not in ends:
+        if mr in on_walk:
             raise ModelError(f"{what} {mr.label!r}")
-        on_walk.add(id(mr))
+        on_walk.add(mr)
         walked.append(mr)
         mr = step(mr)
-    ends.update(id(r) for r in walked)
+    ends.update(walked)
 
 
 def kind_word(mr: MemoryRegion) -> str:

@@ -58,6 +58,7 @@ from qmirror.core.model import (
     RegionKind,
     Source,
 )
+from qmirror.core.units import hexs
 from qmirror.errors import ModelError
 
 
@@ -70,7 +71,7 @@ _HEX = re.compile(r"\A-?0x[0-9a-fA-F]+\Z")
 
 def hex_or_neg(value: int) -> str:
     """``"0x%016x"``, or ``"-0x%016x"`` for a negative value."""
-    return f"0x{value:016x}" if value >= 0 else f"-0x{-value:016x}"
+    return hexs(value) if value >= 0 else f"-{hexs(-value)}"
 
 
 def _all_regions(machine: Machine) -> Iterator[MemoryRegion]:
@@ -78,13 +79,13 @@ def _all_regions(machine: Machine) -> Iterator[MemoryRegion]:
     depth first from the address-space roots in creation order."""
     seeds: list[MemoryRegion] = [a.root for a in machine.address_spaces if a.root is not None]
     seeds += [r for r in machine.tree_order or () if r is not None]
-    seen: set[int] = set()
+    seen: set[MemoryRegion] = set()
     stack = list(reversed(seeds))
     while stack:
         mr = stack.pop()
-        if id(mr) in seen:
+        if mr in seen:
             continue
-        seen.add(id(mr))
+        seen.add(mr)
         yield mr
         more = list(mr.subregions)
         if mr.alias is not None:
@@ -106,16 +107,16 @@ def _obj_json(o: ObjectRef | None) -> dict[str, Any] | None:
 def machine_to_json(machine: Machine) -> dict[str, Any]:
     """The JSON document (schema ``qmirror.model/1``) of a model."""
     regions = list(_all_regions(machine))
-    ids = {id(mr): f"r{n}" for n, mr in enumerate(regions)}
+    ids = {mr: f"r{n}" for n, mr in enumerate(regions)}
 
     def ref(mr: MemoryRegion | None) -> str | None:
-        return None if mr is None else ids[id(mr)]
+        return None if mr is None else ids[mr]
 
     out: list[dict[str, Any]] = []
     for mr in regions:
         own = mr.ownership
         out.append({
-            "id": ids[id(mr)],
+            "id": ids[mr],
             "name": mr.name,
             "kind": mr.kind.value,
             "addr": hex_or_neg(mr.addr),
@@ -131,7 +132,7 @@ def machine_to_json(machine: Machine) -> dict[str, Any]:
                                                    "parent": _obj_json(own.parent)},
             "dirty_log_mask": mr.dirty_log_mask,
             "container": ref(mr.container),
-            "subregions": [ids[id(c)] for c in mr.subregions],
+            "subregions": [ids[c] for c in mr.subregions],
             "synthetic": mr.synthetic,
             "hidden_overflow_markers": mr.hidden_overflow_markers,
             "facts": [_fact_json(f) for f in mr.facts],
@@ -187,8 +188,8 @@ def _fact(obj: object, where: str) -> Fact:
     r = _Reader(obj, where)
     try:
         source = Source(r.get("source", str))
-    except ValueError:
-        raise ModelError(f"model JSON: {where}.source is {r.obj['source']!r}") from None
+    except ValueError as err:
+        raise ModelError(f"model JSON: {where}.source is {r.obj['source']!r}") from err
     return Fact(r.get("gap", str), r.get("attribute", str), r.get("value", str), source,
                 r.get("detail", str))
 
@@ -217,8 +218,8 @@ def machine_from_json(doc: object) -> Machine:
             raise ModelError(f"model JSON: {r.where}: duplicate id {rid!r}")
         try:
             kind = RegionKind(r.get("kind", str))
-        except ValueError:
-            raise ModelError(f"model JSON: {r.where}.kind is {r.obj['kind']!r}") from None
+        except ValueError as err:
+            raise ModelError(f"model JSON: {r.where}.kind is {r.obj['kind']!r}") from err
         own = r.get("ownership", Mapping, optional=True)
         ownership = None
         if own is not None:

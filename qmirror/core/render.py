@@ -108,11 +108,11 @@ def flatview_root(mr: MemoryRegion | None) -> MemoryRegion | None:
     through containers whose single enabled child covers them from 0, so more
     address spaces share one FlatView. ``None`` means the shared empty view.
     """
-    seen: set[int] = set()
+    seen: set[MemoryRegion] = set()
     while mr is not None and mr.enabled:
-        if id(mr) in seen:
+        if mr in seen:
             return mr  # an alias loop: let the renderer report it
-        seen.add(id(mr))
+        seen.add(mr)
         if mr.alias is not None:
             if mr.alias_offset == 0 and mr.size >= mr.alias.size:
                 mr = mr.alias
@@ -329,12 +329,12 @@ def render_machine(machine: Machine, *, check: bool = True) -> list[FlatView]:
 def _render_machine(machine: Machine, check: bool) -> list[FlatView]:
     if check:
         machine.check()
-    views: dict[int, FlatView] = {}
+    views: dict[MemoryRegion | None, FlatView] = {}
     for a in machine.address_spaces:
         root = flatview_root(a.root)
-        view = views.get(id(root))
+        view = views.get(root)
         if view is None:
-            view = views[id(root)] = FlatView(root, render(root))
+            view = views[root] = FlatView(root, render(root))
         view.address_spaces.append(a)
     return list(views.values())
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from qmirror.errors import QmirrorError
+from qmirror.errors import ConfigError, QmirrorError
 from qmirror.live.launcher import DEFAULT_BINARY
 from qmirror.verify.ignore import IgnoreRules
 
@@ -116,27 +116,27 @@ def _checked(attr: str, value: object, where: str, key: str) -> Any:
     try:
         return _CHECKS[attr](value)
     except TypeError as err:
-        raise QmirrorError(f"{where}: {key} must be {err}, not {value!r}") from None
+        raise ConfigError(f"{where}: {key} must be {err}, not {value!r}") from err
 
 
 def parse_table(table: Mapping[str, object], *, origin: str) -> dict[str, Any]:
     """The settings in one ``[tool.qmirror]`` table, checked.
 
     :param origin: the file, for messages and :attr:`Config.origins`.
-    :raise QmirrorError: an unknown key or a value of the wrong type.
+    :raise ConfigError: an unknown key or a value of the wrong type.
     """
     out: dict[str, Any] = {}
     known = {k for k, _, _ in SETTINGS if "." not in k} | {"ignore"}
     for key, value in table.items():
         if key not in known:
-            raise QmirrorError(f"{origin}: unknown key {key!r} in [tool.qmirror] "
+            raise ConfigError(f"{origin}: unknown key {key!r} in [tool.qmirror] "
                                f"(known: {', '.join(k for k, _, _ in SETTINGS)})")
         if key == "ignore":
             if not isinstance(value, dict):
-                raise QmirrorError(f"{origin}: ignore must be a table ([tool.qmirror.ignore])")
+                raise ConfigError(f"{origin}: ignore must be a table ([tool.qmirror.ignore])")
             for sub, subvalue in value.items():
                 if sub not in ("regions", "fields"):
-                    raise QmirrorError(f"{origin}: unknown key {sub!r} in [tool.qmirror.ignore]"
+                    raise ConfigError(f"{origin}: unknown key {sub!r} in [tool.qmirror.ignore]"
                                        " (known: regions, fields)")
                 attr = f"ignore_{sub}"
                 out[attr] = _checked(attr, subvalue, origin, f"ignore.{sub}")
@@ -155,7 +155,7 @@ def from_environment(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     Lists are shell words (``QMIRROR_MACHINE_ARGS="-machine q35 -m 2G"``), except
     ``QMIRROR_IGNORE_FIELDS``, which is comma-separated. Empty variables are unset.
 
-    :raise QmirrorError: a value that does not parse.
+    :raise ConfigError: a value that does not parse.
     """
     out: dict[str, tuple[Any, str]] = {}
     for _, attr, var in SETTINGS:
@@ -173,7 +173,7 @@ def from_environment(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
             else:
                 value = raw
         except ValueError as err:
-            raise QmirrorError(f"${var}: cannot read {raw!r}: {err}") from None
+            raise ConfigError(f"${var}: cannot read {raw!r}: {err}") from err
         out[attr] = (_checked(attr, value, f"${var}", var), f"env {var}")
     if "ignore_regions" in out or "ignore_fields" in out:
         regions = out["ignore_regions"][0] if "ignore_regions" in out else ()
@@ -201,9 +201,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as f:
             return tomllib.load(f)
     except OSError as err:
-        raise QmirrorError(f"cannot read {path}: {err.strerror or err}") from err
+        raise ConfigError(f"cannot read {path}: {err.strerror or err}") from err
     except tomllib.TOMLDecodeError as err:
-        raise QmirrorError(f"{path}: not valid TOML: {err}") from err
+        raise ConfigError(f"{path}: not valid TOML: {err}") from err
 
 
 def table_of(path: Path, doc: Mapping[str, Any], *, explicit: bool) -> Mapping[str, object]:
@@ -213,7 +213,7 @@ def table_of(path: Path, doc: Mapping[str, Any], *, explicit: bool) -> Mapping[s
     if isinstance(tool, dict) and "qmirror" in tool:
         table = tool["qmirror"]
         if not isinstance(table, dict):
-            raise QmirrorError(f"{path}: tool.qmirror must be a table")
+            raise ConfigError(f"{path}: tool.qmirror must be a table")
         return table
     if explicit and path.name != "pyproject.toml":
         return doc
@@ -235,7 +235,7 @@ def load(
         nearest ``pyproject.toml`` with ``[tool.qmirror]``.
     :param env: the environment (default ``os.environ``).
     :param cwd: where to start looking for pyproject.toml (default the current directory).
-    :raise QmirrorError: the file cannot be read, or a setting is wrong.
+    :raise ConfigError: the file cannot be read, or a setting is wrong.
     """
     env = os.environ if env is None else env
     explicit = config_file or env.get("QMIRROR_CONFIG") or None
@@ -244,7 +244,7 @@ def load(
     origins: dict[str, str] = {}
     if path is not None:
         if explicit and not path.is_file():
-            raise QmirrorError(f"configuration file {path} does not exist")
+            raise ConfigError(f"configuration file {path} does not exist")
         table = table_of(path, _read_toml(path), explicit=bool(explicit))
         for attr, value in parse_table(table, origin=str(path)).items():
             values[attr], origins[attr] = value, f"file {path}"

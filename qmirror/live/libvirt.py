@@ -62,12 +62,11 @@ from qmirror.errors import (
     QmirrorError,
 )
 from qmirror.live.allowlist import HMP, check_command
+from qmirror.live.events import DEFAULT_EVENT_BACKLOG, EventFeed
 from qmirror.live.qmp import (
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_EVENT_BACKLOG,
     Address,
-    EventFeed,
     Monitor,
 )
 

@@ -7,12 +7,12 @@ reading whose texts differ from the previous one is
 1. rebuilt and validated: :func:`qmirror.verify.check.check` renders our FlatViews and
    compares them with QEMU's ``-f`` of the same moment (a mismatch is reported, not
    hidden, and the reading is still used);
-2. diffed per AddressSpace against the previous reading the way QEMU's topology
-   update does (:func:`qmirror.sim.topology.transitions`: removals first, then additions;
-   unchanged ranges are ``region_nop``);
-3. delivered to subscribers through :class:`qmirror.sim.listener.Listeners`: global
-   ``begin``; per address space in creation order ``region_del`` (Reverse priority
-   order), then ``region_nop``/``log_*``/``region_add`` (Forward); global ``commit``.
+2. fed to the mirror's :class:`~qmirror.sim.replica.Replica`, the pure state that
+   diffs it per AddressSpace against the previous reading the way QEMU's topology
+   update does and calls the subscribers (global ``begin``; per address space
+   ``region_del``, then ``region_nop``/``log_*``/``region_add``; global ``commit``).
+   See :mod:`qmirror.sim.replica` for the order and for the identity of address
+   spaces and sections across readings.
 
 A reading identical to the previous one is no transaction at all.
 
@@ -43,20 +43,9 @@ pages inside ``pc.ram``).
 ``ACPI_DEVICE_OST`` reports the guest's answer after the map already changed. Guest
 programming of BARs, PAM or SMRAM raises nothing: polling finds it.
 
-Events come through a bounded :class:`~qmirror.live.qmp.EventFeed` and are drained at every
-wake-up (several events in a burst make one reading), so memory stays bounded however
-long the mirror runs.
-
-**Identity.** Two readings share no Python objects, so ranges are matched by value
-(:func:`qmirror.sim.topology.same_by_value`), address spaces by :data:`~qmirror.sim.topology.ASKey`
-(name, root, root's alias target, index among equals). The ``address_space`` of every
-:class:`~qmirror.sim.listener.Section` a subscriber receives is the mirror's own stable
-:class:`~qmirror.core.model.AddressSpace` for that key, the same object for the mirror's
-whole life (as QEMU's AddressSpace outlives its FlatViews), whose ``root`` is the root
-region of the latest reading delivered (it is updated after ``commit``); an address
-space that went away keeps its object with ``root = None`` and comes back to it. A
-section's ``mr`` is the region of the reading the range comes from: the old reading for
-``region_del``, the new one for ``region_add`` and ``region_nop``.
+Events come through a bounded :class:`~qmirror.live.events.EventFeed` (as qmirror's own
+:class:`~qmirror.live.events.QmpEvent`) and are drained at every wake-up (several events in
+a burst make one reading), so memory stays bounded however long the mirror runs.
 
 **Faults.** A reading that times out (a stalled monitor) or fails (a reply that is not
 ``info mtree``, a map that never holds still) is reported to observers and retried with
@@ -64,61 +53,27 @@ exponential backoff; after ``max_failures`` failures in a row the mirror gives u
 lost connection (QEMU gone) is reported and ends the mirror at once; :meth:`Mirror.run`
 then raises.
 
-**JSON Lines** (:class:`JsonLinesWriter`, ``qmirror watch --format jsonl``): one
-object per line, every one with::
-
-    "seq"            1, 2, 3, ... (monotonic, per stream)
-    "time"           our UTC time, ISO 8601 ("2026-11-25T13:13:12.123456+00:00")
-    "event"          what the record is (below)
-    "reading"        the reading it belongs to (1 = the first), or null
-    "trigger"        "start" | "poll" | "event:NAME" | "kick"  (what caused the reading)
-    "qemu_timestamp" {"seconds": ..., "microseconds": ...} of the QMP event that
-                     triggered the reading, else null
-
-and, per ``event``:
-
-``start``       ``target``, ``metadata`` (QEMU version and package, arch, machine,
-                accelerator, run state, ...): once, before the first reading's records
-``validation``  ``result`` ("match"/"mismatch"), ``flatviews``, ``ranges``, ``tries``,
-                ``status`` (run state), ``mismatches``: [{``address_spaces``,
-                ``status``, ``differences``: [{``start``, ``kind``, ``explanation``}]}]
-``begin``, ``commit``  a transaction (one per reading that changed)
-``region_add``, ``region_del``, ``region_nop``  one FlatRange of one address space:
-                ``address_space`` [name, root], ``address_space_key`` [name, root,
-                alias target or null, index], ``start``, ``size``, ``end`` (the last byte,
-                as ``info mtree`` prints it), ``offset`` (offset within the region),
-                ``region`` (name), ``owner`` (as ``-o`` prints it, or null), ``type``
-                (the ``-f`` type word), ``priority``, ``readonly``, ``nonvolatile``,
-                ``romd_mode``
-``log_start``, ``log_stop``  as a region record, plus ``old_mask`` and ``new_mask``
-``error``       ``kind`` ("timeout" | "gone" | "failed"), ``message``, ``fatal``,
-                ``failures`` (in a row), ``retry_in`` (seconds, or null when fatal)
-``end``         ``reason`` ("count" | "duration" | "gone" | "failed" | "interrupted"),
-                ``readings``
-
-Addresses and sizes are ``"0x%016x"`` strings (a size of 2**64 is
-``"0x10000000000000000"``).
+What the mirror tells ``qmirror watch`` (JSON Lines or text) is written by
+:mod:`qmirror.live.writers`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TextIO
-
-from qemu.qmp import Message
+from typing import Final, Literal
 
 from qmirror.core.model import AddressSpace, Machine
-from qmirror.core.render import FlatRange, FlatView, render_machine
-from qmirror.errors import MonitorTimeout, QmirrorError
-from qmirror.live.qmp import EventFeed, MachineInfo, Monitor
-from qmirror.live.snapshot import DEFAULT_MAX_TRIES, Snapshot, take_snapshot, utc_now
-from qmirror.sim.listener import Listeners, MemoryListener, Section
-from qmirror.sim.topology import ASKey, Transition, transitions
-from qmirror.text.grammar import format_owners
+from qmirror.core.render import FlatRange, FlatView
+from qmirror.errors import MirrorError, MonitorTimeout, QmirrorError
+from qmirror.live.events import EventFeed, QmpEvent
+from qmirror.live.qmp import MachineInfo, Monitor
+from qmirror.live.snapshot import DEFAULT_MAX_TRIES, Snapshot, take_snapshot
+from qmirror.sim.listener import Listeners, MemoryListener
+from qmirror.sim.replica import Replica
+from qmirror.sim.topology import ASKey, Transition
 from qmirror.verify.check import CheckResult, check
 
 
@@ -126,10 +81,8 @@ __all__ = [
     "TOPOLOGY_EVENTS",
     "ErrorReport",
     "Frame",
-    "JsonLinesWriter",
     "Mirror",
     "MirrorObserver",
-    "TextWriter",
     "Trigger",
 ]
 
@@ -145,14 +98,6 @@ TOPOLOGY_EVENTS: Final = frozenset({
     "MEMORY_DEVICE_SIZE_CHANGE",
     "SHUTDOWN",
 })
-
-#: Differences listed per mismatching FlatView in a validation record.
-_DIFFS_SHOWN: Final = 20
-
-
-def hexs(value: int) -> str:
-    return f"0x{value:016x}"
-
 
 @dataclass(frozen=True, slots=True)
 class Trigger:
@@ -176,15 +121,9 @@ class Trigger:
         return f"event:{self.event}" if self.kind == "event" else self.kind
 
     @classmethod
-    def from_events(cls, events: Sequence[Message]) -> Trigger:
+    def from_events(cls, events: Sequence[QmpEvent]) -> Trigger:
         first = events[0]
-        stamp = first.get("timestamp") if hasattr(first, "get") else None
-        qemu_ts = None
-        if isinstance(stamp, dict):
-            qemu_ts = {"seconds": int(stamp.get("seconds", 0)),
-                       "microseconds": int(stamp.get("microseconds", 0))}
-        return cls("event", str(first["event"]), qemu_ts,
-                   tuple(str(e["event"]) for e in events))
+        return cls("event", first.name, first.timestamp, tuple(e.name for e in events))
 
 
 @dataclass(eq=False)
@@ -249,39 +188,6 @@ class MirrorObserver:
         ``interrupted``)."""
 
 
-class _Tap(MemoryListener):
-    """Carries one address space's region callbacks to a listener that subscribed to
-    every address space (its begin/commit come once, from the global list)."""
-
-    name = "tap"
-
-    def __init__(self, target: MemoryListener, address_space: AddressSpace) -> None:
-        super().__init__(target.priority)
-        self.target = target
-        self.address_space = address_space
-
-    def region_add(self, section: Section) -> None:
-        self.target.region_add(section)
-
-    def region_del(self, section: Section) -> None:
-        self.target.region_del(section)
-
-    def region_nop(self, section: Section) -> None:
-        self.target.region_nop(section)
-
-    def log_start(self, section: Section, old: int, new: int) -> None:
-        self.target.log_start(section, old, new)
-
-    def log_stop(self, section: Section, old: int, new: int) -> None:
-        self.target.log_stop(section, old, new)
-
-    def eventfd_add(self, section: Section, match_data: bool, data: int, notifier: int) -> None:
-        self.target.eventfd_add(section, match_data, data, notifier)
-
-    def eventfd_del(self, section: Section, match_data: bool, data: int, notifier: int) -> None:
-        self.target.eventfd_del(section, match_data, data, notifier)
-
-
 class Mirror:
     """Keeps a model of one live VM in sync and tells subscribers what changed.
 
@@ -333,99 +239,53 @@ class Mirror:
         self.accel = accel
         self.strict = strict
         self.command_line = tuple(command_line)
-        self.listeners = Listeners()
+        #: The VM's state as listeners see it; the mirror only feeds it.
+        self.replica = Replica()
         self.observers: list[MirrorObserver] = []
         #: The latest reading that was delivered.
         self.frame: Frame | None = None
-        #: The transitions of the latest transaction.
-        self.last_transitions: list[Transition] = []
         #: What caused the reading being delivered (or the last one).
         self.trigger: Trigger | None = None
         #: Readings taken, including those that found nothing new.
         self.readings = 0
         #: Readings whose validation failed.
         self.mismatches = 0
-        self._spaces: dict[ASKey, AddressSpace] = {}
-        self._keys: dict[int, ASKey] = {}
-        self._everywhere: list[tuple[MemoryListener, list[_Tap]]] = []
-        self._keyed: dict[int, ASKey] = {}
         self._info: MachineInfo | None = None
         self._wake: asyncio.Event | None = None
         self._kicked = False
         self._lock: asyncio.Lock | None = None
         self._follow: tuple[contextlib.ExitStack, EventFeed, asyncio.Task[None]] | None = None
 
-    # ----------------------------------------------------------- address spaces
+    # ------------------------------------------ address spaces, subscribing (the replica's)
+
+    @property
+    def listeners(self) -> Listeners:
+        return self.replica.listeners
+
+    @property
+    def last_transitions(self) -> list[Transition]:
+        """The transitions of the latest transaction."""
+        return self.replica.last_transitions
 
     def address_space(self, key: ASKey) -> AddressSpace:
-        """The stable AddressSpace for *key* (created, root ``None``, if never seen)."""
-        a = self._spaces.get(key)
-        if a is None:
-            a = AddressSpace(key[0], None)
-            self._spaces[key] = a
-            self._keys[id(a)] = key
-            for listener, taps in self._everywhere:
-                tap = _Tap(listener, a)
-                taps.append(tap)
-                self.listeners.register(tap, a)
-        return a
+        """See :meth:`Replica.address_space <qmirror.sim.replica.Replica.address_space>`."""
+        return self.replica.address_space(key)
 
     def key_of(self, address_space: AddressSpace) -> ASKey | None:
-        """The key of one of the mirror's stable address spaces."""
-        return self._keys.get(id(address_space))
+        return self.replica.key_of(address_space)
 
     def address_spaces(self) -> list[tuple[ASKey, AddressSpace]]:
-        """Every stable address space the mirror knows, in first-seen order."""
-        return list(self._spaces.items())
+        return self.replica.address_spaces()
 
     def current_ranges(self, key: ASKey) -> list[FlatRange]:
-        """The latest reading's FlatView of the address space *key* (empty if none)."""
-        for t in self.last_transitions:
-            if t.key == key:
-                return list(t.new_ranges)
-        return []
-
-    # -------------------------------------------------------------- subscribing
+        return self.replica.current_ranges(key)
 
     def subscribe(self, listener: MemoryListener, key: ASKey | None = None) -> None:
-        """Register *listener* on the address space *key*, or on every address space.
-
-        Like ``memory_listener_register``: the listener hears ``begin``, a
-        ``region_add`` for every range the address space has now, and ``commit``
-        right away; then every transaction. With *key* ``None`` it hears every address
-        space, including those that appear later, and ``begin``/``commit`` once per
-        transaction.
-        """
-        if key is not None:
-            self._keyed[id(listener)] = key
-            self.listeners.register(listener, self.address_space(key),
-                                    current=self.current_ranges(key))
-            return
-        self.listeners.register(listener, None)
-        taps: list[_Tap] = []
-        self._everywhere.append((listener, taps))
-        listener.begin()
-        for k, a in self._spaces.items():
-            tap = _Tap(listener, a)
-            taps.append(tap)
-            self.listeners.register(tap, a, current=self.current_ranges(k))
-        listener.commit()
+        """See :meth:`Replica.subscribe <qmirror.sim.replica.Replica.subscribe>`."""
+        self.replica.subscribe(listener, key)
 
     def unsubscribe(self, listener: MemoryListener) -> None:
-        """Unregister, replaying the removal of what the listener was told about."""
-        for n, (who, taps) in enumerate(self._everywhere):
-            if who is listener:
-                listener.begin()
-                for tap in taps:
-                    key = self._keys[id(tap.address_space)]
-                    self.listeners.unregister(tap, current=self.current_ranges(key))
-                listener.commit()
-                self.listeners.unregister(listener)
-                del self._everywhere[n]
-                return
-        keyed = self._keyed.pop(id(listener), None)
-        self.listeners.unregister(
-            listener, current=self.current_ranges(keyed) if keyed is not None else [])
+        self.replica.unsubscribe(listener)
 
     # ----------------------------------------------------------------- reading
 
@@ -444,7 +304,7 @@ class Mirror:
 
     def _frame(self, snapshot: Snapshot, trigger: Trigger) -> Frame:
         result = check(snapshot.tree, snapshot.flat, accel=self.accel, strict=self.strict)
-        return Frame(self.readings, snapshot, result, render_machine(result.machine), trigger)
+        return Frame(self.readings, snapshot, result, result.views, trigger)
 
     async def refresh(self, trigger: Trigger | None = None) -> Frame | None:
         """Read the VM now and deliver what changed.
@@ -476,25 +336,13 @@ class Mirror:
             return frame
 
     def _deliver(self, frame: Frame, prev: Frame | None) -> None:
-        trans = transitions(prev.machine if prev is not None else None, frame.machine,
-                            prev.views if prev is not None else None, frame.views)
-        for t in trans:
-            self.address_space(t.key)
         self.trigger = frame.trigger
         for obs in list(self.observers):
             if prev is None:
                 obs.on_start(self, frame)
             obs.on_reading(self, frame, prev)
-        self.listeners.call_global("begin")
-        for t in trans:
-            a = self._spaces[t.key]
-            if self.listeners.listening_on(a):
-                self.listeners.deliver_topology(a, t.events)
-        self.listeners.call_global("commit")
-        for t in trans:
-            self._spaces[t.key].root = t.new.root if t.new is not None else None
+        self.replica.receive(frame)
         self.frame = frame
-        self.last_transitions = trans
 
     # --------------------------------------------------------------------- loop
 
@@ -514,7 +362,7 @@ class Mirror:
         :meth:`run`: e.g. to take a first reading, then ``cont`` a VM, and not miss its
         ``RESUME``."""
         if self._follow is not None:
-            raise QmirrorError("this mirror is already following its VM")
+            raise MirrorError("this mirror is already following its VM")
         stack = contextlib.ExitStack()
         wake = asyncio.Event()
         feed = stack.enter_context(self.monitor.events(self.events, wakeup=wake))
@@ -619,218 +467,3 @@ class Mirror:
                 return None
             if loop.time() >= poll_at:
                 return Trigger("poll")
-
-
-# -- writers ---------------------------------------------------------------------------
-
-
-def _type_word(section: Section) -> str:
-    mr = section.mr
-    if mr is None:
-        return "i/o"
-    return "rom" if section.readonly else mr.type_word()
-
-
-class _Writer(MemoryListener, MirrorObserver):
-    """Shared by the JSON Lines and text writers: which reading, which trigger."""
-
-    def __init__(self, mirror: Mirror, write: Callable[[str], None]) -> None:
-        MemoryListener.__init__(self, priority=0)
-        self.mirror = mirror
-        self.write = write
-
-    def attach(self) -> None:
-        """Subscribe to every address space and to the mirror's own news."""
-        self.mirror.observers.append(self)
-        self.mirror.subscribe(self)
-
-    def key(self, section: Section) -> ASKey:
-        key = self.mirror.key_of(section.address_space)
-        assert key is not None
-        return key
-
-
-class JsonLinesWriter(_Writer):
-    """Writes the JSON Lines records described in the module docstring.
-
-    :param nops: also write ``region_nop`` records (every unchanged range of every
-        address space, at every transaction).
-    """
-
-    name = "jsonl"
-
-    def __init__(self, mirror: Mirror, write: Callable[[str], None], *,
-                 nops: bool = True) -> None:
-        super().__init__(mirror, write)
-        self.nops = nops
-        self.seq = 0
-        self._in_reading = False
-        # The reading being delivered is not yet mirror.frame: remember its number.
-        self._reading: int | None = None
-
-    def record(self, event: str, **fields: Any) -> None:
-        self.seq += 1
-        trigger = self.mirror.trigger
-        frame = self.mirror.frame
-        rec: dict[str, Any] = {
-            "seq": self.seq,
-            "time": utc_now(),
-            "event": event,
-            "reading": fields.pop("reading", frame.number if frame is not None else None),
-            "trigger": trigger.label if trigger is not None else None,
-            "qemu_timestamp": trigger.qemu_timestamp if trigger is not None else None,
-        }
-        rec.update(fields)
-        self.write(json.dumps(rec) + "\n")
-
-    def _region(self, event: str, section: Section, **extra: Any) -> None:
-        key = self.key(section)
-        mr = section.mr
-        own = mr.ownership if mr is not None else None
-        self.record(
-            event,
-            reading=self._reading,
-            address_space=[key[0], key[1]],
-            address_space_key=list(key),
-            start=hexs(section.offset_within_address_space),
-            size=hexs(section.size),
-            end=hexs(section.offset_within_address_space + section.size - 1),
-            offset=hexs(section.offset_within_region),
-            region=mr.label if mr is not None else None,
-            owner=None if own is None else format_owners(own).strip(),
-            type=_type_word(section),
-            priority=mr.priority if mr is not None else None,
-            readonly=section.readonly,
-            nonvolatile=section.nonvolatile,
-            romd_mode=section.romd_mode,
-            **extra,
-        )
-
-    def on_start(self, mirror: Mirror, frame: Frame) -> None:
-        self._reading = frame.number
-        self.record("start", reading=frame.number, target=mirror.label,
-                    metadata=frame.snapshot.metadata())
-
-    def on_reading(self, mirror: Mirror, frame: Frame, previous: Frame | None) -> None:
-        self._reading = frame.number
-        self._in_reading = True
-        comp = frame.result.comparison
-        mismatches = [{
-            "address_spaces": v.address_spaces, "status": v.status,
-            "differences": [{"start": hexs(d.start), "kind": d.kind,
-                             "explanation": d.explanation} for d in v.diffs[:_DIFFS_SHOWN]],
-        } for v in comp.views if not v.ok]
-        info = frame.snapshot.info
-        self.record("validation", reading=frame.number, result=comp.result,
-                    flatviews=len(comp.views), ranges=sum(v.ranges for v in comp.views),
-                    tries=frame.snapshot.tries,
-                    status=None if info is None else info["status"], mismatches=mismatches)
-
-    def on_error(self, mirror: Mirror, report: ErrorReport) -> None:
-        self.record("error", reading=None, kind=report.kind, message=report.message,
-                    fatal=report.fatal, failures=report.failures, retry_in=report.retry_in)
-
-    def on_end(self, mirror: Mirror, reason: str) -> None:
-        self.record("end", reading=None, reason=reason, readings=mirror.readings)
-
-    def begin(self) -> None:
-        # Subscribing replays a begin/commit of its own: only readings are records.
-        if self._in_reading:
-            self.record("begin", reading=self._reading)
-
-    def commit(self) -> None:
-        if self._in_reading:
-            self.record("commit", reading=self._reading)
-            self._in_reading = False
-
-    def region_add(self, section: Section) -> None:
-        self._region("region_add", section)
-
-    def region_del(self, section: Section) -> None:
-        self._region("region_del", section)
-
-    def region_nop(self, section: Section) -> None:
-        if self.nops:
-            self._region("region_nop", section)
-
-    def log_start(self, section: Section, old: int, new: int) -> None:
-        self._region("log_start", section, old_mask=old, new_mask=new)
-
-    def log_stop(self, section: Section, old: int, new: int) -> None:
-        self._region("log_stop", section, old_mask=old, new_mask=new)
-
-
-class TextWriter(_Writer):
-    """Human-readable lines: additions and removals, validations, errors."""
-
-    name = "text"
-
-    def __init__(self, mirror: Mirror, write: Callable[[str], None]) -> None:
-        super().__init__(mirror, write)
-        self._nops = 0
-        self._changes = 0
-        # Subscribing replays begin/commit too: only a reading's commit gets a line.
-        self._in_reading = False
-
-    def line(self, text: str) -> None:
-        self.write(f"{utc_now()[11:23]} {text}\n")
-
-    def on_start(self, mirror: Mirror, frame: Frame) -> None:
-        meta = frame.snapshot.metadata()
-        self.line(f"watching {mirror.label}: QEMU {meta['qemu_version']}, {meta['machine']}, "
-                  f"{meta['accelerator']}, {meta['status']}")
-
-    def on_reading(self, mirror: Mirror, frame: Frame, previous: Frame | None) -> None:
-        comp = frame.result.comparison
-        bad = [v for v in comp.views if not v.ok]
-        self._in_reading = True
-        verdict = "match" if not bad else f"MISMATCH in {len(bad)} FlatViews"
-        self.line(f"reading {frame.number} ({frame.trigger.label}, {frame.snapshot.tries} "
-                  f"tries): {len(comp.views)} FlatViews, validation {verdict}")
-        for v in bad:
-            self.line(f"  ✗ {', '.join(v.address_spaces[:3])}: {v.status}, "
-                      f"{len(v.diffs)} ranges differ")
-
-    def on_error(self, mirror: Mirror, report: ErrorReport) -> None:
-        then = "giving up" if report.fatal else f"retry in {report.retry_in:g}s"
-        self.line(f"error ({report.kind}): {report.message} — {then}")
-
-    def on_end(self, mirror: Mirror, reason: str) -> None:
-        self.line(f"end ({reason}) after {mirror.readings} readings")
-
-    def begin(self) -> None:
-        self._nops = self._changes = 0
-
-    def commit(self) -> None:
-        if not self._in_reading:
-            return
-        self._in_reading = False
-        what = f"{self._changes} changes" if self._changes else "no range changed"
-        self.line(f"  {what}, {self._nops} ranges unchanged")
-
-    def _range(self, mark: str, section: Section) -> None:
-        self._changes += 1
-        key = self.key(section)
-        start = section.offset_within_address_space
-        mr = section.mr
-        off = f" @{section.offset_within_region:016x}" if section.offset_within_region else ""
-        name = mr.label if mr is not None else "?"
-        self.line(f"  {mark} {key[0]}: {start:016x}-{start + section.size - 1:016x} "
-                  f"({_type_word(section)}) {name}{off}")
-
-    def region_add(self, section: Section) -> None:
-        self._range("+", section)
-
-    def region_del(self, section: Section) -> None:
-        self._range("-", section)
-
-    def region_nop(self, section: Section) -> None:
-        self._nops += 1
-
-
-def stream_writer(stream: TextIO) -> Callable[[str], None]:
-    """A write function that flushes every record (a pipe reader sees it at once)."""
-    def write(text: str) -> None:
-        stream.write(text)
-        stream.flush()
-    return write

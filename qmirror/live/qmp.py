@@ -9,7 +9,7 @@ What this layer adds to the plain client:
 * HMP error detection: ``human-monitor-command`` reports HMP errors as ordinary reply
   text, so the text is inspected and turned into :class:`~qmirror.errors.CommandFailed`;
 * errors mapped onto :mod:`qmirror.errors`, chained with ``from``;
-* quiet ``qemu.qmp`` logging unless asked for;
+* quiet ``qemu.qmp`` logging per connection unless asked for (no logger level changed);
 * bounded event feeds (:meth:`Monitor.events`): qemu.qmp's listeners keep every event
   forever (queue and history), so its default all-events listener is switched off and
   :class:`EventFeed` keeps at most a fixed number of pending events and no history.
@@ -24,13 +24,11 @@ import contextlib
 import logging
 import re
 import socket
-from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Final, TypeAlias, TypedDict, TypeVar
 
 from qemu.qmp import ConnectError as QMPConnectError
 from qemu.qmp import (
-    EventListener,
     ExecInterruptedError,
     ExecuteError,
     Message,
@@ -49,6 +47,7 @@ from qmirror.errors import (
 )
 from qmirror.live.allowlist import HMP as _HMP
 from qmirror.live.allowlist import check_command
+from qmirror.live.events import DEFAULT_EVENT_BACKLOG, EventFeed, QmpEvent
 
 
 __all__ = [
@@ -58,6 +57,7 @@ __all__ = [
     "EventFeed",
     "MachineInfo",
     "Monitor",
+    "QmpEvent",
     "check_command",
     "hmp_error_text",
     "info_mtree_command",
@@ -69,14 +69,14 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_COMMAND_TIMEOUT: Final = 30.0
 #: Same cap as libvirt and qemu.qmp: one reply may be up to 10 MiB.
 DEFAULT_READ_LIMIT: Final = 10 * 1024 * 1024
-#: Pending events an :class:`EventFeed` keeps before it drops the oldest.
-DEFAULT_EVENT_BACKLOG: Final = 256
 
 #: Where a monitor lives: a UNIX socket path, a ``(host, port)`` TCP address, or an
 #: already connected socket (for instance one end of a socketpair).
 Address: TypeAlias = str | tuple[str, int] | socket.socket
 
-_QMP_LOGGER: Final = "qemu.qmp"
+#: Not registered with :mod:`logging` (no ``getLogger``): silences one client only.
+_SILENT: Final = logging.Logger("qmirror.qmp.silent", logging.CRITICAL + 1)
+_SILENT.propagate = False
 
 _T = TypeVar("_T")
 
@@ -205,68 +205,6 @@ async def _open_socket(address: str | tuple[str, int]) -> socket.socket:
     raise last if last is not None else OSError(f"no address found for {address!r}")
 
 
-class EventFeed(EventListener):
-    """A qemu.qmp event listener with a bounded backlog and no history.
-
-    qemu.qmp's own :class:`~qemu.qmp.EventListener` appends every event it hears to an
-    unbounded queue and an unbounded history; a long-running watcher would grow without
-    end. This one keeps at most *backlog* pending events (dropping the oldest and
-    counting them in :attr:`dropped`), and sets *wakeup* on every event it accepts.
-
-    :param names: event names to hear (``None``: all).
-    :param backlog: pending events kept before the oldest are dropped.
-    :param wakeup: an event to set when something arrives (e.g. a poll loop's).
-    """
-
-    def __init__(
-        self,
-        names: Iterable[str] | None = None,
-        *,
-        backlog: int = DEFAULT_EVENT_BACKLOG,
-        wakeup: asyncio.Event | None = None,
-    ) -> None:
-        super().__init__(None if names is None else list(names))
-        self._pending: deque[Message] = deque(maxlen=backlog)
-        self.wakeup = wakeup if wakeup is not None else asyncio.Event()
-        #: Events dropped because the backlog was full.
-        self.dropped = 0
-
-    async def put(self, event: Message) -> None:
-        """Called by qemu.qmp's reader for every event (see :meth:`accept`)."""
-        self.push(event)
-
-    def push(self, event: Message) -> None:
-        """Take *event* if it is one of ours (also for transports without qemu.qmp)."""
-        if not self.accept(event):
-            return
-        if len(self._pending) == self._pending.maxlen:
-            self.dropped += 1
-        self._pending.append(event)
-        self.wakeup.set()
-
-    async def get(self) -> Message:
-        """The oldest pending event, waiting for one if there is none (no timeout:
-        wrap it in ``asyncio.timeout``)."""
-        while not self._pending:
-            self.wakeup.clear()
-            await self.wakeup.wait()
-        return self._pending.popleft()
-
-    def empty(self) -> bool:
-        return not self._pending
-
-    def clear(self) -> list[Message]:
-        """Take every pending event, oldest first."""
-        taken = list(self._pending)
-        self._pending.clear()
-        return taken
-
-    @property
-    def history(self) -> tuple[Message, ...]:
-        """Always empty: this listener keeps no history (that is its point)."""
-        return ()
-
-
 def _hear_nothing(_event: Message) -> bool:
     return False
 
@@ -280,8 +218,9 @@ class Monitor:
     :param allow_control: permit control commands (``stop``, ``cont``, ``quit``, HMP
         port I/O, ...). Only for a QEMU we own, or an explicit user request.
     :param command_timeout: default seconds to wait for each command's reply.
-    :param debug: leave ``qemu.qmp`` logging alone; otherwise it is silenced.
-        Logger levels are process-wide, so the last monitor created decides.
+    :param debug: let this connection log through ``qemu.qmp``'s loggers (configured
+        by the application, as usual); otherwise its client logs nowhere. No logger
+        of the process is touched either way.
     :param name: label for qemu.qmp's logger and ``repr``.
     :param read_limit: largest reply accepted, in bytes.
     """
@@ -304,7 +243,7 @@ class Monitor:
         self._quit_sent = False
         # Set once a lost connection has been reported, so close() does not repeat it.
         self._loss_reported = False
-        logging.getLogger(_QMP_LOGGER).setLevel(logging.DEBUG if debug else logging.CRITICAL)
+        self._debug = debug
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
@@ -329,13 +268,6 @@ class Monitor:
         """Whether a QMP session is up (``False`` once QEMU has hung up)."""
         return self._client is not None and self._client.runstate == Runstate.RUNNING
 
-    @property
-    def qmp_version(self) -> dict[str, object] | None:
-        """The ``version`` member of QEMU's QMP greeting, once connected."""
-        if self._client is None or self._client.greeting is None:
-            return None
-        return dict(self._client.greeting.QMP.version)
-
     # ---------------------------------------------------------------- connect
 
     async def connect(
@@ -357,6 +289,10 @@ class Monitor:
             raise ConnectError(f"monitor is already connected to {self._where}")
         where = _describe_address(address)
         client = QMPClient(self._name, readbuflen=self._read_limit)
+        if not self._debug:
+            # qemu.qmp logs through the instance's logger: a detached silent one quiets
+            # this client without changing a logger level of the process.
+            client.logger = _SILENT
         phase = "connect"
         sock = address if isinstance(address, socket.socket) else None
         try:
@@ -555,8 +491,8 @@ class Monitor:
                 async with asyncio.timeout(5):
                     event = await feed.get()
 
-        Each event is a :class:`qemu.qmp.Message` with ``event``, ``data`` and QEMU's
-        ``timestamp`` (``{"seconds": ..., "microseconds": ...}``).
+        Each event is a :class:`QmpEvent`: its name, QEMU's ``timestamp``
+        (``{"seconds": ..., "microseconds": ...}``) and ``data``.
 
         :param names: event names (``None``: every event).
         :param backlog: pending events kept; older ones are dropped and counted.
@@ -567,7 +503,7 @@ class Monitor:
         if client is None:
             raise MonitorError("cannot listen for events: monitor is not connected")
         feed = EventFeed(names, backlog=backlog, wakeup=wakeup)
-        with client.listen(feed):
+        with client.listen(feed.listener):
             yield feed
 
     async def wait_closed(self) -> None:

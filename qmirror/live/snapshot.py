@@ -37,7 +37,7 @@ from typing import Any, Final
 
 from qmirror.core.model import Machine
 from qmirror.core.modeljson import machine_to_json
-from qmirror.errors import MonitorError, QmirrorError
+from qmirror.errors import MonitorError, ReadingError, SnapshotError
 from qmirror.live.qmp import MachineInfo, Monitor
 from qmirror.verify.check import check
 
@@ -126,11 +126,6 @@ class Snapshot:
         ``accelerator``, ``command_line``, ...)."""
         return self.metadata()
 
-    @property
-    def accelerator(self) -> str | None:
-        """``"kvm"``/``"tcg"`` when the monitor said so."""
-        return None if self.info is None else self.info["accelerator"]
-
     def metadata(self) -> dict[str, Any]:
         """What identifies the snapshot, as JSON (also the core of ``meta.json``)."""
         info = self.info
@@ -169,7 +164,7 @@ async def _read_stable(
         if again == tree:
             return tree, flat, tree_plain, flat_plain, attempt
         tree = again
-    raise QmirrorError(
+    raise ReadingError(
         f"the memory map changed during each of {max_tries} readings: the guest is busy "
         "reprogramming it (use --pause for a consistent snapshot)"
     )
@@ -198,7 +193,8 @@ async def take_snapshot(
         changing its map.
     :param known: what :meth:`Monitor.describe` said earlier about this VM; then only
         the run state is asked again (a watcher reads the same VM over and over).
-    :raise QmirrorError: the map never held still; a monitor error.
+    :raise ReadingError: the map never held still.
+    :raise MonitorError: the monitor failed.
     """
     if max_tries < 1:
         raise ValueError("max_tries must be at least 1")
@@ -269,7 +265,7 @@ def save(snapshot: Snapshot, directory: str | os.PathLike[str], *,
         whose verdict is recorded in ``meta.json`` too.
     :param overwrite: replace an existing snapshot directory; otherwise *directory*
         must not exist or be empty.
-    :raise QmirrorError: the directory is in the way or cannot be written.
+    :raise SnapshotError: the directory is in the way or cannot be written.
     """
     target = Path(directory)
     verdict: str | None = None
@@ -289,17 +285,17 @@ def save(snapshot: Snapshot, directory: str | os.PathLike[str], *,
 
     if target.exists():
         if not target.is_dir():
-            raise QmirrorError(f"{target} exists and is not a directory")
+            raise SnapshotError(f"{target} exists and is not a directory")
         if any(target.iterdir()) and not (overwrite and (target / META_FILE).exists()):
             why = ("is not a snapshot directory" if overwrite
                    else "is not empty (use --force to replace a snapshot)")
-            raise QmirrorError(f"{target} {why}")
+            raise SnapshotError(f"{target} {why}")
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
     except OSError as exc:
-        raise QmirrorError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        raise SnapshotError(f"cannot write {target}: {exc.strerror or exc}") from exc
     old: Path | None = None
     try:
         for name, data in texts.items():
@@ -315,7 +311,7 @@ def save(snapshot: Snapshot, directory: str | os.PathLike[str], *,
         if old is not None and not target.exists():
             os.rename(old / "snapshot", target)  # put the previous one back
         shutil.rmtree(staging, ignore_errors=True)
-        raise QmirrorError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        raise SnapshotError(f"cannot write {target}: {exc.strerror or exc}") from exc
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -326,9 +322,9 @@ def _read(path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8")
     except OSError as exc:
-        raise QmirrorError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise SnapshotError(f"cannot read {path}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
-        raise QmirrorError(f"{path} is not UTF-8 text (byte {exc.start})") from exc
+        raise SnapshotError(f"{path} is not UTF-8 text (byte {exc.start})") from exc
 
 
 def _info_from_meta(meta: Mapping[str, Any]) -> MachineInfo | None:
@@ -360,21 +356,21 @@ def _info_from_meta(meta: Mapping[str, Any]) -> MachineInfo | None:
 def load(directory: str | os.PathLike[str]) -> Snapshot:
     """Read a snapshot directory (ours, or a fixture captured by scripts/capture-fixtures).
 
-    :raise QmirrorError: no ``meta.json``, a missing text, or unreadable files.
+    :raise SnapshotError: no ``meta.json``, a missing text, or unreadable files.
     """
     where = Path(directory)
     meta_path = where / META_FILE
     if not meta_path.is_file():
-        raise QmirrorError(f"{where} is not a snapshot directory (no {META_FILE})")
+        raise SnapshotError(f"{where} is not a snapshot directory (no {META_FILE})")
     try:
         meta = json.loads(_read(meta_path))
     except json.JSONDecodeError as exc:
-        raise QmirrorError(f"{meta_path}:{exc.lineno}:{exc.colno}: {exc.msg}") from exc
+        raise SnapshotError(f"{meta_path}:{exc.lineno}:{exc.colno}: {exc.msg}") from exc
     if not isinstance(meta, dict):
-        raise QmirrorError(f"{meta_path}: not a JSON object")
+        raise SnapshotError(f"{meta_path}: not a JSON object")
     for name in (TREE_FILE, FLAT_FILE):
         if not (where / name).is_file():
-            raise QmirrorError(f"{where}: {name} ({FILES[name]}) is missing")
+            raise SnapshotError(f"{where}: {name} ({FILES[name]}) is missing")
     tree_plain = where / TREE_PLAIN_FILE
     flat_plain = where / FLAT_PLAIN_FILE
     boot = meta.get("boot_seconds")

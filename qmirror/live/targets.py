@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from qmirror.errors import MonitorError, MonitorTimeout, QmirrorError
+from qmirror.errors import MonitorError, MonitorTimeout, QmirrorError, TargetError
 from qmirror.live.launcher import DEFAULT_BINARY, QemuInstance
 from qmirror.live.libvirt import DEFAULT_URI, LibvirtMonitor, default_uri
 from qmirror.live.qmp import DEFAULT_CONNECT_TIMEOUT, Monitor
@@ -111,7 +111,7 @@ class Target:
             return self.path
         if self.kind == "tcp" and self.host is not None and self.port is not None:
             return (self.host, self.port)
-        raise QmirrorError(f"{self.label}: a {self.kind} target has no monitor address")
+        raise TargetError(f"{self.label}: a {self.kind} target has no monitor address")
 
     @property
     def live(self) -> bool:
@@ -161,11 +161,11 @@ def is_loopback(host: str) -> bool:
 def _tcp(spec: str, text: str, warn: Callable[[str], None] | None) -> Target:
     match = _HOST_PORT.match(text)
     if match is None:
-        raise QmirrorError(f"TARGET {spec!r}: expected HOST:PORT (or [IPv6]:PORT)")
+        raise TargetError(f"TARGET {spec!r}: expected HOST:PORT (or [IPv6]:PORT)")
     host = match.group("v6") or match.group("host")
     port = int(match.group("port"))
     if not 0 < port < 65536:
-        raise QmirrorError(f"TARGET {spec!r}: port {port} is out of range")
+        raise TargetError(f"TARGET {spec!r}: port {port} is out of range")
     if not is_loopback(host) and host not in _warned_hosts:
         _warned_hosts.add(host)
         (warn or _stderr_warning)(
@@ -181,14 +181,14 @@ def parse_target(spec: str, *, warn: Callable[[str], None] | None = None,
     :param connect: the libvirt URI for ``libvirt:DOMAIN`` (``--connect``).
     :param warn: called with the warning about a non-loopback TCP host (default:
         print it on stderr); each host is warned about once per process.
-    :raise QmirrorError: a string that names none of the above, saying why.
+    :raise TargetError: a string that names none of the above, saying why.
     """
     if not spec.strip():
-        raise QmirrorError("TARGET is empty")
+        raise TargetError("TARGET is empty")
     if spec.startswith("unix:"):
         path = spec.removeprefix("unix:")
         if not path:
-            raise QmirrorError(f"TARGET {spec!r}: no socket path after 'unix:'")
+            raise TargetError(f"TARGET {spec!r}: no socket path after 'unix:'")
         return Target.unix(path, label=spec)
     if spec.startswith("tcp:"):
         return _tcp(spec, spec.removeprefix("tcp:"), warn)
@@ -205,15 +205,15 @@ def parse_target(spec: str, *, warn: Callable[[str], None] | None = None,
         if stat.S_ISDIR(st.st_mode):
             if (Path(spec) / META_FILE).is_file():
                 return Target.snapshot(spec)
-            raise QmirrorError(f"TARGET {spec!r}: a directory without {META_FILE}, "
+            raise TargetError(f"TARGET {spec!r}: a directory without {META_FILE}, "
                                "not a snapshot")
         if stat.S_ISSOCK(st.st_mode):
             return Target.unix(spec, label=spec)
-        raise QmirrorError(f"TARGET {spec!r}: exists but is neither a socket nor a "
+        raise TargetError(f"TARGET {spec!r}: exists but is neither a socket nor a "
                            "snapshot directory")
     if _HOST_PORT.match(spec):
         return _tcp(spec, spec, warn)
-    raise QmirrorError(
+    raise TargetError(
         f"TARGET {spec!r}: not an existing socket or snapshot directory, and not "
         "unix:PATH, tcp:HOST:PORT, HOST:PORT or libvirt:DOMAIN")
 
@@ -222,15 +222,15 @@ def read_targets_file(path: str, *, warn: Callable[[str], None] | None = None,
                       connect: str | None = None) -> list[Target]:
     """One TARGET per line; blank lines and lines starting with ``#`` are skipped.
 
-    :raise QmirrorError: unreadable file, or ``FILE:LINE:`` and what is wrong there.
+    :raise TargetError: unreadable file, or ``FILE:LINE:`` and what is wrong there.
     """
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except OSError as exc:
-        raise QmirrorError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise TargetError(f"cannot read {path}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
-        raise QmirrorError(f"{path} is not UTF-8 text (byte {exc.start})") from exc
+        raise TargetError(f"{path} is not UTF-8 text (byte {exc.start})") from exc
     out = []
     for n, line in enumerate(lines, 1):
         text = line.strip()
@@ -239,7 +239,7 @@ def read_targets_file(path: str, *, warn: Callable[[str], None] | None = None,
         try:
             out.append(parse_target(text, warn=warn, connect=connect))
         except QmirrorError as exc:
-            raise QmirrorError(f"{path}:{n}: {exc}") from exc
+            raise TargetError(f"{path}:{n}: {exc}") from exc
     return out
 
 
@@ -335,13 +335,13 @@ def launch_argv(args: argparse.Namespace) -> list[str] | None:
     passthrough: list[str] | None = getattr(args, "passthrough", None)
     if launch is None:
         if passthrough:
-            raise QmirrorError("arguments after '--' are only taken with --launch")
+            raise TargetError("arguments after '--' are only taken with --launch")
         return None
     words = list(launch) + list(passthrough or ())
     if words[:1] == ["--"]:
         words = words[1:]
     if not words:
-        raise QmirrorError("--launch needs QEMU arguments: --launch -- qemu-system-x86_64 ...")
+        raise TargetError("--launch needs QEMU arguments: --launch -- qemu-system-x86_64 ...")
     return words
 
 
@@ -350,7 +350,7 @@ def targets_from_args(args: argparse.Namespace, *, positional: Sequence[str] = (
     """Every target the command line names, in this order: positional TARGETs,
     ``--socket``, ``--tcp``, ``--targets-file`` lines, ``--launch``.
 
-    :raise QmirrorError: a malformed TARGET, an unreadable file, ``--boot`` without
+    :raise TargetError: a malformed TARGET, an unreadable file, ``--boot`` without
         ``--launch``.
     """
     connect = getattr(args, "connect", None)
@@ -369,7 +369,7 @@ def targets_from_args(args: argparse.Namespace, *, positional: Sequence[str] = (
             binary = matrix_binary(version, binary)
         out.append(Target.launch(qemu_args, binary=binary))
     if getattr(args, "boot", None) is not None and words is None:
-        raise QmirrorError("--boot only applies to a VM started with --launch")
+        raise TargetError("--boot only applies to a VM started with --launch")
     return out
 
 
@@ -401,10 +401,10 @@ async def attach(
     read-only unless *control* is set.
 
     :param control: create the monitor with ``allow_control=True`` (``--pause``).
-    :raise QmirrorError: a snapshot directory (not live), a failed connect or launch.
+    :raise TargetError: a snapshot directory (not live), a failed connect or launch.
     """
     if target.kind == "snapshot":
-        raise QmirrorError(f"{target.label}: a snapshot directory is not a live VM")
+        raise TargetError(f"{target.label}: a snapshot directory is not a live VM")
     timeout = command_timeout if command_timeout is not None else connect_timeout * 3
     if target.kind == "libvirt":
         assert target.domain is not None
@@ -465,13 +465,13 @@ async def open_snapshot(
     :param timeout: seconds for the whole job; *boot* comes on top.
     :param boot: for ``launch``: let the guest run this long first, then stop it.
     :param plain: also read ``info mtree`` and ``info mtree -f``.
-    :raise QmirrorError: on any failure, with QEMU's own message for a failed launch.
+    :raise TargetError: on any failure, with QEMU's own message for a failed launch.
     """
     if target.kind == "snapshot":
         assert target.path is not None
         return load(target.path)
     if boot is not None and target.kind != "launch":
-        raise QmirrorError(f"{target.label}: --boot only applies to a launched VM")
+        raise TargetError(f"{target.label}: --boot only applies to a launched VM")
     timeout = max(timeout, 0.001)
     connect_timeout = min(DEFAULT_CONNECT_TIMEOUT, timeout)
     total = timeout + (boot or 0.0)

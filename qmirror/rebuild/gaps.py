@@ -1,6 +1,6 @@
 """What the ``info mtree`` tree text does not say, and how qmirror decides it anyway.
 
-text-gaps.md lists the facts a renderer needs that the 7.2 tree text hides (G1–G9).
+docs/text-gaps.md lists the facts a renderer needs that the 7.2 tree text hides (G1–G9).
 The tree parser fills each with a documented default and records it as a
 :class:`~qmirror.core.model.Fact`. This module improves on the defaults, in this order:
 
@@ -24,7 +24,15 @@ import re
 from collections.abc import Iterable
 from dataclasses import replace
 
-from qmirror.core.model import AddressSpace, Fact, Machine, MemoryRegion, RegionKind, Source
+from qmirror.core.model import (
+    AddressSpace,
+    ASIdent,
+    Fact,
+    Machine,
+    MemoryRegion,
+    RegionKind,
+    Source,
+)
 from qmirror.core.render import (
     FlatRange,
     FlatView,
@@ -125,26 +133,23 @@ def infer_accel_from_tree(machine: Machine) -> str | None:
 # -- inference from QEMU's -f ---------------------------------------------------------
 
 
-ASKey = tuple[tuple[str, str, str | None], ...]
+#: One FlatView: the sorted multiset of its address spaces' identities.
+ViewKey = tuple[ASIdent, ...]
 
 
-def block_key(block: FlatViewBlock) -> ASKey:
+def block_key(block: FlatViewBlock) -> ViewKey:
     """Key of a FlatView block: the sorted multiset of its `` AS`` lines (name, root, alias)."""
     return tuple(sorted((a.name, a.root, a.alias) for a in block.address_spaces))
 
 
 def pair_views(ours: list[FlatView], qemu: FlatDocument) -> list[tuple[FlatView, FlatViewBlock]]:
     """Pair our FlatViews with QEMU's blocks that serve the same address spaces."""
-    index: dict[ASKey, list[FlatViewBlock]] = {}
+    index: dict[ViewKey, list[FlatViewBlock]] = {}
     for b in qemu.views:
         index.setdefault(block_key(b), []).append(b)
     pairs: list[tuple[FlatView, FlatViewBlock]] = []
     for v in ours:
-        key = tuple(sorted(
-            (a.name, a.root.label if a.root is not None else "(null)",
-             a.root.alias.label if a.root is not None and a.root.alias is not None else None)
-            for a in v.address_spaces))
-        cands = index.get(key)
+        cands = index.get(tuple(sorted(a.ident() for a in v.address_spaces)))
         if cands:
             best = 0
             if len(cands) > 1:
@@ -226,7 +231,7 @@ def _open(mr: MemoryRegion, attribute: str) -> bool:
 def infer(machine: Machine, qemu: FlatDocument, *, rounds: int = 4) -> list[Fact]:
     """Decide open attributes from QEMU's own ``-f`` text of the same machine.
 
-    Evidence, one region attribute at a time (text-gaps.md, "Inference"):
+    Evidence, one region attribute at a time (docs/text-gaps.md, "How a gap is filled"):
 
     * G1 — an ``i/o`` region terminates if QEMU shows a range named after it at the
       offset only it can have there (range start − its base in the walk); one that

@@ -4,7 +4,7 @@ Each :class:`Rule` names a region (by name, plus what else identifies it where n
 are shared), the attribute it decides, the QEMU source that sets that fact, and the
 versions it holds for. :func:`qmirror.rebuild.gaps.apply_rules` applies them, only where the
 text left the attribute open. Sources are QEMU 7.2 paths (Debian 1:7.2+dfsg) unless
-said otherwise; text-gaps.md explains the gaps (G1 … G9).
+said otherwise; docs/text-gaps.md explains the gaps (G1 … G9).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class Rule:
     """A sourced fact about one of QEMU's regions that the tree text does not show.
 
     :param id: short stable identifier, shown in reports.
-    :param gap: the text gap it fills (text-gaps.md).
+    :param gap: the text gap it fills (docs/text-gaps.md).
     :param name: the region's name, or a regular expression when ``pattern`` is set.
     :param attribute: ``"kind"``, ``"readonly"``, ``"size"`` or ``"dirty_log_mask"``.
     :param value: the value it sets.
@@ -35,7 +35,6 @@ class Rule:
     :param versions: QEMU versions the fact holds for.
     :param when: extra conditions that identify the region where names are shared,
         as a predicate on the region; ``None`` for none.
-    :param when_text: the same conditions in words, for reports.
     """
 
     id: str
@@ -47,7 +46,6 @@ class Rule:
     versions: str
     pattern: bool = False
     when: Callable[[MemoryRegion], bool] | None = None
-    when_text: str = ""
 
     def matches(self, mr: MemoryRegion) -> bool:
         if mr.name is None:
@@ -96,11 +94,11 @@ RULES: tuple[Rule, ...] = (
     Rule("rtc-terminates", "G1", "rtc", "kind", _IO,
          "hw/rtc/mc146818rtc.c: rtc_realizefn() memory_region_init_io(&s->io, …, \"rtc\", 2) "
          "and adds the coalesced `rtc-index` inside it",
-         "2.12–", when=_has_children, when_text="has subregions"),
+         "2.12–", when=_has_children),
     Rule("vga-mmio-terminates", "G1", "vga.mmio", "kind", _IO,
          "hw/display/vga-pci.c: pci_std_vga_realize() memory_region_init_io(&d->mmio, …, "
          "\"vga.mmio\", PCI_VGA_MMIO_SIZE) with ioport/bochs-dispi/qext subregions",
-         "2.1–", when=_has_children, when_text="has subregions"),
+         "2.1–", when=_has_children),
     Rule("gpex-mmio-window-terminates", "G1", r"gpex_(mmio|ioport)_window", "kind", _IO,
          "hw/pci-host/gpex.c: gpex_host_realize() memory_region_init_io(&s->io_mmio_window, "
          "…, &unassigned_io_ops, …, \"gpex_mmio_window\", UINT64_MAX) (likewise "
@@ -109,26 +107,25 @@ RULES: tuple[Rule, ...] = (
     Rule("sabre-config-terminates", "G1", "sabre-config", "kind", _IO,
          "hw/pci-host/sabre.c: sabre_init() memory_region_init_io(&s->sabre_config, …, "
          "&sabre_config_ops, …, \"sabre-config\", 0x10000) (sparc64 sun4u)", "2.12–",
-         when=_has_children, when_text="has subregions"),
+         when=_has_children),
     Rule("gt64120-isd-terminates", "G1", "gt64120-isd", "kind", _IO,
          "hw/pci-host/gt64120.c: gt64120_realize() memory_region_init_io(&s->ISD_mem, …, "
          "&isd_mem_ops, …, \"gt64120-isd\", 0x1000); the PCI host's pci-conf-idx/-data "
          "are mapped inside it (MIPS malta: 10.0 and 11.1 show them, 7.2 does not)", "5.0–",
-         when=_has_children, when_text="has subregions"),
+         when=_has_children),
     Rule("typhoon-pci-io-terminates", "G1", "pci0-io", "kind", _IO,
          "hw/alpha/typhoon.c: typhoon_init() memory_region_init_io(&s->pchip.reg_io, …, "
          "&alpha_pci_ignore_ops, …, \"pci0-io\", 32 * MiB), the PCI bus's I/O space: ISA "
          "ports are mapped inside it (Alpha clipper)", "1.3–",
-         when=lambda mr: mr.alias is None and _has_children(mr),
-         when_text="not an alias (MIPS gt64120's window has the name too), has subregions"),
+         when=lambda mr: mr.alias is None and _has_children(mr)),
     Rule("loongarch-iocsr-terminates", "G1", "iocsr", "kind", _IO,
          "hw/loongarch/virt.c: loongarch_init() memory_region_init_io(&lams->system_iocsr, "
          "…, NULL, …, \"iocsr\", UINT64_MAX) with `iocsr_misc` inside", "7.1–",
-         when=_has_children, when_text="has subregions"),
+         when=_has_children),
     Rule("xtfpga-io-terminates", "G1", "xtfpga.io", "kind", _IO,
          "hw/xtensa/xtfpga.c: xtfpga_init() memory_region_init_io(system_io, …, "
          "&xtfpga_io_ops, …, \"xtfpga.io\", …) with the board's devices inside", "2.0–",
-         when=_has_children, when_text="has subregions"),
+         when=_has_children),
     # -- G1: IOMMU regions print `i/o`; only `-d` shows ` [iommu]` --------------------
     Rule("amd-iommu", "G1", "amd_iommu", "kind", RegionKind.IOMMU,
          "hw/i386/amd_iommu.c: amdvi_host_dma_iommu() memory_region_init_iommu("
@@ -169,7 +166,7 @@ RULES: tuple[Rule, ...] = (
     Rule("system-container", "G1", "system", "kind", _CONTAINER,
          "softmmu/physmem.c: memory_map_init() memory_region_init(system_memory, NULL, "
          "\"system\", UINT64_MAX)", "1.0–",
-         when=lambda mr: mr.container is None, when_text="not mapped in a container"),
+         when=lambda mr: mr.container is None),
     Rule("gpex-mmio-container", "G1", r"gpex_(mmio|ioport)", "kind", _CONTAINER,
          "hw/pci-host/gpex.c: gpex_host_realize() memory_region_init(&s->io_mmio, …, "
          "\"gpex_mmio\", UINT64_MAX) and gpex_ioport (64 KiB): the PCI bus address spaces",
@@ -184,14 +181,14 @@ RULES: tuple[Rule, ...] = (
     Rule("pci-bridge-io-container", "G1", "pci_bridge_io", "kind", _CONTAINER,
          "hw/pci/pci_bridge.c: pci_bridge_initfn() memory_region_init(&br->address_space_io,"
          " …, \"pci_bridge_io\", 4 GiB)", "1.5–",
-         when=lambda mr: mr.kind is not RegionKind.ALIAS, when_text="not the window alias"),
+         when=lambda mr: mr.kind is not RegionKind.ALIAS),
     Rule("e1000e-flash-container", "G1", "e1000e-flash", "kind", _CONTAINER,
          "hw/net/e1000e.c: e1000e_pci_realize() memory_region_init(&s->flash, …, "
          "\"e1000e-flash\", E1000E_FLASH_SIZE) (a BAR with nothing behind it)", "2.7–"),
     Rule("q35-smram-container", "G1", "smram", "kind", _CONTAINER,
          "hw/pci-host/q35.c: mch_realize() memory_region_init(&mch->smram, …, \"smram\", "
          "4 GiB); its windows are disabled until SMRAM is opened",
-         "2.5–", when=_leaf, when_text="shows no subregions (they are disabled)"),
+         "2.5–", when=_leaf),
     # -- G2: an alias's own read-only flag --------------------------------------------
     Rule("pam-rom-readonly", "G2", "pam-rom", "readonly", True,
          "hw/pci-host/pam.c: init_pam() memory_region_set_readonly(&mem->alias[1], true)",
@@ -199,29 +196,26 @@ RULES: tuple[Rule, ...] = (
     Rule("isa-bios-readonly", "G2", "isa-bios", "readonly", True,
          "hw/i386/x86.c: x86_bios_rom_init() memory_region_set_readonly(isa_bios, true) "
          "unless the BIOS is RAM (isapc)", "5.1–",
-         when=_target_read_only, when_text="aliases a read-only BIOS"),
+         when=_target_read_only),
     Rule("isa-bios-flash-alias-readonly", "G2", "isa-bios", "readonly", True,
          "hw/i386/pc_sysfw.c: pc_system_flash_map() x86_isa_bios_init(&x86ms->isa_bios, "
          "rom_memory, flash_mem, true) for machine types with isa_bios_alias; "
          "hw/i386/x86-common.c: x86_isa_bios_init() memory_region_set_readonly(isa_bios, "
          "read_only) (before 9.1 the flash's last 128 KiB was copied into a ROM)", "9.1–",
-         when=lambda mr: mr.alias is not None and mr.final_target().kind is RegionKind.ROMD,
-         when_text="aliases the pflash (a ROM device)"),
+         when=lambda mr: mr.alias is not None and mr.final_target().kind is RegionKind.ROMD),
     # -- G4: size 0 printed like size 1 -------------------------------------------------
     Rule("pci-bridge-window-closed", "G4", r"pci_bridge_(pref_)?mem|pci_bridge_io", "size", 0,
          "hw/pci/pci_bridge.c: pci_bridge_init_alias() maps a window of size "
          "limit + 1 - base, or 0 when limit < base (closed); an open window is at least "
          "4 KiB (I/O) or 1 MiB (memory)", "1.5–", pattern=True,
-         when=lambda mr: mr.kind is RegionKind.ALIAS and _printed_empty(mr),
-         when_text="an alias printed X-X"),
+         when=lambda mr: mr.kind is RegionKind.ALIAS and _printed_empty(mr)),
     Rule("tseg-window-empty", "G4", r"tseg-window|tseg-blackhole", "size", 0,
          "hw/pci-host/q35.c: mch_realize() creates TSEG with size 0 until the guest "
-         "programs ESMRAMC", "2.5–", pattern=True, when=_printed_empty,
-         when_text="printed X-X"),
+         "programs ESMRAMC", "2.5–", pattern=True, when=_printed_empty),
     # -- G8: dirty logging ------------------------------------------------------------------
     Rule("vga-vram-dirty-log", "G8", "vga.vram", "dirty_log_mask", DIRTY_MEMORY_VGA,
          "hw/display/vga.c: vga_common_init() memory_region_set_log(&s->vram, true, "
-         "DIRTY_MEMORY_VGA)", "1.3–", when=lambda mr: mr.is_ram, when_text="RAM"),
+         "DIRTY_MEMORY_VGA)", "1.3–", when=lambda mr: mr.is_ram),
 )
 
 

@@ -57,12 +57,6 @@ class _Occ:
         #: For an alias: (candidates for its target, (same owner, content in window)).
         self.target_choice: tuple[int, tuple[bool, bool]] | None = None
 
-    @property
-    def is_alias(self) -> bool:
-        if self.line is None:
-            return self.target_block is not None
-        return self.line.alias_target is not None
-
     def find(self) -> _Occ:
         o = self
         while o.rep is not o:

@@ -263,7 +263,7 @@ def iommu_evidence(view: FlatView, qemu: DispatchDump) -> list[tuple[MemoryRegio
     the only text that tells them apart. Each region comes once, with the evidence.
     """
     starts = [r.start for r in view.ranges]
-    found: dict[int, tuple[MemoryRegion, str]] = {}
+    found: dict[MemoryRegion, tuple[MemoryRegion, str]] = {}
     for s in qemu.sections:
         if not s.iommu:
             continue
@@ -271,9 +271,9 @@ def iommu_evidence(view: FlatView, qemu: DispatchDump) -> list[tuple[MemoryRegio
         if k < 0 or view.ranges[k].end <= s.start:
             continue
         mr = view.ranges[k].mr
-        if mr.kind is RegionKind.IOMMU or (mr.name or "(noname)") != s.name or id(mr) in found:
+        if mr.kind is RegionKind.IOMMU or (mr.name or "(noname)") != s.name or mr in found:
             continue
-        found[id(mr)] = (mr, f"QEMU's -d marks section #{s.index} '{s.name}' at "
+        found[mr] = (mr, f"QEMU's -d marks section #{s.index} '{s.name}' at "
                              f"{hex16(s.start)} [iommu]")
     return list(found.values())
 

@@ -157,10 +157,6 @@ class SlotCall:
         return self.slot | (self.as_id << 16)
 
     @property
-    def deletes(self) -> bool:
-        return self.size == 0
-
-    @property
     def key(self) -> tuple[int, int, int, int]:
         """``(as_id, gpa, size, flags)``: the call without its slot number."""
         return (self.as_id, self.gpa, self.size, self.flags)
@@ -536,7 +532,7 @@ def slot_calls_between(old: Machine, new: Machine, *, config: KvmConfig | None =
     single transaction that goes straight from ``old`` to ``new``.
     """
     seed = list(before) if before is not None else predict_slots(old, config)
-    as_ids = {id(a): as_id for m in (old, new) for as_id, a in kvm_address_spaces(m)}
+    as_ids = {a: as_id for m in (old, new) for as_id, a in kvm_address_spaces(m)}
     # Only KVM's address spaces matter. They are diffed in creation order, which the
     # tree text does not show (G9); QEMU creates address_space_memory at start-up and
     # KVM-SMRAM when the machine is done, so as_id order is creation order.
@@ -544,8 +540,8 @@ def slot_calls_between(old: Machine, new: Machine, *, config: KvmConfig | None =
     for tr in transitions(old, new):
         a = tr.new if tr.new is not None else tr.old
         assert a is not None
-        if id(a) in as_ids:
-            tracked.append((as_ids[id(a)], a, tr.events))
+        if a in as_ids:
+            tracked.append((as_ids[a], a, tr.events))
     tracked.sort(key=lambda t: t[0])
     calls: list[SlotCall] = []
     listeners = Listeners()

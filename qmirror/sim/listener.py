@@ -230,7 +230,7 @@ class Listeners:
     """The global listener list and the per-address-space lists (reference §5.2)."""
 
     _global: list[_Registered] = field(default_factory=list)
-    _by_as: dict[int, list[_Registered]] = field(default_factory=dict)
+    _by_as: dict[AddressSpace, list[_Registered]] = field(default_factory=dict)
 
     def register(self, listener: MemoryListener, address_space: AddressSpace | None,
                  current: Sequence[FlatRange] = (),
@@ -247,7 +247,7 @@ class Listeners:
         entry = _Registered(listener, address_space)
         _insert(self._global, entry)
         if address_space is not None:
-            _insert(self._by_as.setdefault(id(address_space), []), entry)
+            _insert(self._by_as.setdefault(address_space, []), entry)
             listener.begin()
             if global_dirty_log:
                 listener.log_global_start()
@@ -280,11 +280,11 @@ class Listeners:
                     listener.log_stop(s, r.dirty_log_mask, 0)
                 listener.region_del(s)
             listener.commit()
-            self._by_as[id(a)].remove(entry)
+            self._by_as[a].remove(entry)
         self._global.remove(entry)
 
     def listening_on(self, address_space: AddressSpace) -> bool:
-        return bool(self._by_as.get(id(address_space)))
+        return bool(self._by_as.get(address_space))
 
     def call_global(self, name: str, *, reverse: bool = False) -> None:
         for entry in (reversed(self._global) if reverse else list(self._global)):
@@ -292,7 +292,7 @@ class Listeners:
 
     def call(self, address_space: AddressSpace, name: str, *args: Any,
              reverse: bool = False) -> None:
-        entries = self._by_as.get(id(address_space), [])
+        entries = self._by_as.get(address_space, [])
         for entry in (reversed(entries) if reverse else list(entries)):
             getattr(entry.listener, name)(*args)
 

@@ -125,12 +125,12 @@ class MemorySystem:
         #: ``flat_views``: resolved root (by identity) → FlatView. QEMU keeps one empty
         #: view for "no root" for the life of the process.
         self._empty = FlatView(None, [])
-        self._views: dict[int, FlatView] = {id(None): self._empty}
+        self._views: dict[MemoryRegion | None, FlatView] = {None: self._empty}
         #: Per address space (by identity): its current FlatView and ioeventfds.
-        self._current: dict[int, FlatView] = {}
-        self._ioeventfds: dict[int, list[IOEventFD]] = {}
+        self._current: dict[AddressSpace, FlatView] = {}
+        self._ioeventfds: dict[AddressSpace, list[IOEventFD]] = {}
         self._listening: dict[int, AddressSpace | None] = {}
-        self._vga_logging: dict[int, int] = {}
+        self._vga_logging: dict[MemoryRegion, int] = {}
 
     def __repr__(self) -> str:
         names = ", ".join(repr(a.name) for a in self.address_spaces)
@@ -161,7 +161,7 @@ class MemorySystem:
     def flatview(self, address_space: AddressSpace) -> FlatView:
         """The address space's current FlatView (``address_space_to_flatview``)."""
         try:
-            return self._current[id(address_space)]
+            return self._current[address_space]
         except KeyError:
             raise ModelError(f"{address_space!r} is not an address space of this "
                              "system") from None
@@ -169,15 +169,11 @@ class MemorySystem:
     def ioeventfds(self, address_space: AddressSpace) -> list[IOEventFD]:
         """The address space's current ioeventfds, absolute, in QEMU's list order."""
         self.flatview(address_space)
-        return list(self._ioeventfds[id(address_space)])
+        return list(self._ioeventfds[address_space])
 
     def views(self) -> list[FlatView]:
         """The current FlatViews, in the order of the first address space using each."""
-        seen: dict[int, FlatView] = {}
-        for a in self.address_spaces:
-            view = self._current[id(a)]
-            seen.setdefault(id(view), view)
-        return list(seen.values())
+        return list(dict.fromkeys(self._current[a] for a in self.address_spaces))
 
     def machine(self) -> Machine:
         """The current state as a :class:`~qmirror.core.model.Machine` (shares the regions)."""
@@ -416,11 +412,11 @@ class MemorySystem:
         if client != DIRTY_MEMORY_VGA:
             raise ModelError("set_log takes only the VGA client (CODE comes from TCG, "
                              "MIGRATION from log_global_start)")
-        before = self._vga_logging.get(id(mr), 0)
+        before = self._vga_logging.get(mr, 0)
         after = before + (1 if log else -1)
         if after < 0:
             raise ModelError(f"set_log({mr.label!r}, False) without a matching True")
-        self._vga_logging[id(mr)] = after
+        self._vga_logging[mr] = after
         if bool(before) == bool(after):
             return
         with self.transaction():
@@ -506,19 +502,19 @@ class MemorySystem:
         with self.transaction():
             address_space.root = None
         self.address_spaces.remove(address_space)
-        view = self._current.pop(id(address_space))
+        view = self._current.pop(address_space)
         view.address_spaces.remove(address_space)
-        self._ioeventfds.pop(id(address_space))
+        self._ioeventfds.pop(address_space)
         address_space.root = root
 
     def _attach(self, a: AddressSpace) -> None:
         self.address_spaces.append(a)
         root = flatview_root(a.root)
-        view = self._views.get(id(root))
+        view = self._views.get(root)
         if view is None:
-            view = self._views[id(root)] = self._generate(root)
+            view = self._views[root] = self._generate(root)
         self._switch(a, None, view)
-        self._ioeventfds[id(a)] = flatview_ioeventfds(view.ranges)
+        self._ioeventfds[a] = flatview_ioeventfds(view.ranges)
 
     # -- listeners ---------------------------------------------------------------------
 
@@ -560,16 +556,16 @@ class MemorySystem:
 
     def _flatviews_reset(self) -> None:
         """Drop every view and render each distinct resolved root afresh, in AS order."""
-        self._views = {id(None): self._empty}
+        self._views = {None: self._empty}
         for a in self.address_spaces:
             root = flatview_root(a.root)
-            if id(root) not in self._views:
-                self._views[id(root)] = self._generate(root)
+            if root not in self._views:
+                self._views[root] = self._generate(root)
 
     def _set_flatview(self, a: AddressSpace) -> None:
         """``address_space_set_flatview``: both passes if the view object changed."""
-        new = self._views[id(flatview_root(a.root))]
-        old = self._current[id(a)]
+        new = self._views[flatview_root(a.root)]
+        old = self._current[a]
         if new is old:
             return
         if self.listeners.listening_on(a):
@@ -579,16 +575,16 @@ class MemorySystem:
     def _switch(self, a: AddressSpace, old: FlatView | None, new: FlatView) -> None:
         if old is not None and a in old.address_spaces:
             old.address_spaces.remove(a)
-        self._current[id(a)] = new
+        self._current[a] = new
         # A view lists its address spaces in creation order.
-        order = {id(x): k for k, x in enumerate(self.address_spaces)}
+        order = {x: k for k, x in enumerate(self.address_spaces)}
         new.address_spaces.append(a)
-        new.address_spaces.sort(key=lambda x: order.get(id(x), len(order)))
+        new.address_spaces.sort(key=lambda x: order.get(x, len(order)))
 
     def _update_ioeventfds(self, a: AddressSpace) -> None:
         """``address_space_update_ioeventfds``: del Forward, add Reverse, then store."""
-        new = flatview_ioeventfds(self._current[id(a)].ranges)
-        old = self._ioeventfds[id(a)]
+        new = flatview_ioeventfds(self._current[a].ranges)
+        old = self._ioeventfds[a]
         if self.listeners.listening_on(a):
             self.listeners.deliver_ioeventfds(a, old, new)
-        self._ioeventfds[id(a)] = new
+        self._ioeventfds[a] = new

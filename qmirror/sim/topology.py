@@ -12,26 +12,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from qmirror.core.model import AddressSpace, Machine
+from qmirror.core.model import AddressSpace, ASIdent, Machine
 from qmirror.core.render import FlatRange, FlatView, flatview_root, render_machine
 from qmirror.sim.listener import TopologyEvent, topology_diff
 
 
-#: (AS name, root name, root's alias target name, index among equal triples).
+#: One address space across readings: its :data:`~qmirror.core.model.ASIdent` and its
+#: index among address spaces with the same one.
 ASKey = tuple[str, str, str | None, int]
 
 
 def address_space_keys(machine: Machine) -> list[tuple[ASKey, AddressSpace]]:
     """A key for each address space that stays the same from one reading to the next."""
-    seen: dict[tuple[str, str, str | None], int] = {}
+    seen: dict[ASIdent, int] = {}
     out: list[tuple[ASKey, AddressSpace]] = []
     for a in machine.address_spaces:
-        root = a.root.label if a.root is not None else "(null)"
-        alias = a.root.alias.label if a.root is not None and a.root.alias is not None else None
-        base = (a.name, root, alias)
+        base = a.ident()
         n = seen.get(base, 0)
         seen[base] = n + 1
-        out.append(((a.name, root, alias, n), a))
+        out.append(((*base, n), a))
     return out
 
 
@@ -61,12 +60,12 @@ class Transition:
 
 
 def views_by_address_space(machine: Machine, views: Sequence[FlatView] | None = None
-                           ) -> dict[int, FlatView]:
-    """Map ``id(address space)`` to its rendered FlatView."""
+                           ) -> dict[AddressSpace, FlatView]:
+    """Map each address space to its rendered FlatView."""
     if views is None:
         views = render_machine(machine)
-    by_root = {id(v.root): v for v in views}
-    return {id(a): by_root[id(flatview_root(a.root))] for a in machine.address_spaces}
+    by_root = {v.root: v for v in views}
+    return {a: by_root[flatview_root(a.root)] for a in machine.address_spaces}
 
 
 def transitions(old: Machine | None, new: Machine,
@@ -84,12 +83,12 @@ def transitions(old: Machine | None, new: Machine,
     out: list[Transition] = []
     for key, a in address_space_keys(new):
         prev = old_by_key.pop(key, None)
-        before = old_map[id(prev)].ranges if prev is not None else []
-        after = new_map[id(a)].ranges
+        before = old_map[prev].ranges if prev is not None else []
+        after = new_map[a].ranges
         out.append(Transition(key, prev, a, list(before), list(after),
                               topology_diff(before, after, same_by_value)))
     for key, prev in old_by_key.items():
-        before = old_map[id(prev)].ranges
+        before = old_map[prev].ranges
         out.append(Transition(key, prev, None, list(before), [],
                               topology_diff(before, [], same_by_value)))
     return out

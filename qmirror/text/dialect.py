@@ -32,6 +32,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from qmirror.errors import InputError
+
 
 Version = tuple[int, int]
 
@@ -106,18 +108,18 @@ DEFAULT = QEMU_7_2
 def parse_version(text: str) -> Version:
     """``"7.2"`` or ``"7.2.22"`` → ``(7, 2)``.
 
-    :raise ValueError: not a QEMU version.
+    :raise InputError: not a QEMU version.
     """
     m = re.fullmatch(r"\s*(\d+)\.(\d+)(?:\.\d+)?\s*", text)
     if m is None:
-        raise ValueError(f"not a QEMU version (X.Y): {text!r}")
+        raise InputError(f"not a QEMU version (X.Y): {text!r}")
     return int(m[1]), int(m[2])
 
 
 def for_version(version: Version | str) -> Dialect:
     """The dialect QEMU ``version`` prints.
 
-    :raise ValueError: older than 1.3 (the 1.0–1.2 format is not supported).
+    :raise InputError: older than 1.3 (the 1.0–1.2 format is not supported).
     """
     v = parse_version(version) if isinstance(version, str) else version
     chosen = None
@@ -125,7 +127,7 @@ def for_version(version: Version | str) -> Dialect:
         if d.since <= v:
             chosen = d
     if chosen is None:
-        raise ValueError(f"QEMU {v[0]}.{v[1]}: `info mtree` before 1.3 is not supported")
+        raise InputError(f"QEMU {v[0]}.{v[1]}: `info mtree` before 1.3 is not supported")
     return chosen
 
 

@@ -52,10 +52,11 @@ from qmirror.errors import ParseError
 OVERFLOW_MARKER = "[DETECTED OVERFLOW!] "
 _MARKER_LEN = len(OVERFLOW_MARKER)
 TYPE_WORDS = ("ram", "rom", "romd", "ramd", "i/o", "container")
+#: Tried in this order where a type word is expected, so ``romd`` is not read as ``rom``.
+_TYPE_WORDS_LONGEST_FIRST = tuple(sorted(TYPE_WORDS, key=len, reverse=True))
 #: Access letters of QEMU 1.1–2.8: readable (``R``, else ``-``), writable (``W``, else ``-``).
 ACCESS_LETTERS = ("RW", "R-", "-W", "--")
 FLAT_AS_HEADER = "address-space (flat view): "
-ACCEL_WORDS = ("KVM", "kvm")
 
 _HEX16 = r"[0-9a-f]{16}"
 _TYPE = r"(?P<nv>nv-)?(?P<type>romd|ramd|ram|rom|i/o|container|[R-][W-])"
@@ -181,10 +182,6 @@ class TreeLine:
     disabled: bool
     ownership: Ownership | None
     tail: str
-
-    @property
-    def is_alias(self) -> bool:
-        return self.alias_target is not None
 
 
 def strip_overflow(text: str) -> tuple[int, str]:
@@ -480,7 +477,7 @@ def _walk_range_head(text: str, pos: int, lineno: int) -> int:
     pos += 2
     if text.startswith("nv-", pos):
         pos += 3
-    for word in ("romd", "ramd", "ram", "rom", "i/o", "container", *ACCESS_LETTERS):
+    for word in (*_TYPE_WORDS_LONGEST_FIRST, *ACCESS_LETTERS):
         if text.startswith(word, pos):
             pos += len(word)
             break

@@ -70,8 +70,6 @@ class TreeDocument:
     owners: bool
     #: A ``[disabled]`` line was seen: printed with ``-D``.
     shows_disabled: bool
-    #: Lines deeper than their predecessor allows: printed without ``-D``.
-    hides_disabled: bool
     filename: str | None = None
     #: The text's lines (without line endings), for error messages.
     lines: list[str] = field(default_factory=list, repr=False)
@@ -202,14 +200,13 @@ def _parse_tree(text: str, filename: str | None, dialect: Dialect | None) -> Tre
         for ln in b.lines:
             shows = shows or ln.disabled
             if ln.level > prev + 1:
-                hides = True
+                hides = True  # lines deeper than allowed: printed without -D
             prev = ln.level
     if dialect is not None:
         detection = Detection(dialect, ("given",))
     else:
         detection = dialects.decide_tree(_evidence(text, blocks, prefixed, hides))
-    return TreeDocument(blocks, eol, final_eol, owners, shows, hides, filename, lines,
-                        detection)
+    return TreeDocument(blocks, eol, final_eol, owners, shows, filename, lines, detection)
 
 
 def _evidence(text: str, blocks: list[TreeBlock], prefixed: bool,

@@ -1,24 +1,30 @@
-"""The check pipeline, pure: tree text + QEMU's flat text in, verdict out.
+"""The pipeline, pure: tree text (+ QEMU's flat text) in, model, FlatViews and verdict out.
 
-1. parse the tree and rebuild the model (:mod:`qmirror.text.tree`);
-2. fill what the text does not say: the rule table, then (unless ``strict``)
-   inference from QEMU's own ``-f``, else the defaults (:mod:`qmirror.rebuild.gaps`);
+:func:`run` is the one way from ``info mtree`` text to a rendering:
+
+1. parse the tree and rebuild the model (:mod:`qmirror.text.tree`,
+   :mod:`qmirror.rebuild.tree`);
+2. fill what the text does not say: the rule table, then (as
+   :attr:`Options.inference` says) inference from QEMU's own ``-f``, else the defaults
+   (:mod:`qmirror.rebuild.gaps`);
 3. decide the accelerator (G7) to predict QEMU's `` KVM`` words;
-4. render every AddressSpace (:mod:`qmirror.core.render`) and compare
-   (:mod:`qmirror.verify.compare`).
+4. render every AddressSpace (:mod:`qmirror.core.render`) and, when asked, compare
+   with QEMU's ``-f`` (:mod:`qmirror.verify.compare`).
 
-The live shell and the CLI call :func:`check` with texts they fetched or read.
+Everything that turns text into a model goes through it: :func:`check` (offline
+``check``, live checks, snapshots), :func:`qmirror.verify.reading.read` (readings,
+views, ``expect``), ``qmirror render`` and the live mirror.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
-from qmirror.core.model import Fact, Machine, MemoryRegion, RegionKind, Source
+from qmirror.core.model import Fact, Machine, RegionKind, Source
 from qmirror.core.render import FlatRange, FlatView, render_machine
 from qmirror.errors import ParseError
 from qmirror.rebuild import gaps
-from qmirror.rebuild.rules import Rule
 from qmirror.rebuild.tree import build_machine
 from qmirror.sim.dispatch import build_dispatch, dump_dispatch, iommu_evidence
 from qmirror.sim.kvm import accel_suffix
@@ -31,6 +37,10 @@ from qmirror.verify.compare import Comparison, compare
 
 
 ACCELS = ("auto", "tcg", "kvm")
+
+#: When inference from QEMU's ``-f`` runs: only to settle a mismatch (``check``), on
+#: every reading (views, readings), or never (``--strict``).
+Inference = Literal["on-mismatch", "always", "never"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +58,6 @@ class Loaded:
 
     document: TreeDocument
     machine: Machine
-    rules_applied: list[tuple[MemoryRegion, Rule]]
 
 
 def load_tree(text: str, *, filename: str | None = None, rules: bool = True,
@@ -61,20 +70,24 @@ def load_tree(text: str, *, filename: str | None = None, rules: bool = True,
     """
     doc = parse_tree_document(text, filename=filename, dialect=dialect, lenient=lenient)
     machine = build_machine(doc)
-    applied = gaps.apply_rules(machine) if rules else []
-    return Loaded(doc, machine, applied)
+    if rules:
+        gaps.apply_rules(machine)
+    return Loaded(doc, machine)
 
 
 def decide_accel(machine: Machine, qemu: FlatDocument | None, requested: str = "auto",
-                 *, strict: bool = False) -> AccelDecision:
+                 *, strict: bool = False, recorded: str | None = None) -> AccelDecision:
     """G7: the accelerator whose `` KVM`` words we predict.
 
-    ``requested`` other than ``auto`` wins. Otherwise the tree decides where it can
-    (text-gaps.md G7); failing that, and unless ``strict``, QEMU's ``-f`` does: any
-    accelerator word means KVM, none at all on RAM means not KVM.
+    ``requested`` other than ``auto`` wins, then the accelerator ``recorded`` with the
+    reading (a live monitor or a capture's ``meta.json``). Otherwise the tree decides
+    where it can (docs/text-gaps.md G7); failing that, and unless ``strict``, QEMU's
+    ``-f`` does: any accelerator word means KVM, none at all on RAM means not KVM.
     """
     if requested != "auto":
         return AccelDecision(requested, Source.TEXT, "given with --accel")
+    if recorded in ("kvm", "tcg"):
+        return AccelDecision(recorded, Source.TEXT, "recorded with the reading")
     from_tree = gaps.infer_accel_from_tree(machine)
     if from_tree is not None:
         why = ("x86 TCG creates cpu-smm-N address spaces" if from_tree == "tcg"
@@ -175,6 +188,133 @@ def require_dispatch(qemu: FlatDocument) -> None:
                              line=b.ranges[-1].lineno + 1, column=1)
 
 
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How :func:`run` completes, renders and compares a model.
+
+    :param accel: ``auto``, ``tcg`` or ``kvm`` (see :func:`decide_accel`).
+    :param recorded_accel: the accelerator recorded with the reading, taken when
+        ``accel`` is ``auto``.
+    :param inference: when to infer from QEMU's ``-f`` (:data:`Inference`);
+        ``on-mismatch`` infers nothing when nothing is compared.
+    :param rules: apply the rule table (off to see what inference alone achieves).
+    :param dialect: the QEMU dialect of both texts; else each text's evidence decides.
+    :param lenient: repair pasting damage in both texts first.
+    :param dispatch: build the dispatch dumps (and compare them with QEMU's ``-d``).
+    :param page_bits: the target's page bits for the dispatch (default: from QEMU's
+        dump where it shows them, else 12).
+    :param compare: compare with QEMU's ``-f`` when there is one.
+    """
+
+    accel: str = "auto"
+    recorded_accel: str | None = None
+    inference: Inference = "on-mismatch"
+    rules: bool = True
+    dialect: Dialect | None = None
+    lenient: bool = False
+    dispatch: bool = False
+    page_bits: int | None = None
+    compare: bool = True
+
+    @property
+    def strict(self) -> bool:
+        return self.inference == "never"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What :func:`run` made of the texts.
+
+    :param qemu: QEMU's ``-f`` parsed (``None`` without a flat text).
+    :param views: our FlatViews of the completed model (after any inference).
+    :param ours: our ``-f`` document, printed as QEMU's dialect (when compared).
+    :param comparison: against QEMU's ``-f`` (``None`` when not compared).
+    :param page_bits: the page size the dispatch dumps were built for.
+    """
+
+    loaded: Loaded
+    qemu: FlatDocument | None
+    views: list[FlatView]
+    accel: AccelDecision
+    options: Options
+    inferred: list[Fact] = field(default_factory=list)
+    page_bits: PageBitsDecision | None = None
+    ours: FlatDocument | None = None
+    comparison: Comparison | None = None
+
+    @property
+    def machine(self) -> Machine:
+        return self.loaded.machine
+
+
+def run(tree_text: str, flat_text: str | None, options: Options = Options(), *,
+        tree_name: str | None = None, flat_name: str | None = None) -> Outcome:
+    """Text -> model -> rules and inference -> render (-> compare): the one pipeline.
+
+    :raise ParseError: either text is malformed (or, comparing dispatch, QEMU's text
+        has no dispatch dump).
+    :raise ModelError: the tree describes a model QEMU could not have (alias loop).
+    """
+    o = options
+    loaded = load_tree(tree_text, filename=tree_name, rules=o.rules, dialect=o.dialect,
+                       lenient=o.lenient)
+    machine = loaded.machine
+    qemu = None
+    if flat_text is not None:
+        qemu = parse_flat(flat_text, filename=flat_name, dialect=o.dialect, lenient=o.lenient)
+    comparing = o.compare and qemu is not None
+    pages = None
+    if o.dispatch:
+        if qemu is None:
+            pages = (PageBitsDecision(o.page_bits, Source.TEXT, "given") if o.page_bits
+                     else PageBitsDecision(DEFAULT_PAGE_BITS, Source.DEFAULT, "no dump to read"))
+        else:
+            if comparing:
+                try:
+                    require_dispatch(qemu)
+                except ParseError as err:
+                    err.filename = flat_name
+                    raise
+            pages = decide_page_bits(qemu, o.page_bits)
+    inferred: list[Fact] = []
+    if not o.strict and qemu is not None and not loaded.document.dialect.grouped:
+        # Before 7.0 every address space printed its own tree: which identical-looking
+        # roots are one region only QEMU's -f tells.
+        inferred += gaps.split_shared_roots(machine, qemu)
+    if o.inference == "always" and qemu is not None:
+        inferred += gaps.infer(machine, qemu)
+    decision = decide_accel(machine, qemu, o.accel, strict=o.strict, recorded=o.recorded_accel)
+    if decision.source is not Source.TEXT:
+        machine.set_fact(Fact("G7", "accelerator", decision.value or "unknown",
+                              decision.source, decision.detail))
+    machine.accel = decision.value
+    page_bits = pages.value if pages else DEFAULT_PAGE_BITS
+
+    def render_now() -> Outcome:
+        views = render_machine(machine, check=False)
+        if o.dispatch and qemu is not None and not o.strict:
+            inferred.extend(infer_iommus(views, qemu))
+        out = Outcome(loaded, qemu, views, decision, o, inferred, pages)
+        if comparing:
+            assert qemu is not None
+            out.ours = render_document(machine, views, owners=qemu.owners,
+                                       accel=decision.value, dispatch=o.dispatch,
+                                       page_bits=page_bits, dialect=qemu.dialect)
+            out.comparison = compare(out.ours, qemu, accel=decision.value is not None,
+                                     dispatch=o.dispatch)
+        return out
+
+    out = render_now()
+    if (o.inference == "on-mismatch" and out.comparison is not None
+            and not out.comparison.ok):
+        # Inference exists to settle what the rules and defaults leave wrong: only then
+        # is it run (a match needs none, and it costs renders).
+        assert qemu is not None
+        inferred = gaps.infer(machine, qemu)
+        out = render_now()
+    return out
+
+
 @dataclass(slots=True)
 class CheckResult:
     """Everything a report needs about one check."""
@@ -188,6 +328,15 @@ class CheckResult:
     strict: bool = False
     #: The page size the dispatch dumps were built for (``None``: not compared).
     page_bits: PageBitsDecision | None = None
+    #: Our FlatViews of the completed model (the ones compared).
+    views: list[FlatView] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, out: Outcome) -> CheckResult:
+        """The verdict of a :func:`run` that compared."""
+        assert out.qemu is not None and out.ours is not None and out.comparison is not None
+        return cls(out.loaded, out.qemu, out.ours, out.comparison, out.accel, out.inferred,
+                   out.options.strict, out.page_bits, out.views)
 
     @property
     def machine(self) -> Machine:
@@ -225,40 +374,8 @@ def check(
     :raise ParseError: either text is malformed.
     :raise ModelError: the tree describes a model QEMU could not have (alias loop).
     """
-    loaded = load_tree(tree_text, filename=tree_name, rules=rules, dialect=dialect,
-                       lenient=lenient)
-    qemu = parse_flat(flat_text, filename=flat_name, dialect=dialect, lenient=lenient)
-    pages = None
-    if dispatch:
-        try:
-            require_dispatch(qemu)
-        except ParseError as err:
-            err.filename = flat_name
-            raise
-        pages = decide_page_bits(qemu, page_bits)
-    decision = decide_accel(loaded.machine, qemu, accel, strict=strict)
-    if decision.source is not Source.TEXT:
-        loaded.machine.set_fact(Fact("G7", "accelerator", decision.value or "unknown",
-                                     decision.source, decision.detail))
-    loaded.machine.accel = decision.value
-    page_bits_used = pages.value if pages else DEFAULT_PAGE_BITS
-
-    def compare_now(inferred: list[Fact]) -> tuple[FlatDocument, Comparison]:
-        views = render_machine(loaded.machine, check=False)
-        if dispatch and not strict:
-            inferred += infer_iommus(views, qemu)
-        ours = render_document(loaded.machine, views, owners=qemu.owners,
-                               accel=decision.value, dispatch=dispatch,
-                               page_bits=page_bits_used, dialect=qemu.dialect)
-        return ours, compare(ours, qemu, accel=decision.value is not None, dispatch=dispatch)
-
-    inferred: list[Fact] = []
-    if not strict and not loaded.document.dialect.grouped:
-        inferred += gaps.split_shared_roots(loaded.machine, qemu)
-    ours, result = compare_now(inferred)
-    if not strict and not result.ok:
-        # Inference exists to settle what the rules and defaults leave wrong: only then
-        # is it run (a match needs none, and it costs renders).
-        inferred = gaps.infer(loaded.machine, qemu)
-        ours, result = compare_now(inferred)
-    return CheckResult(loaded, qemu, ours, result, decision, inferred, strict, pages)
+    options = Options(accel=accel, inference="never" if strict else "on-mismatch",
+                      rules=rules, dialect=dialect, lenient=lenient, dispatch=dispatch,
+                      page_bits=page_bits)
+    return CheckResult.of(run(tree_text, flat_text, options, tree_name=tree_name,
+                              flat_name=flat_name))

@@ -12,6 +12,7 @@ are compared too (:func:`qmirror.sim.dispatch.diff_dispatch`).
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 from deepdiff import DeepDiff
 
 from qmirror.core.render import FlatRange, Visit
-from qmirror.rebuild.gaps import ASKey, block_key
+from qmirror.rebuild.gaps import ViewKey, block_key
 from qmirror.sim.dispatch import DispatchDiff, diff_dispatch
 from qmirror.text.flat import FlatDocument, FlatViewBlock
 from qmirror.text.grammar import FlatRangeLine, hex16
@@ -86,10 +87,6 @@ class Comparison:
         return "match" if self.ok else "mismatch"
 
 
-def _as_key(block: FlatViewBlock) -> ASKey:
-    return block_key(block)
-
-
 def _record(r: FlatRangeLine, *, owners: bool, accel: bool) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "end": hex16(r.end), "priority": r.priority, "nonvolatile": r.nonvolatile,
@@ -100,6 +97,9 @@ def _record(r: FlatRangeLine, *, owners: bool, accel: bool) -> dict[str, Any]:
     if accel:
         rec["accel"] = list(r.accel)
     return rec
+
+
+_END = attrgetter("end")
 
 
 def describe_path(visit: Visit | None) -> str:
@@ -119,15 +119,10 @@ def describe_path(visit: Visit | None) -> str:
 
 
 def _ours_at(rendered: list[FlatRange], addr: int) -> FlatRange | None:
-    lo, hi = 0, len(rendered)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if rendered[mid].end <= addr:
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo < len(rendered) and rendered[lo].start <= addr:
-        return rendered[lo]
+    # The first range that ends after addr (ranges are in address order).
+    i = bisect.bisect_right(rendered, addr, key=_END)
+    if i < len(rendered) and rendered[i].start <= addr:
+        return rendered[i]
     return None
 
 
@@ -159,12 +154,12 @@ def compare(ours: FlatDocument, qemu: FlatDocument, *, accel: bool,
     """
     owners = ours.owners and qemu.owners
     results: list[ViewResult] = []
-    index: dict[ASKey, list[FlatViewBlock]] = {}
+    index: dict[ViewKey, list[FlatViewBlock]] = {}
     for b in qemu.views:
-        index.setdefault(_as_key(b), []).append(b)
+        index.setdefault(block_key(b), []).append(b)
     unpredicted = 0 if accel else sum(1 for b in qemu.views for r in b.ranges if r.accel)
     for ob in ours.views:
-        cands = index.get(_as_key(ob), [])
+        cands = index.get(block_key(ob), [])
         names = [a.name for a in ob.address_spaces]
         if not cands:
             results.append(ViewResult(names, "only-ours", None, ob.root, None, len(ob.ranges),

@@ -41,9 +41,10 @@ from typing import Any
 
 from qmirror.core.model import Machine
 from qmirror.core.render import FlatRange, render_machine
-from qmirror.errors import ParseError
-from qmirror.text.flat import FlatDocument, FlatViewBlock, document_from_views
+from qmirror.errors import ExpectationError, ParseError
+from qmirror.text.flat import FlatDocument, FlatViewBlock
 from qmirror.text.grammar import FlatRangeLine, format_owners, hex16, parse_flat_range
+from qmirror.verify.check import render_document
 from qmirror.verify.compare import describe_path
 from qmirror.verify.reading import Reading, from_snapshot
 
@@ -89,26 +90,26 @@ def _address(value: object, what: str) -> int | None:
         text = value.strip().lower().removeprefix("0x")
         try:
             return int(text, 16)
-        except ValueError:
-            raise ValueError(f"{what} {value!r} is not a hex address") from None
+        except ValueError as err:
+            raise ExpectationError(f"{what} {value!r} is not a hex address") from err
     raise TypeError(f"{what} must be an int or a hex string, not {value!r}")
 
 
 def parse_entry(address_space: str, entry: Entry) -> Expected:
     """One expectation, from any of the accepted forms.
 
-    :raise ValueError: an entry that is none of them (said how).
+    :raise ExpectationError: an entry that is none of them (said how).
     """
     if isinstance(entry, str):
         line = entry if entry.startswith("  ") else "  " + entry.strip()
         try:
             r = parse_flat_range(line, 1, owners="owner:" in line or "parent:" in line
                                  or " orphan" in line)
-        except ParseError:
+        except ParseError as err:
             m = _SHORT.fullmatch(entry)
             if m is None:
-                raise ValueError(f"expectation {entry!r}: write 'START-LAST NAME' or paste a "
-                                 "line of `info mtree -f`") from None
+                raise ExpectationError(f"expectation {entry!r}: write 'START-LAST NAME' or "
+                                       "paste a line of `info mtree -f`") from err
             return Expected(address_space, int(m["start"], 16), int(m["last"], 16), m["name"],
                             {}, entry)
         attrs: dict[str, Any] = {"type": ("nv-" if r.nonvolatile else "") + r.type_word,
@@ -121,7 +122,7 @@ def parse_entry(address_space: str, entry: Entry) -> Expected:
     if isinstance(entry, Mapping):
         unknown = set(entry) - {"start", "last", "end", "name", *_ATTRS}
         if unknown or "name" not in entry:
-            raise ValueError(f"expectation {dict(entry)!r}: keys are name, start, last, "
+            raise ExpectationError(f"expectation {dict(entry)!r}: keys are name, start, last, "
                              f"{', '.join(_ATTRS)}")
         last = entry.get("last", entry.get("end"))
         attrs = {k: entry[k] for k in _ATTRS if k in entry}
@@ -129,12 +130,12 @@ def parse_entry(address_space: str, entry: Entry) -> Expected:
                         _address(last, "last"), str(entry["name"]), attrs, repr(dict(entry)))
     items: list[Any] = list(entry) if isinstance(entry, Sequence) else []  # type: ignore[redundant-expr]
     if not 3 <= len(items) <= 4:
-        raise ValueError(f"expectation {entry!r}: a (start, last, name[, attributes]) tuple, "
+        raise ExpectationError(f"expectation {entry!r}: a (start, last, name[, attributes]) tuple, "
                          "a dict, or a string")
     attrs = dict(items[3]) if len(items) == 4 else {}
     bad = set(attrs) - set(_ATTRS)
     if bad:
-        raise ValueError(f"expectation {tuple(items)!r}: unknown attributes "
+        raise ExpectationError(f"expectation {tuple(items)!r}: unknown attributes "
                          f"{', '.join(sorted(bad))} (known: {', '.join(_ATTRS)})")
     return Expected(address_space, _address(items[0], "start"), _address(items[1], "last"),
                     str(items[2]), attrs, repr(tuple(items)))
@@ -259,13 +260,13 @@ def _document(subject: Reading | Machine) -> tuple[FlatDocument, str, dict[str, 
     if isinstance(subject, Machine):
         views = render_machine(subject)
         owners = all(mr.ownership is not None for mr in subject.regions())
-        doc = document_from_views(views, owners=owners)
+        doc = render_document(subject, views, owners=owners)
         return doc, "qmirror's rendering of the model", _rendered(views)
     rendered = _rendered(subject.views)
     if subject.qemu_flat is not None:
         return subject.qemu_flat, f"QEMU's `info mtree -f` of {subject.title}", rendered
     owners = all(mr.ownership is not None for mr in subject.machine.regions())
-    doc = document_from_views(subject.views, owners=owners)
+    doc = render_document(subject.machine, subject.views, owners=owners)
     return doc, f"qmirror's rendering of {subject.title}", rendered
 
 

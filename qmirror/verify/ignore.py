@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from qmirror.errors import QmirrorError
+from qmirror.errors import ConfigError
 from qmirror.verify.check import CheckResult
 from qmirror.verify.compare import Comparison, RangeDiff, ViewResult
 
@@ -47,7 +47,7 @@ class IgnoreRules:
         """Compile the rules, refusing bad regexes and unknown field names.
 
         :param origin: where they came from, for error messages (``pyproject.toml``).
-        :raise QmirrorError: a regex does not compile or a field is unknown.
+        :raise ConfigError: a regex does not compile or a field is unknown.
         """
         where = f"{origin}: " if origin else ""
         compiled = []
@@ -55,12 +55,12 @@ class IgnoreRules:
             try:
                 compiled.append(re.compile(pattern))
             except re.error as err:
-                raise QmirrorError(f"{where}ignore regex {pattern!r}: {err}") from err
+                raise ConfigError(f"{where}ignore regex {pattern!r}: {err}") from err
         names = set()
         for name in fields:
             canonical = {"type_word": "type", "ownership": "owner"}.get(name, name)
             if canonical not in FIELDS:
-                raise QmirrorError(f"{where}unknown field {name!r} to ignore "
+                raise ConfigError(f"{where}unknown field {name!r} to ignore "
                                    f"(known: {', '.join(FIELDS)})")
             names.add(canonical)
         return cls(tuple(compiled), frozenset(names))

@@ -4,9 +4,9 @@ The views, exports and diffs (``tree``, ``map``, ``ram-map``, ``diff``, the pyte
 plugin) all start from the same thing: the tree text of ``info mtree [-o] [-D]``,
 usually QEMU's ``info mtree -f [-o]`` of the same moment, and what is known about the
 VM (``meta.json`` of a capture, or what a live monitor said). :func:`read` turns those
-into a :class:`Reading` the way :func:`qmirror.verify.check.check` does: rebuild the model,
-fill the gaps (rule table, then inference from QEMU's ``-f`` unless ``strict``), decide
-the accelerator, render every AddressSpace. Pure: no I/O.
+into a :class:`Reading` through the one pipeline, :func:`qmirror.verify.check.run`:
+rebuild the model, fill the gaps (rule table, then inference from QEMU's ``-f`` unless
+``strict``), decide the accelerator, render every AddressSpace. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from qmirror.core.model import AddressSpace, Fact, Machine, Source
-from qmirror.core.render import FlatView, flatview_root, render_machine
-from qmirror.rebuild import gaps
-from qmirror.text.flat import FlatDocument, parse_flat
-from qmirror.verify.check import AccelDecision, decide_accel, load_tree
+from qmirror.core.model import AddressSpace, Fact, Machine
+from qmirror.core.render import FlatView, flatview_root
+from qmirror.text.flat import FlatDocument
+from qmirror.verify.check import AccelDecision, Options, run
 
 
 if TYPE_CHECKING:
@@ -100,21 +99,12 @@ def read(
     :raise ModelError: the tree describes a model QEMU could not have.
     """
     meta = dict(meta or {})
-    loaded = load_tree(tree_text, filename=tree_name, rules=rules)
-    machine = loaded.machine
-    qemu = parse_flat(flat_text, filename=flat_name) if flat_text is not None else None
-    inferred = gaps.infer(machine, qemu) if qemu is not None and not strict else []
     recorded = meta.get("accelerator")
-    if accel == "auto" and recorded in ("kvm", "tcg"):
-        decision = AccelDecision(str(recorded), Source.TEXT, "recorded with the reading")
-    else:
-        decision = decide_accel(machine, qemu, accel, strict=strict)
-    if decision.source is not Source.TEXT:
-        machine.set_fact(Fact("G7", "accelerator", decision.value or "unknown",
-                              decision.source, decision.detail))
-    machine.accel = decision.value
-    return Reading(label, tree_text, flat_text, machine, render_machine(machine), qemu,
-                   decision, inferred, meta, ramblock_text)
+    options = Options(accel=accel, recorded_accel=str(recorded) if recorded else None,
+                      inference="never" if strict else "always", rules=rules, compare=False)
+    out = run(tree_text, flat_text, options, tree_name=tree_name, flat_name=flat_name)
+    return Reading(label, tree_text, flat_text, out.machine, out.views, out.qemu, out.accel,
+                   out.inferred, meta, ramblock_text)
 
 
 def snapshot_meta(snap: Snapshot) -> dict[str, Any]:

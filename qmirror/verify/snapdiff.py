@@ -112,8 +112,8 @@ def _pair(old: list[MemoryRegion], new: list[MemoryRegion],
                 pairs.append((mr, bucket.pop(0)))
             else:
                 left.append(mr)
-        taken = {id(b) for _, b in pairs}
-        old, new = left, [mr for mr in new if id(mr) not in taken]
+        taken = {b for _, b in pairs}
+        old, new = left, [mr for mr in new if mr not in taken]
     return pairs, old, new
 
 

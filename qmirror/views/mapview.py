@@ -67,10 +67,10 @@ class _Tree:
     once where first reached, each region one node (so a range can point at it)."""
 
     def __init__(self, root: MemoryRegion | None) -> None:
-        self.ids: dict[int, str] = {}
-        self.inside: set[int] = set()
+        self.ids: dict[MemoryRegion, str] = {}
+        self.inside: set[MemoryRegion] = set()
         if root is not None:
-            self.inside = {id(m) for m in root.walk()}
+            self.inside = set(root.walk())
         self.nodes = [] if root is None else [self._node(root, 0)]
 
     def _node(self, root: MemoryRegion, base: int) -> dict[str, Any]:
@@ -80,7 +80,7 @@ class _Tree:
         while stack:
             mr, base, slot = stack.pop()
             nid = f"n{len(self.ids)}"
-            self.ids[id(mr)] = nid
+            self.ids[mr] = nid
             start = (base + mr.addr) & MASK64
             slot.update({
                 "id": nid, "name": mr.label, "kind": kind_word(mr), "start": hexs(start),
@@ -91,7 +91,7 @@ class _Tree:
             if mr.alias is not None:
                 target = mr.alias
                 slot["alias"] = f"{target.label} @{mr.alias_offset & MASK64:#x}"
-                if id(target) not in self.ids and id(target) not in self.inside:
+                if target not in self.ids and target not in self.inside:
                     # The target's offset 0 sits at start - alias_offset.
                     kids.append((target, start - mr.alias_offset - target.addr))
                 else:
@@ -105,7 +105,7 @@ class _Tree:
         return top
 
     def node_of(self, mr: MemoryRegion) -> str | None:
-        return self.ids.get(id(mr))
+        return self.ids.get(mr)
 
 
 def _segment(r: FlatRange, tree: _Tree, change: str | None) -> dict[str, Any]:
@@ -129,19 +129,19 @@ def _gap(start: int, end: int) -> dict[str, Any]:
             "w": weight(end - start, gap=True), "kind": "gap", "change": None}
 
 
-def _changes(events: list[TopologyEvent]) -> tuple[dict[int, str], list[FlatRange]]:
+def _changes(events: list[TopologyEvent]) -> tuple[dict[FlatRange, str], list[FlatRange]]:
     """Which new ranges are added or changed (by identity), and the removed old ones."""
     removed = [ev.old for ev in events if ev.kind == "del" and ev.old is not None]
     added = [ev.new for ev in events if ev.kind == "add" and ev.new is not None]
-    marks: dict[int, str] = {}
+    marks: dict[FlatRange, str] = {}
     for r in added:
         overlaps = any(o.start < r.end and r.start < o.end for o in removed)
-        marks[id(r)] = "changed" if overlaps else "added"
+        marks[r] = "changed" if overlaps else "added"
     return marks, removed
 
 
 def _lay_out(ranges: list[FlatRange], removed: list[FlatRange], tree: _Tree,
-             marks: dict[int, str]) -> list[dict[str, Any]]:
+             marks: dict[FlatRange, str]) -> list[dict[str, Any]]:
     """Segments in address order: the ranges, and gaps split at removed ranges' edges."""
     cuts = sorted({b for o in removed for b in (o.start, o.end)})
     segments: list[dict[str, Any]] = []
@@ -150,7 +150,7 @@ def _lay_out(ranges: list[FlatRange], removed: list[FlatRange], tree: _Tree,
         if r.start > pos:
             edges = [pos, *[c for c in cuts if pos < c < r.start], r.start]
             segments.extend(_gap(a, b) for a, b in itertools.pairwise(edges))
-        segments.append(_segment(r, tree, marks.get(id(r))))
+        segments.append(_segment(r, tree, marks.get(r)))
         pos = r.end
     tail = [c for c in cuts if c > pos]
     if tail:
@@ -201,11 +201,11 @@ def _meta_lines(reading: Reading) -> list[str]:
     return out
 
 
-def _closest(by_as: dict[int, Transition], ases: list[AddressSpace]) -> Transition | None:
+def _closest(by_as: dict[AddressSpace, Transition], ases: list[AddressSpace]) -> Transition | None:
     """The transition to show for a view: of the address spaces sharing it, the one that
     changed least (a device's bus-master space that was off before maps everything new;
     ``memory`` itself shows what really moved)."""
-    found = [by_as[id(a)] for a in ases if id(a) in by_as]
+    found = [by_as[a] for a in ases if a in by_as]
     if not found:
         return None
     return min(found, key=lambda t: (t.old is None,
@@ -219,12 +219,12 @@ def prepare(new: Reading, old: Reading | None = None, *,
     :param address_spaces: only the FlatViews serving address spaces of these names.
     """
     views_json: list[dict[str, Any]] = []
-    by_as: dict[int, Transition] = {}
+    by_as: dict[AddressSpace, Transition] = {}
     gone: list[Transition] = []
     if old is not None:
         for t in transitions(old.machine, new.machine, old.views, new.views):
             if t.new is not None:
-                by_as[id(t.new)] = t
+                by_as[t.new] = t
             else:
                 gone.append(t)
     # The system memory view first, empty views (devices with bus mastering off) last.
@@ -237,15 +237,15 @@ def prepare(new: Reading, old: Reading | None = None, *,
         here = _closest(by_as, ases)
         status = "added" if here is not None and here.old is None else "same"
         views_json.append(_view_json(len(views_json), view, ases, here, status))
-    seen: set[int] = set()
+    seen: set[FlatView] = set()
     for t in gone:
         assert t.old is not None and old is not None
         if address_spaces and t.old.name not in address_spaces:
             continue
         view = old.view_of(t.old)
-        if id(view) in seen:
+        if view in seen:
             continue
-        seen.add(id(view))
+        seen.add(view)
         views_json.append(_view_json(len(views_json), view, view.address_spaces, t,
                                      "removed"))
     return {

@@ -152,7 +152,7 @@ def ram_map(reading: Reading, *, address_spaces: Collection[str] = ()) -> list[R
     :param address_spaces: only the FlatViews serving address spaces of these names.
     """
     blocks = parse_ramblock(reading.ramblock_text) if reading.ramblock_text else None
-    rows: dict[tuple[int, int, int, int, bool], RamRange] = {}
+    rows: dict[tuple[int, int, MemoryRegion, int, bool], RamRange] = {}
     for view in reading.views:
         names = [a.name for a in view.address_spaces]
         if address_spaces and not any(n in address_spaces for n in names):
@@ -161,7 +161,7 @@ def ram_map(reading: Reading, *, address_spaces: Collection[str] = ()) -> list[R
             kind = range_kind(r)
             if kind not in RAM_KINDS:
                 continue
-            key = (r.start, r.size, id(r.mr), r.offset_in_region, r.readonly)
+            key = (r.start, r.size, r.mr, r.offset_in_region, r.readonly)
             row = rows.get(key)
             if row is None:
                 row = rows[key] = _row(r, kind, blocks)

@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from qmirror.core.model import Fact, Machine, MemoryRegion, Source
+from qmirror.core.units import hexs
 from qmirror.sim.dispatch import DispatchDiff
 from qmirror.text.grammar import FlatRangeLine, format_owners
 from qmirror.verify.check import CheckResult
@@ -28,11 +29,6 @@ from qmirror.views.richtext import print_wide
 
 
 SCHEMA = "qmirror.check/1"
-
-
-def hexs(value: int) -> str:
-    """An address for JSON: ``"0x%016x"``."""
-    return f"0x{value:016x}"
 
 
 def region_path(mr: MemoryRegion) -> str:

@@ -61,9 +61,9 @@ def region_label(mr: MemoryRegion, start: int, *, owners: bool = False) -> Text:
 
 
 def _groups(machine: Machine) -> list[tuple[MemoryRegion | None, list[AddressSpace]]]:
-    groups: dict[int, tuple[MemoryRegion | None, list[AddressSpace]]] = {}
+    groups: dict[MemoryRegion | None, tuple[MemoryRegion | None, list[AddressSpace]]] = {}
     for a in machine.address_spaces:
-        groups.setdefault(id(a.root), (a.root, []))[1].append(a)
+        groups.setdefault(a.root, (a.root, []))[1].append(a)
     return list(groups.values())
 
 
@@ -85,8 +85,8 @@ def build_tree(
     """
     top = Tree(Text(title, style="bold"), guide_style="dim")
     queue: list[MemoryRegion] = []
-    queued: set[int] = set()
-    shown: set[int] = set()
+    queued: set[MemoryRegion] = set()
+    shown: set[MemoryRegion] = set()
     for root, ases in _groups(machine):
         if address_spaces and not any(a.name in address_spaces for a in ases):
             continue
@@ -101,7 +101,7 @@ def build_tree(
     while i < len(queue):
         mr = queue[i]
         i += 1
-        if id(mr) in shown:
+        if mr in shown:
             continue
         head = Text("memory-region: ", style="dim")
         head.append(mr.label, style="bold cyan")
@@ -111,8 +111,8 @@ def build_tree(
 
 
 def _add_region(parent: Tree, root: MemoryRegion, base: int, owners: bool, depth: int | None,
-                show_disabled: bool, queue: list[MemoryRegion], queued: set[int],
-                shown: set[int]) -> None:
+                show_disabled: bool, queue: list[MemoryRegion], queued: set[MemoryRegion],
+                shown: set[MemoryRegion]) -> None:
     # Iterative: real trees are shallow, but a generated one need not be.
     stack: list[tuple[Tree, MemoryRegion, int, int]] = [(parent, root, base, 0)]
     while stack:
@@ -120,10 +120,10 @@ def _add_region(parent: Tree, root: MemoryRegion, base: int, owners: bool, depth
         if not mr.enabled and not show_disabled:
             continue
         start = (base + mr.addr) & MASK64
-        shown.add(id(mr))
+        shown.add(mr)
         child = node.add(region_label(mr, start, owners=owners))
-        if mr.alias is not None and id(mr.alias) not in queued:
-            queued.add(id(mr.alias))
+        if mr.alias is not None and mr.alias not in queued:
+            queued.add(mr.alias)
             queue.append(mr.alias)
         if depth is not None and level >= depth:
             if mr.subregions:

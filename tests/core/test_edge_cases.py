@@ -1,10 +1,10 @@
 """Hand-written edge-case trees (not captured from QEMU) with ``-f`` texts derived by hand.
 
 Each tree below was written by hand in QEMU 7.2's tree format; each expected flat
-text was worked out by hand from QEMU's rendering rules (memory-semantics.md §2,
+text was worked out by hand from QEMU's rendering rules (docs/memory-semantics-notes.md §2,
 §3) — not produced by qmirror. Every case checks that the tree re-prints byte for
 byte and that the rendering equals the hand-derived FlatViews. Where the tree text
-cannot carry a fact (text-gaps.md), the strict check must fail and inference from
+cannot carry a fact (docs/text-gaps.md), the strict check must fail and inference from
 the hand-derived ``-f`` must recover exactly the expected attribute.
 """
 

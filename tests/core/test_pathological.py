@@ -7,7 +7,7 @@ generous bounds on time and memory; ``python3 tests/core/test_pathological.py`` 
 the measured numbers.
 
 Expected outputs are derived by hand from the generators below and the rules of
-memory-semantics.md (each leaf renders at its own address; §3.1 for the FlatView
+docs/memory-semantics-notes.md (each leaf renders at its own address; §3.1 for the FlatView
 root), never produced by qmirror.
 """
 

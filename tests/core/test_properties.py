@@ -6,7 +6,7 @@
   every range and its flags; the oracle itself reproduces QEMU's own ``-f`` on every
   real capture under ``fixtures/``;
 * print → parse → print of tree text is a fixed point wherever the text determines
-  the tree (text-gaps.md): with ``-D``, or without disabled regions; where the text
+  the tree (docs/text-gaps.md): with ``-D``, or without disabled regions; where the text
   hides disabled regions (G6) parsing may refuse, but only with a ParseError (the
   shrunk examples that used to crash or differ are kept as regression tests);
 * flat text of rendered views prints, parses and prints again to the same bytes;
@@ -102,7 +102,7 @@ def _hand_picked() -> dict[str, Machine]:
     top.add_subregion(r2, 0)
     top.add_subregion(alias("a", r2, 0x800, 0x1000), 0)
     out["discontinuous offsets"] = Machine([AddressSpace("memory", top)])
-    # memory-semantics.md §2.6 example 2: a negative base through isa-bios.
+    # docs/memory-semantics-notes.md §2.6 example 2: a negative base through isa-bios.
     system = container("system", 1 << 64)
     pci = container("pci", 1 << 64)
     bios = MemoryRegion("pc.bios", RegionKind.ROM, 0x40000)
@@ -168,7 +168,7 @@ def test_oracle_equals_qemu_on_real_captures(capture: Path) -> None:
 
 
 def test_oracle_alone_on_the_documented_example() -> None:
-    """The oracle itself on memory-semantics.md §2.6 example 1, derived by hand there."""
+    """The oracle itself on docs/memory-semantics-notes.md §2.6 example 1, derived by hand there."""
     a = container("A", 0x8000)
     b = container("B", 0x4000)
     b.add_subregion(io("D", 0x1000), 0)

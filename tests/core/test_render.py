@@ -1,7 +1,7 @@
 """The renderer on machines built in code, against results derived by hand.
 
 Each expectation is worked out from QEMU's algorithm as the reference describes it
-(memory-semantics.md §2.6 worked examples, §2.3, §3.1), not taken from our output.
+(docs/memory-semantics-notes.md §2.6 worked examples, §2.3, §3.1), not taken from our output.
 """
 
 from __future__ import annotations

@@ -313,8 +313,8 @@ async def test_monitor_feeds_suspend_and_resume(uri: str, own_dom: Any) -> None:
             await asyncio.to_thread(own_dom.suspend)
             async with asyncio.timeout(30):
                 second = await feed.get()
-    got = [(m["event"], json.loads(json.dumps(m["data"]))["libvirt"]["event"])
-           for m in (first, second)]
+    got = [(e.name, json.loads(json.dumps(e.data))["libvirt"]["event"])
+           for e in (first, second)]
     assert got == [("RESUME", "lifecycle:RESUMED"), ("STOP", "lifecycle:SUSPENDED")]
 
 

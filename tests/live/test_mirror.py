@@ -12,10 +12,11 @@ import json
 import os
 import re
 import signal
+import sys
 from typing import Any
 
 import pytest
-from livehelpers import LaunchVM, qemu_ranges, run_qmirror, wait_for
+from livehelpers import REPO, LaunchVM, qemu_ranges, run_qmirror, wait_for
 
 from qmirror.errors import QmirrorError
 from qmirror.live.mirror import ErrorReport, Frame, Mirror, MirrorObserver
@@ -349,7 +350,7 @@ async def test_event_feed_stays_bounded(launch_vm: LaunchVM) -> None:
             await mon.execute("query-status")  # events before it have arrived
             pending = feed.clear()
         assert len(pending) == 8 and feed.dropped == 60 - 8
-        assert [e["event"] for e in pending[-2:]] == ["RESUME", "STOP"]
+        assert [e.name for e in pending[-2:]] == ["RESUME", "STOP"]
         assert feed.history == ()
         # qemu.qmp's own all-events listener keeps nothing either.
         assert mon._client is not None and len(mon._client.events.history) == 0
@@ -390,17 +391,42 @@ def check_record(rec: dict[str, Any]) -> None:
 
 async def test_watch_jsonl_until_qemu_goes_away(launch_vm: LaunchVM) -> None:
     vm = await launch_vm("-machine", "pc", "-nic", "none")
-    watching = asyncio.create_task(run_qmirror(
-        "watch", f"unix:{vm.socket}", "--format", "jsonl", "--interval", "0.2", timeout=60))
-    await asyncio.sleep(1.5)
-    await vm.control.hmp("o /w 0xcf8 0x80000058")
-    await vm.control.hmp("o /b 0xcfd 0x30")
-    await asyncio.sleep(1.0)
-    os.kill(vm.pid, signal.SIGKILL)
-    run = await watching
-    assert run.code == 2, run.err
-    assert "QEMU went away" in run.err
-    records = [json.loads(line) for line in run.out.splitlines()]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "qmirror", "--color", "never", "watch", f"unix:{vm.socket}",
+        "--format", "jsonl", "--interval", "0.2", stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    lines: list[str] = []
+
+    async def until_commit(after: int) -> None:
+        """Read the watcher's records up to the first commit of a reading after *after*."""
+        assert proc.stdout is not None
+        while True:
+            line = (await proc.stdout.readline()).decode()
+            assert line, "watch ended early"
+            lines.append(line)
+            r = json.loads(line)
+            if r["event"] == "commit" and r["reading"] > after:
+                return
+
+    try:
+        async with asyncio.timeout(60):
+            await until_commit(0)  # the first reading is delivered
+            await vm.control.hmp("o /w 0xcf8 0x80000058")
+            await vm.control.hmp("o /b 0xcfd 0x30")
+            await until_commit(1)  # a later reading saw PAM change (nothing else moves)
+            os.kill(vm.pid, signal.SIGKILL)
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 2, err.decode()
+    assert "QEMU went away" in err.decode()
+    run_out = "".join(lines) + out.decode()
+    records = [json.loads(line) for line in run_out.splitlines()]
     for r in records:
         check_record(r)
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))

@@ -1,7 +1,7 @@
 """The dispatch dump (``info mtree -f -d``): built from our FlatViews, parsed, compared.
 
 Expected outputs are QEMU's own text (live captures and the committed fixtures) or
-derived by hand from physmem.c's rules (reference §4.7): the section table in
+derived by hand from physmem.c's rules (docs/memory-semantics-notes.md §4.7): the section table in
 creation order and the radix tree with 9 bits per level, 6 levels for 4 KiB pages.
 """
 

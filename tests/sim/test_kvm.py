@@ -1,7 +1,7 @@
 """KVM memory slots: QEMU 7.2's rules on hand-built machines, and real QEMU's own traces.
 
 Unit tests build machines with :class:`~qmirror.sim.memory.MemorySystem`; the expected
-calls are derived by hand from reference §5.6 (``kvm_set_phys_mem``,
+calls are derived by hand from docs/memory-semantics-notes.md §5.6 (``kvm_set_phys_mem``,
 ``kvm_set_user_memory_region``, ``kvm_mem_flags``).
 
 The real-QEMU tests run ``qemu-system-x86_64 -accel kvm -trace kvm_set_user_memory

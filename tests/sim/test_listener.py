@@ -1,6 +1,6 @@
 """The listener machinery on its own: QEMU's two passes, listener order, ioeventfd diffs.
 
-Every expected sequence here is derived by hand from reference §5.2–5.4 (the
+Every expected sequence here is derived by hand from docs/memory-semantics-notes.md §5.2–5.4 (the
 pseudo-code of ``address_space_update_topology_pass`` and
 ``address_space_add_del_ioeventfds``, and the Forward/Reverse table).
 """

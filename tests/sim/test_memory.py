@@ -173,7 +173,7 @@ def test_ioeventfds_follow_their_region_when_it_moves() -> None:
         (0xc010, 0), (0xc010, 1), (0xd010, 0), (0xd010, 1)]
 
 
-# -- what sets a pending flag (reference §1.5) ---------------------------------------
+# -- what sets a pending flag (docs/memory-semantics-notes.md §1.5) ----------------------------
 
 
 def test_adding_to_a_disabled_container_or_a_disabled_subregion_updates_nothing() -> None:

@@ -1,7 +1,7 @@
 """Every dialect of ``info mtree``: detected, parsed, modelled and printed back.
 
 Inputs named HANDWRITTEN_* were written by hand from the reference's format history
-(memory-semantics.md §4.8, §4.9) for versions no public dump shows; expected values
+(docs/memory-semantics-notes.md §4.8, §4.9) for versions no public dump shows; expected values
 are derived by hand from the same rules. Real dumps of other dialects are covered by
 tests/text/test_corpus.py; QEMU 7.2 by tests/verify/test_fixtures.py.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from qmirror.core.render import render_machine
+from qmirror.errors import InputError
 from qmirror.rebuild.tree import build_machine
 from qmirror.text.dialect import DIALECTS, for_version, parse_version
 from qmirror.text.flat import parse_flat, print_flat
@@ -128,7 +129,7 @@ def test_versions_map_to_dialects() -> None:
     assert for_version("5.1").disabled == "hidden" and for_version("5.0").disabled == "shown"
     assert for_version("11.0").container_word
     assert for_version("4.1").accel_word == "kvm" and for_version("5.0").accel_word == "KVM"
-    with pytest.raises(ValueError, match=r"before 1\.3"):
+    with pytest.raises(InputError, match=r"before 1\.3"):
         for_version("1.2")
     assert [d.since for d in DIALECTS] == sorted(d.since for d in DIALECTS)
 
