@@ -105,8 +105,11 @@ def test_targets_from_args_order_and_launch() -> None:
                 passthrough=["qemu-system-x86_64", "-machine", "q35"])
     assert [t.kind for t in got] == ["unix", "unix", "tcp", "launch"]
     assert got[-1].binary == "qemu-system-x86_64" and got[-1].args == ("-machine", "q35")
-    (only,) = parse("check", "--qemu", "/opt/qemu", "--launch", "-machine", "pc")
+    (only,) = parse("check", "--qemu", "/opt/qemu", "--launch", passthrough=["-machine", "pc"])
     assert only.binary == "/opt/qemu" and only.args == ("-machine", "pc")
+    # qmirror's options go anywhere before `--`; after it, every word is QEMU's.
+    (late,) = parse("check", "--launch", "--boot", "3", passthrough=["-boot", "menu=on"])
+    assert late.args == ("-boot", "menu=on")
 
 
 def test_command_line_mistakes_are_trouble(capsys: pytest.CaptureFixture[str]) -> None:

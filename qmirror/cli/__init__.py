@@ -2,6 +2,8 @@
 
 Exit codes follow diff(1): 0 when every compared FlatView matches, 1 on any
 mismatch, 2 on trouble (unreadable file, parse error, usage, a failing QEMU).
+Interrupted (Ctrl-C, SIGTERM, SIGHUP): a QEMU of ours is shut down first, then the
+status is 128 + the signal (130, 143, 129), without a traceback.
 Results go to stdout; diagnostics to stderr. Each command lives in its own module
 with a ``register(subparsers)`` function; :data:`COMMANDS` lists them in help order.
 """
@@ -15,7 +17,8 @@ from pathlib import Path
 
 from qmirror import __version__
 from qmirror.cli import check, diff, export, live, offline, settings, slots, views
-from qmirror.cli._common import EXIT_TROUBLE, consoles
+from qmirror.cli._common import EXIT_TROUBLE, consoles, handle_stop_signals, interrupted_exit
+from qmirror.cli._inputs import launch_settings
 from qmirror.errors import QmirrorError
 from qmirror.views.report import junit_error
 
@@ -41,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        handle_stop_signals()  # the command line's process only, not a library caller
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return interrupted_exit()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
     # `--launch -- QEMU ARGS`: argparse would take the words after `--` for positionals,
@@ -53,16 +65,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.passthrough = passthrough
     out, err = consoles(args.color)
     try:
+        launch_settings(args)
         code: int = args.func(args, out, err)
         return code
     except QmirrorError as exc:
         err.print(f"qmirror {args.command}: {exc}", highlight=False, markup=False)
         junit = getattr(args, "junit_xml", None)
         if junit:
-            junit_error(Path(junit), str(exc))
+            try:
+                junit_error(Path(junit), str(exc))
+            except QmirrorError as also:  # the trouble's exit status stands
+                err.print(f"qmirror {args.command}: {also}", highlight=False, markup=False)
         return EXIT_TROUBLE
-    except KeyboardInterrupt:
-        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

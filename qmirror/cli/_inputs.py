@@ -102,6 +102,23 @@ def file_source(spec: str) -> FileSource | None:
     return None
 
 
+def launch_settings(args: argparse.Namespace) -> None:
+    """Fill in what the settings say for ``--launch`` (every command alike): the QEMU
+    binary (``qemu``) and, where the command takes it, the firmware time
+    (``boot-seconds``). Options on the command line win. Idempotent.
+
+    :raise QmirrorError: a broken settings file (only read with ``--launch``).
+    """
+    if not getattr(args, "launch", False):
+        return
+    config = qconfig.from_args(args)
+    if getattr(args, "qemu", None) is None:
+        args.qemu = config.qemu
+    # watch runs a launched guest all along: a boot time does not apply there.
+    if getattr(args, "boot", None) is None and getattr(args, "command", None) != "watch":
+        args.boot = config.boot_seconds
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """How the model is completed (as for ``check``), and the live-target options."""
     p.add_argument("--accel", choices=ACCELS, default="auto",
@@ -214,11 +231,7 @@ def open_readings(specs: list[str], args: argparse.Namespace, err: Console, *,
     :raise QmirrorError: too few or too many targets; unreadable or malformed input; a
         failing QEMU.
     """
-    config = qconfig.from_args(args)
-    if getattr(args, "qemu", None) is None:
-        args.qemu = config.qemu
-    if getattr(args, "boot", None) is None and getattr(args, "launch", None) is not None:
-        args.boot = config.boot_seconds
+    launch_settings(args)
     wanted = resolve(specs, args)
     low, high = count
     if not low <= len(wanted) <= high:

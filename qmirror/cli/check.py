@@ -27,7 +27,7 @@ from qmirror.live.livecheck import Outcome, check_targets
 from qmirror.live.targets import Target, add_target_options, targets_from_args
 from qmirror.verify.check import CheckResult, check
 from qmirror.verify.ignore import apply_to_check
-from qmirror.views.report import junit_error, print_text, to_json, write_junit
+from qmirror.views.report import junit_error, junit_problem, print_text, to_json, write_junit
 
 
 MULTI_SCHEMA = "qmirror.check-targets/1"
@@ -166,6 +166,12 @@ def _live(args: argparse.Namespace, targets: list[Target], out: Console, err: Co
 
 
 def cmd_check(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if args.junit_xml:
+        problem = junit_problem(Path(args.junit_xml))
+        if problem is not None:
+            err.print(f"qmirror check: {problem}", highlight=False, markup=False)
+            args.junit_xml = None  # nowhere to record this trouble either
+            return EXIT_TROUBLE
     targets = targets_from_args(args, positional=args.targets)
     offline = args.tree is not None or args.flat is not None
     if offline and targets:

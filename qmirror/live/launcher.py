@@ -12,6 +12,11 @@ Design (after the model of QEMU's own python/qemu/machine, written for asyncio):
 * QEMU's stdout and stderr go to a log file in a private temporary directory; stdin is
   ``/dev/null``; QEMU gets its own process group, so a terminal's Ctrl-C reaches only
   Python, which then shuts QEMU down in order;
+* on Linux QEMU is also told to die with us (``PR_SET_PDEATHSIG``): if Python is killed
+  outright (SIGKILL, a crash) the kernel sends QEMU SIGKILL. The signal follows the
+  *thread* that forked QEMU, so a QemuInstance must live on a thread that outlives it
+  (``asyncio.run`` in the main thread, or the pytest plugin's loop thread, which stops
+  only after its QEMU has been shut down);
 * connecting races against QEMU exiting, so a bad command line fails in milliseconds
   with QEMU's own message;
 * shutdown is ``quit`` over QMP, then SIGTERM, then SIGKILL, each with a deadline, and
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import logging
 import os
@@ -29,9 +35,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import weakref
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final, TypeVar
@@ -60,6 +67,36 @@ _KVM_API_VERSION: Final = 12
 _EXIT_GRACE: Final = 2.0
 
 _T = TypeVar("_T")
+
+# prctl(2) option: signal to get when the parent (thread) dies.
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when we die (Linux only).
+
+    Everything is looked up before the fork: the child only calls a C function and
+    compares two ints. If we died between fork and prctl, the child is already
+    orphaned and the death signal will never come, so it leaves by itself.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                      ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+    kill = int(signal.SIGKILL)
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, kill, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(127)
+
+    return hook
 
 
 def kvm_problem(path: str = "/dev/kvm") -> str | None:
@@ -280,6 +317,7 @@ class QemuInstance:
                     stderr=subprocess.STDOUT,
                     pass_fds=(monitor_fd,),
                     process_group=0,
+                    preexec_fn=_die_with_parent_hook(),
                 )
             except OSError as exc:
                 where = shutil.which(self.binary) or self.binary

@@ -19,10 +19,10 @@ TARGET strings, in the order they are tried:
 QMP has no authentication: anyone who reaches the port owns the VM. A TCP target whose
 host is not a loopback address is accepted with a warning on stderr (once per host).
 
-A launched QEMU (``--launch -- [BINARY] ARGS...``) is qmirror's own: it gets a QMP
-socketpair, ``-display none`` and ``-S``; with ``--boot S`` the guest runs S seconds
-(SeaBIOS programs BARs, PAM, SMRAM) and is stopped again before the reading. It is
-always shut down afterwards.
+A launched QEMU (``--launch -- [BINARY] ARGS...``, qmirror's options before ``--``) is
+qmirror's own: it gets a QMP socketpair, ``-display none`` and ``-S``; with ``--boot S``
+the guest runs S seconds (SeaBIOS programs BARs, PAM, SMRAM) and is stopped again
+before the reading. It is always shut down afterwards, and dies with qmirror.
 """
 
 from __future__ import annotations
@@ -237,9 +237,12 @@ def add_target_options(parser: argparse.ArgumentParser, *, several: bool = True)
     """Add ``--socket``, ``--tcp``, ``--targets-file``, ``--launch``, ``--boot``,
     ``--pause``, ``--timeout`` and ``--qemu``.
 
-    ``--launch`` takes the rest of the command line: ``--launch -- qemu-system-x86_64
-    -machine q35`` (the ``--`` is split off by :func:`qmirror.cli.main` and handed over
-    as ``args.passthrough``) or ``--launch qemu-system-x86_64 -machine q35``.
+    ``--launch`` is a flag; QEMU's words are everything after ``--`` (split off by
+    :func:`qmirror.cli.main` and handed over as ``args.passthrough``), so qmirror's
+    own options, ``--boot`` included, go anywhere before ``--``::
+
+        qmirror check --boot 3 --launch -- qemu-system-x86_64 -machine q35
+        qmirror check --launch --boot 3 -- qemu-system-x86_64 -machine q35
 
     :param several: whether the command takes several targets (``--targets-file``).
     """
@@ -252,9 +255,10 @@ def add_target_options(parser: argparse.ArgumentParser, *, several: bool = True)
     if several:
         g.add_argument("--targets-file", metavar="FILE",
                        help="read TARGETs from FILE, one per line, '#' comments")
-    g.add_argument("--launch", nargs=argparse.REMAINDER, metavar="ARGS",
-                   help="launch QEMU for the job: `--launch -- [BINARY] QEMU-ARGS...` "
-                        "(last on the line); QMP, -display none and -S are added")
+    g.add_argument("--launch", action="store_true",
+                   help="launch QEMU for the job: `--launch -- [BINARY] QEMU-ARGS...`; "
+                        "everything after `--` is QEMU's, qmirror's options go before "
+                        "it; QMP, -display none and -S are added")
     g.add_argument("--boot", metavar="SECONDS", type=_seconds,
                    help="with --launch: let the guest run SECONDS first (firmware "
                         "programs BARs, PAM, SMRAM), then stop it")
@@ -270,19 +274,17 @@ def add_target_options(parser: argparse.ArgumentParser, *, several: bool = True)
 
 
 def launch_argv(args: argparse.Namespace) -> list[str] | None:
-    """The QEMU words given with ``--launch`` (after ``--`` or right after it)."""
-    launch: list[str] | None = getattr(args, "launch", None)
+    """The QEMU words given with ``--launch``: those after ``--``."""
+    launch = bool(getattr(args, "launch", False))
     passthrough: list[str] | None = getattr(args, "passthrough", None)
-    if launch is None:
+    if not launch:
         if passthrough:
             raise QmirrorError("arguments after '--' are only taken with --launch")
         return None
-    words = list(launch) + list(passthrough or ())
-    if words[:1] == ["--"]:
-        words = words[1:]
-    if not words:
-        raise QmirrorError("--launch needs QEMU arguments: --launch -- qemu-system-x86_64 ...")
-    return words
+    if not passthrough:
+        raise QmirrorError("--launch needs QEMU arguments after '--': "
+                           "--launch -- qemu-system-x86_64 ...")
+    return list(passthrough)
 
 
 def targets_from_args(args: argparse.Namespace, *, positional: Sequence[str] = ()

@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from qmirror.core.model import Fact, Machine, MemoryRegion, Source
+from qmirror.errors import QmirrorError
 from qmirror.sim.dispatch import DispatchDiff
 from qmirror.text.grammar import FlatRangeLine, format_owners
 from qmirror.verify.check import CheckResult
@@ -124,7 +125,25 @@ def write_junit(result: CheckResult, path: Path, *, name: str = "qmirror.check")
                 message += f", {len(v.dispatch_diffs)} dispatch differences"
             fail = ET.SubElement(case, "failure", message=message)
             fail.text = "\n".join(_diff_lines(v)) or v.note
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    _write_xml(suite, path)
+
+
+def junit_problem(path: Path) -> str | None:
+    """Why a JUnit report cannot be written to *path*, or ``None`` (checked up front, so
+    that a VM is not read for nothing)."""
+    if path.is_dir():
+        return f"--junit-xml {path}: is a directory"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"--junit-xml {path}: no such directory {parent}"
+    return None
+
+
+def _write_xml(root: ET.Element, path: Path) -> None:
+    try:
+        ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    except OSError as exc:
+        raise QmirrorError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def junit_error(path: Path, message: str, *, name: str = "qmirror.check") -> None:
@@ -133,7 +152,7 @@ def junit_error(path: Path, message: str, *, name: str = "qmirror.check") -> Non
     case = ET.SubElement(suite, "testcase", classname=name, name="check")
     err = ET.SubElement(case, "error", message=message.splitlines()[0] if message else "error")
     err.text = message
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    _write_xml(suite, path)
 
 
 def _fmt(r: FlatRangeLine | None) -> str:

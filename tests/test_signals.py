@@ -1,0 +1,133 @@
+"""Whatever signal ends ``qmirror check --launch``, its QEMU does not outlive it (issue 17).
+
+Real QEMU, run by the real command (``python -m qmirror``). Each test gives its QEMU a
+unique ``-name`` so it can find that process (and only that one), waits until the QEMU
+is there, signals qmirror, and then waits for the QEMU to be gone. Teardown kills any
+survivor by pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from livehelpers import REPO, pids_with, wait_for
+
+
+def _state(pid: int) -> str | None:
+    """The process state letter, or ``None`` once it is reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _dead(pid: int) -> bool:
+    # Orphans are reparented to pid 1, which may not reap them here: a zombie is dead.
+    return _state(pid) in (None, "Z", "X")
+
+
+@dataclass(slots=True)
+class Running:
+    proc: asyncio.subprocess.Process
+    marker: str
+
+    def qemu_pids(self) -> list[int]:
+        return [p for p in pids_with(self.marker) if p != self.proc.pid and not _dead(p)]
+
+    async def wait_for_qemu(self) -> int:
+        await wait_for(lambda: bool(self.qemu_pids()), timeout=60, what="QEMU to start")
+        (pid,) = self.qemu_pids()
+        return pid
+
+    async def finish(self, timeout: float = 60) -> tuple[int, str, str]:
+        async with asyncio.timeout(timeout):
+            out, err = await self.proc.communicate()
+        assert self.proc.returncode is not None
+        return self.proc.returncode, out.decode(), err.decode()
+
+
+@contextlib.asynccontextmanager
+async def qmirror_launch(qemu_binary: str, *before: str) -> AsyncIterator[Running]:
+    """``qmirror check --boot 600 --launch -- QEMU -name MARKER``: busy until signalled."""
+    marker = f"qmirror-signal-{uuid.uuid4().hex[:12]}"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "qmirror", "--color", "never", "check", *before,
+        "--boot", "600", "--timeout", "60", "--launch", "--",
+        qemu_binary, "-machine", "pc", "-nic", "none", "-name", marker,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
+    running = Running(proc, marker)
+    try:
+        yield running
+    finally:
+        for pid in [proc.pid, *pids_with(marker)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            await proc.wait()
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129),
+                                              (signal.SIGINT, 130)])
+async def test_stop_signal_shuts_qemu_down(qemu_binary: str, signum: int, code: int) -> None:
+    async with qmirror_launch(qemu_binary) as run:
+        qemu = await run.wait_for_qemu()
+        os.kill(run.proc.pid, signum)
+        got, out, err = await run.finish()
+        assert got == code, err
+        assert "Traceback" not in err and "Traceback" not in out
+        # qmirror reaped its QEMU before exiting: not even a zombie is left.
+        assert _state(qemu) is None
+        assert run.qemu_pids() == []
+
+
+async def test_sigkill_takes_qemu_along(qemu_binary: str) -> None:
+    """qmirror gets no chance to clean up: the kernel's parent-death signal does it."""
+    async with qmirror_launch(qemu_binary) as run:
+        qemu = await run.wait_for_qemu()
+        os.kill(run.proc.pid, signal.SIGKILL)
+        assert (await run.finish())[0] == -signal.SIGKILL
+        await wait_for(lambda: _dead(qemu), timeout=10, what=f"QEMU pid {qemu} to die")
+
+
+# Interrupts itself the moment `qmirror.cli.check` is about to be imported, i.e. in the
+# middle of the command line's (slow) imports, then runs the entry point as the
+# `qmirror` script does.
+_INTERRUPT_DURING_IMPORT = """
+import importlib.abc, os, signal, sys
+
+class Interrupt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "qmirror.cli.check":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, Interrupt())
+from qmirror.__main__ import run
+sys.exit(run())
+"""
+
+
+async def test_ctrl_c_while_importing_is_quiet() -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _INTERRUPT_DURING_IMPORT, "--version",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode == 130, err.decode()
+    assert out == b"" and err == b""  # interrupted before --version could answer
