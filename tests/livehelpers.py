@@ -62,19 +62,22 @@ class Run:
     seconds: float
 
 
-async def run_qmirror(*args: str, timeout: float = 120.0) -> Run:
+async def run_qmirror(*args: str, timeout: float = 120.0, cwd: Path = REPO,
+                      unset: tuple[str, ...] = ()) -> Run:
     """Run ``python -m qmirror --color never ARGS`` from the checkout and wait for it.
 
+    :param cwd: where to run it (the checkout's code is imported wherever it runs).
+    :param unset: environment variables to leave out.
     :raise TimeoutError: it did not finish in time (it is killed first).
     """
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.pop("NO_COLOR", None)
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "qmirror", "--color", "never", *args,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
+        stderr=asyncio.subprocess.PIPE, cwd=cwd, env=env)
     try:
         async with asyncio.timeout(timeout):
             out, err = await proc.communicate()

@@ -243,8 +243,10 @@ def load(
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     if path is not None:
-        if explicit and not path.is_file():
+        if explicit and not path.exists():
             raise QmirrorError(f"configuration file {path} does not exist")
+        if path.is_dir():  # /dev/null and other readable non-files are fine: empty
+            raise QmirrorError(f"configuration file {path} is a directory")
         table = table_of(path, _read_toml(path), explicit=bool(explicit))
         for attr, value in parse_table(table, origin=str(path)).items():
             values[attr], origins[attr] = value, f"file {path}"

@@ -33,6 +33,7 @@ import contextlib
 import ipaddress
 import os
 import re
+import socket
 import stat
 import sys
 import time
@@ -133,14 +134,25 @@ def _stderr_warning(message: str) -> None:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether *host* names this machine only (``localhost``, 127/8, ``::1``)."""
+    """Whether *host* names this machine only (``localhost``, 127/8, ``::1``).
+
+    IPv4 is read as the resolver reads it (inet_aton: ``127.1``, ``0x7f.1``,
+    ``2130706433``), since that is where the connection goes; ``::ffff:127.0.0.1`` is
+    loopback too.
+    """
     name = host.rstrip(".").lower()
     if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(name).is_loopback
+        address = ipaddress.ip_address(name)
     except ValueError:
-        return False
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(name))
+        except OSError:
+            return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def _tcp(spec: str, text: str, warn: Callable[[str], None] | None) -> Target:
@@ -192,8 +204,8 @@ def parse_target(spec: str, *, warn: Callable[[str], None] | None = None) -> Tar
     if _HOST_PORT.match(spec):
         return _tcp(spec, spec, warn)
     raise QmirrorError(
-        f"TARGET {spec!r}: not an existing socket or snapshot directory, and not "
-        "unix:PATH, tcp:HOST:PORT or HOST:PORT")
+        f"TARGET {spec!r}: no such file or directory (a TARGET is a socket, a snapshot "
+        "directory, unix:PATH, tcp:HOST:PORT or HOST:PORT)")
 
 
 def read_targets_file(path: str, *, warn: Callable[[str], None] | None = None) -> list[Target]:
