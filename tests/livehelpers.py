@@ -89,6 +89,23 @@ async def run_qmirror(*args: str, timeout: float = 120.0, cwd: Path = REPO,
     return Run(proc.returncode, out.decode(), err.decode(), time.monotonic() - started)
 
 
+async def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> Run:
+    """Run ``qmirror --color never ARGS`` in this process (on a thread of its own, with its
+    own event loop) and time it there: the time excludes interpreter start-up and
+    imports, which a loaded machine can stretch to seconds.
+
+    The test's own event loop keeps running meanwhile (fake peers and proxies on it
+    keep serving)."""
+    from qmirror.cli import main  # noqa: PLC0415 - the tests' helpers load the CLI lazily
+
+    capsys.readouterr()
+    started = time.monotonic()
+    code = await asyncio.to_thread(main, ["--color", "never", *args])
+    seconds = time.monotonic() - started
+    out, err = capsys.readouterr()
+    return Run(code, out, err, seconds)
+
+
 def pids_with(marker: str) -> list[int]:
     """Processes whose command line contains *marker* (e.g. a unique ``-name``)."""
     found = []

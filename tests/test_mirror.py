@@ -12,10 +12,12 @@ import json
 import os
 import re
 import signal
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from livehelpers import LaunchVM, qemu_ranges, run_qmirror, wait_for
+from livehelpers import REPO, LaunchVM, qemu_ranges, run_qmirror, wait_for
 
 from qmirror.errors import QmirrorError
 from qmirror.live.mirror import ErrorReport, Frame, Mirror, MirrorObserver
@@ -388,19 +390,66 @@ def check_record(rec: dict[str, Any]) -> None:
         assert isinstance(ts["seconds"], int) and isinstance(ts["microseconds"], int)
 
 
+class Watch:
+    """``qmirror watch`` running, its JSON Lines read as they come (the test waits on
+    the records it needs, never on the clock)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.records: list[dict[str, Any]] = []
+
+    async def until(self, wanted: Callable[[dict[str, Any]], bool], what: str,
+                    timeout: float = 30) -> dict[str, Any]:
+        """Read records until one satisfies *wanted*; return it."""
+        assert self.proc.stdout is not None
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    line = await self.proc.stdout.readline()
+                    if not line:
+                        raise AssertionError(f"watch ended before {what}")
+                    record = json.loads(line)
+                    self.records.append(record)
+                    if wanted(record):
+                        return record
+        except TimeoutError:
+            raise TimeoutError(f"no record of {what} within {timeout:g}s") from None
+
+    async def finish(self, timeout: float = 30) -> tuple[int, str]:
+        async with asyncio.timeout(timeout):
+            out, err = await self.proc.communicate()
+        self.records += [json.loads(line) for line in out.decode().splitlines()]
+        assert self.proc.returncode is not None
+        return self.proc.returncode, err.decode()
+
+
 async def test_watch_jsonl_until_qemu_goes_away(launch_vm: LaunchVM) -> None:
     vm = await launch_vm("-machine", "pc", "-nic", "none")
-    watching = asyncio.create_task(run_qmirror(
-        "watch", f"unix:{vm.socket}", "--format", "jsonl", "--interval", "0.2", timeout=60))
-    await asyncio.sleep(1.5)
-    await vm.control.hmp("o /w 0xcf8 0x80000058")
-    await vm.control.hmp("o /b 0xcfd 0x30")
-    await asyncio.sleep(1.0)
-    os.kill(vm.pid, signal.SIGKILL)
-    run = await watching
-    assert run.code == 2, run.err
-    assert "QEMU went away" in run.err
-    records = [json.loads(line) for line in run.out.splitlines()]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "qmirror", "--color", "never", "watch", f"unix:{vm.socket}",
+        "--format", "jsonl", "--interval", "0.2", stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
+    watch = Watch(proc)
+    try:
+        await watch.until(lambda r: r["event"] == "commit" and r["reading"] == 1,
+                          "the first reading")
+        # PAM: the BIOS area 0xf0000 now reads from RAM (a guest-side change, no event).
+        await vm.control.hmp("o /w 0xcf8 0x80000058")
+        await vm.control.hmp("o /b 0xcfd 0x30")
+        await watch.until(lambda r: r["event"] == "region_add" and r["reading"] != 1
+                          and r["region"] == "pc.ram" and r["start"] == "0x00000000000f0000",
+                          "the PAM change")
+        os.kill(vm.pid, signal.SIGKILL)
+        code, err = await watch.finish()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 2, err
+    assert "QEMU went away" in err
+    records = watch.records
     for r in records:
         check_record(r)
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
