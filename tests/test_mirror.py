@@ -408,7 +408,7 @@ class Watch:
                     line = await self.proc.stdout.readline()
                     if not line:
                         raise AssertionError(f"watch ended before {what}")
-                    record = json.loads(line)
+                    record: dict[str, Any] = json.loads(line)
                     self.records.append(record)
                     if wanted(record):
                         return record
