@@ -4,6 +4,7 @@ the ``qemu`` setting honoured by every command that launches."""
 
 from __future__ import annotations
 
+import argparse
 import re
 import shlex
 import shutil
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from livehelpers import REPO, run_qmirror
 
-from qmirror.cli import build_parser, main
+from qmirror.cli import EXAMPLES, build_parser, main
 
 
 FIXTURE = REPO / "fixtures/qemu-7.2/x86_64/pc"
@@ -174,3 +175,69 @@ async def test_qemu_setting_runs_that_qemu(short_tmp: Path, qemu_binary: str) ->
 def test_config_dev_null_is_empty(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--color", "never", "--config", "/dev/null", "config"]) == 0
     assert "does not exist" not in capsys.readouterr().err
+
+
+# -- usability (defect 6) -----------------------------------------------------------------
+
+
+def test_a_match_is_one_line_unless_verbose(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--color", "never", *OFFLINE]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("MATCH: 4 FlatViews, ") and "attributes from rules" in line
+    assert main(["--color", "never", *OFFLINE, "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "Not read from the tree" in out and "rule " in out and len(out.splitlines()) > 10
+    # Live targets (a snapshot directory here): one verdict line per VM.
+    assert main(["--color", "never", "check", str(FIXTURE), str(FIXTURE)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[2] == "2 targets: 2 match, 0 mismatch, 0 error"
+    assert all(ln.startswith(f"MATCH {FIXTURE} (QEMU 7.2") for ln in lines[:2])
+
+
+def _command_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    raise AssertionError("no subcommands")
+
+
+def test_help_has_examples_that_parse() -> None:
+    parser = build_parser()
+    for name, lines in EXAMPLES.items():
+        helper = parser if name is None else _command_parser(parser, name)
+        text = helper.format_help()
+        assert "examples:\n" in text
+        for line in lines:
+            assert f"  {line}\n" in text
+            words = shlex.split(line)[1:]
+            before = words[:words.index("--")] if "--" in words else words
+            parser.parse_args(before)  # exits (SystemExit) on a bad example
+
+
+def test_a_missing_target_is_no_such_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--color", "never", "check", "/no/such/vm.qmp"]) == 2
+    assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_slots_of_a_tcg_vm_say_they_are_a_prediction(capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    assert main(["--color", "never", "slots", str(FIXTURE)]) == 0
+    out = capsys.readouterr().out
+    assert "runs with tcg, not KVM: this is the table QEMU would give KVM" in out
+
+
+async def test_watch_summarises_the_first_reading(qemu_binary: str) -> None:
+    run = await run_qmirror("watch", "--count", "2", "--interval", "0.3", "--launch", "--",
+                            qemu_binary, "-machine", "pc", "-nic", "none", timeout=60)
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    second = next(n for n, ln in enumerate(lines) if " reading 2 " in ln)
+    first = lines[:second]
+    assert not any(re.search(r"^\S+   [+-] ", ln) for ln in first), first
+    (summary,) = [ln for ln in first if "the map:" in ln]
+    found = re.search(r"the map: (\d+) ranges in 4 address spaces \((.*)\)", summary)
+    assert found, summary
+    per_space = dict(part.rsplit(" ", 1) for part in found.group(2).split(", "))
+    assert sum(int(n) for n in per_space.values()) == int(found.group(1))
+    assert {"memory", "I/O"} <= set(per_space)

@@ -27,7 +27,14 @@ from qmirror.live.livecheck import Outcome, check_targets
 from qmirror.live.targets import Target, add_target_options, targets_from_args
 from qmirror.verify.check import CheckResult, check
 from qmirror.verify.ignore import apply_to_check
-from qmirror.views.report import junit_error, junit_problem, print_text, to_json, write_junit
+from qmirror.views.report import (
+    junit_error,
+    junit_problem,
+    match_summary,
+    print_text,
+    to_json,
+    write_junit,
+)
 
 
 MULTI_SCHEMA = "qmirror.check-targets/1"
@@ -81,12 +88,20 @@ def _about(o: Outcome) -> str:
 
 def _print_outcomes(outcomes: list[Outcome], out: Console, err: Console, *,
                     verbose: bool) -> None:
-    for n, o in enumerate(outcomes):
-        if n:
-            out.print("", highlight=False)
+    spaced = False  # a blank line after each multi-line report
+    for o in outcomes:
         style = {"match": "bold green", "mismatch": "bold red"}.get(o.verdict, "bold red")
-        out.print(f"[{style}]{o.verdict.upper()}[/] {escape(o.target.label)}"
-                  f"{escape(_about(o))}", highlight=False)
+        line = f"[{style}]{o.verdict.upper()}[/] {escape(o.target.label)}{escape(_about(o))}"
+        brief = o.result is not None and o.result.ok and not verbose
+        if spaced:
+            out.print("", highlight=False)
+        spaced = not brief
+        if brief:
+            assert o.result is not None
+            # One verdict line per matching VM; -v gives the full report.
+            out.print(f"{line}: {escape(match_summary(o.result))}", highlight=False)
+            continue
+        out.print(line, highlight=False)
         if o.error is not None:
             out.print("  " + escape(o.error).replace("\n", "\n  "), highlight=False)
         if o.result is not None:

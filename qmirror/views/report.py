@@ -191,9 +191,30 @@ def _diff_lines(v: ViewResult) -> list[str]:
 _DISPATCH_SHOWN = 12
 
 
-def print_text(result: CheckResult, console: Console, *, verbose: bool = False) -> None:
-    """A verdict line, one line per FlatView, the differences, and where facts came from."""
+def match_summary(result: CheckResult) -> str:
+    """What a match rests on, in one line: the views and ranges compared, the accelerator,
+    and how many attributes came from rules, inference and defaults (inference is always
+    counted: a match that leans on QEMU's own -f says so)."""
     comp = result.comparison
+    n_ranges = sum(v.ranges for v in comp.views)
+    counts = Counter(f.source for _, f in fact_rows(result.machine))
+    inferred = counts[Source.INFERRED]
+    return (f"{len(comp.views)} FlatViews, {n_ranges} QEMU ranges; accelerator "
+            f"{result.accel.value or 'unknown'} ({result.accel.source.value}); "
+            f"{counts[Source.RULE]} attributes from rules, "
+            + (f"{inferred} inferred from QEMU's -f, " if inferred else "")
+            + f"{counts[Source.DEFAULT]} defaults (-v: per FlatView, with sources)")
+
+
+def print_text(result: CheckResult, console: Console, *, verbose: bool = False) -> None:
+    """A verdict line, one line per FlatView, the differences, and where facts came from.
+
+    A match prints the verdict line alone (with :func:`match_summary`) unless *verbose*.
+    """
+    comp = result.comparison
+    if comp.ok and not verbose:
+        console.print(f"[bold green]MATCH[/]: {escape(match_summary(result))}", highlight=False)
+        return
     n_ranges = sum(v.ranges for v in comp.views)
     style = "bold green" if comp.ok else "bold red"
     console.print(f"[{style}]{comp.result.upper()}[/]: {len(comp.views)} FlatViews, "
