@@ -10,7 +10,7 @@ from rich.console import Console
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, EXIT_TROUBLE
 from qmirror.errors import QmirrorError
-from qmirror.live.mirror import JsonLinesWriter, Mirror, TextWriter, Trigger, stream_writer
+from qmirror.live.mirror import Mirror, Trigger
 from qmirror.live.snapshot import save
 from qmirror.live.targets import (
     Target,
@@ -19,6 +19,7 @@ from qmirror.live.targets import (
     open_snapshot,
     targets_from_args,
 )
+from qmirror.live.watchwriters import JsonLinesWriter, TextWriter, stream_writer
 from qmirror.verify.check import ACCELS
 
 
