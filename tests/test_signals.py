@@ -57,14 +57,15 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def qmirror_launch(qemu_binary: str, *before: str) -> AsyncIterator[Running]:
-    """``qmirror check --boot 600 --launch -- QEMU -name MARKER``: busy until signalled."""
+async def qmirror_launch(qemu_binary: str, *command: str) -> AsyncIterator[Running]:
+    """``qmirror COMMAND --launch -- QEMU -name MARKER`` (default ``check --boot 600``):
+    busy until signalled."""
     marker = f"qmirror-signal-{uuid.uuid4().hex[:12]}"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "qmirror", "--color", "never", "check", *before,
-        "--boot", "600", "--timeout", "60", "--launch", "--",
+        sys.executable, "-m", "qmirror", "--color", "never",
+        *(command or ("check", "--boot", "600", "--timeout", "60")), "--launch", "--",
         qemu_binary, "-machine", "pc", "-nic", "none", "-name", marker,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
@@ -91,6 +92,23 @@ async def test_stop_signal_shuts_qemu_down(qemu_binary: str, signum: int, code: 
         # qmirror reaped its QEMU before exiting: not even a zombie is left.
         assert _state(qemu) is None
         assert run.qemu_pids() == []
+
+
+@pytest.mark.parametrize("command", [("snapshot", "--out", "never", "--boot", "600"),
+                                     ("watch", "--interval", "0.5")])
+async def test_sigterm_during_snapshot_and_watch(qemu_binary: str, short_tmp: Path,
+                                                 command: tuple[str, ...]) -> None:
+    if command[0] == "snapshot":
+        command = ("snapshot", "--out", str(short_tmp / "snap"), *command[3:])
+    async with qmirror_launch(qemu_binary, *command) as run:
+        qemu = await run.wait_for_qemu()
+        os.kill(run.proc.pid, signal.SIGTERM)
+        got, out, err = await run.finish()
+        assert got == 143, err
+        assert "Traceback" not in err
+        assert _state(qemu) is None
+    assert not (short_tmp / "snap").exists()  # no half-written snapshot either
+    assert list(short_tmp.iterdir()) == []
 
 
 async def test_sigkill_takes_qemu_along(qemu_binary: str) -> None:
