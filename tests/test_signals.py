@@ -103,12 +103,11 @@ async def test_sigterm_during_snapshot_and_watch(qemu_binary: str, short_tmp: Pa
     async with qmirror_launch(qemu_binary, *command) as run:
         qemu = await run.wait_for_qemu()
         os.kill(run.proc.pid, signal.SIGTERM)
-        got, out, err = await run.finish()
+        got, _, err = await run.finish()
         assert got == 143, err
         assert "Traceback" not in err
         assert _state(qemu) is None
-    assert not (short_tmp / "snap").exists()  # no half-written snapshot either
-    assert list(short_tmp.iterdir()) == []
+    assert os.listdir(short_tmp) == []  # no snapshot, not even half of one
 
 
 async def test_sigkill_takes_qemu_along(qemu_binary: str) -> None:
