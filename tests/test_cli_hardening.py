@@ -177,6 +177,17 @@ def test_config_dev_null_is_empty(capsys: pytest.CaptureFixture[str]) -> None:
     assert "does not exist" not in capsys.readouterr().err
 
 
+def test_config_that_is_not_text_is_trouble(short_tmp: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    binary = short_tmp / "settings.toml"
+    binary.write_bytes(b"\xff\xfe\x00qemu")
+    assert main(["--color", "never", "--config", str(binary), "config"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.endswith("not valid TOML: not UTF-8 text (byte 0)"), line
+    assert main(["--color", "never", "--config", str(short_tmp), "config"]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
 # -- usability (defect 6) -----------------------------------------------------------------
 
 

@@ -204,6 +204,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise QmirrorError(f"cannot read {path}: {err.strerror or err}") from err
     except tomllib.TOMLDecodeError as err:
         raise QmirrorError(f"{path}: not valid TOML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise QmirrorError(f"{path}: not valid TOML: not UTF-8 text (byte {err.start})") from err
 
 
 def table_of(path: Path, doc: Mapping[str, Any], *, explicit: bool) -> Mapping[str, object]:
