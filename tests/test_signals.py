@@ -56,10 +56,19 @@ class Running:
         return self.proc.returncode, out.decode(), err.decode()
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @contextlib.asynccontextmanager
-async def qmirror_launch(qemu_binary: str, *command: str) -> AsyncIterator[Running]:
+async def qmirror_launch(qemu_binary: str, *command: str, sigint_ignored: bool = False
+                         ) -> AsyncIterator[Running]:
     """``qmirror COMMAND --launch -- QEMU -name MARKER`` (default ``check --boot 600``):
-    busy until signalled."""
+    busy until signalled.
+
+    :param sigint_ignored: start it with SIGINT ignored, as a shell starts a background
+        job of a script (asyncio then installs no SIGINT handler of its own).
+    """
     marker = f"qmirror-signal-{uuid.uuid4().hex[:12]}"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -68,7 +77,8 @@ async def qmirror_launch(qemu_binary: str, *command: str) -> AsyncIterator[Runni
         *(command or ("check", "--boot", "600", "--timeout", "60")), "--launch", "--",
         qemu_binary, "-machine", "pc", "-nic", "none", "-name", marker,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
+        stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env,
+        preexec_fn=_ignore_sigint if sigint_ignored else None)
     running = Running(proc, marker)
     try:
         yield running
@@ -92,6 +102,17 @@ async def test_stop_signal_shuts_qemu_down(qemu_binary: str, signum: int, code: 
         # qmirror reaped its QEMU before exiting: not even a zombie is left.
         assert _state(qemu) is None
         assert run.qemu_pids() == []
+
+
+async def test_sigterm_to_a_background_job(qemu_binary: str) -> None:
+    """SIGINT ignored (``qmirror ... &`` in a script), then SIGTERM: the same clean end."""
+    async with qmirror_launch(qemu_binary, sigint_ignored=True) as run:
+        qemu = await run.wait_for_qemu()
+        os.kill(run.proc.pid, signal.SIGTERM)
+        got, _, err = await run.finish()
+        assert got == 143, err
+        assert "Traceback" not in err
+        assert _state(qemu) is None
 
 
 @pytest.mark.parametrize("command", [("snapshot", "--out", "never", "--boot", "600"),
