@@ -221,7 +221,9 @@ def test_ten_thousand_deep_nesting_without_recursion() -> None:
     assert got["reprinted"] and got["check ok"] and got["hidden check ok"]
     assert got["mismatch found"]
     assert got["peak rss MB"] < 8000
-    assert got["wall s"] < 600
+    # Measured inside the worker (its stages), not with the interpreter's start-up; a
+    # generous bound that only a quadratic walk of the 10k levels would break.
+    assert sum(got["stages"].values()) < 600
 
 
 def test_deep_nesting_in_process_below_the_recursion_limit() -> None:
