@@ -135,6 +135,9 @@ async def test_sigkill_takes_qemu_along(qemu_binary: str) -> None:
     """qmirror gets no chance to clean up: the kernel's parent-death signal does it."""
     async with qmirror_launch(qemu_binary) as run:
         qemu = await run.wait_for_qemu()
+        # QEMU's output goes to a file with no name: nothing to leave behind on disk.
+        await wait_for(lambda: os.path.exists(f"/proc/{qemu}/fd/1"), what="QEMU's stdout")
+        assert os.readlink(f"/proc/{qemu}/fd/1").endswith(" (deleted)")
         os.kill(run.proc.pid, signal.SIGKILL)
         assert (await run.finish())[0] == -signal.SIGKILL
         await wait_for(lambda: _dead(qemu), timeout=10, what=f"QEMU pid {qemu} to die")
