@@ -10,9 +10,16 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from livehelpers import LaunchVM, LiveVM, assert_gone
+from livehelpers import REQUIRE_LIVE, LaunchVM, LiveVM, assert_gone, live_required, skip_live
 
 from qmirror.live.launcher import DEFAULT_BINARY, QemuInstance, kvm_problem
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say up front whether KVM tests will run, and whether live skips are failures."""
+    problem = kvm_problem()
+    return [f"kvm: {'usable' if problem is None else f'not usable ({problem}): kvm tests skip'}",
+            f"{REQUIRE_LIVE}: {'on: other live skips fail' if live_required() else 'off'}"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -31,7 +38,7 @@ def qemu_binary() -> str:
     """The x86_64 system emulator to test with (``$QMIRROR_QEMU`` overrides it)."""
     binary = os.environ.get("QMIRROR_QEMU", DEFAULT_BINARY)
     if shutil.which(binary) is None:
-        pytest.skip(f"{binary} not found (set QMIRROR_QEMU to a qemu-system-x86_64)")
+        skip_live(f"{binary} not found (set QMIRROR_QEMU to a qemu-system-x86_64)")
     return binary
 
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -18,6 +19,21 @@ from qmirror.live.qmp import Monitor
 
 
 REPO = Path(__file__).resolve().parent.parent
+REQUIRE_LIVE = "QMIRROR_REQUIRE_LIVE"
+
+
+def live_required() -> bool:
+    """CI sets ``QMIRROR_REQUIRE_LIVE=1``: there, a live test that cannot run is a failure."""
+    return os.environ.get(REQUIRE_LIVE, "") not in ("", "0")
+
+
+def skip_live(reason: str) -> NoReturn:
+    """Skip a live test because something it needs (a QEMU binary, Chromium, libvirt...)
+    is missing; under ``QMIRROR_REQUIRE_LIVE=1`` fail instead, so that CI cannot go green
+    by skipping. An unusable /dev/kvm is the one exception: KVM tests ``pytest.skip``."""
+    if live_required():
+        pytest.fail(f"{reason} ({REQUIRE_LIVE}=1: a live test may not skip)", pytrace=False)
+    pytest.skip(reason)
 
 
 def assert_gone(pid: int | None) -> None:

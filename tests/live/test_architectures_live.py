@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from livehelpers import skip_live
 
 from qmirror.live.launcher import QemuInstance
 from qmirror.text.flat import parse_flat, print_flat
@@ -35,7 +36,7 @@ IDS = [f"{b.removeprefix('qemu-system-')} {' '.join(a)}" for b, a in MACHINES]
 @pytest.mark.parametrize(("binary", "args"), MACHINES, ids=IDS)
 async def test_captured_now_checks_clean_with_rules_alone(binary: str, args: list[str]) -> None:
     if shutil.which(binary) is None:
-        pytest.skip(f"{binary} is not installed (Debian package qemu-system-arm)")
+        skip_live(f"{binary} is not installed (Debian package qemu-system-arm)")
     async with QemuInstance(args, binary=binary, paused=True) as vm:
         texts = [await vm.monitor.info_mtree(**flags) for flags in (
             {}, {"owners": True, "disabled": True}, {"flatview": True},

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from livehelpers import skip_live
 
 from qmirror.cli import main
 from qmirror.core.model import SIZE_2_64, MemoryRegion, RegionKind
@@ -385,7 +386,7 @@ async def capture(binary: str, args: list[str], boot: float) -> tuple[str, str]:
 async def test_live_dispatch_equals_qemus(binary: str, args: list[str], boot: float,
                                           page_bits: int, qemu_binary: str) -> None:
     if binary == AARCH64 and shutil.which(binary) is None:
-        pytest.skip(f"{binary} not installed (Debian package qemu-system-arm)")
+        skip_live(f"{binary} not installed (Debian package qemu-system-arm)")
     if binary == "qemu-system-x86_64":
         binary = qemu_binary
     tree, flat_d = await capture(binary, args, boot)

@@ -24,6 +24,14 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "qemu-7.2" / "x86_
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+@pytest.fixture(autouse=True)
+def _capable_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich reads TERM and COLUMNS: these tests choose colour and width themselves, so
+    the runner's terminal (TERM=dumb, or none, in CI and chroots) must not decide."""
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 def text_of(path: Path) -> str:
     with open(path, encoding="utf-8", newline="") as f:
         return f.read()
