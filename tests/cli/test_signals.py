@@ -36,17 +36,35 @@ def _dead(pid: int) -> bool:
     return _state(pid) in (None, "Z", "X")
 
 
+def _is_qemu(pid: int) -> bool:
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+    except OSError:
+        return False
+    return os.path.basename(argv0).startswith(b"qemu-system")
+
+
 @dataclass(slots=True)
 class Running:
     proc: asyncio.subprocess.Process
     marker: str
 
     def qemu_pids(self) -> list[int]:
-        return [p for p in pids_with(self.marker) if p != self.proc.pid and not _dead(p)]
+        """Live processes with the marker that are QEMU by now: between fork and exec
+        the child is a copy of qmirror, marker and all, and while it execs its command
+        line cannot be read."""
+        return [p for p in pids_with(self.marker)
+                if p != self.proc.pid and not _dead(p) and _is_qemu(p)]
 
     async def wait_for_qemu(self) -> int:
-        await wait_for(lambda: bool(self.qemu_pids()), timeout=60, what="QEMU to start")
-        (pid,) = self.qemu_pids()
+        found: list[int] = []
+
+        def started() -> bool:
+            found[:] = self.qemu_pids()
+            return bool(found)
+
+        await wait_for(started, timeout=60, what="QEMU to start")
+        (pid,) = found
         return pid
 
     async def finish(self, timeout: float = 60) -> tuple[int, str, str]:
