@@ -28,7 +28,7 @@ from typing import Any
 
 from rich.console import Console
 
-from qmirror.cli._common import read_text
+from qmirror.cli._common import read_text, run_async
 from qmirror.cli._progress import Work
 from qmirror.errors import MonitorTimeout, QmirrorError
 from qmirror.live import config as qconfig
@@ -207,7 +207,7 @@ def _open(what: FileSource | Target, args: argparse.Namespace, *, ramblock: bool
     if what.kind == "snapshot":
         assert what.path is not None
         return reading_from_snapshot(load(what.path), args)
-    return asyncio.run(_open_live(what, args, ramblock=ramblock))
+    return run_async(_open_live(what, args, ramblock=ramblock))
 
 
 async def _open_live(what: Target, args: argparse.Namespace, *, ramblock: bool) -> Reading:

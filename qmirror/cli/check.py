@@ -9,7 +9,6 @@ Exit 0 when every target matches, 1 on any mismatch, 2 on any trouble.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import tempfile
 import xml.etree.ElementTree as ET
@@ -19,7 +18,14 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, EXIT_TROUBLE, read_text, write_stdout
+from qmirror.cli._common import (
+    EXIT_MATCH,
+    EXIT_MISMATCH,
+    EXIT_TROUBLE,
+    read_text,
+    run_async,
+    write_stdout,
+)
 from qmirror.cli.offline import model_options, report_repairs, text_dialect, text_options
 from qmirror.errors import QmirrorError
 from qmirror.live.config import from_args
@@ -157,7 +163,7 @@ def _junit(outcomes: list[Outcome], path: Path) -> None:
 
 
 def _live(args: argparse.Namespace, targets: list[Target], out: Console, err: Console) -> int:
-    outcomes = asyncio.run(check_targets(
+    outcomes = run_async(check_targets(
         targets, pause=args.pause, timeout=args.timeout, boot=args.boot, accel=args.accel,
         strict=args.strict, rules=not args.no_rules))
     _ignore(args, [o.result for o in outcomes if o.result is not None], err)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from rich.console import Console
 
-from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, EXIT_TROUBLE
+from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, EXIT_TROUBLE, run_async
 from qmirror.errors import QmirrorError
 from qmirror.live.mirror import Mirror, Trigger
 from qmirror.live.snapshot import save
@@ -57,7 +56,7 @@ def _count(text: str) -> int:
 
 def cmd_snapshot(args: argparse.Namespace, out: Console, err: Console) -> int:
     target = _one_target(args, "snapshot")
-    snap = asyncio.run(open_snapshot(target, pause=args.pause, timeout=args.timeout,
+    snap = run_async(open_snapshot(target, pause=args.pause, timeout=args.timeout,
                                      boot=args.boot, plain=True))
     where = save(snap, args.out, overwrite=args.force)
     about = snap.metadata()
@@ -103,7 +102,7 @@ def cmd_watch(args: argparse.Namespace, out: Console, err: Console) -> int:
         err.print("qmirror watch: --boot does not apply (a launched VM runs while watched)",
                   highlight=False, markup=False)
         return EXIT_TROUBLE
-    return asyncio.run(_watch(args, target))
+    return run_async(_watch(args, target))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
