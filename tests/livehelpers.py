@@ -78,19 +78,22 @@ class Run:
     seconds: float
 
 
-async def run_qmirror(*args: str, timeout: float = 120.0) -> Run:
+async def run_qmirror(*args: str, timeout: float = 120.0, cwd: Path = REPO,
+                      unset: tuple[str, ...] = ()) -> Run:
     """Run ``python -m qmirror --color never ARGS`` from the checkout and wait for it.
 
+    :param cwd: where to run it (the checkout's code is imported wherever it runs).
+    :param unset: environment variables to leave out.
     :raise TimeoutError: it did not finish in time (it is killed first).
     """
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.pop("NO_COLOR", None)
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "qmirror", "--color", "never", *args,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
+        stderr=asyncio.subprocess.PIPE, cwd=cwd, env=env)
     try:
         async with asyncio.timeout(timeout):
             out, err = await proc.communicate()
@@ -100,6 +103,23 @@ async def run_qmirror(*args: str, timeout: float = 120.0) -> Run:
         raise
     assert proc.returncode is not None
     return Run(proc.returncode, out.decode(), err.decode(), time.monotonic() - started)
+
+
+async def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> Run:
+    """Run ``qmirror --color never ARGS`` in this process (on a thread of its own, with its
+    own event loop) and time it there: the time excludes interpreter start-up and
+    imports, which a loaded machine can stretch to seconds.
+
+    The test's own event loop keeps running meanwhile (fake peers and proxies on it
+    keep serving)."""
+    from qmirror.cli import main  # noqa: PLC0415 - the tests' helpers load the CLI lazily
+
+    capsys.readouterr()
+    started = time.monotonic()
+    code = await asyncio.to_thread(main, ["--color", "never", *args])
+    seconds = time.monotonic() - started
+    out, err = capsys.readouterr()
+    return Run(code, out, err, seconds)
 
 
 def pids_with(marker: str) -> list[int]:

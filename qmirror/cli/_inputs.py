@@ -29,7 +29,7 @@ from typing import Any
 
 from rich.console import Console
 
-from qmirror.cli._common import read_text
+from qmirror.cli._common import read_text, run_async
 from qmirror.cli._progress import Work
 from qmirror.errors import InputError, MonitorTimeout, TargetError
 from qmirror.live import config as qconfig
@@ -101,6 +101,23 @@ def file_source(spec: str) -> FileSource | None:
                                    "which reads as TREE.txt,FLAT.txt)")
         return FileSource(Path(tree).name, Path(tree), Path(flat))
     return None
+
+
+def launch_settings(args: argparse.Namespace) -> None:
+    """Fill in what the settings say for ``--launch`` (every command alike): the QEMU
+    binary (``qemu``) and, where the command takes it, the firmware time
+    (``boot-seconds``). Options on the command line win. Idempotent.
+
+    :raise QmirrorError: a broken settings file (only read with ``--launch``).
+    """
+    if not getattr(args, "launch", False):
+        return
+    config = qconfig.from_args(args)
+    if getattr(args, "qemu", None) is None:
+        args.qemu = config.qemu
+    # watch runs a launched guest all along: a boot time does not apply there.
+    if getattr(args, "boot", None) is None and getattr(args, "command", None) != "watch":
+        args.boot = config.boot_seconds
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -192,7 +209,7 @@ def _open(what: FileSource | Target, args: argparse.Namespace, *, ramblock: bool
     if what.kind == "snapshot":
         assert what.path is not None
         return reading_from_snapshot(load(what.path), args)
-    return asyncio.run(_open_live(what, args, ramblock=ramblock))
+    return run_async(_open_live(what, args, ramblock=ramblock))
 
 
 async def _open_live(what: Target, args: argparse.Namespace, *, ramblock: bool) -> Reading:
@@ -216,11 +233,7 @@ def open_readings(specs: list[str], args: argparse.Namespace, err: Console, *,
     :raise QmirrorError: too few or too many targets; unreadable or malformed input; a
         failing QEMU.
     """
-    config = qconfig.from_args(args)
-    if getattr(args, "qemu", None) is None:
-        args.qemu = config.qemu
-    if getattr(args, "boot", None) is None and getattr(args, "launch", None) is not None:
-        args.boot = config.boot_seconds
+    launch_settings(args)
     wanted = resolve(specs, args)
     low, high = count
     if not low <= len(wanted) <= high:

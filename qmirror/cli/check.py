@@ -9,7 +9,6 @@ Exit 0 when every target matches, 1 on any mismatch, 2 on any trouble.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import tempfile
 import xml.etree.ElementTree as ET
@@ -19,7 +18,14 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, EXIT_TROUBLE, read_text, write_stdout
+from qmirror.cli._common import (
+    EXIT_MATCH,
+    EXIT_MISMATCH,
+    EXIT_TROUBLE,
+    read_text,
+    run_async,
+    write_stdout,
+)
 from qmirror.cli.offline import model_options, report_repairs, text_dialect, text_options
 from qmirror.errors import OutputError
 from qmirror.live.config import from_args
@@ -27,7 +33,14 @@ from qmirror.live.livecheck import Outcome, check_targets
 from qmirror.live.targets import Target, add_target_options, targets_from_args
 from qmirror.verify.check import CheckResult, check
 from qmirror.verify.ignore import apply_to_check
-from qmirror.views.report import junit_error, print_text, to_json, write_junit
+from qmirror.views.report import (
+    junit_error,
+    junit_problem,
+    match_summary,
+    print_text,
+    to_json,
+    write_junit,
+)
 
 
 MULTI_SCHEMA = "qmirror.check-targets/1"
@@ -81,12 +94,20 @@ def _about(o: Outcome) -> str:
 
 def _print_outcomes(outcomes: list[Outcome], out: Console, err: Console, *,
                     verbose: bool) -> None:
-    for n, o in enumerate(outcomes):
-        if n:
-            out.print("", highlight=False)
+    spaced = False  # a blank line after each multi-line report
+    for o in outcomes:
         style = {"match": "bold green", "mismatch": "bold red"}.get(o.verdict, "bold red")
-        out.print(f"[{style}]{o.verdict.upper()}[/] {escape(o.target.label)}"
-                  f"{escape(_about(o))}", highlight=False)
+        line = f"[{style}]{o.verdict.upper()}[/] {escape(o.target.label)}{escape(_about(o))}"
+        brief = o.result is not None and o.result.ok and not verbose
+        if spaced:
+            out.print("", highlight=False)
+        spaced = not brief
+        if brief:
+            assert o.result is not None
+            # One verdict line per matching VM; -v gives the full report.
+            out.print(f"{line}: {escape(match_summary(o.result))}", highlight=False)
+            continue
+        out.print(line, highlight=False)
         if o.error is not None:
             out.print("  " + escape(o.error).replace("\n", "\n  "), highlight=False)
         if o.result is not None:
@@ -144,7 +165,7 @@ def _junit(outcomes: list[Outcome], path: Path) -> None:
 
 
 def _live(args: argparse.Namespace, targets: list[Target], out: Console, err: Console) -> int:
-    outcomes = asyncio.run(check_targets(
+    outcomes = run_async(check_targets(
         targets, pause=args.pause, timeout=args.timeout, boot=args.boot, accel=args.accel,
         strict=args.strict, rules=not args.no_rules))
     _ignore(args, [o.result for o in outcomes if o.result is not None], err)
@@ -168,6 +189,12 @@ def _live(args: argparse.Namespace, targets: list[Target], out: Console, err: Co
 
 
 def cmd_check(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if args.junit_xml:
+        problem = junit_problem(Path(args.junit_xml))
+        if problem is not None:
+            err.print(f"qmirror check: {problem}", highlight=False, markup=False)
+            args.junit_xml = None  # nowhere to record this trouble either
+            return EXIT_TROUBLE
     targets = targets_from_args(args, positional=args.targets)
     offline = args.tree is not None or args.flat is not None
     if offline and targets:

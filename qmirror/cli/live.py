@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from rich.console import Console
 
-from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, EXIT_TROUBLE
+from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, EXIT_TROUBLE, run_async
 from qmirror.errors import QmirrorError, TargetError
 from qmirror.live.metrics import FleetMetrics, parse_listen_address
 from qmirror.live.mirror import Mirror, Trigger
@@ -60,7 +60,7 @@ def _count(text: str) -> int:
 
 def cmd_snapshot(args: argparse.Namespace, out: Console, err: Console) -> int:
     target = _one_target(args, "snapshot")
-    snap = asyncio.run(open_snapshot(target, pause=args.pause, timeout=args.timeout,
+    snap = run_async(open_snapshot(target, pause=args.pause, timeout=args.timeout,
                                      boot=args.boot, plain=True))
     where = save(snap, args.out, overwrite=args.force)
     about = snap.metadata()
@@ -178,7 +178,7 @@ def cmd_watch(args: argparse.Namespace, out: Console, err: Console) -> int:
         err.print("qmirror watch: --boot does not apply (a launched VM runs while watched)",
                   highlight=False, markup=False)
         return EXIT_TROUBLE
-    return asyncio.run(_watch(args, targets, err))
+    return run_async(_watch(args, targets, err))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

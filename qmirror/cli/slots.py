@@ -55,10 +55,19 @@ def slots_json(machine: Machine, slots: list[KvmSlot], *, label: str) -> dict[st
     }
 
 
-def slots_text(machine: Machine, slots: list[KvmSlot], *, label: str) -> str:
-    """One line per slot: ``as_id``, first and last address, size, flags, region."""
+def slots_text(machine: Machine, slots: list[KvmSlot], *, label: str,
+               accel: str | None = None) -> str:
+    """One line per slot: ``as_id``, first and last address, size, flags, region.
+
+    :param accel: the VM's accelerator, if known; other than ``kvm`` it is said that
+        the table is a prediction of what KVM would be given (a TCG VM has no slots).
+    """
     names = ", ".join(f"as_id {as_id} = {a.name!r}" for as_id, a in kvm_address_spaces(machine))
-    lines = [f"KVM slots predicted for {label} ({names})",
+    lines = [f"KVM slots predicted for {label} ({names})"]
+    if accel is not None and accel != "kvm":
+        lines.append(f"{label} runs with {accel}, not KVM: this is the table QEMU would give "
+                     "KVM for this memory map")
+    lines += [
              f"{'as_id':>5}  {'gpa-last':<33}  {'size':>18}  {'flags':<22}  region"]
     for s in slots:
         region = "" if s.mr is None else f"{s.mr.label} @{s.offset_in_region or 0:016x}"
@@ -92,11 +101,13 @@ def cmd_slots(args: argparse.Namespace, out: Console, err: Console) -> int:
         return EXIT_TROUBLE
     config = KvmConfig(page_size=args.page_size, max_slot_size=args.max_slot_size)
     slots = sorted(predict_slots(machine, config), key=lambda s: (s.as_id, s.gpa))
+    accel = reading.meta.get("accelerator") or reading.accel.value
     if args.format == "json":
-        write_stdout(json.dumps(slots_json(machine, slots, label=reading.label), indent=2)
-                     + "\n")
+        doc = slots_json(machine, slots, label=reading.label)
+        doc["vm_accelerator"] = accel
+        write_stdout(json.dumps(doc, indent=2) + "\n")
     else:
-        write_stdout(slots_text(machine, slots, label=reading.label))
+        write_stdout(slots_text(machine, slots, label=reading.label, accel=accel))
     return EXIT_MATCH
 
 

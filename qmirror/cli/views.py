@@ -59,6 +59,16 @@ def cmd_map(args: argparse.Namespace, out: Console, err: Console) -> int:
     return EXIT_MATCH
 
 
+def _levels(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("tree", help="show the region tree (type, size, priority, aliases)",
                        description="Show the MemoryRegion tree of a VM as a tree: the kind "
@@ -68,7 +78,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--owners", action="store_true", help="show owners (needs -o texts)")
     p.add_argument("--as", dest="address_space", action="append", metavar="NAME",
                    help="only the address space(s) of this name (repeatable)")
-    p.add_argument("--depth", type=int, metavar="N", help="show N levels below each root")
+    p.add_argument("--depth", type=_levels, metavar="N", help="show N levels below each root")
     p.add_argument("--hide-disabled", action="store_true", help="leave disabled regions out")
     add_model_options(p)
     p.set_defaults(func=cmd_tree)

@@ -204,6 +204,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read {path}: {err.strerror or err}") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (byte {err.start})") from err
 
 
 def table_of(path: Path, doc: Mapping[str, Any], *, explicit: bool) -> Mapping[str, object]:
@@ -243,8 +245,10 @@ def load(
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     if path is not None:
-        if explicit and not path.is_file():
+        if explicit and not path.exists():
             raise ConfigError(f"configuration file {path} does not exist")
+        if path.is_dir():  # /dev/null and other readable non-files are fine: empty
+            raise ConfigError(f"configuration file {path} is a directory")
         table = table_of(path, _read_toml(path), explicit=bool(explicit))
         for attr, value in parse_table(table, origin=str(path)).items():
             values[attr], origins[attr] = value, f"file {path}"

@@ -9,9 +9,15 @@ Design (after the model of QEMU's own python/qemu/machine, written for asyncio):
 
 * QMP runs over a socketpair handed to QEMU as an inherited fd: no socket file, no
   polling for it to appear, no ``sun_path`` length limit;
-* QEMU's stdout and stderr go to a log file in a private temporary directory; stdin is
-  ``/dev/null``; QEMU gets its own process group, so a terminal's Ctrl-C reaches only
-  Python, which then shuts QEMU down in order;
+* QEMU's stdout and stderr go to an anonymous temporary file (unlinked from the start:
+  nothing is left on disk whatever ends us); stdin is ``/dev/null``; QEMU gets its own
+  process group, so a terminal's Ctrl-C reaches only Python, which then shuts QEMU down
+  in order;
+* on Linux QEMU is also told to die with us (``PR_SET_PDEATHSIG``): if Python is killed
+  outright (SIGKILL, a crash) the kernel sends QEMU SIGKILL. The signal follows the
+  *thread* that forked QEMU, so a QemuInstance must live on a thread that outlives it
+  (``asyncio.run`` in the main thread, or the pytest plugin's loop thread, which stops
+  only after its QEMU has been shut down);
 * connecting races against QEMU exiting, so a bad command line fails in milliseconds
   with QEMU's own message;
 * shutdown is ``quit`` over QMP, then SIGTERM, then SIGKILL, each with a deadline, and
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import logging
 import os
@@ -29,12 +36,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import weakref
-from collections.abc import Awaitable, Sequence
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Final, TypeVar
+from typing import IO, Final, TypeVar
 
 from qmirror.errors import LaunchError, MonitorError, QmirrorError
 from qmirror.live.qmp import DEFAULT_COMMAND_TIMEOUT, Monitor
@@ -60,6 +67,36 @@ _KVM_API_VERSION: Final = 12
 _EXIT_GRACE: Final = 2.0
 
 _T = TypeVar("_T")
+
+# prctl(2) option: signal to get when the parent (thread) dies.
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when we die (Linux only).
+
+    Everything is looked up before the fork: the child only calls a C function and
+    compares two ints. If we died between fork and prctl, the child is already
+    orphaned and the death signal will never come, so it leaves by itself.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                      ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+    kill = int(signal.SIGKILL)
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, kill, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(127)
+
+    return hook
 
 
 def kvm_problem(path: str = "/dev/kvm") -> str | None:
@@ -158,8 +195,7 @@ class QemuInstance:
         self._argv: list[str] = []
         self._proc: asyncio.subprocess.Process | None = None
         self._monitor: Monitor | None = None
-        self._tmpdir: Path | None = None
-        self._log_path: Path | None = None
+        self._log: IO[bytes] | None = None
         self._log_cache: str | None = None
         self._finalizer: weakref.finalize[[int], QemuInstance] | None = None
         self._signalled_by_us = False
@@ -214,12 +250,15 @@ class QemuInstance:
         """QEMU's stdout and stderr so far (kept in memory once shut down)."""
         if self._log_cache is not None:
             return self._log_cache
-        if self._log_path is None:
+        if self._log is None:
             return ""
         try:
-            return self._log_path.read_bytes().decode("utf-8", errors="replace")
-        except OSError:
+            fd = self._log.fileno()
+            # pread: QEMU shares this file's offset; reading must not move it.
+            data = os.pread(fd, os.fstat(fd).st_size, 0)
+        except (OSError, ValueError):
             return ""
+        return data.decode("utf-8", errors="replace")
 
     # ---------------------------------------------------------------- launch
 
@@ -247,8 +286,7 @@ class QemuInstance:
         if self._launched:
             raise LaunchError("this QemuInstance was already launched", command=self._argv)
         self._launched = True
-        self._tmpdir = Path(tempfile.mkdtemp(prefix="qmirror-qemu-"))
-        self._log_path = self._tmpdir / "qemu.log"
+        self._log = tempfile.TemporaryFile(prefix="qmirror-qemu-", suffix=".log")  # noqa: SIM115 - closed in _finish
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._argv = self._build_argv(theirs.fileno())
@@ -270,20 +308,20 @@ class QemuInstance:
             raise
 
     async def _spawn(self, monitor_fd: int) -> None:
-        assert self._log_path is not None
-        with self._log_path.open("wb") as log:
-            try:
-                self._proc = await asyncio.create_subprocess_exec(
-                    *self._argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    pass_fds=(monitor_fd,),
-                    process_group=0,
-                )
-            except OSError as exc:
-                where = shutil.which(self.binary) or self.binary
-                raise _StartupError(f"cannot run {where}: {exc.strerror or exc}") from exc
+        assert self._log is not None
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *self._argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(monitor_fd,),
+                process_group=0,
+                preexec_fn=_die_with_parent_hook(),
+            )
+        except OSError as exc:
+            where = shutil.which(self.binary) or self.binary
+            raise _StartupError(f"cannot run {where}: {exc.strerror or exc}") from exc
         self._finalizer = weakref.finalize(self, _kill_quietly, self._proc.pid)
 
     async def _connect_or_fail(self, sock: socket.socket) -> None:
@@ -382,17 +420,17 @@ class QemuInstance:
             _log.warning("QEMU pid %d died from signal %d: %s", proc.pid, -code, self._argv)
 
     def _finish(self) -> None:
-        """Keep the log in memory and remove the temporary directory."""
+        """Keep the log in memory and close its file."""
         proc = self._proc
         if proc is not None and proc.returncode is not None and self._finalizer is not None:
             # Reaped: the pid may be reused now, so the last-resort kill must go.
             self._finalizer.detach()
             self._finalizer = None
-        if self._log_cache is None and self._log_path is not None:
+        if self._log_cache is None and self._log is not None:
             self._log_cache = self.log_text()
-        if self._tmpdir is not None:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     async def shutdown(self) -> int | None:
         """Stop QEMU (``quit``, then SIGTERM, then SIGKILL) and clean up.

@@ -252,19 +252,60 @@ def _write_file(path: Path, data: bytes) -> None:
         raise
 
 
+#: Every name a snapshot directory written by :func:`save` may hold.
+WRITTEN: Final = frozenset({*FILES, META_FILE, MODEL_FILE})
+
+
+def ours(directory: Path) -> str | None:
+    """Why *directory* is not a snapshot that :func:`save` wrote (``None``: it is).
+
+    Ours means: ``meta.json`` is a JSON object with ``"schema": "qmirror.snapshot/1"``
+    and ``"saved_by": "qmirror snapshot"``, and the directory holds nothing but the
+    files a snapshot is made of. Only such a directory is ever replaced.
+    """
+    try:
+        names = sorted(entry.name for entry in directory.iterdir())
+    except OSError as exc:
+        return f"cannot list it: {exc.strerror or exc}"
+    foreign = [n for n in names if n not in WRITTEN or not (directory / n).is_file()]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        return f"it holds files qmirror snapshot does not write ({shown})"
+    try:
+        meta = json.loads((directory / META_FILE).read_bytes())
+    except (OSError, ValueError):
+        return f"its {META_FILE} is missing or not JSON"
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA or (
+            meta.get("saved_by") != "qmirror snapshot"):
+        return f"its {META_FILE} was not written by qmirror snapshot (schema {SCHEMA})"
+    return None
+
+
+def _remove_ours(directory: Path) -> None:
+    """Remove a snapshot directory file by known file: anything else stays (and so
+    does the directory, then)."""
+    for name in WRITTEN:
+        with contextlib.suppress(FileNotFoundError):
+            (directory / name).unlink()
+    with contextlib.suppress(OSError):
+        directory.rmdir()
+
+
 def save(snapshot: Snapshot, directory: str | os.PathLike[str], *,
          machine: Machine | None = None, overwrite: bool = False) -> Path:
     """Write a snapshot directory; all of it or, on any error, nothing.
 
-    Everything is written into a new sibling directory first (each file through a
-    temporary file and a rename, flushed to disk), which then takes the place of
-    *directory* with one rename.
+    Everything is written into a new staging directory first (each file through a
+    temporary file and a rename, flushed to disk). A new directory then appears with
+    one rename; into an existing empty directory (``--out .``) the files are moved
+    one by one, ``meta.json`` last, so a reader that waits for it sees them all.
 
     :param machine: the model to write as ``model.json``; by default it is rebuilt
         with :func:`qmirror.verify.check.check` (rules, then inference from QEMU's ``-f``),
         whose verdict is recorded in ``meta.json`` too.
-    :param overwrite: replace an existing snapshot directory; otherwise *directory*
-        must not exist or be empty.
+    :param overwrite: replace an existing snapshot directory, if :func:`save` wrote it
+        (see :func:`ours`); otherwise *directory* must not exist or be empty. Nothing
+        qmirror did not write is ever removed.
     :raise SnapshotError: the directory is in the way or cannot be written.
     """
     target = Path(directory)
@@ -283,17 +324,27 @@ def save(snapshot: Snapshot, directory: str | os.PathLike[str], *,
     meta["saved_by"] = "qmirror snapshot"
     model = json.dumps(machine_to_json(machine), indent=1) + "\n"
 
+    empty = False
     if target.exists():
         if not target.is_dir():
             raise SnapshotError(f"{target} exists and is not a directory")
-        if any(target.iterdir()) and not (overwrite and (target / META_FILE).exists()):
-            why = ("is not a snapshot directory" if overwrite
-                   else "is not empty (use --force to replace a snapshot)")
-            raise SnapshotError(f"{target} {why}")
-    parent = target.parent
+        try:
+            empty = not any(target.iterdir())
+        except OSError as exc:
+            raise SnapshotError(f"cannot read {target}: {exc.strerror or exc}") from exc
+        if not empty:
+            if not overwrite:
+                raise SnapshotError(f"{target} is not empty (use --force to replace a snapshot)")
+            why = ours(target)
+            if why is not None:
+                raise SnapshotError(f"{target} is not replaced: {why}")
+    # An existing empty directory may be the working directory or a mount point, which
+    # cannot be renamed over: stage inside it. Otherwise stage beside it.
+    real = target.resolve()
+    where = real if empty else real.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
+        where.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{real.name}.", dir=where))
     except OSError as exc:
         raise SnapshotError(f"cannot write {target}: {exc.strerror or exc}") from exc
     old: Path | None = None
@@ -302,19 +353,30 @@ def save(snapshot: Snapshot, directory: str | os.PathLike[str], *,
             _write_file(staging / name, data)
         _write_file(staging / MODEL_FILE, model.encode())
         _write_file(staging / META_FILE, (json.dumps(meta, indent=2) + "\n").encode())
+        if empty:
+            for name in [*texts, MODEL_FILE, META_FILE]:
+                os.rename(staging / name, real / name)
+            staging.rmdir()
+            return target
         os.chmod(staging, 0o755)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=parent))
-            os.rename(target, old / "snapshot")
-        os.rename(staging, target)
+        if real.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{real.name}.old.", dir=real.parent))
+            os.rename(real, old / "snapshot")
+        os.rename(staging, real)
     except OSError as exc:
-        if old is not None and not target.exists():
-            os.rename(old / "snapshot", target)  # put the previous one back
+        if old is not None and not real.exists():
+            os.rename(old / "snapshot", real)  # put the previous one back
+        if empty:
+            for name in WRITTEN:  # what this call moved in, if anything
+                with contextlib.suppress(FileNotFoundError):
+                    (real / name).unlink()
         shutil.rmtree(staging, ignore_errors=True)
         raise SnapshotError(f"cannot write {target}: {exc.strerror or exc}") from exc
     finally:
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove_ours(old / "snapshot")
+            with contextlib.suppress(OSError):
+                old.rmdir()
     return target
 
 

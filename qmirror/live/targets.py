@@ -23,10 +23,10 @@ TARGET strings, in the order they are tried:
 QMP has no authentication: anyone who reaches the port owns the VM. A TCP target whose
 host is not a loopback address is accepted with a warning on stderr (once per host).
 
-A launched QEMU (``--launch -- [BINARY] ARGS...``) is qmirror's own: it gets a QMP
-socketpair, ``-display none`` and ``-S``; with ``--boot S`` the guest runs S seconds
-(SeaBIOS programs BARs, PAM, SMRAM) and is stopped again before the reading. It is
-always shut down afterwards.
+A launched QEMU (``--launch -- [BINARY] ARGS...``, qmirror's options before ``--``) is
+qmirror's own: it gets a QMP socketpair, ``-display none`` and ``-S``; with ``--boot S``
+the guest runs S seconds (SeaBIOS programs BARs, PAM, SMRAM) and is stopped again
+before the reading. It is always shut down afterwards, and dies with qmirror.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import contextlib
 import ipaddress
 import os
 import re
+import socket
 import stat
 import sys
 import time
@@ -148,14 +149,25 @@ def _stderr_warning(message: str) -> None:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether *host* names this machine only (``localhost``, 127/8, ``::1``)."""
+    """Whether *host* names this machine only (``localhost``, 127/8, ``::1``).
+
+    IPv4 is read as the resolver reads it (inet_aton: ``127.1``, ``0x7f.1``,
+    ``2130706433``), since that is where the connection goes; ``::ffff:127.0.0.1`` is
+    loopback too.
+    """
     name = host.rstrip(".").lower()
     if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(name).is_loopback
+        address = ipaddress.ip_address(name)
     except ValueError:
-        return False
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(name))
+        except OSError:
+            return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def _tcp(spec: str, text: str, warn: Callable[[str], None] | None) -> Target:
@@ -195,7 +207,7 @@ def parse_target(spec: str, *, warn: Callable[[str], None] | None = None,
     if spec.startswith("libvirt:"):
         domain = spec.removeprefix("libvirt:")
         if not domain.strip():
-            raise QmirrorError(f"TARGET {spec!r}: no domain name or UUID after 'libvirt:'")
+            raise TargetError(f"TARGET {spec!r}: no domain name or UUID after 'libvirt:'")
         return Target.libvirt(domain, connect, label=spec)
     try:
         st = os.stat(spec)
@@ -214,8 +226,8 @@ def parse_target(spec: str, *, warn: Callable[[str], None] | None = None,
     if _HOST_PORT.match(spec):
         return _tcp(spec, spec, warn)
     raise TargetError(
-        f"TARGET {spec!r}: not an existing socket or snapshot directory, and not "
-        "unix:PATH, tcp:HOST:PORT, HOST:PORT or libvirt:DOMAIN")
+        f"TARGET {spec!r}: no such file or directory (a TARGET is a socket, a snapshot "
+        "directory, unix:PATH, tcp:HOST:PORT or HOST:PORT)")
 
 
 def read_targets_file(path: str, *, warn: Callable[[str], None] | None = None,
@@ -261,9 +273,12 @@ def add_target_options(parser: argparse.ArgumentParser, *, several: bool = True,
     """Add ``--socket``, ``--tcp``, ``--connect``, ``--targets-file``, ``--launch``,
     ``--boot``, ``--pause``, ``--timeout`` and ``--qemu``.
 
-    ``--launch`` takes the rest of the command line: ``--launch -- qemu-system-x86_64
-    -machine q35`` (the ``--`` is split off by :func:`qmirror.cli.main` and handed over
-    as ``args.passthrough``) or ``--launch qemu-system-x86_64 -machine q35``.
+    ``--launch`` is a flag; QEMU's words are everything after ``--`` (split off by
+    :func:`qmirror.cli.main` and handed over as ``args.passthrough``), so qmirror's
+    own options, ``--boot`` included, go anywhere before ``--``::
+
+        qmirror check --boot 3 --launch -- qemu-system-x86_64 -machine q35
+        qmirror check --launch --boot 3 -- qemu-system-x86_64 -machine q35
 
     :param several: whether the command takes several targets (``--targets-file``).
     :param qemu_version: add ``--qemu-version`` (off where the command already has it as
@@ -281,9 +296,10 @@ def add_target_options(parser: argparse.ArgumentParser, *, several: bool = True,
     if several:
         g.add_argument("--targets-file", metavar="FILE",
                        help="read TARGETs from FILE, one per line, '#' comments")
-    g.add_argument("--launch", nargs=argparse.REMAINDER, metavar="ARGS",
-                   help="launch QEMU for the job: `--launch -- [BINARY] QEMU-ARGS...` "
-                        "(last on the line); QMP, -display none and -S are added")
+    g.add_argument("--launch", action="store_true",
+                   help="launch QEMU for the job: `--launch -- [BINARY] QEMU-ARGS...`; "
+                        "everything after `--` is QEMU's, qmirror's options go before "
+                        "it; QMP, -display none and -S are added")
     g.add_argument("--boot", metavar="SECONDS", type=_seconds,
                    help="with --launch: let the guest run SECONDS first (firmware "
                         "programs BARs, PAM, SMRAM), then stop it")
@@ -316,7 +332,7 @@ def matrix_binary(version: str, binary: str) -> str:
     :raise QmirrorError: a malformed version, or no such QEMU in the matrix.
     """
     if not _SERIES.fullmatch(version):
-        raise QmirrorError(f"--qemu-version: not a QEMU version X.Y: {version!r}")
+        raise TargetError(f"--qemu-version: not a QEMU version X.Y: {version!r}")
     root = Path(os.environ.get("QMIRROR_QEMU_MATRIX") or DEFAULT_MATRIX)
     name = Path(binary).name
     dirs = [root / f"qemu-{version}"]
@@ -325,24 +341,22 @@ def matrix_binary(version: str, binary: str) -> str:
     for d in dirs:
         if (d / "bin" / name).is_file():
             return str(d / "bin" / name)
-    raise QmirrorError(f"QEMU {version} with {name} is not provided under {root}: "
+    raise TargetError(f"QEMU {version} with {name} is not provided under {root}: "
                        "run scripts/qemu-matrix (or set QMIRROR_QEMU_MATRIX)")
 
 
 def launch_argv(args: argparse.Namespace) -> list[str] | None:
-    """The QEMU words given with ``--launch`` (after ``--`` or right after it)."""
-    launch: list[str] | None = getattr(args, "launch", None)
+    """The QEMU words given with ``--launch``: those after ``--``."""
+    launch = bool(getattr(args, "launch", False))
     passthrough: list[str] | None = getattr(args, "passthrough", None)
-    if launch is None:
+    if not launch:
         if passthrough:
             raise TargetError("arguments after '--' are only taken with --launch")
         return None
-    words = list(launch) + list(passthrough or ())
-    if words[:1] == ["--"]:
-        words = words[1:]
-    if not words:
-        raise TargetError("--launch needs QEMU arguments: --launch -- qemu-system-x86_64 ...")
-    return words
+    if not passthrough:
+        raise TargetError("--launch needs QEMU arguments after '--': "
+                           "--launch -- qemu-system-x86_64 ...")
+    return list(passthrough)
 
 
 def targets_from_args(args: argparse.Namespace, *, positional: Sequence[str] = ()

@@ -226,6 +226,8 @@ class TextWriter(_Writer):
         self._changes = 0
         # Subscribing replays begin/commit too: only a reading's commit gets a line.
         self._in_reading = False
+        # The first reading adds every range: counted per address space, not listed.
+        self._first: dict[str, int] | None = None
 
     def line(self, text: str) -> None:
         self.write(f"{utc_now()[11:23]} {text}\n")
@@ -241,10 +243,13 @@ class TextWriter(_Writer):
         comp = frame.result.comparison
         bad = [v for v in comp.views if not v.ok]
         self._in_reading = True
+        self._first = {} if previous is None else None
         verdict = "match" if not bad else f"MISMATCH in {len(bad)} FlatViews"
+        tries = frame.snapshot.tries
         self.line(
-            f"reading {frame.number} ({frame.trigger.label}, {frame.snapshot.tries} "
-            f"tries): {len(comp.views)} FlatViews, validation {verdict}"
+            f"reading {frame.number} ({frame.trigger.label}, {tries} "
+            f"{'try' if tries == 1 else 'tries'}): {len(comp.views)} FlatViews, "
+            f"validation {verdict}"
         )
         for v in bad:
             self.line(
@@ -265,12 +270,23 @@ class TextWriter(_Writer):
         if not self._in_reading:
             return
         self._in_reading = False
+        if self._first is not None:
+            spaces = ", ".join(f"{name} {n}" for name, n in self._first.items())
+            self.line(
+                f"  the map: {self._changes} ranges in {len(self._first)} address "
+                f"spaces ({spaces}); later readings list what changes"
+            )
+            self._first = None
+            return
         what = f"{self._changes} changes" if self._changes else "no range changed"
         self.line(f"  {what}, {self._nops} ranges unchanged")
 
     def _range(self, mark: str, section: Section) -> None:
         self._changes += 1
         key = self.key(section)
+        if self._first is not None:
+            self._first[key[0]] = self._first.get(key[0], 0) + 1
+            return
         start = section.offset_within_address_space
         mr = section.mr
         off = f" @{section.offset_within_region:016x}" if section.offset_within_region else ""

@@ -8,16 +8,22 @@ carries a ``<title>``, which SVG viewers show on hover.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from xml.sax.saxutils import escape
 
 
 WIDTH = 1200
 MARGIN = 20
-BAR_H = 34
+BAR_H = 40
 LANE_H = 9
 CHAR_W = 6.4  # average width of an 11px sans-serif character
 TICK_CHAR_W = 6.1
+#: Rows of call-out labels above the bar, for ranges too narrow for their name.
+CALLOUT_ROWS = 3
+CALLOUT_H = 15
+#: Least room between two address labels under the bar.
+TICK_GAP = 16
 CHANGE_COLOURS = {"added": "#1f9d55", "changed": "#e8890c", "removed": "#c0392b"}
 KIND_NAMES = {"ram": "RAM", "rom": "ROM / read-only RAM", "romd": "ROM device (ROMD)",
               "ramd": "RAM device", "i/o": "MMIO / port I/O", "iommu": "IOMMU",
@@ -47,6 +53,75 @@ def _addr_pos(view: dict[str, Any], cum: list[float], addr: float) -> float:
             frac = (addr - seg["s"]) / seg["n"] if seg["n"] else 0.0
             return cum[i] + frac * (cum[i + 1] - cum[i])
     return cum[-1]
+
+
+def place_callouts(items: Sequence[tuple[float, float, Sequence[str], float]], *,
+                   left: float,
+                   right: float, rows: int = CALLOUT_ROWS, char_w: float = CHAR_W
+                   ) -> list[tuple[int, float, float, str]]:
+    """Where the call-out labels go: the largest ranges first, each text starting at its
+    range's left edge (a leader line drops from there to the bar), in the row farthest
+    from the bar where neither its text nor its leader crosses anything placed before.
+    Trying the far rows first leaves the near ones for the neighbours to its right.
+
+    :param items: ``(x0, x1, texts, size)`` of each range to label; *texts* are the
+        label's spellings, best first (name and size, then the name alone).
+    :return: ``(row, text x, leader x, text)`` of each placed label (row 0 is nearest the
+        bar); a range that finds no room for any spelling gets none.
+    """
+    texts: list[list[tuple[float, float]]] = [[] for _ in range(rows)]
+    leaders: list[list[float]] = [[] for _ in range(rows)]
+    out = []
+    for x0, x1, spellings, _ in sorted(items, key=lambda it: (-it[3], it[0])):
+        lead = x0 + min(2.0, (x1 - x0) / 2)
+        spot = None
+        for text in spellings:
+            tw = len(text) * char_w
+            # The text starts at the leader or, failing that, ends there.
+            starts = [max(min(lead - 1, right - tw), left),
+                      max(min(lead + 1 - tw, right - tw), left)]
+            spot = next(((row, a, text, tw) for row in reversed(range(rows)) for a in starts
+                         if _callout_fits(texts, leaders, row, a, a + tw, lead)), None)
+            if spot is not None:
+                break
+        if spot is None:
+            continue
+        row, a, text, tw = spot
+        texts[row].append((a, a + tw))
+        for k in range(row):
+            leaders[k].append(lead)
+        out.append((row, a, lead, text))
+    return out
+
+
+def _callout_fits(texts: list[list[tuple[float, float]]], leaders: list[list[float]], row: int,
+                  a: float, b: float, lead: float) -> bool:
+    """Text [a, b] in *row* crosses no text or leader there, and its leader at *lead*
+    crosses no text in the rows below."""
+    if any(b + 6 > c and a < d + 6 for c, d in texts[row]):
+        return False
+    if any(a - 3 < p < b + 3 for p in leaders[row]):
+        return False
+    return not any(c - 3 < lead < d + 3 for k in range(row) for c, d in texts[k])
+
+
+def place_ticks(ticks: list[tuple[float, str, float]], *, right: float,
+                char_w: float = TICK_CHAR_W, gap: float = TICK_GAP
+                ) -> list[tuple[float, str, bool]]:
+    """Which address labels to write: those at the edges of the largest ranges first,
+    each only with ``gap`` pixels of room to its neighbours.
+
+    :param ticks: ``(x, text, weight)`` of each boundary.
+    :return: ``(x, text, anchored at its end)``, left to right.
+    """
+    placed: list[tuple[float, float, float, str, bool]] = []
+    for x, text, _ in sorted(ticks, key=lambda t: -t[2]):
+        w = len(text) * char_w
+        left = min(x, right - w)
+        if any(left < b + gap and left + w + gap > a for a, b, _, _, _ in placed):
+            continue
+        placed.append((left, left + w, x, text, left < x))
+    return [(x, text, end) for _, _, x, text, end in sorted(placed)]
 
 
 def _luminance(colour: str) -> float:
@@ -90,19 +165,21 @@ def _view(out: list[str], view: dict[str, Any], kinds: dict[str, str], y: float)
     def x(pos: float) -> float:
         return MARGIN + pos / total * inner
 
-    ticks: list[tuple[float, str]] = []
+    bar_y = y + CALLOUT_ROWS * CALLOUT_H + 4
+    ticks: list[tuple[float, str, float]] = []
+    callouts: list[tuple[float, float, tuple[str, ...], float]] = []
     for i, seg in enumerate(segs):
         x0, x1 = x(cum[i]), x(cum[i + 1])
         w = max(x1 - x0, 0.8)
         title = _range_title(view, seg, seg.get("change"))
         if seg.get("gap"):
-            out.append(f'<rect x="{x0:.2f}" y="{y}" width="{w:.2f}" height="{BAR_H}" '
+            out.append(f'<rect x="{x0:.2f}" y="{bar_y}" width="{w:.2f}" height="{BAR_H}" '
                        f'fill="url(#gap)"><title>{escape(title)}</title></rect>')
         else:
             colour = kinds.get(seg["kind"], "#888888")
             stroke = CHANGE_COLOURS.get(seg.get("change") or "", "#ffffff")
             sw = 3 if seg.get("change") else 0.6
-            out.append(f'<rect x="{x0:.2f}" y="{y}" width="{w:.2f}" height="{BAR_H}" '
+            out.append(f'<rect x="{x0:.2f}" y="{bar_y}" width="{w:.2f}" height="{BAR_H}" '
                        f'fill="{colour}" stroke="{stroke}" stroke-width="{sw}">'
                        f"<title>{escape(title)}</title></rect>")
             text = f"{seg['name']}  {seg['human']}"
@@ -111,11 +188,19 @@ def _view(out: list[str], view: dict[str, Any], kinds: dict[str, str], y: float)
                 seg["name"] if room > len(seg["name"]) * CHAR_W else None)
             if label:
                 cls = "l dark" if _luminance(colour) > 0.62 else "l"
-                out.append(f'<text x="{x0 + 4:.2f}" y="{y + BAR_H / 2 + 4}" class="{cls}">'
-                           f"{escape(label)}</text>")
-        ticks.append((x0, seg["start"]))
-    ticks.append((x(total), view["end"]))
-    y += BAR_H + 3
+                out.append(f'<text x="{x0 + 4:.2f}" y="{bar_y + BAR_H / 2 + 4}" '
+                           f'class="{cls}">{escape(label)}</text>')
+            else:
+                callouts.append((x0, x1, (f"{seg['name']} {seg['human']}", seg["name"]),
+                                 seg["n"]))
+        ticks.append((x0, seg["start"], seg["n"]))
+    ticks.append((x(total), view["end"], float("inf")))
+    for row, tx, cx, text in place_callouts(callouts, left=MARGIN, right=WIDTH - MARGIN):
+        base = bar_y - 4 - row * CALLOUT_H
+        out.append(f'<line x1="{cx:.2f}" x2="{cx:.2f}" y1="{base + 2}" y2="{bar_y}" '
+                   'class="lead"/>')
+        out.append(f'<text x="{tx:.2f}" y="{base}" class="co">{escape(text)}</text>')
+    y = bar_y + BAR_H + 3
     if view["removed"]:
         for r in view["removed"]:
             x0 = x(_addr_pos(view, cum, r["s"]))
@@ -125,19 +210,13 @@ def _view(out: list[str], view: dict[str, Any], kinds: dict[str, str], y: float)
                        f'height="{LANE_H}" fill="url(#removed)" stroke="#c0392b" '
                        f'stroke-width="1"><title>{escape(title)}</title></rect>')
         y += LANE_H + 4
-    right = -1e9  # right edge of the last address written
-    for tx, hex_text in ticks:
-        label = _short(hex_text)
-        wlab = len(label) * TICK_CHAR_W
+    for tx, _, _ in ticks:
         out.append(f'<line x1="{tx:.2f}" x2="{tx:.2f}" y1="{y - 4}" y2="{y + 2}" class="t"/>')
-        left = min(tx, WIDTH - MARGIN - wlab)
-        if left < right + 6:
-            continue
-        end = left < tx
+    for tx, hex_text, end in place_ticks([(tx, _short(h), w) for tx, h, w in ticks],
+                                         right=WIDTH - MARGIN):
         anchor = ' text-anchor="end"' if end else ""
         out.append(f'<text x="{(WIDTH - MARGIN) if end else tx:.2f}" y="{y + 13}" '
-                   f'class="tick"{anchor}>{escape(label)}</text>')
-        right = left + wlab
+                   f'class="tick"{anchor}>{escape(hex_text)}</text>')
     return y + 30
 
 
@@ -178,7 +257,8 @@ def to_svg(data: dict[str, Any]) -> str:
         "font-weight:700;fill:#0b5cab}.sub{fill:#5f6b7a;font-weight:400;font-size:11.5px}"
         ".l{fill:#fff;font-weight:600;pointer-events:none}.l.dark{fill:#1d2430}"
         ".tick{font-family:'DejaVu Sans Mono',monospace;font-size:10px;fill:#5f6b7a}"
-        ".t{stroke:#aab4c0}</style>")
+        ".t{stroke:#aab4c0}.lead{stroke:#8a96a6;stroke-width:0.8}"
+        ".co{font-size:10.5px;fill:#1d2430}</style>")
     defs = ('<defs><pattern id="gap" width="6" height="6" patternUnits="userSpaceOnUse" '
             'patternTransform="rotate(45)"><rect width="6" height="6" fill="#f1f3f5"/>'
             '<line x1="0" y1="0" x2="0" y2="6" stroke="#dde2e8" stroke-width="2"/></pattern>'

@@ -47,7 +47,7 @@ GAP_WEIGHT = 0.5
 #: with the SVG; colour-blind-safe families).
 KIND_COLOURS = {
     "ram": "#3a9d5d", "rom": "#d6a21e", "romd": "#b65fc4", "ramd": "#66c2a5",
-    "i/o": "#d9534f", "iommu": "#8e6bbf", "gap": "#e9ecef",
+    "i/o": "#d9534f", "iommu": "#3474c4", "gap": "#e9ecef",
 }
 
 

@@ -21,6 +21,7 @@ from rich.text import Text
 
 from qmirror.core.model import Fact, Machine, MemoryRegion, Source
 from qmirror.core.units import hexs
+from qmirror.errors import OutputError
 from qmirror.sim.dispatch import DispatchDiff
 from qmirror.text.grammar import FlatRangeLine, format_owners
 from qmirror.verify.check import CheckResult
@@ -120,7 +121,25 @@ def write_junit(result: CheckResult, path: Path, *, name: str = "qmirror.check")
                 message += f", {len(v.dispatch_diffs)} dispatch differences"
             fail = ET.SubElement(case, "failure", message=message)
             fail.text = "\n".join(_diff_lines(v)) or v.note
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    _write_xml(suite, path)
+
+
+def junit_problem(path: Path) -> str | None:
+    """Why a JUnit report cannot be written to *path*, or ``None`` (checked up front, so
+    that a VM is not read for nothing)."""
+    if path.is_dir():
+        return f"--junit-xml {path}: is a directory"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"--junit-xml {path}: no such directory {parent}"
+    return None
+
+
+def _write_xml(root: ET.Element, path: Path) -> None:
+    try:
+        ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def junit_error(path: Path, message: str, *, name: str = "qmirror.check") -> None:
@@ -129,7 +148,7 @@ def junit_error(path: Path, message: str, *, name: str = "qmirror.check") -> Non
     case = ET.SubElement(suite, "testcase", classname=name, name="check")
     err = ET.SubElement(case, "error", message=message.splitlines()[0] if message else "error")
     err.text = message
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    _write_xml(suite, path)
 
 
 def _fmt(r: FlatRangeLine | None) -> str:
@@ -168,9 +187,30 @@ def _diff_lines(v: ViewResult) -> list[str]:
 _DISPATCH_SHOWN = 12
 
 
-def print_text(result: CheckResult, console: Console, *, verbose: bool = False) -> None:
-    """A verdict line, one line per FlatView, the differences, and where facts came from."""
+def match_summary(result: CheckResult) -> str:
+    """What a match rests on, in one line: the views and ranges compared, the accelerator,
+    and how many attributes came from rules, inference and defaults (inference is always
+    counted: a match that leans on QEMU's own -f says so)."""
     comp = result.comparison
+    n_ranges = sum(v.ranges for v in comp.views)
+    counts = Counter(f.source for _, f in fact_rows(result.machine))
+    inferred = counts[Source.INFERRED]
+    return (f"{len(comp.views)} FlatViews, {n_ranges} QEMU ranges; accelerator "
+            f"{result.accel.value or 'unknown'} ({result.accel.source.value}); "
+            f"{counts[Source.RULE]} attributes from rules, "
+            + (f"{inferred} inferred from QEMU's -f, " if inferred else "")
+            + f"{counts[Source.DEFAULT]} defaults (-v: per FlatView, with sources)")
+
+
+def print_text(result: CheckResult, console: Console, *, verbose: bool = False) -> None:
+    """A verdict line, one line per FlatView, the differences, and where facts came from.
+
+    A match prints the verdict line alone (with :func:`match_summary`) unless *verbose*.
+    """
+    comp = result.comparison
+    if comp.ok and not verbose:
+        console.print(f"[bold green]MATCH[/]: {escape(match_summary(result))}", highlight=False)
+        return
     n_ranges = sum(v.ranges for v in comp.views)
     style = "bold green" if comp.ok else "bold red"
     console.print(f"[{style}]{comp.result.upper()}[/]: {len(comp.views)} FlatViews, "

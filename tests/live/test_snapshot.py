@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import qmirror.live.snapshot as snapshot_module
+from qmirror.cli import main
 from qmirror.core.modeljson import SCHEMA, machine_from_json, machine_to_json
 from qmirror.core.render import render_machine
 from qmirror.errors import ModelError, QmirrorError
@@ -138,7 +140,8 @@ def test_save_refuses_to_clobber(short_tmp: Path) -> None:
     (busy / "notes.txt").write_text("mine")
     with pytest.raises(QmirrorError, match="not empty"):
         save(_snap(), busy)
-    with pytest.raises(QmirrorError, match="not a snapshot directory"):
+    with pytest.raises(QmirrorError, match="not replaced: it holds files qmirror snapshot "
+                                           r"does not write \(notes\.txt\)"):
         save(_snap(), busy, overwrite=True)
     assert (busy / "notes.txt").read_text() == "mine"
     empty = short_tmp / "empty"
@@ -147,6 +150,62 @@ def test_save_refuses_to_clobber(short_tmp: Path) -> None:
     assert (empty / "meta.json").is_file()
     save(_snap(), empty, overwrite=True)
     assert sorted(p.name for p in short_tmp.iterdir()) == ["busy", "empty"]
+
+
+def _tree(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() if p.is_file() else b"<dir>"
+            for p in sorted(directory.rglob("*"))}
+
+
+def test_force_replaces_only_what_qmirror_wrote(short_tmp: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17 defect 2: --force used to delete any directory with a meta.json in it."""
+    pc = str(FIXTURES / "qemu-7.2/x86_64/pc")
+    # Someone else's directory that happens to hold a meta.json, plus their files.
+    theirs = short_tmp / "theirs"
+    (theirs / "sub").mkdir(parents=True)
+    (theirs / "meta.json").write_text('{"owner": "someone else"}')
+    (theirs / "thesis.tex").write_text("five years of work")
+    (theirs / "sub" / "data.bin").write_bytes(b"\0\1")
+    # A capture directory (scripts/capture-fixtures): a meta.json of another schema.
+    capture = short_tmp / "capture"
+    capture.mkdir()
+    for f in (FIXTURES / "qemu-7.2/x86_64/pc").iterdir():
+        (capture / f.name).write_bytes(f.read_bytes())
+    # A snapshot qmirror wrote, into which a user then put a file of their own.
+    grown = save(_snap(), short_tmp / "grown")
+    (grown / "notes.md").write_text("my notes on this VM")
+    for victim, why in ((theirs, "holds files qmirror snapshot does not write"),
+                        (capture, "holds files|was not written by qmirror snapshot"),
+                        (grown, r"holds files qmirror snapshot does not write \(notes\.md\)")):
+        before = _tree(victim)
+        assert main(["--color", "never", "snapshot", pc, "--out", str(victim), "--force"]) == 2
+        err = capsys.readouterr().err
+        assert "not replaced" in err and len(err.splitlines()) == 1
+        assert re.search(why, err), err
+        assert _tree(victim) == before
+    # What qmirror wrote is replaced, and nothing is left beside it.
+    mine = save(_snap(), short_tmp / "mine")
+    (mine / "info-mtree.txt").unlink()  # an older snapshot may lack the optional texts
+    assert main(["--color", "never", "snapshot", pc, "--out", str(mine), "--force"]) == 0
+    assert load(mine).tree == _snap().tree
+    assert sorted(p.name for p in short_tmp.iterdir()) == ["capture", "grown", "mine", "theirs"]
+
+
+def test_out_dot_in_an_empty_directory(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--out .` used to fail with "Device or resource busy" (renaming over the cwd)."""
+    here = short_tmp / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    pc = str(FIXTURES / "qemu-7.2/x86_64/pc")
+    assert main(["--color", "never", "snapshot", pc, "--out", "."]) == 0
+    assert load(here).tree == _snap().tree
+    names = {p.name for p in here.iterdir()}
+    assert names <= snapshot_module.WRITTEN and {"meta.json", "model.json"} <= names
+    assert sorted(p.name for p in short_tmp.iterdir()) == ["here"]
+    # And again with --force: it is ours now.
+    assert main(["--color", "never", "snapshot", pc, "--out", ".", "--force"]) == 0
+    assert load(here).tree == _snap().tree
 
 
 def test_save_is_all_or_nothing(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -59,7 +59,7 @@ def test_existing_socket_and_snapshot_directory(short_tmp: Path) -> None:
     ("unix:", "no socket path"),
     ("tcp:nohost", "expected HOST:PORT"),
     ("tcp:host:99999", "port 99999 is out of range"),
-    ("/no/such/thing", "not an existing socket or snapshot directory"),
+    ("/no/such/thing", "no such file or directory"),
 ])
 def test_bad_targets(spec: str, message: str) -> None:
     with pytest.raises(QmirrorError, match=message):
@@ -81,8 +81,11 @@ def test_non_loopback_tcp_warns_once_per_host() -> None:
     parse_target(f"{name}:4445", warn=warnings.append)
     assert len(warnings) == 1
     assert "not a loopback address" in warnings[0] and "no authentication" in warnings[0]
-    assert all(is_loopback(h) for h in ("localhost", "127.0.0.2", "::1", "a.localhost"))
-    assert not any(is_loopback(h) for h in ("10.0.0.1", "example.com", "::2"))
+    assert all(is_loopback(h) for h in ("localhost", "127.0.0.2", "::1", "a.localhost",
+                                        "127.1", "127.0.1", "0x7f.1", "2130706433",
+                                        "::ffff:127.0.0.1", "LOCALHOST."))
+    assert not any(is_loopback(h) for h in ("10.0.0.1", "example.com", "::2", "128.1",
+                                            "::ffff:10.0.0.1", "127.example.com"))
 
 
 def test_targets_file(short_tmp: Path) -> None:
@@ -105,8 +108,11 @@ def test_targets_from_args_order_and_launch() -> None:
                 passthrough=["qemu-system-x86_64", "-machine", "q35"])
     assert [t.kind for t in got] == ["unix", "unix", "tcp", "launch"]
     assert got[-1].binary == "qemu-system-x86_64" and got[-1].args == ("-machine", "q35")
-    (only,) = parse("check", "--qemu", "/opt/qemu", "--launch", "-machine", "pc")
+    (only,) = parse("check", "--qemu", "/opt/qemu", "--launch", passthrough=["-machine", "pc"])
     assert only.binary == "/opt/qemu" and only.args == ("-machine", "pc")
+    # qmirror's options go anywhere before `--`; after it, every word is QEMU's.
+    (late,) = parse("check", "--launch", "--boot", "3", passthrough=["-boot", "menu=on"])
+    assert late.args == ("-boot", "menu=on")
 
 
 def test_command_line_mistakes_are_trouble(capsys: pytest.CaptureFixture[str]) -> None:

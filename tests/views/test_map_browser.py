@@ -8,6 +8,7 @@ profile directory and a screenshot is kept in the test's tmp directory.
 from __future__ import annotations
 
 import importlib
+import itertools
 import re
 import shutil
 from collections.abc import Iterator
@@ -190,3 +191,51 @@ def test_map_of_a_live_vm(browser: Browser, tmp_path: Path, qemu_binary: str) ->
     names = set(browser.page.locator("section.view h2 .as-name").all_inner_texts())
     assert {"memory", "I/O", "cpu-memory-0"} <= names
     browser.page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+
+
+def test_map_labels_large_ranges_and_goes_to_an_address(browser: Browser, tmp_path: Path
+                                                         ) -> None:
+    """Issue 17: large ranges are labelled even where their name does not fit in the bar,
+    there is a table of the ranges, and a go-to-address box finds QEMU's range."""
+    html = tmp_path / "q35-booted.html"
+    assert main(["map", str(FIXTURES / "q35-booted"), "--html", str(html)]) == 0
+    browser.open(html)
+    page = browser.page
+    memory = page.locator("section.view", has=page.locator("h2 .as-name", has_text=re.compile(
+        r"^memory$")))
+    callouts = memory.locator("svg.map text.callout").all_text_contents()
+    labels = callouts + memory.locator("svg.map text.label").all_text_contents()
+    for region in ("pcie-mmcfg-mmio 256 MiB", "vga.vram 16 MiB", "e1000e-mmio 128 KiB"):
+        assert region in labels, labels
+    # The map is more than a thin bar: call-out rows above it, the range table below.
+    svg_box = memory.locator("svg.map").bounding_box()
+    assert svg_box is not None and svg_box["height"] >= 120
+    rows = memory.locator("table.ranges-t tr[data-i]")
+    assert rows.count() == int(memory.locator("h2 small").inner_text().split(" · ")[1].split()[0])
+    # Address labels keep their distance.
+    boxes = [b for b in (t.bounding_box() for t in memory.locator("svg.map text.tick").all())
+             if b is not None]
+    boxes.sort(key=lambda b: b["x"])
+    assert all(b["x"] - (a["x"] + a["width"]) >= 8 for a, b in itertools.pairwise(boxes))
+
+    # Go to an address inside e1000e's BAR, as QEMU placed it.
+    start, _ = qemu_line("q35-booted", "e1000e-mmio")
+    inside = int(start, 16) + 0x10
+    page.fill("#goto", f"{inside:#x}")
+    page.press("#goto", "Enter")
+    result = memory.locator(".goto-result").inner_text()
+    assert result.startswith(f"{inside:#x}: e1000e-mmio +0x10 (MMIO / port I/O"), result
+    assert memory.locator("rect.seg.goto").get_attribute("data-name") == "e1000e-mmio"
+    assert memory.locator("table.ranges-t tr.hl td").nth(4).inner_text() == "e1000e-mmio"
+    # An address where nothing is mapped says so.
+    page.fill("#goto", "a0000000")  # between RAM below 4 GiB and the MMCONFIG window
+    page.press("#goto", "Enter")
+    assert memory.locator(".goto-result").inner_text().startswith(
+        "0xa0000000: nothing mapped (0x8000000 – 0xaffffff")
+    page.fill("#goto", "0x7fffffff0")
+    page.press("#goto", "Enter")
+    assert "nothing mapped, beyond the last range" in memory.locator(".goto-result").inner_text()
+    page.fill("#goto", "0xzz")
+    page.press("#goto", "Enter")
+    assert "not a hexadecimal address" in memory.locator(".goto-result").inner_text()
+    assert browser.errors() == []

@@ -5,6 +5,8 @@ Expected ranges come from QEMU's own ``info mtree -f`` in the fixtures.
 
 from __future__ import annotations
 
+import colorsys
+import itertools
 import json
 import math
 import re
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 
 from qmirror.cli import main
+from qmirror.core.units import human_size
 from qmirror.live.snapshot import load
 from qmirror.verify.reading import Reading, from_snapshot
 from qmirror.views import mapsvg, mapview
@@ -161,3 +164,73 @@ def test_map_needs_an_output_and_at_most_two_targets(capsys: pytest.CaptureFixtu
     assert "--html" in capsys.readouterr().err
     assert main(["map", q35, q35, q35, "--svg", "/dev/null"]) == 2
     assert "expected 1 to 2 TARGETs" in capsys.readouterr().err
+
+
+# -- issue 17: labels, axis, colours ------------------------------------------------------
+
+
+def _svg_texts(svg: str, cls: str) -> list[tuple[float, str]]:
+    root = ET.fromstring(svg)
+    return [(float(t.get("x", "0")), t.text or "")
+            for t in root.iter("{http://www.w3.org/2000/svg}text") if t.get("class") == cls]
+
+
+def test_svg_labels_the_large_ranges_of_aarch64_virt() -> None:
+    """Before, no range of arm virt got a label: none is wide enough for its name."""
+    virt = from_snapshot(load(FIXTURES.parent / "aarch64" / "virt"))
+    svg = mapsvg.to_svg(mapview.prepare(virt))
+    labels = [t for cls in ("co", "l", "l dark") for _, t in _svg_texts(svg, cls)]
+    memory = sorted(qemu_ranges_of(FIXTURES.parent / "aarch64" / "virt", "memory"),
+                    key=lambda r: r[0] - r[1])
+    # The five largest ranges QEMU reports, each named (with its size where it fits).
+    for start, last, name in memory[:5]:
+        size = human_size(last - start + 1)
+        assert {name, f"{name} {size}", f"{name}  {size}"} & set(labels), (name, labels)
+
+
+def qemu_ranges_of(capture: Path, address_space: str) -> list[tuple[int, int, str]]:
+    text = (capture / "info-mtree-f-o.txt").read_text(encoding="utf-8")
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        if f' AS "{address_space}",' in block:
+            return [(int(m[1], 16), int(m[2], 16), m[4])
+                    for m in map(QEMU_RANGE.match, block.split("\n")) if m]
+    raise AssertionError(address_space)
+
+
+def test_callouts_never_overlap_and_leaders_cross_no_text() -> None:
+    items = [(float(x), float(x) + 3, (f"region-{x} 4 KiB", f"region-{x}"), float(1000 - x))
+             for x in range(0, 600, 7)]
+    placed = mapsvg.place_callouts(items, left=0, right=600)
+    assert len(placed) > 5
+    spans = [(row, a, a + len(text) * mapsvg.CHAR_W, lead) for row, a, lead, text in placed]
+    for row, a, b, _ in spans:
+        assert a >= 0 and b <= 600
+        assert not any(r == row and (a, b) != (c, d) and a < d and c < b
+                       for r, c, d, _ in spans)
+    for row, _, _, lead in spans:
+        assert not any(r < row and c < lead < d for r, c, d, _ in spans)
+
+
+def test_address_labels_keep_their_distance() -> None:
+    ticks = [(float(x), f"0x{x:x}000", float(x % 5)) for x in range(0, 1000, 9)]
+    placed = mapsvg.place_ticks(ticks, right=1000)
+    assert 10 < len(placed) < len(ticks)
+    edges = sorted((x if not end else 1000 - len(t) * mapsvg.TICK_CHAR_W,
+                    len(t) * mapsvg.TICK_CHAR_W) for x, t, end in placed)
+    assert all(b[0] - (a[0] + a[1]) >= mapsvg.TICK_GAP for a, b in itertools.pairwise(edges))
+
+
+def _rgb(colour: str) -> tuple[float, float, float]:
+    n = int(colour[1:], 16)
+    return (n >> 16) / 255, ((n >> 8) & 255) / 255, (n & 255) / 255
+
+
+def test_kind_colours_are_told_apart() -> None:
+    """ROM device and IOMMU were two purples; every pair of kinds now differs in hue or
+    lightness clearly (the map's legend is the only key)."""
+    colours = {k: c for k, c in mapview.KIND_COLOURS.items() if k != "gap"}
+    for (k1, c1), (k2, c2) in itertools.combinations(colours.items(), 2):
+        h1, l1, _ = colorsys.rgb_to_hls(*_rgb(c1))
+        h2, l2, _ = colorsys.rgb_to_hls(*_rgb(c2))
+        hue = min(abs(h1 - h2), 1 - abs(h1 - h2)) * 360
+        assert hue >= 30 or abs(l1 - l2) >= 0.15, (k1, k2, hue)
