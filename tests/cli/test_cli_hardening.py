@@ -104,7 +104,7 @@ def _readme_commands() -> list[list[str]]:
             line = line.removeprefix("$ ").split("&& ")[-1].strip()
             if not line.startswith("qmirror ") or re.search(r"\[|\||\b[A-Z]{3,}\b", line):
                 continue
-            out.append(shlex.split(line)[1:])
+            out.append(shlex.split(line, comments=True)[1:])
     return out
 
 
@@ -243,7 +243,8 @@ async def test_watch_summarises_the_first_reading(qemu_binary: str) -> None:
                             qemu_binary, "-machine", "pc", "-nic", "none", timeout=60)
     assert run.code == 0, run.err
     lines = run.out.splitlines()
-    second = next(n for n, ln in enumerate(lines) if " reading 2 " in ln)
+    second = next((n for n, ln in enumerate(lines) if " reading 2 " in ln), None)
+    assert second is not None, run.out + run.err
     first = lines[:second]
     assert not any(re.search(r"^\S+   [+-] ", ln) for ln in first), first
     (summary,) = [ln for ln in first if "the map:" in ln]
