@@ -30,7 +30,8 @@ def test_numbers_print_like_qemu() -> None:
     "    00000000000a0000-00000000000bffff (prio 1, i/o): alias smram-region @pci "
     "00000000000a0000-00000000000bffff",
     "    0000000000000000-ffffffffffffffff (prio 0, i/o): alias bus master @system "
-    "0000000000000000-ffffffffffffffff [disabled] owner:{dev path=/machine/unattached/device[2]}",
+    "0000000000000000-ffffffffffffffff [disabled] "
+    "owner:{dev path=/machine/unattached/device[2]}",
     "    0000000100000000-000000010fffffff (prio 0, nv-ram): alias nvdimm-memory @nv1 "
     "0000000000000000-000000000fffffff owner:{dev id=nvd1}",
     "  0000000000000000-ffffffffffffffff (prio -1, i/o): system "

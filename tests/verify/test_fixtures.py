@@ -62,12 +62,13 @@ KNOWN: dict[str, dict[str, str]] = {
             "the order") for t in TREES},
     },
     "inference": {
-        "qemu-11.1/x86_64/q35-pcie-switch/info-mtree.txt":
+        "qemu-11.1/x86_64/q35-pcie-switch/info-mtree.txt": (
             "plain tree (no owners): the closed `pci_bridge_io` windows of 5 bridges "
             "cannot be told apart and some bind to another bridge's region; without the "
             "rule table they keep size 1 (printed X-X) and the render walk cycles through "
             "them (ModelError) before inference can run; with the rules (size 0) it "
-            "renders exactly",
+            "renders exactly"
+        ),
     },
     "cli": {},
 }
