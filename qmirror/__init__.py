@@ -6,11 +6,26 @@ The pure core (no I/O): :mod:`~qmirror.core.model`, :mod:`~qmirror.text.grammar`
 The asyncio shell: :mod:`~qmirror.live.qmp`, :mod:`~qmirror.live.launcher`, :mod:`~qmirror.cli`.
 """
 
-from qmirror.core.model import AddressSpace, Machine, MemoryRegion, RegionKind
+from typing import TYPE_CHECKING, Any
+
 from qmirror.errors import ModelError, ParseError, QmirrorError
 
 
+if TYPE_CHECKING:
+    from qmirror.core.model import AddressSpace, Machine, MemoryRegion, RegionKind
+
 __version__ = "0.1.0"
+
+_MODEL_NAMES = frozenset({"AddressSpace", "Machine", "MemoryRegion", "RegionKind"})
+
+
+def __getattr__(name: str) -> Any:
+    """The model's classes, imported on first use: ``qmirror --version`` needs none."""
+    if name in _MODEL_NAMES:
+        from qmirror.core import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'qmirror' has no attribute {name!r}")
 
 __all__ = [
     "AddressSpace",

@@ -17,7 +17,6 @@ from qmirror import __version__
 from qmirror.cli import check, diff, export, live, offline, settings, slots, views
 from qmirror.cli._common import EXIT_TROUBLE, consoles
 from qmirror.errors import QmirrorError
-from qmirror.views.report import junit_error
 
 
 COMMANDS = (check, offline, live, slots, views, export, diff, settings)
@@ -59,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"qmirror {args.command}: {exc}", highlight=False, markup=False)
         junit = getattr(args, "junit_xml", None)
         if junit:
+            from qmirror.views.report import junit_error
+
             junit_error(Path(junit), str(exc))
         return EXIT_TROUBLE
     except KeyboardInterrupt:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from qmirror.errors import QmirrorError
+
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 #: diff(1) conventions: 0 every compared FlatView matches, 1 a mismatch, 2 trouble.
@@ -15,6 +18,8 @@ EXIT_MATCH, EXIT_MISMATCH, EXIT_TROUBLE = 0, 1, 2
 
 def consoles(color: str) -> tuple[Console, Console]:
     """Console for results (stdout) and for diagnostics (stderr)."""
+    from rich.console import Console  # here: `--version` needs no rich
+
     force = {"always": True, "never": False}.get(color)
     no_color = color == "never" or None
     out = Console(force_terminal=force, no_color=no_color, soft_wrap=True)

@@ -9,25 +9,22 @@ Exit 0 when every target matches, 1 on any mismatch, 2 on any trouble.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import tempfile
-import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
+from typing import TYPE_CHECKING, Any
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, EXIT_TROUBLE, read_text, write_stdout
-from qmirror.cli.offline import model_options, report_repairs, text_dialect, text_options
+from qmirror.cli._options import model_options, text_options
 from qmirror.errors import QmirrorError
-from qmirror.live.config import from_args
-from qmirror.live.livecheck import Outcome, check_targets
-from qmirror.live.targets import Target, add_target_options, targets_from_args
-from qmirror.verify.check import CheckResult, check
-from qmirror.verify.ignore import apply_to_check
-from qmirror.views.report import junit_error, print_text, to_json, write_junit
+from qmirror.live.options import add_target_options
+
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from qmirror.live.livecheck import Outcome
+    from qmirror.live.targets import Target
+    from qmirror.verify.check import CheckResult
 
 
 MULTI_SCHEMA = "qmirror.check-targets/1"
@@ -38,6 +35,9 @@ MULTI_SCHEMA = "qmirror.check-targets/1"
 
 def _ignore(args: argparse.Namespace, results: list[CheckResult], err: Console) -> None:
     """Leave out what `[tool.qmirror.ignore]` (or ``QMIRROR_IGNORE_*``) says to ignore."""
+    from qmirror.live.config import from_args
+    from qmirror.verify.ignore import apply_to_check
+
     rules = from_args(args).ignore
     dropped = sum(apply_to_check(r, rules) for r in results)
     if dropped:
@@ -46,6 +46,10 @@ def _ignore(args: argparse.Namespace, results: list[CheckResult], err: Console) 
 
 
 def _offline(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from qmirror.cli.offline import report_repairs, text_dialect
+    from qmirror.verify.check import check
+    from qmirror.views.report import print_text, to_json, write_junit
+
     dialect = text_dialect(args)
     result = check(read_text(args.tree), read_text(args.flat), accel=args.accel, strict=args.strict,
                    rules=not args.no_rules, tree_name=args.tree, flat_name=args.flat,
@@ -81,6 +85,10 @@ def _about(o: Outcome) -> str:
 
 def _print_outcomes(outcomes: list[Outcome], out: Console, err: Console, *,
                     verbose: bool) -> None:
+    from rich.markup import escape
+
+    from qmirror.views.report import print_text
+
     for n, o in enumerate(outcomes):
         if n:
             out.print("", highlight=False)
@@ -101,6 +109,8 @@ def _print_outcomes(outcomes: list[Outcome], out: Console, err: Console, *,
 
 
 def _outcome_json(o: Outcome) -> dict[str, Any]:
+    from qmirror.views.report import to_json
+
     doc: dict[str, Any]
     if o.result is not None:
         doc = to_json(o.result, inputs=o.inputs())
@@ -123,6 +133,11 @@ def _overall(outcomes: list[Outcome]) -> str:
 
 def _junit(outcomes: list[Outcome], path: Path) -> None:
     """``<testsuites>`` with one ``<testsuite>`` per target (report.py writes each)."""
+    import tempfile
+    import xml.etree.ElementTree as ET
+
+    from qmirror.views.report import junit_error, write_junit
+
     root = ET.Element("testsuites", name="qmirror.check")
     with tempfile.TemporaryDirectory(prefix="qmirror-junit-") as tmp:
         for n, o in enumerate(outcomes):
@@ -142,6 +157,10 @@ def _junit(outcomes: list[Outcome], path: Path) -> None:
 
 
 def _live(args: argparse.Namespace, targets: list[Target], out: Console, err: Console) -> int:
+    import asyncio
+
+    from qmirror.live.livecheck import check_targets
+
     outcomes = asyncio.run(check_targets(
         targets, pause=args.pause, timeout=args.timeout, boot=args.boot, accel=args.accel,
         strict=args.strict, rules=not args.no_rules))
@@ -165,8 +184,18 @@ def _live(args: argparse.Namespace, targets: list[Target], out: Console, err: Co
     return {"match": EXIT_MATCH, "mismatch": EXIT_MISMATCH}.get(overall, EXIT_TROUBLE)
 
 
+def _live_wanted(args: argparse.Namespace) -> bool:
+    """Whether any live target is named (else the live layer is not even imported)."""
+    return bool(args.targets or args.socket or args.tcp or args.targets_file
+                or args.launch is not None or args.passthrough or args.boot is not None)
+
+
 def cmd_check(args: argparse.Namespace, out: Console, err: Console) -> int:
-    targets = targets_from_args(args, positional=args.targets)
+    targets: list[Target] = []
+    if _live_wanted(args):
+        from qmirror.live.targets import targets_from_args
+
+        targets = targets_from_args(args, positional=args.targets)
     offline = args.tree is not None or args.flat is not None
     if offline and targets:
         err.print("qmirror check: give either --tree/--flat or live targets, not both",

@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, EXIT_TROUBLE
+from qmirror.cli._options import ACCELS
 from qmirror.errors import QmirrorError
-from qmirror.live.mirror import JsonLinesWriter, Mirror, TextWriter, Trigger, stream_writer
-from qmirror.live.snapshot import save
-from qmirror.live.targets import (
-    Target,
-    add_target_options,
-    attach,
-    open_snapshot,
-    targets_from_args,
-)
-from qmirror.verify.check import ACCELS
+from qmirror.live.options import add_target_options
+
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from qmirror.live.targets import Target
 
 
 def _one_target(args: argparse.Namespace, command: str) -> Target:
+    from qmirror.live.targets import targets_from_args
+
     positional = [args.target] if args.target else []
     targets = targets_from_args(args, positional=positional)
     if len(targets) != 1:
@@ -55,6 +53,11 @@ def _count(text: str) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace, out: Console, err: Console) -> int:
+    import asyncio
+
+    from qmirror.live.snapshot import save
+    from qmirror.live.targets import open_snapshot
+
     target = _one_target(args, "snapshot")
     snap = asyncio.run(open_snapshot(target, pause=args.pause, timeout=args.timeout,
                                      boot=args.boot, plain=True))
@@ -71,6 +74,9 @@ def cmd_snapshot(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 async def _watch(args: argparse.Namespace, target: Target) -> int:
+    from qmirror.live.mirror import JsonLinesWriter, Mirror, TextWriter, Trigger, stream_writer
+    from qmirror.live.targets import attach
+
     async with attach(target, control=args.pause, connect_timeout=min(10.0, args.timeout),
                       command_timeout=args.timeout) as live:
         ours = live.instance is not None
@@ -93,6 +99,8 @@ async def _watch(args: argparse.Namespace, target: Target) -> int:
 
 
 def cmd_watch(args: argparse.Namespace, out: Console, err: Console) -> int:
+    import asyncio
+
     target = _one_target(args, "watch")
     if target.kind == "snapshot":
         err.print(f"qmirror watch: {target.label} is a snapshot directory, not a live VM",

@@ -3,32 +3,24 @@
 from __future__ import annotations
 
 import argparse
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, read_text, write_stdout
-from qmirror.core.model import Source
-from qmirror.core.render import render_machine
+from qmirror.cli._options import model_options, text_options
 from qmirror.errors import QmirrorError
-from qmirror.rebuild.gaps import infer
-from qmirror.text.dialect import Dialect, for_version
-from qmirror.text.dispatch import DEFAULT_PAGE_BITS
-from qmirror.text.flat import parse_flat, print_flat
-from qmirror.text.repair import Repair
-from qmirror.text.tree import print_like
-from qmirror.verify.check import (
-    ACCELS,
-    decide_accel,
-    decide_page_bits,
-    infer_iommus,
-    load_tree,
-    render_document,
-)
-from qmirror.views.report import fact_rows
+
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from qmirror.text.dialect import Dialect
+    from qmirror.text.repair import Repair
 
 
 def text_dialect(args: argparse.Namespace) -> Dialect | None:
     """``--qemu-version X.Y`` as a dialect (None: detect from each text)."""
+    from qmirror.text.dialect import for_version
+
     if args.qemu_version is None:
         return None
     try:
@@ -43,6 +35,21 @@ def report_repairs(err: Console, name: str, repairs: list[Repair]) -> None:
 
 
 def cmd_render(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from qmirror.core.model import Source
+    from qmirror.core.render import render_machine
+    from qmirror.rebuild.gaps import infer
+    from qmirror.text.dialect import for_version
+    from qmirror.text.dispatch import DEFAULT_PAGE_BITS
+    from qmirror.text.flat import parse_flat, print_flat
+    from qmirror.verify.check import (
+        decide_accel,
+        decide_page_bits,
+        infer_iommus,
+        load_tree,
+        render_document,
+    )
+    from qmirror.views.report import fact_rows
+
     dialect = text_dialect(args)
     loaded = load_tree(read_text(args.tree), filename=args.tree, rules=not args.no_rules,
                        dialect=dialect, lenient=args.lenient)
@@ -81,6 +88,10 @@ def cmd_render(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def cmd_format(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from qmirror.text.flat import parse_flat, print_flat
+    from qmirror.text.tree import print_like
+    from qmirror.verify.check import load_tree
+
     if (args.tree is None) == (args.flat is None):
         err.print("qmirror format: give exactly one of --tree or --flat", highlight=False)
         return EXIT_TROUBLE
@@ -96,28 +107,6 @@ def cmd_format(args: argparse.Namespace, out: Console, err: Console) -> int:
         report_repairs(err, args.flat, flat.repairs)
         write_stdout(print_flat(flat))
     return EXIT_MATCH
-
-
-def text_options(p: argparse.ArgumentParser, *, lenient: bool) -> None:
-    """How input texts are read: their QEMU dialect, and whether to repair pastes."""
-    p.add_argument("--qemu-version", metavar="X.Y",
-                   help="the QEMU version that printed the texts (default: detected from "
-                        "the text)")
-    p.add_argument("--lenient", action=argparse.BooleanOptionalAction, default=lenient,
-                   help="repair pasting damage (indentation, prompts, quoting, wrapped lines, "
-                        "CR LF) and list each repair on stderr"
-                        + (" (default: on)" if lenient else " (default: off)"))
-
-
-def model_options(p: argparse.ArgumentParser) -> None:
-    """Options about how the model is completed, shared by the commands that render."""
-    p.add_argument("--accel", choices=ACCELS, default="auto",
-                   help="accelerator to predict `KVM` words for (default auto: from the tree "
-                        "where it can tell, else from QEMU's -f unless --strict)")
-    p.add_argument("--strict", action="store_true",
-                   help="no inference from QEMU's -f: rule table and defaults only")
-    p.add_argument("--no-rules", action="store_true",
-                   help="do not apply the rule table (to see what inference alone does)")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -43,6 +43,7 @@ from typing import Final, Literal
 
 from qmirror.errors import MonitorError, MonitorTimeout, QmirrorError
 from qmirror.live.launcher import DEFAULT_BINARY, QemuInstance
+from qmirror.live.options import DEFAULT_TIMEOUT, add_target_options
 from qmirror.live.qmp import DEFAULT_CONNECT_TIMEOUT, Monitor
 from qmirror.live.snapshot import DEFAULT_MAX_TRIES, META_FILE, Snapshot, load, take_snapshot
 
@@ -62,9 +63,6 @@ __all__ = [
 
 TargetKind = Literal["unix", "tcp", "launch", "snapshot"]
 
-#: Seconds allowed for one target: connecting (or launching) and reading a snapshot.
-#: ``--boot`` time comes on top.
-DEFAULT_TIMEOUT: Final = 60.0
 #: How much later than the per-phase deadlines the whole job's deadline falls, so
 #: that the phase that was late is the one reported.
 _GRACE: Final = 1.0
@@ -221,52 +219,6 @@ def read_targets_file(path: str, *, warn: Callable[[str], None] | None = None) -
 
 
 # -- command-line options ----------------------------------------------------------
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"seconds must be finite and >= 0: {text!r}")
-    return value
-
-
-def add_target_options(parser: argparse.ArgumentParser, *, several: bool = True) -> None:
-    """Add ``--socket``, ``--tcp``, ``--targets-file``, ``--launch``, ``--boot``,
-    ``--pause``, ``--timeout`` and ``--qemu``.
-
-    ``--launch`` takes the rest of the command line: ``--launch -- qemu-system-x86_64
-    -machine q35`` (the ``--`` is split off by :func:`qmirror.cli.main` and handed over
-    as ``args.passthrough``) or ``--launch qemu-system-x86_64 -machine q35``.
-
-    :param several: whether the command takes several targets (``--targets-file``).
-    """
-    g = parser.add_argument_group("live targets")
-    g.add_argument("--socket", metavar="PATH", action="append", default=[],
-                   help="QMP monitor on a UNIX socket (repeatable)")
-    g.add_argument("--tcp", metavar="HOST:PORT", action="append", default=[],
-                   help="QMP monitor on TCP (repeatable; QMP is unauthenticated: "
-                        "a non-loopback host gets a warning)")
-    if several:
-        g.add_argument("--targets-file", metavar="FILE",
-                       help="read TARGETs from FILE, one per line, '#' comments")
-    g.add_argument("--launch", nargs=argparse.REMAINDER, metavar="ARGS",
-                   help="launch QEMU for the job: `--launch -- [BINARY] QEMU-ARGS...` "
-                        "(last on the line); QMP, -display none and -S are added")
-    g.add_argument("--boot", metavar="SECONDS", type=_seconds,
-                   help="with --launch: let the guest run SECONDS first (firmware "
-                        "programs BARs, PAM, SMRAM), then stop it")
-    g.add_argument("--pause", action="store_true",
-                   help="stop a running VM while reading (needs control of it: "
-                        "sends stop, and cont only if it was running)")
-    g.add_argument("--timeout", metavar="SECONDS", type=_seconds, default=DEFAULT_TIMEOUT,
-                   help=f"per target: connect/launch and read (default {DEFAULT_TIMEOUT:g}; "
-                        "--boot time comes on top)")
-    g.add_argument("--qemu", metavar="BINARY", default=None,
-                   help=f"QEMU for --launch when ARGS do not start with one "
-                        f"(default {DEFAULT_BINARY}, or $QMIRROR_QEMU)")
 
 
 def launch_argv(args: argparse.Namespace) -> list[str] | None:
