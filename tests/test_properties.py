@@ -107,7 +107,7 @@ def test_render_of_a_stretch_is_the_whole_render_cut_there(drawn: Drawn,
         lo, hi = sorted((data.draw(point), data.draw(point)))
         cut = [(max(r.start, lo), min(r.end, hi), id(r.mr),
                 r.offset_in_region + max(r.start, lo) - r.start, r.readonly, r.nonvolatile)
-               for r in view.ranges if r.start < hi and r.end > lo]
+               for r in view.ranges if max(r.start, lo) < min(r.end, hi)]
         got = [(r.start, r.end, id(r.mr), r.offset_in_region, r.readonly, r.nonvolatile)
                for r in render(view.root, lo, hi)]
         note(f"[{lo:#x}, {hi:#x})")
