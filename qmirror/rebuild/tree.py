@@ -52,7 +52,9 @@ def build_machine(doc: TreeDocument) -> Machine:
                 attribute_overflow(block, root)
             unify(doc, roots)
             resolve_aliases(doc, roots)
-            return _make_machine(doc, roots)
+            machine = _make_machine(doc, roots)
+            _release(roots)
+            return machine
     except ParseError as err:
         if err.filename is None:
             err.filename = doc.filename
@@ -61,6 +63,16 @@ def build_machine(doc: TreeDocument) -> Machine:
         if doc.origin is not None:
             raise remap_error(err, doc.origin, None) from None
         raise
+
+
+def _release(roots: list[Occ]) -> None:
+    """Break the occurrences' parent/child cycles, so reference counting frees them
+    now rather than the next full collection (they are as many as the lines)."""
+    for root in roots:
+        for occ in root.walk():
+            occ.children = []
+            occ.parent = None
+            occ.rep = occ
 
 
 def _make_machine(doc: TreeDocument, roots: list[Occ]) -> Machine:
