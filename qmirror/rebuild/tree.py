@@ -245,13 +245,19 @@ def _new_region(occ: Occ, line: TreeLine, kind: RegionKind, size: int,
         nonvolatile=line.nonvolatile, alias_offset=line.alias_start,
         ownership=line.ownership)
     if kind in (RegionKind.CONTAINER, RegionKind.IO):
-        what = kind.value
-        why = "has subregions" if _has_real_children(occ) else "has no subregions"
-        mr.facts.append(Fact("G1", "kind", what, Source.DEFAULT,
-                             f"printed 'i/o' and {why}: assume {what}"))
+        mr.facts.append(_KIND_DEFAULT[kind, _has_real_children(occ)])
     if line.start == line.end:
-        mr.facts.append(Fact("G4", "size", "1", Source.DEFAULT,
-                             "printed X-X: sizes 0 and 1 look alike; assume 1 byte"))
+        mr.facts.append(_SIZE_DEFAULT)
     return mr
+
+
+# The default facts, one shared (frozen) object each rather than one per region.
+_KIND_DEFAULT: dict[tuple[RegionKind, bool], Fact] = {
+    (kind, kids): Fact("G1", "kind", kind.value, Source.DEFAULT,
+                       f"printed 'i/o' and {'has' if kids else 'has no'} subregions: "
+                       f"assume {kind.value}")
+    for kind in (RegionKind.CONTAINER, RegionKind.IO) for kids in (False, True)}
+_SIZE_DEFAULT = Fact("G4", "size", "1", Source.DEFAULT,
+                     "printed X-X: sizes 0 and 1 look alike; assume 1 byte")
 
 
