@@ -86,6 +86,8 @@ def _make_machine(doc: TreeDocument, roots: list[Occ]) -> Machine:
                 reps.append(occ)
     for occ in reps:
         mr = regions[id(occ)]
+        if not occ.children:
+            continue  # most regions are leaves: nothing to wire
         kids = [regions[id(c.find())] for c in occ.children]
         # The printed order is (addr, -priority) with ties in list order. QEMU's list is
         # priority-descending, newest first; among equals the text does not say which is
@@ -94,7 +96,8 @@ def _make_machine(doc: TreeDocument, roots: list[Occ]) -> Machine:
         mr.subregions = kids
         for k in kids:
             k.container = mr
-        _note_overlaps(mr)
+        if len(kids) > 1:
+            _note_overlaps(mr)
     for occ in reps:
         if occ.target_block is None:
             continue
@@ -108,8 +111,7 @@ def _make_machine(doc: TreeDocument, roots: list[Occ]) -> Machine:
             target.kind = KIND_OF_WORD[occ.line.type_word]
             target.readonly = target.kind is RegionKind.ROM
         if mr.fact("readonly") is None:
-            mr.set_fact(Fact("G2", "readonly", "no", Source.DEFAULT,
-                             "an alias's own read-only flag is not printed: assume writable"))
+            mr.facts.append(_READONLY_DEFAULT)
         if occ.target_choice is not None and occ.target_choice[0] > 1:
             n, (owner_ok, inside) = occ.target_choice
             how = ("its owner" if owner_ok else "content inside the window" if inside
@@ -257,6 +259,8 @@ _KIND_DEFAULT: dict[tuple[RegionKind, bool], Fact] = {
                        f"printed 'i/o' and {'has' if kids else 'has no'} subregions: "
                        f"assume {kind.value}")
     for kind in (RegionKind.CONTAINER, RegionKind.IO) for kids in (False, True)}
+_READONLY_DEFAULT = Fact("G2", "readonly", "no", Source.DEFAULT,
+                         "an alias's own read-only flag is not printed: assume writable")
 _SIZE_DEFAULT = Fact("G4", "size", "1", Source.DEFAULT,
                      "printed X-X: sizes 0 and 1 look alike; assume 1 byte")
 
