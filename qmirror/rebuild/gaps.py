@@ -450,6 +450,8 @@ class _OrderTrials:
     def __init__(self, machine: Machine, qemu: FlatDocument,
                  parents: set[int]) -> None:
         self.views: list[tuple[FlatView, dict[int, FlatRangeLine], list[int]]] = []
+        #: QEMU's range starts of each view, in order (what bounds a trial's gain).
+        self.qemu_starts: list[list[int]] = []
         #: For each parent of a candidate pair: (view number, clip start, clip end,
         #: base) of every place the walk reaches it.
         self.places: dict[int, list[tuple[int, int, int, int]]] = {}
@@ -470,6 +472,7 @@ class _OrderTrials:
             self.names.update(h.name for h in b.ranges if h.start not in ours)
             number = len(self.views)
             self.views.append((v, index, [r.start for r in v.ranges]))
+            self.qemu_starts.append(sorted(index))
             if v.root is None:
                 continue
             for visit, cs, ce, base in walk_visits(v.root):
@@ -490,7 +493,8 @@ class _OrderTrials:
         return lo, hi
 
     def gain(self, parent: MemoryRegion, first: MemoryRegion, second: MemoryRegion) -> int:
-        """Ranges matching QEMU's after the swap (already made) minus before."""
+        """Ranges matching QEMU's after the swap (already made) minus before; 0 when it
+        cannot be positive."""
         span_lo = min(first.addr, second.addr)
         span_hi = max(first.addr + first.size, second.addr + second.size)
         stretches: dict[int, list[tuple[int, int]]] = {}
@@ -498,9 +502,14 @@ class _OrderTrials:
             lo, hi = max(cs, base + span_lo), min(ce, base + span_hi)
             if lo < hi:
                 stretches.setdefault(number, []).append(self._widened(number, lo, hi))
-        gain = 0
+        # Each stretch gains at most the QEMU lines starting in it that do not match yet
+        # (a match is one of them): where that bound is 0 everywhere, as when all of
+        # them match, no trial can win and nothing is rendered again.
+        work: list[tuple[int, int, int, int]] = []
+        bound = 0
         for number, spans in stretches.items():
-            view, index, starts = self.views[number]
+            starts = self.views[number][2]
+            qemu_starts = self.qemu_starts[number]
             spans.sort()
             merged: list[list[int]] = []
             for lo, hi in spans:
@@ -509,9 +518,18 @@ class _OrderTrials:
                 else:
                     merged.append([lo, hi])
             for lo, hi in merged:
-                i, j = bisect.bisect_left(starts, lo), bisect.bisect_left(starts, hi)
-                gain += (_matches(render(view.root, lo, hi), index)
-                         - _matches(view.ranges[i:j], index))
+                before = _matches(self.views[number][0].ranges[
+                    bisect.bisect_left(starts, lo):bisect.bisect_left(starts, hi)],
+                    self.views[number][1])
+                bound += (bisect.bisect_left(qemu_starts, hi)
+                          - bisect.bisect_left(qemu_starts, lo) - before)
+                work.append((number, lo, hi, before))
+        if bound <= 0:
+            return 0
+        gain = 0
+        for number, lo, hi, before in work:
+            view, index, _ = self.views[number]
+            gain += _matches(render(view.root, lo, hi), index) - before
         return gain
 
 
