@@ -199,7 +199,8 @@ def _open(mr: MemoryRegion, attribute: str) -> bool:
     return f is not None and f.source is Source.DEFAULT
 
 
-def infer(machine: Machine, qemu: FlatDocument, *, rounds: int = 4) -> list[Fact]:
+def infer(machine: Machine, qemu: FlatDocument, *, rounds: int = 4,
+          views: list[FlatView] | None = None) -> list[Fact]:
     """Decide open attributes from QEMU's own ``-f`` text of the same machine.
 
     Evidence, one region attribute at a time (text-gaps.md, "Inference"):
@@ -218,22 +219,29 @@ def infer(machine: Machine, qemu: FlatDocument, *, rounds: int = 4) -> list[Fact
 
     Runs until nothing changes (at most ``rounds`` times).
 
+    :param views: the machine rendered as it is now, if the caller has it (saves a
+        render of the whole machine).
     :return: the facts inferred, in the order they were decided.
     """
     decided: list[Fact] = []
     _infer_empty_roots(machine, qemu, decided)
+    if decided:
+        views = None  # a root changed kind: render again
     namesakes = _with_namesakes(machine)
     for _ in range(rounds):
         # The model was checked when it was built; inference changes no alias or
         # container, so no render here checks it again.
-        views = render_machine(machine, check=False)
+        if views is None:
+            views = render_machine(machine, check=False)
         pairs = [(v, _QemuView(b)) for v, b in pair_views(views, qemu)]
         changed = _infer_kind_and_size(pairs, decided, namesakes)
         changed |= _infer_alias_readonly(pairs, decided)
         if not changed:
-            changed = _infer_order(machine, qemu, decided)
+            # Nothing above changed the model (each change says so): same render.
+            changed = _infer_order(machine, qemu, decided, views)
         if not changed:
             break
+        views = None
     return decided
 
 
@@ -447,7 +455,7 @@ class _OrderTrials:
     where nothing changes, so the ranges merged across its ends are whole too.
     """
 
-    def __init__(self, machine: Machine, qemu: FlatDocument,
+    def __init__(self, views: list[FlatView], qemu: FlatDocument,
                  parents: set[int]) -> None:
         self.views: list[tuple[FlatView, dict[int, FlatRangeLine], list[int]]] = []
         #: QEMU's range starts of each view, in order (what bounds a trial's gain).
@@ -458,7 +466,7 @@ class _OrderTrials:
         self.matching = 0
         self.regions: set[int] = set()
         self.names: set[str] = set()
-        for v, b in pair_views(render_machine(machine, check=False), qemu):
+        for v, b in pair_views(views, qemu):
             index = {h.start: h for h in b.ranges}
             ours = set()
             for r in v.ranges:
@@ -533,7 +541,8 @@ class _OrderTrials:
         return gain
 
 
-def _infer_order(machine: Machine, qemu: FlatDocument, decided: list[Fact]) -> bool:
+def _infer_order(machine: Machine, qemu: FlatDocument, decided: list[Fact],
+                 views: list[FlatView]) -> bool:
     """G3: try the other order for overlapping equal-priority siblings; keep what matches.
 
     Pairs with a region on the way to a mismatching range (or named by one of QEMU's
@@ -552,7 +561,7 @@ def _infer_order(machine: Machine, qemu: FlatDocument, decided: list[Fact]) -> b
             pairs.append((mr, rival))
     if not pairs:
         return False
-    trials = _OrderTrials(machine, qemu, {id(mr.container) for mr, _ in pairs})
+    trials = _OrderTrials(views, qemu, {id(mr.container) for mr, _ in pairs})
     regions, names = trials.regions, trials.names
     pairs.sort(key=lambda p: not any(id(m) in regions or m.label in names for m in p))
     for mr, rival in pairs[:MAX_ORDER_TRIALS]:

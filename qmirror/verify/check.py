@@ -22,7 +22,6 @@ from qmirror.rebuild import gaps
 from qmirror.rebuild.rules import Rule
 from qmirror.rebuild.tree import build_machine
 from qmirror.sim.dispatch import build_dispatch, dump_dispatch, iommu_evidence
-from qmirror.sim.kvm import accel_suffix
 from qmirror.text import dialect as dialects
 from qmirror.text.dialect import Dialect
 from qmirror.text.dispatch import DEFAULT_PAGE_BITS, DispatchDump, infer_page_bits, subpage_sizes
@@ -108,6 +107,9 @@ def render_document(machine: Machine, views: list[FlatView] | None = None, *,
     word = dialect.accel_word
     suffix = None
     if accel == "kvm" and word is not None:
+        # Here: the KVM slot model is a big import that only KVM predictions need.
+        from qmirror.sim.kvm import accel_suffix
+
         def suffix(view: FlatView, r: FlatRange) -> tuple[str, ...]:
             return tuple(word for _ in accel_suffix(view, r))
     dispatch_of = None
@@ -254,8 +256,10 @@ def _check(tree_text: str, flat_text: str, *, accel: str, strict: bool, rules: b
     loaded.machine.accel = decision.value
     page_bits_used = pages.value if pages else DEFAULT_PAGE_BITS
 
+    views: list[FlatView] = []
+
     def compare_now(inferred: list[Fact]) -> tuple[FlatDocument, Comparison]:
-        views = render_machine(loaded.machine, check=False)
+        views[:] = render_machine(loaded.machine, check=False)
         if dispatch and not strict:
             inferred += infer_iommus(views, qemu)
         ours = render_document(loaded.machine, views, owners=qemu.owners,
@@ -268,6 +272,6 @@ def _check(tree_text: str, flat_text: str, *, accel: str, strict: bool, rules: b
     if not strict and not result.ok:
         # Inference exists to settle what the rules and defaults leave wrong: only then
         # is it run (a match needs none, and it costs renders).
-        inferred = gaps.infer(loaded.machine, qemu)
+        inferred = gaps.infer(loaded.machine, qemu, views=views)
         ours, result = compare_now(inferred)
     return CheckResult(loaded, qemu, ours, result, decision, inferred, strict, pages)
