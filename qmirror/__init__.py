@@ -9,11 +9,26 @@ I/O: :mod:`~qmirror.live` (QMP, launcher, mirror), :mod:`~qmirror.views` (report
 maps) and :mod:`~qmirror.cli`.
 """
 
-from qmirror.core.model import AddressSpace, Machine, MemoryRegion, RegionKind
+from typing import TYPE_CHECKING, Any
+
 from qmirror.errors import ModelError, ParseError, QmirrorError
 
 
+if TYPE_CHECKING:
+    from qmirror.core.model import AddressSpace, Machine, MemoryRegion, RegionKind
+
 __version__ = "0.2.0"
+
+_MODEL_NAMES = frozenset({"AddressSpace", "Machine", "MemoryRegion", "RegionKind"})
+
+
+def __getattr__(name: str) -> Any:
+    """The model's classes, imported on first use: ``qmirror --version`` needs none."""
+    if name in _MODEL_NAMES:
+        from qmirror.core import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'qmirror' has no attribute {name!r}")
 
 __all__ = [
     "AddressSpace",

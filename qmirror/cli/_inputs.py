@@ -37,7 +37,6 @@ from qmirror.live import targets
 from qmirror.live.qmp import DEFAULT_CONNECT_TIMEOUT
 from qmirror.live.snapshot import META_FILE, Snapshot, load, take_snapshot
 from qmirror.live.targets import Target
-from qmirror.verify.check import ACCELS
 from qmirror.verify.reading import Reading, from_snapshot, read
 
 
@@ -46,9 +45,6 @@ from qmirror.verify.reading import Reading, from_snapshot, read
 CAPTURE_LAYOUTS = (("info-mtree-o-D.txt", "info-mtree-f-o.txt"),
                    ("info-mtree.txt", "info-mtree-f.txt"))
 
-TARGET_HELP = ("a capture or snapshot directory, TREE.txt[,FLAT.txt] (saved `info mtree "
-               "[-o] [-D]` and `info mtree -f [-o]` texts), or a live QEMU monitor "
-               "(unix:PATH, tcp:HOST:PORT, libvirt:DOMAIN)")
 
 
 @dataclass(slots=True)
@@ -118,17 +114,6 @@ def launch_settings(args: argparse.Namespace) -> None:
     # watch runs a launched guest all along: a boot time does not apply there.
     if getattr(args, "boot", None) is None and getattr(args, "command", None) != "watch":
         args.boot = config.boot_seconds
-
-
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    """How the model is completed (as for ``check``), and the live-target options."""
-    p.add_argument("--accel", choices=ACCELS, default="auto",
-                   help="accelerator the model is for (default auto: recorded with the "
-                        "capture, else decided from the texts)")
-    p.add_argument("--strict", action="store_true",
-                   help="no inference from QEMU's -f: rule table and defaults only")
-    p.add_argument("--no-rules", action="store_true", help="do not apply the rule table")
-    targets.add_target_options(p, several=False)
 
 
 def _from_files(src: FileSource, args: argparse.Namespace) -> Reading:

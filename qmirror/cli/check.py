@@ -26,7 +26,8 @@ from qmirror.cli._common import (
     run_async,
     write_stdout,
 )
-from qmirror.cli.offline import model_options, report_repairs, text_dialect, text_options
+from qmirror.cli._options import model_options, text_options
+from qmirror.cli.offline import report_repairs, text_dialect
 from qmirror.errors import OutputError
 from qmirror.live.config import from_args
 from qmirror.live.livecheck import Outcome, check_targets

@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-
-from rich.console import Console
-from rich.markup import escape
+from typing import TYPE_CHECKING
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, write_stdout
-from qmirror.cli._inputs import TARGET_HELP, add_model_options, open_readings
-from qmirror.live import config as qconfig
-from qmirror.verify import snapdiff
-from qmirror.verify.reading import Reading
+from qmirror.cli._options import TARGET_HELP, add_model_options
+
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from qmirror.verify import snapdiff
+    from qmirror.verify.reading import Reading
 
 
 def _names(names: list[str]) -> str:
@@ -24,6 +26,10 @@ def _names(names: list[str]) -> str:
 def print_diff(d: snapdiff.SnapshotDiff, old: Reading, new: Reading, out: Console, *,
                ignored: str, limit: int | None = None) -> None:
     """The difference for people: regions (+ added, - removed, ~ changed), then ranges."""
+    from rich.markup import escape
+
+    from qmirror.verify import snapdiff
+
     out.print(f"[bold red]---[/] {escape(old.title)}", highlight=False)
     out.print(f"[bold green]+++[/] {escape(new.title)}", highlight=False)
     out.print(f"[bold]Regions[/]: {len(d.added)} added, {len(d.removed)} removed, "
@@ -77,6 +83,10 @@ def print_diff(d: snapdiff.SnapshotDiff, old: Reading, new: Reading, out: Consol
 
 
 def cmd_diff(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from qmirror.cli._inputs import open_readings
+    from qmirror.live import config as qconfig
+    from qmirror.verify import snapdiff
+
     config = qconfig.from_args(args, ignore_regions=args.ignore_region,
                                ignore_fields=args.ignore_field)
     rules = config.ignore

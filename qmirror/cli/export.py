@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, write_stdout
-from qmirror.cli._inputs import TARGET_HELP, add_model_options, open_target
-from qmirror.views import rammap
+from qmirror.cli._options import TARGET_HELP, add_model_options
+
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def cmd_ram_map(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from qmirror.cli._inputs import open_target
+    from qmirror.views import rammap
+
     reading = open_target(args, err, ramblock=True)
     names = args.address_space or ()
     if names and not any(a.name in names for a in reading.machine.address_spaces):

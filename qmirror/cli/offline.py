@@ -7,6 +7,7 @@ import argparse
 from rich.console import Console
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, read_text, write_stdout
+from qmirror.cli._options import model_options, text_options
 from qmirror.core.model import Source
 from qmirror.errors import InputError
 from qmirror.text.dialect import Dialect, for_version
@@ -14,7 +15,7 @@ from qmirror.text.dispatch import DEFAULT_PAGE_BITS
 from qmirror.text.flat import parse_flat, print_flat
 from qmirror.text.repair import Repair
 from qmirror.text.tree import print_like
-from qmirror.verify.check import ACCELS, Options, load_tree, render_document, run
+from qmirror.verify.check import Options, load_tree, render_document, run
 from qmirror.views.report import fact_rows
 
 
@@ -82,34 +83,6 @@ def cmd_format(args: argparse.Namespace, out: Console, err: Console) -> int:
         report_repairs(err, args.flat, flat.repairs)
         write_stdout(print_flat(flat))
     return EXIT_MATCH
-
-
-def text_options(p: argparse.ArgumentParser, *, lenient: bool, launch: bool = False) -> None:
-    """How input texts are read: their QEMU dialect, and whether to repair pastes.
-
-    :param launch: the command also has ``--launch``, where ``--qemu-version`` picks the
-        QEMU from scripts/qemu-matrix.
-    """
-    p.add_argument("--qemu-version", metavar="X.Y",
-                   help="the QEMU version that printed the texts (default: detected from "
-                        "the text)" + ("; with --launch: run QEMU X.Y (or the series X) "
-                                       "from scripts/qemu-matrix ($QMIRROR_QEMU_MATRIX, "
-                                       "default /var/cache/qmirror)" if launch else ""))
-    p.add_argument("--lenient", action=argparse.BooleanOptionalAction, default=lenient,
-                   help="repair pasting damage (indentation, prompts, quoting, wrapped lines, "
-                        "CR LF) and list each repair on stderr"
-                        + (" (default: on)" if lenient else " (default: off)"))
-
-
-def model_options(p: argparse.ArgumentParser) -> None:
-    """Options about how the model is completed, shared by the commands that render."""
-    p.add_argument("--accel", choices=ACCELS, default="auto",
-                   help="accelerator to predict `KVM` words for (default auto: from the tree "
-                        "where it can tell, else from QEMU's -f unless --strict)")
-    p.add_argument("--strict", action="store_true",
-                   help="no inference from QEMU's -f: rule table and defaults only")
-    p.add_argument("--no-rules", action="store_true",
-                   help="do not apply the rule table (to see what inference alone does)")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from qmirror.cli._common import EXIT_MATCH
-from qmirror.live import config as qconfig
-from qmirror.views.richtext import print_wide
+
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def cmd_config(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from rich.table import Table
+
+    from qmirror.live import config as qconfig
+    from qmirror.views.richtext import print_wide
+
     config = qconfig.from_args(args)
     table = Table(title=f"qmirror settings (file: {config.file or 'none'})", title_justify="left",
                   show_edge=False, pad_edge=False)

@@ -9,7 +9,8 @@ from typing import Any
 from rich.console import Console
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, read_text, write_stdout
-from qmirror.cli._inputs import TARGET_HELP, open_reading
+from qmirror.cli._inputs import open_reading
+from qmirror.cli._options import TARGET_HELP
 from qmirror.core.model import Machine
 from qmirror.core.units import hexs
 from qmirror.errors import InputError

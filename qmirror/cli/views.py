@@ -8,7 +8,8 @@ from pathlib import Path
 from rich.console import Console
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE
-from qmirror.cli._inputs import TARGET_HELP, add_model_options, open_readings, open_target
+from qmirror.cli._inputs import open_readings, open_target
+from qmirror.cli._options import TARGET_HELP, add_model_options
 from qmirror.errors import OutputError
 from qmirror.views import mapsvg, mapview
 from qmirror.views.richtext import print_wide

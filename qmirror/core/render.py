@@ -178,13 +178,17 @@ def _refuse_subregion_cycle(mr: MemoryRegion, parent: Visit | None, depth: int) 
         v = v.parent
 
 
-def _collect_windows(root: MemoryRegion) -> list[_Window]:
-    """QEMU's render walk; returns the fill windows of terminating regions in fill order."""
+def _collect_windows(root: MemoryRegion, lo: int = 0, hi: int = SIZE_2_64) -> list[_Window]:
+    """QEMU's render walk; returns the fill windows of terminating regions in fill order.
+
+    ``[lo, hi)`` clips the walk from the start: the windows are the whole walk's
+    windows cut to it, and whatever lies outside is not walked.
+    """
     windows: list[_Window] = []
     # Stack items: (region, base, clip start, clip end, ro, nv, parent visit) or a
     # pending window, pushed before the children so it pops after them.
     stack: list[tuple[MemoryRegion, int, int, int, bool, bool, Visit | None] | _Window] = [
-        (root, 0, 0, SIZE_2_64, False, False, None)
+        (root, 0, lo, hi, False, False, None)
     ]
     while stack:
         item = stack.pop()
@@ -258,11 +262,16 @@ def walk_visits(root: MemoryRegion) -> Iterator[tuple[Visit, int, int, int]]:
             stack.append((child, base, cs, ce, visit))
 
 
-def render(root: MemoryRegion | None) -> list[FlatRange]:
-    """Render ``root`` into the merged FlatRanges of its FlatView (QEMU's result)."""
+def render(root: MemoryRegion | None, lo: int = 0, hi: int = SIZE_2_64) -> list[FlatRange]:
+    """Render ``root`` into the merged FlatRanges of its FlatView (QEMU's result).
+
+    With ``[lo, hi)``, only that part of the address space: the same pieces as the
+    whole render cut to it, merged inside it only (so a range that the whole render
+    continues across ``lo`` or ``hi`` comes out cut there).
+    """
     if root is None:
         return []
-    windows = _collect_windows(root)
+    windows = _collect_windows(root, lo, hi)
     if not windows:
         return []
     # Sweep: at each boundary the owner is the earliest-filled window still open.

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from qmirror.errors import ConfigError, QmirrorError
-from qmirror.live.launcher import DEFAULT_BINARY
+from qmirror.live.options import DEFAULT_BINARY
 from qmirror.verify.ignore import IgnoreRules
 
 

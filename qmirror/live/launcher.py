@@ -44,6 +44,7 @@ from types import TracebackType
 from typing import IO, Final, TypeVar
 
 from qmirror.errors import LaunchError, MonitorError, QmirrorError
+from qmirror.live.options import DEFAULT_BINARY
 from qmirror.live.qmp import DEFAULT_COMMAND_TIMEOUT, Monitor
 
 
@@ -56,7 +57,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_BINARY: Final = "qemu-system-x86_64"
 
 _MONITOR_ID: Final = "qmirror-qmp"
 # _IO(KVMIO, 0x00); the KVM API version has been 12 since Linux 2.6.22.

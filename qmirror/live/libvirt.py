@@ -63,6 +63,7 @@ from qmirror.errors import (
 )
 from qmirror.live.allowlist import HMP, check_command
 from qmirror.live.events import DEFAULT_EVENT_BACKLOG, EventFeed
+from qmirror.live.options import DEFAULT_URI
 from qmirror.live.qmp import (
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
@@ -73,8 +74,6 @@ from qmirror.live.qmp import (
 
 __all__ = ["DEFAULT_URI", "LibvirtMonitor", "default_uri"]
 
-#: The URI used when neither ``--connect`` nor ``LIBVIRT_DEFAULT_URI`` says otherwise.
-DEFAULT_URI: Final = "qemu:///system"
 
 _UUID = re.compile(r"\A[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}\Z")
 _T = TypeVar("_T")

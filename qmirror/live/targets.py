@@ -47,8 +47,14 @@ from pathlib import Path
 from typing import Final, Literal
 
 from qmirror.errors import MonitorError, MonitorTimeout, QmirrorError, TargetError
-from qmirror.live.launcher import DEFAULT_BINARY, QemuInstance
-from qmirror.live.libvirt import DEFAULT_URI, LibvirtMonitor, default_uri
+from qmirror.live.launcher import QemuInstance
+from qmirror.live.libvirt import LibvirtMonitor, default_uri
+from qmirror.live.options import (
+    DEFAULT_BINARY,
+    DEFAULT_MATRIX,
+    DEFAULT_TIMEOUT,
+    add_target_options,
+)
 from qmirror.live.qmp import DEFAULT_CONNECT_TIMEOUT, Monitor
 from qmirror.live.snapshot import DEFAULT_MAX_TRIES, META_FILE, Snapshot, load, take_snapshot
 
@@ -60,6 +66,7 @@ __all__ = [
     "TargetKind",
     "add_target_options",
     "attach",
+    "DEFAULT_MATRIX",
     "matrix_binary",
     "open_snapshot",
     "parse_target",
@@ -69,9 +76,6 @@ __all__ = [
 
 TargetKind = Literal["unix", "tcp", "launch", "snapshot", "libvirt"]
 
-#: Seconds allowed for one target: connecting (or launching) and reading a snapshot.
-#: ``--boot`` time comes on top.
-DEFAULT_TIMEOUT: Final = 60.0
 #: How much later than the per-phase deadlines the whole job's deadline falls, so
 #: that the phase that was late is the one reported.
 _GRACE: Final = 1.0
@@ -258,93 +262,6 @@ def read_targets_file(path: str, *, warn: Callable[[str], None] | None = None,
 # -- command-line options ----------------------------------------------------------
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"seconds must be finite and >= 0: {text!r}")
-    return value
-
-
-def add_target_options(parser: argparse.ArgumentParser, *, several: bool = True,
-                       qemu_version: bool = True) -> None:
-    """Add ``--socket``, ``--tcp``, ``--connect``, ``--targets-file``, ``--launch``,
-    ``--boot``, ``--pause``, ``--timeout`` and ``--qemu``.
-
-    ``--launch`` is a flag; QEMU's words are everything after ``--`` (split off by
-    :func:`qmirror.cli.main` and handed over as ``args.passthrough``), so qmirror's
-    own options, ``--boot`` included, go anywhere before ``--``::
-
-        qmirror check --boot 3 --launch -- qemu-system-x86_64 -machine q35
-        qmirror check --launch --boot 3 -- qemu-system-x86_64 -machine q35
-
-    :param several: whether the command takes several targets (``--targets-file``).
-    :param qemu_version: add ``--qemu-version`` (off where the command already has it as
-        the dialect of its texts; with ``--launch`` it then also picks the QEMU).
-    """
-    g = parser.add_argument_group("live targets")
-    g.add_argument("--socket", metavar="PATH", action="append", default=[],
-                   help="QMP monitor on a UNIX socket (repeatable)")
-    g.add_argument("--tcp", metavar="HOST:PORT", action="append", default=[],
-                   help="QMP monitor on TCP (repeatable; QMP is unauthenticated: "
-                        "a non-loopback host gets a warning)")
-    g.add_argument("--connect", metavar="URI", default=None,
-                   help="libvirt URI for libvirt:DOMAIN targets (default "
-                        f"$LIBVIRT_DEFAULT_URI, else {DEFAULT_URI})")
-    if several:
-        g.add_argument("--targets-file", metavar="FILE",
-                       help="read TARGETs from FILE, one per line, '#' comments")
-    g.add_argument("--launch", action="store_true",
-                   help="launch QEMU for the job: `--launch -- [BINARY] QEMU-ARGS...`; "
-                        "everything after `--` is QEMU's, qmirror's options go before "
-                        "it; QMP, -display none and -S are added")
-    g.add_argument("--boot", metavar="SECONDS", type=_seconds,
-                   help="with --launch: let the guest run SECONDS first (firmware "
-                        "programs BARs, PAM, SMRAM), then stop it")
-    g.add_argument("--pause", action="store_true",
-                   help="stop a running VM while reading (needs control of it: "
-                        "sends stop, and cont only if it was running)")
-    g.add_argument("--timeout", metavar="SECONDS", type=_seconds, default=DEFAULT_TIMEOUT,
-                   help=f"per target: connect/launch and read (default {DEFAULT_TIMEOUT:g}; "
-                        "--boot time comes on top)")
-    g.add_argument("--qemu", metavar="BINARY", default=None,
-                   help=f"QEMU for --launch when ARGS do not start with one "
-                        f"(default {DEFAULT_BINARY}, or $QMIRROR_QEMU)")
-    if not qemu_version:
-        return
-    g.add_argument("--qemu-version", metavar="X.Y", default=None,
-                   help="with --launch: run QEMU X.Y (or a series: 11) as provided by "
-                        "scripts/qemu-matrix under $QMIRROR_QEMU_MATRIX "
-                        f"(default {DEFAULT_MATRIX}); the binary's name picks the arch")
-
-
-#: Where ``scripts/qemu-matrix`` keeps its QEMU versions (``$QMIRROR_QEMU_MATRIX`` overrides).
-DEFAULT_MATRIX: Final = "/var/cache/qmirror"
-_SERIES = re.compile(r"\d+(\.\d+)?")
-
-
-def matrix_binary(version: str, binary: str) -> str:
-    """The ``scripts/qemu-matrix`` wrapper of QEMU *version* (``X.Y``, or a series such
-    as ``11`` for whichever 11.x is there) with the file name of *binary*.
-
-    :raise QmirrorError: a malformed version, or no such QEMU in the matrix.
-    """
-    if not _SERIES.fullmatch(version):
-        raise TargetError(f"--qemu-version: not a QEMU version X.Y: {version!r}")
-    root = Path(os.environ.get("QMIRROR_QEMU_MATRIX") or DEFAULT_MATRIX)
-    name = Path(binary).name
-    dirs = [root / f"qemu-{version}"]
-    if "." not in version:
-        dirs += sorted(root.glob(f"qemu-{version}.*"), reverse=True)
-    for d in dirs:
-        if (d / "bin" / name).is_file():
-            return str(d / "bin" / name)
-    raise TargetError(f"QEMU {version} with {name} is not provided under {root}: "
-                       "run scripts/qemu-matrix (or set QMIRROR_QEMU_MATRIX)")
-
-
 def launch_argv(args: argparse.Namespace) -> list[str] | None:
     """The QEMU words given with ``--launch``: those after ``--``."""
     launch = bool(getattr(args, "launch", False))
@@ -505,3 +422,26 @@ async def open_snapshot(
                     command_line=command, boot_seconds=booted)
     except TimeoutError as exc:
         raise MonitorTimeout(f"no snapshot within {total:g}s (--timeout)") from exc
+
+
+_SERIES = re.compile(r"\d+(\.\d+)?")
+
+
+def matrix_binary(version: str, binary: str) -> str:
+    """The ``scripts/qemu-matrix`` wrapper of QEMU *version* (``X.Y``, or a series such
+    as ``11`` for whichever 11.x is there) with the file name of *binary*.
+
+    :raise TargetError: a malformed version, or no such QEMU in the matrix.
+    """
+    if not _SERIES.fullmatch(version):
+        raise TargetError(f"--qemu-version: not a QEMU version X.Y: {version!r}")
+    root = Path(os.environ.get("QMIRROR_QEMU_MATRIX") or DEFAULT_MATRIX)
+    name = Path(binary).name
+    dirs = [root / f"qemu-{version}"]
+    if "." not in version:
+        dirs += sorted(root.glob(f"qemu-{version}.*"), reverse=True)
+    for d in dirs:
+        if (d / "bin" / name).is_file():
+            return str(d / "bin" / name)
+    raise TargetError(f"QEMU {version} with {name} is not provided under {root}: "
+                       "run scripts/qemu-matrix (or set QMIRROR_QEMU_MATRIX)")

@@ -38,6 +38,7 @@ from qmirror.core.render import (
     FlatView,
     Visit,
     flatview_root,
+    render,
     render_machine,
     walk_visits,
 )
@@ -228,7 +229,8 @@ def _open(mr: MemoryRegion, attribute: str) -> bool:
     return f is not None and f.source is Source.DEFAULT
 
 
-def infer(machine: Machine, qemu: FlatDocument, *, rounds: int = 4) -> list[Fact]:
+def infer(machine: Machine, qemu: FlatDocument, *, rounds: int = 4,
+          views: list[FlatView] | None = None) -> list[Fact]:
     """Decide open attributes from QEMU's own ``-f`` text of the same machine.
 
     Evidence, one region attribute at a time (docs/text-gaps.md, "How a gap is filled"):
@@ -247,20 +249,29 @@ def infer(machine: Machine, qemu: FlatDocument, *, rounds: int = 4) -> list[Fact
 
     Runs until nothing changes (at most ``rounds`` times).
 
+    :param views: the machine rendered as it is now, if the caller has it (saves a
+        render of the whole machine).
     :return: the facts inferred, in the order they were decided.
     """
     decided: list[Fact] = []
     _infer_empty_roots(machine, qemu, decided)
+    if decided:
+        views = None  # a root changed kind: render again
     namesakes = _with_namesakes(machine)
     for _ in range(rounds):
-        views = render_machine(machine)
+        # The model was checked when it was built; inference changes no alias or
+        # container, so no render here checks it again.
+        if views is None:
+            views = render_machine(machine, check=False)
         pairs = [(v, _QemuView(b)) for v, b in pair_views(views, qemu)]
         changed = _infer_kind_and_size(pairs, decided, namesakes)
         changed |= _infer_alias_readonly(pairs, decided)
         if not changed:
-            changed = _infer_order(machine, qemu, decided)
+            # Nothing above changed the model (each change says so): same render.
+            changed = _infer_order(machine, qemu, decided, views)
         if not changed:
             break
+        views = None
     return decided
 
 
@@ -501,13 +512,122 @@ def _infer_alias_readonly(pairs: list[tuple[FlatView, _QemuView]], decided: list
     return changed
 
 
-#: The most equal-priority swaps G3 inference tries per round. Each costs a render of
-#: the whole machine; real machines have a handful of such pairs, and beyond this budget
-#: a mismatch is left to be reported rather than searched for at any cost.
+#: The most equal-priority swaps G3 inference tries per round. Each re-renders only the
+#: stretches of address space the two siblings cover; real machines have a handful of
+#: such pairs, and beyond this budget a mismatch is left to be reported rather than
+#: searched for at any cost.
 MAX_ORDER_TRIALS = 64
 
 
-def _infer_order(machine: Machine, qemu: FlatDocument, decided: list[Fact]) -> bool:
+def _matches(ranges: Iterable[FlatRange], index: dict[int, FlatRangeLine]) -> int:
+    """How many of our ``ranges`` QEMU shows as they are (start, end, name, offset)."""
+    n = 0
+    for r in ranges:
+        h = index.get(r.start)
+        if h is not None and h.end == r.start + r.size - 1 and h.name == r.mr.label and \
+                h.offset == r.offset_in_region:
+            n += 1
+    return n
+
+
+class _OrderTrials:
+    """The whole render once; each trial swap re-renders only where it can matter.
+
+    Swapping two siblings changes which of the windows filled inside their parent
+    comes first only where the two (and the siblings between them) lie, so only the
+    span of the two, at each place the walk reaches the parent, is rendered again;
+    each such stretch is widened to whole ranges of the first render on both sides,
+    where nothing changes, so the ranges merged across its ends are whole too.
+    """
+
+    def __init__(self, views: list[FlatView], qemu: FlatDocument,
+                 parents: set[int]) -> None:
+        self.views: list[tuple[FlatView, dict[int, FlatRangeLine], list[int]]] = []
+        #: QEMU's range starts of each view, in order (what bounds a trial's gain).
+        self.qemu_starts: list[list[int]] = []
+        #: For each parent of a candidate pair: (view number, clip start, clip end,
+        #: base) of every place the walk reaches it.
+        self.places: dict[int, list[tuple[int, int, int, int]]] = {}
+        self.matching = 0
+        self.regions: set[int] = set()
+        self.names: set[str] = set()
+        for v, b in pair_views(views, qemu):
+            index = {h.start: h for h in b.ranges}
+            ours = set()
+            for r in v.ranges:
+                h = index.get(r.start)
+                if h is not None and h.end == r.start + r.size - 1 and \
+                        h.name == r.mr.label and h.offset == r.offset_in_region:
+                    self.matching += 1
+                    ours.add(r.start)
+                elif r.via is not None:
+                    self.regions.update(id(m) for m in r.via.path())
+            self.names.update(h.name for h in b.ranges if h.start not in ours)
+            number = len(self.views)
+            self.views.append((v, index, [r.start for r in v.ranges]))
+            self.qemu_starts.append(sorted(index))
+            if v.root is None:
+                continue
+            for visit, cs, ce, base in walk_visits(v.root):
+                if id(visit.mr) in parents:
+                    self.places.setdefault(id(visit.mr), []).append((number, cs, ce, base))
+
+    def _widened(self, number: int, lo: int, hi: int) -> tuple[int, int]:
+        """``[lo, hi)`` grown to the first render's ranges across its ends."""
+        ranges = self.views[number][0].ranges
+        starts = self.views[number][2]
+        if lo > 0:
+            i = bisect.bisect_right(starts, lo - 1) - 1
+            if i >= 0 and ranges[i].end > lo - 1:
+                lo = ranges[i].start
+        j = bisect.bisect_right(starts, hi) - 1
+        if j >= 0 and ranges[j].end > hi:
+            hi = ranges[j].end
+        return lo, hi
+
+    def gain(self, parent: MemoryRegion, first: MemoryRegion, second: MemoryRegion) -> int:
+        """Ranges matching QEMU's after the swap (already made) minus before; 0 when it
+        cannot be positive."""
+        span_lo = min(first.addr, second.addr)
+        span_hi = max(first.addr + first.size, second.addr + second.size)
+        stretches: dict[int, list[tuple[int, int]]] = {}
+        for number, cs, ce, base in self.places.get(id(parent), ()):
+            lo, hi = max(cs, base + span_lo), min(ce, base + span_hi)
+            if lo < hi:
+                stretches.setdefault(number, []).append(self._widened(number, lo, hi))
+        # Each stretch gains at most the QEMU lines starting in it that do not match yet
+        # (a match is one of them): where that bound is 0 everywhere, as when all of
+        # them match, no trial can win and nothing is rendered again.
+        work: list[tuple[int, int, int, int]] = []
+        bound = 0
+        for number, spans in stretches.items():
+            starts = self.views[number][2]
+            qemu_starts = self.qemu_starts[number]
+            spans.sort()
+            merged: list[list[int]] = []
+            for lo, hi in spans:
+                if merged and lo <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], hi)
+                else:
+                    merged.append([lo, hi])
+            for lo, hi in merged:
+                before = _matches(self.views[number][0].ranges[
+                    bisect.bisect_left(starts, lo):bisect.bisect_left(starts, hi)],
+                    self.views[number][1])
+                bound += (bisect.bisect_left(qemu_starts, hi)
+                          - bisect.bisect_left(qemu_starts, lo) - before)
+                work.append((number, lo, hi, before))
+        if bound <= 0:
+            return 0
+        gain = 0
+        for number, lo, hi, before in work:
+            view, index, _ = self.views[number]
+            gain += _matches(render(view.root, lo, hi), index) - before
+        return gain
+
+
+def _infer_order(machine: Machine, qemu: FlatDocument, decided: list[Fact],
+                 views: list[FlatView]) -> bool:
     """G3: try the other order for overlapping equal-priority siblings; keep what matches.
 
     Pairs with a region on the way to a mismatching range (or named by one of QEMU's
@@ -526,35 +646,19 @@ def _infer_order(machine: Machine, qemu: FlatDocument, decided: list[Fact]) -> b
             pairs.append((mr, rival))
     if not pairs:
         return False
-
-    def score() -> tuple[int, set[int], set[str]]:
-        """Matching lines, and the regions and names of those that do not match."""
-        n, regions, names = 0, set[int](), set[str]()
-        for v, b in pair_views(render_machine(machine), qemu):
-            qv = _QemuView(b)
-            index = {h.start: h for h in qv.ranges}
-            ours = set()
-            for r in v.ranges:
-                h = index.get(r.start)
-                if h is not None and h.end == r.start + r.size - 1 and \
-                        h.name == r.mr.label and h.offset == r.offset_in_region:
-                    n += 1
-                    ours.add(r.start)
-                elif r.via is not None:
-                    regions.update(id(m) for m in r.via.path())
-            names.update(h.name for h in qv.ranges if h.start not in ours)
-        return n, regions, names
-
-    before, regions, names = score()
+    trials = _OrderTrials(views, qemu, {id(mr.container) for mr, _ in pairs})
+    regions, names = trials.regions, trials.names
     pairs.sort(key=lambda p: not any(id(m) in regions or m.label in names for m in p))
     for mr, rival in pairs[:MAX_ORDER_TRIALS]:
-        subs = rival.container.subregions if rival.container is not None else []
+        parent = rival.container
+        assert parent is not None
+        subs = parent.subregions
         i, j = subs.index(mr), subs.index(rival)
         subs[i], subs[j] = subs[j], subs[i]
-        after = score()[0]
-        if after > before:
+        gain = trials.gain(parent, mr, rival)
+        if gain > 0:
             fact = Fact("G3", "order", f"below {rival.label}", Source.INFERRED,
-                        f"with {rival.label!r} added after it, {after - before} more ranges "
+                        f"with {rival.label!r} added after it, {gain} more ranges "
                         "match QEMU's")
             _record(mr, decided, fact)
             return True

@@ -164,7 +164,9 @@ class TreeLine:
 
     ``start``/``end`` are the printed (absolute, wrapped) numbers; ``level`` is the
     indentation level (1 for a block's root). ``tail`` is the text after the range,
-    used to compare two printings of the same region.
+    used to compare two printings of the same region: a slice of ``text``, the line as
+    read (after any overflow markers), which the document holds anyway, so the tail
+    is not kept a second time (issue 13: memory per region).
     """
 
     lineno: int
@@ -181,7 +183,13 @@ class TreeLine:
     alias_end: int
     disabled: bool
     ownership: Ownership | None
-    tail: str
+    text: str
+    tail_at: int
+
+    @property
+    def tail(self) -> str:
+        """The text after the range (``(prio …): …``)."""
+        return self.text[self.tail_at:]
 
 
 def strip_overflow(text: str) -> tuple[int, str]:
@@ -204,6 +212,11 @@ def parse_tree_line(text: str, lineno: int, *, owners: bool, root_level: int = 1
     return region_line(text, lineno, owners, root_level)
 
 
+#: Type words as one shared string each (what the regexes capture is a new string).
+_WORDS: dict[str, str] = {w: w for w in (
+    "i/o", "ram", "rom", "romd", "ramd", "container", "iommu")}
+
+
 def region_line(text: str, lineno: int, owners: bool, root_level: int) -> TreeLine:
     """:func:`parse_tree_line` with positional arguments: the hot path of big trees."""
     overflow = 0
@@ -214,6 +227,7 @@ def region_line(text: str, lineno: int, owners: bool, root_level: int) -> TreeLi
     if m is None:
         raise _diagnose_region_line(text, lineno, len(text) - len(rest))
     indent_s, late, start, end, prio, nv, word, body = m.groups()
+    word = _WORDS.get(word, word)  # one string per type word, not one per line
     indent = len(indent_s)
     if late:
         # Before 5.1 the marker followed the indentation.
@@ -239,7 +253,7 @@ def region_line(text: str, lineno: int, owners: bool, root_level: int) -> TreeLi
         name, target, astart, aend = _split_alias(body)
     return TreeLine(lineno, (indent >> 1) + 1 - root_level, overflow, int(start, 16),
                     int(end, 16), int(prio), nv is not None, word, name, target, astart,
-                    aend, disabled, ownership, rest[indent + len(late) + 33:])
+                    aend, disabled, ownership, rest, indent + len(late) + 33)
 
 
 def _required_owners(body: str, text: str, lineno: int) -> tuple[str, Ownership]:
@@ -361,7 +375,7 @@ def parse_flat_range(text: str, lineno: int, *, owners: bool) -> FlatRangeLine:
         end=int(m["end"], 16),
         priority=int(m["prio"]),
         nonvolatile=m["nv"] is not None,
-        type_word=m["type"],
+        type_word=_WORDS.get(m["type"], m["type"]),
         name=body,
         offset=offset,
         ownership=ownership,

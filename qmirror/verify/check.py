@@ -21,13 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from qmirror.core.bulk import gc_paused
 from qmirror.core.model import Fact, Machine, RegionKind, Source
 from qmirror.core.render import FlatRange, FlatView, render_machine
 from qmirror.errors import ParseError
 from qmirror.rebuild import gaps
 from qmirror.rebuild.tree import build_machine
 from qmirror.sim.dispatch import build_dispatch, dump_dispatch, iommu_evidence
-from qmirror.sim.kvm import accel_suffix
 from qmirror.text import dialect as dialects
 from qmirror.text.dialect import Dialect
 from qmirror.text.dispatch import DEFAULT_PAGE_BITS, DispatchDump, infer_page_bits, subpage_sizes
@@ -120,6 +120,9 @@ def render_document(machine: Machine, views: list[FlatView] | None = None, *,
     word = dialect.accel_word
     suffix = None
     if accel == "kvm" and word is not None:
+        # Here: the KVM slot model is a big import that only KVM predictions need.
+        from qmirror.sim.kvm import accel_suffix
+
         def suffix(view: FlatView, r: FlatRange) -> tuple[str, ...]:
             return tuple(word for _ in accel_suffix(view, r))
     dispatch_of = None
@@ -310,7 +313,7 @@ def run(tree_text: str, flat_text: str | None, options: Options = Options(), *,
         # Inference exists to settle what the rules and defaults leave wrong: only then
         # is it run (a match needs none, and it costs renders).
         assert qemu is not None
-        inferred = gaps.infer(machine, qemu)
+        inferred = gaps.infer(machine, qemu, views=out.views)
         out = render_now()
     return out
 
@@ -377,5 +380,8 @@ def check(
     options = Options(accel=accel, inference="never" if strict else "on-mismatch",
                       rules=rules, dialect=dialect, lenient=lenient, dispatch=dispatch,
                       page_bits=page_bits)
-    return CheckResult.of(run(tree_text, flat_text, options, tree_name=tree_name,
-                              flat_name=flat_name))
+    # Every step makes objects by the hundred thousand and none leaves a cycle to
+    # collect: the collector scanning them again and again cost up to 4x (issue 13).
+    with gc_paused():
+        return CheckResult.of(run(tree_text, flat_text, options, tree_name=tree_name,
+                                  flat_name=flat_name))

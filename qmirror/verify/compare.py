@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from operator import attrgetter, lt
 from typing import Any
 
-from deepdiff import DeepDiff
-
 from qmirror.core.render import FlatRange, Visit
 from qmirror.rebuild.gaps import ViewKey, block_key
 from qmirror.sim.dispatch import DispatchDiff, diff_dispatch
@@ -293,6 +291,8 @@ def _deepdiff(diffs: list[RangeDiff], *, owners: bool, accel: bool) -> dict[str,
             for d in diffs if d.qemu is not None}
     right = {hex16(d.start): _record(d.ours, owners=owners, accel=accel)
              for d in diffs if d.ours is not None}
+    from deepdiff import DeepDiff  # here: it costs more to import than a matching check
+
     dd = DeepDiff(left, right, verbose_level=2, threshold_to_diff_deeper=0)
     loaded = json.loads(dd.to_json())
     assert isinstance(loaded, dict)

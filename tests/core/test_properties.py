@@ -42,7 +42,7 @@ from qmirror.core.model import (
     io,
     ram,
 )
-from qmirror.core.render import FlatRange, FlatView, flatview_root, render_machine
+from qmirror.core.render import FlatRange, FlatView, flatview_root, render, render_machine
 from qmirror.errors import ParseError
 from qmirror.rebuild.tree import build_machine
 from qmirror.sim.kvm import accel_suffix
@@ -90,6 +90,28 @@ def test_render_equals_oracle(drawn: Drawn) -> None:
         assert show(g.ranges, drawn) == show(w.ranges, drawn)
         # show() names regions; identity must agree too (names repeat).
         assert [id(r.mr) for r in g.ranges] == [id(r.mr) for r in w.ranges]
+
+
+@examples(200)
+@given(machines(), st.data())
+def test_render_of_a_stretch_is_the_whole_render_cut_there(drawn: Drawn,
+                                                           data: st.DataObject) -> None:
+    """What G3 inference re-renders per trial: ``render(root, lo, hi)`` is the whole
+    render cut at ``lo`` and ``hi`` (merged inside, not across them)."""
+    for view in render_machine(drawn.machine):
+        if view.root is None:
+            continue
+        edges = sorted({0, 1 << 64, *(r.start for r in view.ranges),
+                        *(r.end for r in view.ranges)})
+        point = st.one_of(st.sampled_from(edges), st.integers(0, 1 << 64))
+        lo, hi = sorted((data.draw(point), data.draw(point)))
+        cut = [(max(r.start, lo), min(r.end, hi), id(r.mr),
+                r.offset_in_region + max(r.start, lo) - r.start, r.readonly, r.nonvolatile)
+               for r in view.ranges if max(r.start, lo) < min(r.end, hi)]
+        got = [(r.start, r.end, id(r.mr), r.offset_in_region, r.readonly, r.nonvolatile)
+               for r in render(view.root, lo, hi)]
+        note(f"[{lo:#x}, {hi:#x})")
+        assert got == cut
 
 
 def _hand_picked() -> dict[str, Machine]:
