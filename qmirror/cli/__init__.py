@@ -18,9 +18,7 @@ from pathlib import Path
 from qmirror import __version__
 from qmirror.cli import check, diff, export, live, offline, settings, slots, views
 from qmirror.cli._common import EXIT_TROUBLE, consoles, handle_stop_signals, interrupted_exit
-from qmirror.cli._inputs import launch_settings
 from qmirror.errors import QmirrorError
-from qmirror.views.report import junit_error
 
 
 COMMANDS = (check, offline, live, slots, views, export, diff, settings)
@@ -106,6 +104,8 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(words)
     args.passthrough = passthrough
     out, err = consoles(args.color)
+    from qmirror.cli._inputs import launch_settings  # here: `--version` imports no command
+
     try:
         launch_settings(args)
         code: int = args.func(args, out, err)
@@ -114,6 +114,8 @@ def _main(argv: Sequence[str] | None) -> int:
         err.print(f"qmirror {args.command}: {exc}", highlight=False, markup=False)
         junit = getattr(args, "junit_xml", None)
         if junit:
+            from qmirror.views.report import junit_error
+
             try:
                 junit_error(Path(junit), str(exc))
             except QmirrorError as also:  # the trouble's exit status stands

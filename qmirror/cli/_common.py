@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
 import threading
 from collections.abc import Coroutine
 from types import FrameType
-from typing import Any, TypeVar
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from qmirror.errors import InputError
+
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 #: diff(1) conventions: 0 every compared FlatView matches, 1 a mismatch, 2 trouble.
@@ -57,6 +58,8 @@ def run_async(coro: Coroutine[Any, Any, _T]) -> _T:
     that could interrupt whatever bytecode runs: this works whatever SIGINT's state
     (a background job of a script has SIGINT ignored, and asyncio then installs none).
     """
+    import asyncio
+
     if not _handled or threading.current_thread() is not threading.main_thread():
         return asyncio.run(coro)
     try:
@@ -74,6 +77,8 @@ def run_async(coro: Coroutine[Any, Any, _T]) -> _T:
 
 
 async def _stoppable(coro: Coroutine[Any, Any, _T]) -> _T:
+    import asyncio
+
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
@@ -94,6 +99,8 @@ def interrupted_exit() -> int:
 
 def consoles(color: str) -> tuple[Console, Console]:
     """Console for results (stdout) and for diagnostics (stderr)."""
+    from rich.console import Console
+
     force = {"always": True, "never": False}.get(color)
     no_color = color == "never" or None
     out = Console(force_terminal=force, no_color=no_color, soft_wrap=True)

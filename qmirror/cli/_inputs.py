@@ -20,31 +20,29 @@ Settings from :mod:`qmirror.live.config` apply: the QEMU binary for ``--launch``
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from qmirror.cli._common import read_text, run_async
-from qmirror.cli._progress import Work
 from qmirror.errors import InputError, MonitorTimeout, TargetError
-from qmirror.live import config as qconfig
-from qmirror.live import targets
-from qmirror.live.qmp import DEFAULT_CONNECT_TIMEOUT
-from qmirror.live.snapshot import META_FILE, Snapshot, load, take_snapshot
-from qmirror.live.targets import Target
-from qmirror.verify.reading import Reading, from_snapshot, read
+from qmirror.live.options import DEFAULT_TIMEOUT
+
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from qmirror.live.snapshot import Snapshot
+    from qmirror.live.targets import Target
+    from qmirror.verify.reading import Reading
 
 
 #: Text files of a capture directory: (tree, flat), best first (owners and disabled
 #: regions make the richest model).
 CAPTURE_LAYOUTS = (("info-mtree-o-D.txt", "info-mtree-f-o.txt"),
                    ("info-mtree.txt", "info-mtree-f.txt"))
-
 
 
 @dataclass(slots=True)
@@ -106,6 +104,8 @@ def launch_settings(args: argparse.Namespace) -> None:
 
     :raise QmirrorError: a broken settings file (only read with ``--launch``).
     """
+    from qmirror.live import config as qconfig
+
     if not getattr(args, "launch", False):
         return
     config = qconfig.from_args(args)
@@ -117,6 +117,8 @@ def launch_settings(args: argparse.Namespace) -> None:
 
 
 def _from_files(src: FileSource, args: argparse.Namespace) -> Reading:
+    from qmirror.verify.reading import read
+
     tree_text = read_text(str(src.tree))
     flat_text = read_text(str(src.flat)) if src.flat is not None else None
     if tree_text.startswith("FlatView #"):
@@ -135,19 +137,27 @@ def reading_from_snapshot(snap: Snapshot, args: argparse.Namespace | None = None
                           label: str | None = None, ramblock_text: str | None = None
                           ) -> Reading:
     """A :class:`Reading` of a snapshot, completed as the command's options say."""
+    from qmirror.verify.reading import from_snapshot
+
     return from_snapshot(snap, label=label, accel=getattr(args, "accel", "auto"),
                          strict=getattr(args, "strict", False),
                          rules=not getattr(args, "no_rules", False), ramblock_text=ramblock_text)
 
 
 async def read_live(target: Target, *, pause: bool = False,
-                    timeout: float = targets.DEFAULT_TIMEOUT,
+                    timeout: float = DEFAULT_TIMEOUT,
                     boot: float | None = None) -> tuple[Snapshot, str]:
     """A snapshot of a live target and its ``info ramblock``, read in one session.
 
     Like :func:`qmirror.live.targets.open_snapshot` (same options and guarantees), plus the
     RAMBlock table that makes ``ram-map``'s block names exact.
     """
+    import asyncio
+
+    from qmirror.live import targets
+    from qmirror.live.qmp import DEFAULT_CONNECT_TIMEOUT
+    from qmirror.live.snapshot import take_snapshot
+
     if boot is not None and target.kind != "launch":
         raise TargetError(f"{target.label}: --boot only applies to a launched VM")
     connect = min(DEFAULT_CONNECT_TIMEOUT, timeout) if timeout > 0 else 0.001
@@ -175,6 +185,10 @@ async def read_live(target: Target, *, pause: bool = False,
 
 def resolve(specs: list[str], args: argparse.Namespace) -> list[FileSource | Target]:
     """What the positional TARGETs and the live-target options name, in that order."""
+    from qmirror.live import targets
+    from qmirror.live.snapshot import META_FILE
+    from qmirror.live.targets import Target
+
     out: list[FileSource | Target] = []
     for spec in specs:
         path = Path(spec)
@@ -189,6 +203,8 @@ def resolve(specs: list[str], args: argparse.Namespace) -> list[FileSource | Tar
 
 
 def _open(what: FileSource | Target, args: argparse.Namespace, *, ramblock: bool) -> Reading:
+    from qmirror.live.snapshot import load
+
     if isinstance(what, FileSource):
         return _from_files(what, args)
     if what.kind == "snapshot":
@@ -198,8 +214,10 @@ def _open(what: FileSource | Target, args: argparse.Namespace, *, ramblock: bool
 
 
 async def _open_live(what: Target, args: argparse.Namespace, *, ramblock: bool) -> Reading:
+    from qmirror.live import targets
+
     pause = bool(getattr(args, "pause", False))
-    timeout = float(getattr(args, "timeout", None) or targets.DEFAULT_TIMEOUT)
+    timeout = float(getattr(args, "timeout", None) or DEFAULT_TIMEOUT)
     boot = getattr(args, "boot", None) if what.kind == "launch" else None
     if ramblock:
         snap, text = await read_live(what, pause=pause, timeout=timeout, boot=boot)
@@ -218,6 +236,8 @@ def open_readings(specs: list[str], args: argparse.Namespace, err: Console, *,
     :raise QmirrorError: too few or too many targets; unreadable or malformed input; a
         failing QEMU.
     """
+    from qmirror.cli._progress import Work
+
     launch_settings(args)
     wanted = resolve(specs, args)
     low, high = count

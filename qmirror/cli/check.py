@@ -13,10 +13,7 @@ import json
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
+from typing import TYPE_CHECKING, Any
 
 from qmirror.cli._common import (
     EXIT_MATCH,
@@ -27,21 +24,15 @@ from qmirror.cli._common import (
     write_stdout,
 )
 from qmirror.cli._options import model_options, text_options
-from qmirror.cli.offline import report_repairs, text_dialect
 from qmirror.errors import OutputError
-from qmirror.live.config import from_args
-from qmirror.live.livecheck import Outcome, check_targets
-from qmirror.live.targets import Target, add_target_options, targets_from_args
-from qmirror.verify.check import CheckResult, check
-from qmirror.verify.ignore import apply_to_check
-from qmirror.views.report import (
-    junit_error,
-    junit_problem,
-    match_summary,
-    print_text,
-    to_json,
-    write_junit,
-)
+
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from qmirror.live.livecheck import Outcome
+    from qmirror.live.targets import Target
+    from qmirror.verify.check import CheckResult
 
 
 MULTI_SCHEMA = "qmirror.check-targets/1"
@@ -52,6 +43,9 @@ MULTI_SCHEMA = "qmirror.check-targets/1"
 
 def _ignore(args: argparse.Namespace, results: list[CheckResult], err: Console) -> None:
     """Leave out what `[tool.qmirror.ignore]` (or ``QMIRROR_IGNORE_*``) says to ignore."""
+    from qmirror.live.config import from_args
+    from qmirror.verify.ignore import apply_to_check
+
     rules = from_args(args).ignore
     dropped = sum(apply_to_check(r, rules) for r in results)
     if dropped:
@@ -60,6 +54,10 @@ def _ignore(args: argparse.Namespace, results: list[CheckResult], err: Console) 
 
 
 def _offline(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from qmirror.cli.offline import report_repairs, text_dialect
+    from qmirror.verify.check import check
+    from qmirror.views.report import print_text, to_json, write_junit
+
     dialect = text_dialect(args)
     result = check(read_text(args.tree), read_text(args.flat), accel=args.accel, strict=args.strict,
                    rules=not args.no_rules, tree_name=args.tree, flat_name=args.flat,
@@ -95,6 +93,10 @@ def _about(o: Outcome) -> str:
 
 def _print_outcomes(outcomes: list[Outcome], out: Console, err: Console, *,
                     verbose: bool) -> None:
+    from rich.markup import escape
+
+    from qmirror.views.report import match_summary, print_text
+
     spaced = False  # a blank line after each multi-line report
     for o in outcomes:
         style = {"match": "bold green", "mismatch": "bold red"}.get(o.verdict, "bold red")
@@ -123,6 +125,8 @@ def _print_outcomes(outcomes: list[Outcome], out: Console, err: Console, *,
 
 
 def _outcome_json(o: Outcome) -> dict[str, Any]:
+    from qmirror.views.report import to_json
+
     doc: dict[str, Any]
     if o.result is not None:
         doc = to_json(o.result, inputs=o.inputs())
@@ -147,6 +151,8 @@ def _overall(outcomes: list[Outcome]) -> str:
 
 def _junit(outcomes: list[Outcome], path: Path) -> None:
     """``<testsuites>`` with one ``<testsuite>`` per target (report.py writes each)."""
+    from qmirror.views.report import junit_error, write_junit
+
     root = ET.Element("testsuites", name="qmirror.check")
     with tempfile.TemporaryDirectory(prefix="qmirror-junit-") as tmp:
         for n, o in enumerate(outcomes):
@@ -166,6 +172,8 @@ def _junit(outcomes: list[Outcome], path: Path) -> None:
 
 
 def _live(args: argparse.Namespace, targets: list[Target], out: Console, err: Console) -> int:
+    from qmirror.live.livecheck import check_targets
+
     outcomes = run_async(check_targets(
         targets, pause=args.pause, timeout=args.timeout, boot=args.boot, accel=args.accel,
         strict=args.strict, rules=not args.no_rules))
@@ -189,14 +197,26 @@ def _live(args: argparse.Namespace, targets: list[Target], out: Console, err: Co
     return {"match": EXIT_MATCH, "mismatch": EXIT_MISMATCH}.get(overall, EXIT_TROUBLE)
 
 
+def _wants_targets(args: argparse.Namespace) -> bool:
+    """Whether the command line names any live target (without importing the live layer)."""
+    return bool(args.targets or args.socket or args.tcp or getattr(args, "targets_file", None)
+                or args.launch or args.passthrough or args.boot is not None)
+
+
 def cmd_check(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from qmirror.views.report import junit_problem
+
     if args.junit_xml:
         problem = junit_problem(Path(args.junit_xml))
         if problem is not None:
             err.print(f"qmirror check: {problem}", highlight=False, markup=False)
             args.junit_xml = None  # nowhere to record this trouble either
             return EXIT_TROUBLE
-    targets = targets_from_args(args, positional=args.targets)
+    targets: list[Target] = []
+    if _wants_targets(args):  # an offline check of saved texts imports no live layer
+        from qmirror.live.targets import targets_from_args
+
+        targets = targets_from_args(args, positional=args.targets)
     offline = args.tree is not None or args.flat is not None
     if offline and targets:
         err.print("qmirror check: give either --tree/--flat or live targets, not both",
@@ -217,6 +237,8 @@ def cmd_check(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from qmirror.live.options import add_target_options
+
     p = sub.add_parser(
         "check", help="compare our FlatViews with QEMU's `info mtree -f` (saved or live)",
         description="Render the tree and compare with QEMU's flat output, from saved texts "

@@ -3,30 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Callable
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, EXIT_TROUBLE, run_async
 from qmirror.errors import QmirrorError, TargetError
-from qmirror.live.metrics import FleetMetrics, parse_listen_address
-from qmirror.live.mirror import Mirror, Trigger
-from qmirror.live.snapshot import save
-from qmirror.live.targets import (
-    Target,
-    add_target_options,
-    attach,
-    open_snapshot,
-    targets_from_args,
-)
-from qmirror.live.writers import JsonLinesWriter, TextWriter, stream_writer
-from qmirror.verify.check import ACCELS
+
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from qmirror.live.metrics import FleetMetrics
+    from qmirror.live.mirror import Mirror
+    from qmirror.live.targets import (
+        Target,
+    )
 
 
 def _one_target(args: argparse.Namespace, command: str) -> Target:
+    from qmirror.live.targets import targets_from_args
+
     positional = [args.target] if args.target else []
     targets = targets_from_args(args, positional=positional)
     if len(targets) != 1:
@@ -59,6 +57,9 @@ def _count(text: str) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from qmirror.live.snapshot import save
+    from qmirror.live.targets import open_snapshot
+
     target = _one_target(args, "snapshot")
     snap = run_async(open_snapshot(target, pause=args.pause, timeout=args.timeout,
                                      boot=args.boot, plain=True))
@@ -84,6 +85,10 @@ def _tagged(write: Callable[[str], None], label: str, jsonl: bool) -> Callable[[
 
 async def _watch_one(args: argparse.Namespace, target: Target, metrics: FleetMetrics | None,
                      several: bool, duration: float | None) -> int:
+    from qmirror.live.mirror import Mirror, Trigger
+    from qmirror.live.targets import attach
+    from qmirror.live.writers import JsonLinesWriter, TextWriter, stream_writer
+
     mirror: Mirror | None = None
     try:
         async with attach(target, control=args.pause, connect_timeout=min(10.0, args.timeout),
@@ -120,6 +125,8 @@ async def _watch_target(args: argparse.Namespace, target: Target, metrics: Fleet
                         several: bool, err: Console) -> int:
     """Watch one target; with ``--reconnect``, attach again after it went away or could
     not be reached, until ``--duration`` (if any) is over."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     deadline = None if args.duration is None else loop.time() + args.duration
     code = EXIT_MATCH
@@ -145,6 +152,10 @@ async def _watch_target(args: argparse.Namespace, target: Target, metrics: Fleet
 
 
 async def _watch(args: argparse.Namespace, targets: list[Target], err: Console) -> int:
+    import asyncio
+
+    from qmirror.live.metrics import FleetMetrics, parse_listen_address
+
     metrics: FleetMetrics | None = None
     if args.metrics is not None:
         host, port = parse_listen_address(args.metrics)
@@ -165,6 +176,8 @@ async def _watch(args: argparse.Namespace, targets: list[Target], err: Console) 
 
 
 def cmd_watch(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from qmirror.live.targets import targets_from_args
+
     targets = targets_from_args(args, positional=args.targets)
     if not targets:
         raise QmirrorError("watch needs a target (TARGET, --socket, --tcp, --targets-file "
@@ -182,6 +195,9 @@ def cmd_watch(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from qmirror.cli._options import ACCELS
+    from qmirror.live.options import add_target_options
+
     target_help = ("a live monitor (unix:PATH, a socket path, tcp:HOST:PORT, HOST:PORT, "
                    "libvirt:DOMAIN) or, for snapshot, a snapshot directory")
     p = sub.add_parser(

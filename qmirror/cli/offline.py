@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import argparse
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, read_text, write_stdout
 from qmirror.cli._options import model_options, text_options
-from qmirror.core.model import Source
 from qmirror.errors import InputError
-from qmirror.text.dialect import Dialect, for_version
-from qmirror.text.dispatch import DEFAULT_PAGE_BITS
-from qmirror.text.flat import parse_flat, print_flat
-from qmirror.text.repair import Repair
-from qmirror.text.tree import print_like
-from qmirror.verify.check import Options, load_tree, render_document, run
-from qmirror.views.report import fact_rows
+
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from qmirror.text.dialect import Dialect
+    from qmirror.text.repair import Repair
 
 
 def text_dialect(args: argparse.Namespace) -> Dialect | None:
     """``--qemu-version X.Y`` as a dialect (None: detect from each text)."""
+    from qmirror.text.dialect import for_version
+
     if args.qemu_version is None:
         return None
     try:
@@ -35,6 +35,13 @@ def report_repairs(err: Console, name: str, repairs: list[Repair]) -> None:
 
 
 def cmd_render(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from qmirror.core.model import Source
+    from qmirror.text.dialect import for_version
+    from qmirror.text.dispatch import DEFAULT_PAGE_BITS
+    from qmirror.text.flat import print_flat
+    from qmirror.verify.check import Options, render_document, run
+    from qmirror.views.report import fact_rows
+
     dialect = text_dialect(args)
     options = Options(accel=args.accel, inference="never" if args.strict else "always",
                       rules=not args.no_rules, dialect=dialect, lenient=args.lenient,
@@ -68,6 +75,10 @@ def cmd_render(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def cmd_format(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from qmirror.text.flat import parse_flat, print_flat
+    from qmirror.text.tree import print_like
+    from qmirror.verify.check import load_tree
+
     if (args.tree is None) == (args.flat is None):
         err.print("qmirror format: give exactly one of --tree or --flat", highlight=False)
         return EXIT_TROUBLE

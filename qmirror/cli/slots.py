@@ -4,33 +4,32 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, read_text, write_stdout
-from qmirror.cli._inputs import open_reading
 from qmirror.cli._options import TARGET_HELP
-from qmirror.core.model import Machine
-from qmirror.core.units import hexs
 from qmirror.errors import InputError
-from qmirror.sim.kvm import (
-    HOST_PAGE_SIZE,
-    KVM_MEM_LOG_DIRTY_PAGES,
-    KVM_MEM_READONLY,
-    KvmConfig,
-    KvmSlot,
-    kvm_address_spaces,
-    predict_slots,
-)
-from qmirror.verify.reading import read
+
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from qmirror.core.model import Machine
+    from qmirror.sim.kvm import (
+        KvmSlot,
+    )
 
 
 SCHEMA = "qmirror.slots/1"
+#: The host page size assumed (:data:`qmirror.sim.kvm.HOST_PAGE_SIZE`, not imported at
+#: start-up).
+HOST_PAGE_SIZE = 4096
 
 
 def flag_names(flags: int) -> str:
     """``LOG_DIRTY_PAGES|READONLY``, or ``-`` for none."""
+    from qmirror.sim.kvm import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
+
     names = [n for bit, n in ((KVM_MEM_LOG_DIRTY_PAGES, "LOG_DIRTY_PAGES"),
                               (KVM_MEM_READONLY, "READONLY")) if flags & bit]
     return "|".join(names) or "-"
@@ -38,6 +37,9 @@ def flag_names(flags: int) -> str:
 
 def slots_json(machine: Machine, slots: list[KvmSlot], *, label: str) -> dict[str, Any]:
     """The JSON document: addresses and sizes as ``"0x%016x"``, flags as ``"0x%x"``."""
+    from qmirror.core.units import hexs
+    from qmirror.sim.kvm import kvm_address_spaces
+
     return {
         "schema": SCHEMA,
         "source": label,
@@ -63,6 +65,8 @@ def slots_text(machine: Machine, slots: list[KvmSlot], *, label: str,
     :param accel: the VM's accelerator, if known; other than ``kvm`` it is said that
         the table is a prediction of what KVM would be given (a TCG VM has no slots).
     """
+    from qmirror.sim.kvm import kvm_address_spaces
+
     names = ", ".join(f"as_id {as_id} = {a.name!r}" for as_id, a in kvm_address_spaces(machine))
     lines = [f"KVM slots predicted for {label} ({names})"]
     if accel is not None and accel != "kvm":
@@ -80,6 +84,10 @@ def slots_text(machine: Machine, slots: list[KvmSlot], *, label: str,
 
 
 def cmd_slots(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from qmirror.cli._inputs import open_reading
+    from qmirror.sim.kvm import KvmConfig, kvm_address_spaces, predict_slots
+    from qmirror.verify.reading import read
+
     if (args.target is None) == (args.tree is None):
         err.print("qmirror slots: give a TARGET or --tree TREE.txt", highlight=False)
         return EXIT_TROUBLE

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE
-from qmirror.cli._inputs import open_readings, open_target
 from qmirror.cli._options import TARGET_HELP, add_model_options
 from qmirror.errors import OutputError
-from qmirror.views import mapsvg, mapview
-from qmirror.views.richtext import print_wide
-from qmirror.views.treeview import build_tree
+
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def cmd_tree(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from qmirror.cli._inputs import open_target
+    from qmirror.views.richtext import print_wide
+    from qmirror.views.treeview import build_tree
+
     reading = open_target(args, err)
     tree = build_tree(reading.machine, title=reading.title, owners=args.owners,
                       address_spaces=args.address_space or (), depth=args.depth,
@@ -38,6 +41,9 @@ def _write(path: str, text: str) -> None:
 
 
 def cmd_map(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from qmirror.cli._inputs import open_readings
+    from qmirror.views import mapsvg, mapview
+
     if not args.html and not args.svg:
         err.print("qmirror map: say where to draw it: --html OUT.html and/or --svg OUT.svg",
                   highlight=False)
