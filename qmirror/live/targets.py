@@ -60,13 +60,13 @@ from qmirror.live.snapshot import DEFAULT_MAX_TRIES, META_FILE, Snapshot, load, 
 
 
 __all__ = [
+    "DEFAULT_MATRIX",
     "DEFAULT_TIMEOUT",
     "Attached",
     "Target",
     "TargetKind",
     "add_target_options",
     "attach",
-    "DEFAULT_MATRIX",
     "matrix_binary",
     "open_snapshot",
     "parse_target",
