@@ -45,7 +45,7 @@ def report_repairs(err: Console, name: str, repairs: list[Repair]) -> None:
 def cmd_render(args: argparse.Namespace, out: Console, err: Console) -> int:
     dialect = text_dialect(args)
     loaded = load_tree(read_text(args.tree), filename=args.tree, rules=not args.no_rules,
-                       dialect=dialect, lenient=args.lenient)
+                       dialect=dialect, lenient=args.lenient, qemu_version=args.qemu_version)
     report_repairs(err, args.tree, loaded.document.repairs)
     qemu = None
     if args.flat:
@@ -70,9 +70,10 @@ def cmd_render(args: argparse.Namespace, out: Console, err: Console) -> int:
                           dialect=shown_as, dispatch=args.dispatch, page_bits=pages)
     doc.eol = loaded.document.eol
     write_stdout(print_flat(doc))
-    inferred = [(p, f) for p, f in fact_rows(loaded.machine) if f.source is Source.INFERRED]
-    for path, f in inferred:
-        err.print(f"inferred {f.gap} {path}: {f.attribute} = {f.value} ({f.detail})",
+    reported = [(p, f) for p, f in fact_rows(loaded.machine)
+                if f.source in (Source.HARVESTED, Source.INFERRED)]
+    for path, f in reported:
+        err.print(f"{f.source.value} {f.gap} {path}: {f.attribute} = {f.value} ({f.detail})",
                   highlight=False, markup=False)
     if decision.value is None:
         err.print("accelerator unknown: no accelerator words predicted (use --accel)",

@@ -1,10 +1,12 @@
 """The check pipeline, pure: tree text + QEMU's flat text in, verdict out.
 
 1. parse the tree and rebuild the model (:mod:`qmirror.text.tree`);
-2. fill what the text does not say: the rule table, then (unless ``strict``)
+2. fill what the text does not say: the rule table, then the facts harvested from
+   the same QEMU version (:mod:`qmirror.rebuild.harvest`), then (unless ``strict``)
    inference from QEMU's own ``-f``, else the defaults (:mod:`qmirror.rebuild.gaps`);
 3. decide the accelerator (G7) to predict QEMU's `` KVM`` words;
-4. render every AddressSpace (:mod:`qmirror.core.render`) and compare (:mod:`qmirror.verify.compare`).
+4. render every AddressSpace (:mod:`qmirror.core.render`) and compare
+   (:mod:`qmirror.verify.compare`).
 
 The live shell and the CLI call :func:`check` with texts they fetched or read.
 """
@@ -16,7 +18,8 @@ from dataclasses import dataclass, field
 from qmirror.core.model import Fact, Machine, MemoryRegion, RegionKind, Source
 from qmirror.core.render import FlatRange, FlatView, render_machine
 from qmirror.errors import ParseError
-from qmirror.rebuild import gaps
+from qmirror.rebuild import gaps, harvest
+from qmirror.rebuild.harvest import HarvestedFact, HarvestTable
 from qmirror.rebuild.rules import Rule
 from qmirror.rebuild.tree import build_machine
 from qmirror.sim.dispatch import build_dispatch, dump_dispatch, iommu_evidence
@@ -48,20 +51,42 @@ class Loaded:
     document: TreeDocument
     machine: Machine
     rules_applied: list[tuple[MemoryRegion, Rule]]
+    #: The harvested facts used (:mod:`qmirror.rebuild.harvest`), and their table.
+    harvested: list[tuple[MemoryRegion, HarvestedFact]] = field(default_factory=list)
+    harvest_table: HarvestTable | None = None
+
+
+def harvest_table_for(doc: TreeDocument, qemu_version: str | None) -> HarvestTable | None:
+    """The harvested table for a text: its QEMU version's own, else the nearest one;
+    without a version, the one nearest the text's dialect."""
+    return harvest.table_for(qemu_version if qemu_version is not None
+                             else doc.dialect.since[:2])
 
 
 def load_tree(text: str, *, filename: str | None = None, rules: bool = True,
-              dialect: Dialect | None = None, lenient: bool = False) -> Loaded:
-    """Parse a tree-mode text and rebuild its model, applying the rule table.
+              dialect: Dialect | None = None, lenient: bool = False,
+              harvested: bool | HarvestTable = True,
+              qemu_version: str | None = None) -> Loaded:
+    """Parse a tree-mode text and rebuild its model, applying the rule table, then the
+    facts harvested from the same QEMU version (both only with ``rules``).
 
     :param dialect: the QEMU dialect (found from the text when ``None``).
     :param lenient: repair pasting damage first (listed in ``document.repairs``).
+    :param harvested: apply harvested facts (``False``: the hand-written rules alone);
+        a table to use that one instead of the shipped one.
+    :param qemu_version: ``X.Y`` of the QEMU that printed the text, when known; picks
+        the harvested table.
     :raise ParseError: the text is not ``info mtree`` tree output.
     """
     doc = parse_tree_document(text, filename=filename, dialect=dialect, lenient=lenient)
     machine = build_machine(doc)
     applied = gaps.apply_rules(machine) if rules else []
-    return Loaded(doc, machine, applied)
+    table = None
+    if rules and harvested is not False:
+        table = harvested if isinstance(harvested, HarvestTable) else \
+            harvest_table_for(doc, qemu_version)
+    used = harvest.apply_harvest(machine, table) if table is not None else []
+    return Loaded(doc, machine, applied, used, table)
 
 
 def decide_accel(machine: Machine, qemu: FlatDocument | None, requested: str = "auto",
@@ -209,11 +234,16 @@ def check(
     page_bits: int | None = None,
     dialect: Dialect | None = None,
     lenient: bool = False,
+    harvested: bool | HarvestTable = True,
+    qemu_version: str | None = None,
 ) -> CheckResult:
     """Check that our rendering of ``tree_text`` equals QEMU's ``flat_text``.
 
     :param strict: no inference from the flat text: rules and defaults only.
-    :param rules: apply the rule table (off to see what inference alone achieves).
+    :param rules: apply the rule table and the harvested facts (off to see what
+        inference alone achieves).
+    :param harvested: apply harvested facts (see :func:`load_tree`).
+    :param qemu_version: ``X.Y`` of the QEMU that printed the texts, when known.
     :param dialect: the QEMU dialect of both texts (``--qemu-version``); else each
         text's own evidence decides.
     :param lenient: repair pasting damage in both texts first.
@@ -224,7 +254,7 @@ def check(
     :raise ModelError: the tree describes a model QEMU could not have (alias loop).
     """
     loaded = load_tree(tree_text, filename=tree_name, rules=rules, dialect=dialect,
-                       lenient=lenient)
+                       lenient=lenient, harvested=harvested, qemu_version=qemu_version)
     qemu = parse_flat(flat_text, filename=flat_name, dialect=dialect, lenient=lenient)
     pages = None
     if dispatch:

@@ -1,0 +1,133 @@
+"""Harvested facts (qmirror/rebuild/harvested/, made by scripts/harvest-rules).
+
+The decisive test: facts harvested from VMs other than the one checked render every
+captured fixture from the tree alone (hand-written rules + harvest, no inference from
+``-f``). For each fixture the harvest's bare-machine VMs of the fixture's own binary
+are removed first, so what remains comes from single-device VMs (x86) and from other
+boards: a harvest never includes the VM being checked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qmirror.cli import main
+from qmirror.core.model import Source
+from qmirror.rebuild import harvest
+from qmirror.rebuild.harvest import HarvestTable, name_pattern
+from qmirror.verify.check import check, load_tree
+
+
+ROOT = Path(__file__).resolve().parents[2] / "fixtures"
+FLAT_FOR = {"info-mtree.txt": "info-mtree-f.txt", "info-mtree-o-D.txt": "info-mtree-f-o.txt"}
+DIRS = sorted(p.parent for p in ROOT.glob("qemu-*/*/*/meta.json"))
+PAIRS = [(d, t) for d in DIRS for t in FLAT_FOR if (d / t).exists()]
+PAIR_IDS = [f"{d.relative_to(ROOT)}/{t}" for d, t in PAIRS]
+VERSIONS = harvest.available_versions()
+
+
+def read(path: Path) -> str:
+    with open(path, encoding="utf-8", newline="") as f:
+        return f.read()
+
+
+def meta(directory: Path) -> dict[str, object]:
+    data = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def version_of(directory: Path) -> str:
+    return directory.parts[-3].removeprefix("qemu-")
+
+
+def table_without_own_machines(directory: Path) -> HarvestTable:
+    """The fixture's version's table minus every bare-machine VM of its binary."""
+    table = harvest.table_for(version_of(directory))
+    assert table is not None, "no harvested table shipped"
+    command = meta(directory)["command_line"]
+    assert isinstance(command, list)
+    arch = str(command[0]).rsplit("/", 1)[-1].removeprefix("qemu-system-")
+    data = json.loads((Path(harvest.__file__).parent / "harvested" /
+                       f"qemu-{table.version}.json").read_text(encoding="utf-8"))
+    own = [vm for vm in data["vms"] if vm.startswith(f"{arch} ") and "+" not in vm]
+    return table.without_vms(own)
+
+
+def test_name_patterns_blank_instance_numbers_only() -> None:
+    assert name_pattern("vtd-00.0") == "vtd-*"
+    assert name_pattern("cpu-memory-1") == "cpu-memory-*"
+    assert name_pattern("tce-iommu-80000000") == "tce-iommu-*"
+    assert name_pattern("e1000e-mmio") == "e1000e-mmio"
+    assert name_pattern("ram-node0") == "ram-node0"
+    assert name_pattern("device[3]") == "device[*]"
+
+
+def test_a_table_ships_for_the_system_qemu() -> None:
+    assert "7.2" in VERSIONS
+    assert harvest.nearest_version((7, 0)) == "7.2"
+    assert harvest.nearest_version((7, 2)) == "7.2"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_fact_carries_provenance_and_agrees(version: str) -> None:
+    path = Path(harvest.__file__).parent / "harvested" / f"qemu-{version}.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["version"] == version and data["qemu"].startswith("QEMU emulator version")
+    keys = set()
+    for f in data["facts"]:
+        key = (f["owner_type"], f["pattern"], f["attribute"])
+        assert key not in keys, key
+        keys.add(key)
+        assert f["observations"] >= len(f["seen"]) >= 1 and all(vms for *_, vms in f["seen"])
+        assert f["value"] in {"i/o", "container", "yes", "no", "0", "1"}
+    for d in data["dropped"]:
+        assert (d["owner_type"], d["pattern"], d["attribute"]) not in keys
+        assert len(d["values"]) > 1
+
+
+@pytest.mark.parametrize(("directory", "tree"), PAIRS, ids=PAIR_IDS)
+def test_harvest_from_other_vms_renders_the_fixture_from_the_tree_alone(
+        directory: Path, tree: str) -> None:
+    table = table_without_own_machines(directory)
+    result = check(read(directory / tree), read(directory / FLAT_FOR[tree]), strict=True,
+                   harvested=table, qemu_version=version_of(directory))
+    bad = [(v.address_spaces[:2], v.status, [(hex(d.start), d.kind) for d in v.diffs[:3]])
+           for v in result.comparison.views if not v.ok]
+    assert result.ok, bad
+
+
+def test_check_reports_each_harvested_fact_with_its_provenance() -> None:
+    directory = ROOT / "qemu-7.2" / "x86_64" / "q35"
+    loaded = load_tree(read(directory / "info-mtree-o-D.txt"), qemu_version="7.2")
+    assert loaded.harvested, "no harvested fact used on q35"
+    for mr, fact in loaded.harvested:
+        f = mr.fact(fact.attribute)
+        assert f is not None and f.source is Source.HARVESTED
+        assert "QEMU 7.2" in f.detail and fact.vms[0] in f.detail
+
+
+def test_rules_come_first_and_harvest_only_fills_what_they_left(capsys: pytest.CaptureFixture[
+        str]) -> None:
+    directory = ROOT / "qemu-7.2" / "x86_64" / "pc"
+    loaded = load_tree(read(directory / "info-mtree-o-D.txt"), qemu_version="7.2")
+    ruled = {id(mr) for mr, rule in loaded.rules_applied}
+    for mr, fact in loaded.harvested:
+        if id(mr) in ruled:
+            f = mr.fact(fact.attribute)
+            assert f is not None and f.source is Source.HARVESTED  # another attribute
+    assert all(mr.fact(r.attribute).source is Source.RULE  # type: ignore[union-attr]
+               for mr, r in loaded.rules_applied)
+
+
+def test_cli_check_lists_harvested_facts(capsys: pytest.CaptureFixture[str]) -> None:
+    directory = ROOT / "qemu-7.2" / "x86_64" / "q35"
+    code = main(["check", "--strict", "--tree", str(directory / "info-mtree-o-D.txt"),
+                 "--flat", str(directory / "info-mtree-f-o.txt")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "harvested from the same QEMU version" in out
+    assert "harvested" in out and "QEMU 7.2 VMs" in out
