@@ -24,7 +24,7 @@ from functools import cache
 from importlib import resources
 
 from qmirror.core.model import Fact, Machine, MemoryRegion, RegionKind, Source
-from qmirror.core.render import FlatView, render_machine, walk_visits
+from qmirror.core.render import FlatView, flatview_root, render_machine, walk_visits
 from qmirror.errors import QmirrorError
 from qmirror.rebuild.gaps import _parts, _QemuView, _with_namesakes, pair_views
 from qmirror.text.flat import FlatDocument
@@ -85,7 +85,9 @@ def observe(machine: Machine, qemu: FlatDocument) -> list[Observation]:
 
     ``machine`` should already render exactly like ``qemu`` (after inference): then a
     reachable ``i/o`` region that QEMU shows a range of, named after it at the offset
-    only it can have there, terminates, and one it never shows behaves as a container;
+    only it can have there, terminates, and one it never shows although QEMU shows
+    nothing at all somewhere inside it is a container (where other ranges cover it
+    all, nothing is recorded: one VM's overlap proves nothing about the next);
     a region printed ``X-X`` that QEMU shows has size 1, one inference found empty 0;
     an alias of writable RAM through which QEMU shows ``rom`` is read-only, ``ram`` not.
     Regions with a namesake below them are left out (the evidence would be ambiguous).
@@ -112,8 +114,10 @@ def observe(machine: Machine, qemu: FlatDocument) -> list[Observation]:
                     seen.setdefault(id(mr), f"range {h.start:#x}-{h.end:#x} in {qv.label}")
                     break
             else:
-                absent.setdefault(id(mr), f"no range of it at {cs:#x}-{ce - 1:#x} in "
-                                          f"{qv.label}")
+                hole = _gap(qv, cs, ce)
+                if hole is not None:
+                    absent.setdefault(id(mr), f"no range of it at {cs:#x}-{ce - 1:#x} in "
+                                              f"{qv.label}, and none at all at {hole:#x}")
     for key, mr in regions.items():
         f = mr.fact("size")
         if key in seen:
@@ -126,6 +130,7 @@ def observe(machine: Machine, qemu: FlatDocument) -> list[Observation]:
                 out.append(Observation(mr, "kind", "container", absent[key]))
             if f is not None and f.gap == "G4" and f.source is Source.INFERRED and mr.size == 0:
                 out.append(Observation(mr, "size", "0", f.detail))
+    out += _observe_empty_roots(machine, qemu)
     # Sizes of X-X aliases that inference found empty.
     for mr in machine.regions():
         f = mr.fact("size")
@@ -134,6 +139,43 @@ def observe(machine: Machine, qemu: FlatDocument) -> list[Observation]:
             out.append(Observation(mr, "size", "0", f.detail))
     out += _observe_readonly(pairs)
     return out
+
+
+def _observe_empty_roots(machine: Machine, qemu: FlatDocument) -> list[Observation]:
+    """Roots of address spaces QEMU gives the empty FlatView: they render nothing, so
+    one with no enabled subregions is a container (``bus master container``)."""
+    empty: set[tuple[str, str, str | None]] = set()
+    for b in qemu.views:
+        if b.root is None:
+            empty.update((a.name, a.root, a.alias) for a in b.address_spaces)
+    out: dict[int, Observation] = {}
+    for a in machine.address_spaces:
+        if a.root is None:
+            continue
+        key = (a.name, a.root.label, a.root.alias.label if a.root.alias is not None else None)
+        mr = flatview_root(a.root) if key in empty else None
+        if mr is not None and mr.alias is None and _open(mr, "kind") and \
+                mr.kind in (RegionKind.IO, RegionKind.CONTAINER) and \
+                not any(c.enabled for c in mr.subregions):
+            out[id(mr)] = Observation(mr, "kind", "container",
+                                      f'QEMU gives address space "{a.name}" the empty FlatView')
+    return list(out.values())
+
+
+def _gap(qv: _QemuView, lo: int, hi: int) -> int | None:
+    """An address in ``[lo, hi)`` where QEMU's FlatView shows no range at all, if any.
+
+    Only there does a region that QEMU never shows prove not to terminate: elsewhere
+    something else might just cover it (a higher-priority sibling, its own children).
+    """
+    pos = lo
+    for r in sorted(qv.overlapping(lo, hi), key=lambda r: r.start):
+        if r.start > pos:
+            return pos
+        pos = max(pos, r.end + 1)
+        if pos >= hi:
+            return None
+    return pos if pos < hi else None
 
 
 def _observe_readonly(pairs: list[tuple[FlatView, _QemuView]]) -> list[Observation]:

@@ -110,17 +110,15 @@ def test_check_reports_each_harvested_fact_with_its_provenance() -> None:
         assert "QEMU 7.2" in f.detail and fact.vms[0] in f.detail
 
 
-def test_rules_come_first_and_harvest_only_fills_what_they_left(capsys: pytest.CaptureFixture[
-        str]) -> None:
+def test_rules_come_first_and_harvest_only_fills_what_they_left() -> None:
     directory = ROOT / "qemu-7.2" / "x86_64" / "pc"
     loaded = load_tree(read(directory / "info-mtree-o-D.txt"), qemu_version="7.2")
-    ruled = {id(mr) for mr, rule in loaded.rules_applied}
-    for mr, fact in loaded.harvested:
-        if id(mr) in ruled:
-            f = mr.fact(fact.attribute)
-            assert f is not None and f.source is Source.HARVESTED  # another attribute
-    assert all(mr.fact(r.attribute).source is Source.RULE  # type: ignore[union-attr]
-               for mr, r in loaded.rules_applied)
+    ruled = {(id(mr), r.attribute) for mr, r in loaded.rules_applied}
+    assert ruled and loaded.harvested
+    assert not any((id(mr), f.attribute) in ruled for mr, f in loaded.harvested)
+    for mr, r in loaded.rules_applied:
+        f = mr.fact(r.attribute)
+        assert f is not None and f.source is Source.RULE
 
 
 def test_cli_check_lists_harvested_facts(capsys: pytest.CaptureFixture[str]) -> None:
@@ -131,3 +129,14 @@ def test_cli_check_lists_harvested_facts(capsys: pytest.CaptureFixture[str]) -> 
     assert code == 0, out
     assert "harvested from the same QEMU version" in out
     assert "harvested" in out and "QEMU 7.2 VMs" in out
+
+
+def test_cli_render_lists_harvested_facts_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    directory = ROOT / "qemu-7.2" / "x86_64" / "q35"
+    code = main(["render", "--strict", "--qemu-version", "7.2",
+                 "--tree", str(directory / "info-mtree-o-D.txt")])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.out.startswith("FlatView #0")
+    harvested = [ln for ln in captured.err.splitlines() if ln.startswith("harvested ")]
+    assert harvested and all("QEMU 7.2 VMs" in ln for ln in harvested)
