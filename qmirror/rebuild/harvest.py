@@ -250,6 +250,21 @@ class HarvestTable:
         """(pattern, attribute) -> facts, where every owner type agrees on the value."""
         return _by_name(self)
 
+    def without_boards_of(self, arch: str) -> HarvestTable:
+        """The table without any bare-machine VM of ``arch``'s family (``mips`` takes
+        mipsel/mips64/mips64el along, ``arm`` aarch64, ``x86_64`` i386): what is left
+        was seen on single-device VMs and on other architectures' boards only."""
+        mine = arch_family(arch)
+        return self.without_vms(vm for vm in self.vms
+                                if "+" not in vm and arch_family(vm.split()[0]) == mine)
+
+    @property
+    def vms(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for f in self.facts:
+            seen.update(dict.fromkeys(f.vms))
+        return tuple(seen)
+
     def without_vms(self, excluded: Iterable[str]) -> HarvestTable:
         """The table as if the ``excluded`` VMs had never been harvested."""
         gone = set(excluded)
@@ -261,6 +276,16 @@ class HarvestTable:
                 kept.append(HarvestedFact(f.owner_type, f.pattern, f.attribute, f.value,
                                           f.observations, shapes, f.source))
         return HarvestTable(self.version, self.qemu, tuple(kept))
+
+
+def arch_family(arch: str) -> str:
+    """``x86_64``/``i386`` -> ``x86``, ``aarch64``/``arm`` -> ``arm``, ``mips64el`` ->
+    ``mips``: the binaries that build the same boards."""
+    if arch in ("x86_64", "i386"):
+        return "x86"
+    if arch in ("aarch64", "arm"):
+        return "arm"
+    return re.sub(r"(32|64)?(el|eb|le)?$", "", arch)
 
 
 @cache

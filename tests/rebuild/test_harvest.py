@@ -2,9 +2,10 @@
 
 The decisive test: facts harvested from VMs other than the one checked render every
 captured fixture from the tree alone (hand-written rules + harvest, no inference from
-``-f``). For each fixture the harvest's bare-machine VMs of the fixture's own binary
-are removed first, so what remains comes from single-device VMs (x86) and from other
-boards: a harvest never includes the VM being checked.
+``-f``). For each fixture the harvest's bare-machine VMs of the fixture's whole
+architecture family are removed first (every board of qemu-system-mips, -mipsel,
+-mips64, -mips64el for a malta fixture), so what remains comes from single-device VMs
+and from other architectures' boards: a harvest never includes the VM being checked.
 """
 
 from __future__ import annotations
@@ -45,16 +46,14 @@ def version_of(directory: Path) -> str:
 
 
 def table_without_own_machines(directory: Path) -> HarvestTable:
-    """The fixture's version's table minus every bare-machine VM of its binary."""
-    table = harvest.table_for(version_of(directory))
+    """The fixture's version's table minus every bare-machine VM of its architecture
+    family: single-device VMs and other architectures' boards only."""
+    version = directory.parts[-3].removeprefix("qemu-")
+    table = harvest.table_for(version)
     assert table is not None, "no harvested table shipped"
-    command = meta(directory)["command_line"]
-    assert isinstance(command, list)
-    arch = str(command[0]).rsplit("/", 1)[-1].removeprefix("qemu-system-")
-    data = json.loads((Path(harvest.__file__).parent / "harvested" /
-                       f"qemu-{table.version}.json").read_text(encoding="utf-8"))
-    own = [vm for vm in data["vms"] if vm.startswith(f"{arch} ") and "+" not in vm]
-    return table.without_vms(own)
+    meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    arch = str(meta["command_line"][0]).rsplit("/", 1)[-1].removeprefix("qemu-system-")
+    return table.without_boards_of(arch)
 
 
 def test_name_patterns_blank_instance_numbers_only() -> None:
@@ -64,6 +63,16 @@ def test_name_patterns_blank_instance_numbers_only() -> None:
     assert name_pattern("e1000e-mmio") == "e1000e-mmio"
     assert name_pattern("ram-node0") == "ram-node0"
     assert name_pattern("device[3]") == "device[*]"
+
+
+def test_architecture_families_take_their_siblings_along() -> None:
+    assert harvest.arch_family("mips64el") == harvest.arch_family("mips") == "mips"
+    assert harvest.arch_family("i386") == harvest.arch_family("x86_64")
+    assert harvest.arch_family("aarch64") == harvest.arch_family("arm")
+    assert harvest.arch_family("riscv32") == "riscv" != harvest.arch_family("ppc64")
+    table = harvest.load_table("7.2").without_boards_of("x86_64")
+    assert table.vms and all("+" in vm or vm.split()[0] not in ("x86_64", "i386")
+                             for vm in table.vms)
 
 
 def test_a_table_ships_for_the_system_qemu() -> None:
