@@ -153,8 +153,11 @@ def _observe_empty_roots(machine: Machine, qemu: FlatDocument) -> list[Observati
         if a.root is None:
             continue
         key = (a.name, a.root.label, a.root.alias.label if a.root.alias is not None else None)
-        mr = flatview_root(a.root) if key in empty else None
-        if mr is not None and mr.alias is None and _open(mr, "kind") and \
+        if key not in empty:
+            continue
+        # flatview_root() finds nothing below a root whose subregions are all disabled.
+        mr = flatview_root(a.root) or a.root
+        if mr.alias is None and _open(mr, "kind") and \
                 mr.kind in (RegionKind.IO, RegionKind.CONTAINER) and \
                 not any(c.enabled for c in mr.subregions):
             out[id(mr)] = Observation(mr, "kind", "container",
