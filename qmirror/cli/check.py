@@ -62,7 +62,7 @@ def _offline(args: argparse.Namespace, out: Console, err: Console) -> int:
     result = check(read_text(args.tree), read_text(args.flat), accel=args.accel, strict=args.strict,
                    rules=not args.no_rules, tree_name=args.tree, flat_name=args.flat,
                    dispatch=args.dispatch, page_bits=args.page_bits, dialect=dialect,
-                   lenient=args.lenient)
+                   lenient=args.lenient, qemu_version=args.qemu_version)
     report_repairs(err, args.tree, result.loaded.document.repairs)
     report_repairs(err, args.flat, result.qemu.repairs)
     _ignore(args, [result], err)

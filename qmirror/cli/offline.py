@@ -45,7 +45,8 @@ def cmd_render(args: argparse.Namespace, out: Console, err: Console) -> int:
     dialect = text_dialect(args)
     options = Options(accel=args.accel, inference="never" if args.strict else "always",
                       rules=not args.no_rules, dialect=dialect, lenient=args.lenient,
-                      dispatch=args.dispatch, page_bits=args.page_bits, compare=False)
+                      dispatch=args.dispatch, page_bits=args.page_bits, compare=False,
+                      qemu_version=args.qemu_version)
     result = run(read_text(args.tree), read_text(args.flat) if args.flat else None, options,
                  tree_name=args.tree, flat_name=args.flat)
     loaded, qemu, decision = result.loaded, result.qemu, result.accel
@@ -64,9 +65,10 @@ def cmd_render(args: argparse.Namespace, out: Console, err: Console) -> int:
                           page_bits=pages)
     doc.eol = loaded.document.eol
     write_stdout(print_flat(doc))
-    inferred = [(p, f) for p, f in fact_rows(loaded.machine) if f.source is Source.INFERRED]
-    for path, f in inferred:
-        err.print(f"inferred {f.gap} {path}: {f.attribute} = {f.value} ({f.detail})",
+    reported = [(p, f) for p, f in fact_rows(loaded.machine)
+                if f.source in (Source.HARVESTED, Source.INFERRED)]
+    for path, f in reported:
+        err.print(f"{f.source.value} {f.gap} {path}: {f.attribute} = {f.value} ({f.detail})",
                   highlight=False, markup=False)
     if decision.value is None:
         err.print("accelerator unknown: no accelerator words predicted (use --accel)",

@@ -68,6 +68,7 @@ class Source(enum.Enum):
 
     TEXT = "text"  # read from the `info mtree` text itself
     RULE = "rule"  # a sourced rule about one of QEMU's devices
+    HARVESTED = "harvested"  # observed on the same QEMU version (qmirror.rebuild.harvest)
     INFERRED = "inferred"  # inferred from QEMU's other output (`-f`)
     DEFAULT = "default"  # a documented default
 

@@ -33,7 +33,7 @@ Schema ``qmirror.model/1`` (one JSON object)::
     }
     OBJ  = {"device": true, "key": "id" | "path" | "type", "value": "nic0"}
     FACT = {"gap": "G1", "attribute": "kind", "value": "i/o", "source":
-            "text" | "rule" | "inferred" | "default", "detail": "..."}
+            "text" | "rule" | "harvested" | "inferred" | "default", "detail": "..."}
 
 Addresses, sizes and offsets are ``"0x%016x"`` strings (64-bit values do not survive
 JSON readers that use doubles); a negative value (alias arithmetic can make one) is

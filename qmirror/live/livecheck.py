@@ -71,9 +71,12 @@ async def check_target(
     fetched = time.perf_counter()
     outcome = Outcome(target, snap, fetch_seconds=fetched - started)
     try:
+        version = snap.info["qemu_version"] if snap.info is not None else None
         outcome.result = check(snap.tree, snap.flat, accel=accel, strict=strict, rules=rules,
                                tree_name=outcome.inputs()["tree"],
-                               flat_name=outcome.inputs()["flat"])
+                               flat_name=outcome.inputs()["flat"],
+                               qemu_version=".".join(version.split(".")[:2]) if version
+                               else None)
     except QmirrorError as exc:
         outcome.error = str(exc)
     outcome.check_seconds = time.perf_counter() - fetched

@@ -15,6 +15,9 @@ The tree parser fills each with a documented default and records it as a
    QEMU: the renderer still produces every range itself. Each inferred attribute is
    recorded with its evidence; ``--strict`` skips this step.
 3. the defaults, kept where neither decided.
+
+Facts harvested from other VMs of the same QEMU version (:mod:`qmirror.rebuild.harvest`)
+come between 1 and 2: inference may still revise them where this VM's ``-f`` disagrees.
 """
 
 from __future__ import annotations
@@ -225,8 +228,10 @@ def _describe(r: FlatRangeLine, where: _QemuView) -> str:
 
 
 def _open(mr: MemoryRegion, attribute: str) -> bool:
+    """Whether evidence may still decide ``attribute``: a default, or a fact harvested
+    on other VMs (this VM's own ``-f`` outweighs what others showed)."""
     f = mr.fact(attribute)
-    return f is not None and f.source is Source.DEFAULT
+    return f is not None and f.source in (Source.DEFAULT, Source.HARVESTED)
 
 
 def infer(machine: Machine, qemu: FlatDocument, *, rounds: int = 4,

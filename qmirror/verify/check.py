@@ -1,10 +1,9 @@
 """The pipeline, pure: tree text (+ QEMU's flat text) in, model, FlatViews and verdict out.
 
-:func:`run` is the one way from ``info mtree`` text to a rendering:
-
 1. parse the tree and rebuild the model (:mod:`qmirror.text.tree`,
    :mod:`qmirror.rebuild.tree`);
-2. fill what the text does not say: the rule table, then (as
+2. fill what the text does not say: the rule table, then the facts harvested from
+   the same QEMU version (:mod:`qmirror.rebuild.harvest`), then (as
    :attr:`Options.inference` says) inference from QEMU's own ``-f``, else the defaults
    (:mod:`qmirror.rebuild.gaps`);
 3. decide the accelerator (G7) to predict QEMU's `` KVM`` words;
@@ -22,10 +21,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from qmirror.core.bulk import gc_paused
-from qmirror.core.model import Fact, Machine, RegionKind, Source
+from qmirror.core.model import Fact, Machine, MemoryRegion, RegionKind, Source
 from qmirror.core.render import FlatRange, FlatView, render_machine
 from qmirror.errors import ParseError
-from qmirror.rebuild import gaps
+from qmirror.rebuild import gaps, harvest
+from qmirror.rebuild.harvest import HarvestedFact, HarvestTable
 from qmirror.rebuild.tree import build_machine
 from qmirror.sim.dispatch import build_dispatch, dump_dispatch, iommu_evidence
 from qmirror.text import dialect as dialects
@@ -58,21 +58,43 @@ class Loaded:
 
     document: TreeDocument
     machine: Machine
+    #: The harvested facts used (:mod:`qmirror.rebuild.harvest`), and their table.
+    harvested: list[tuple[MemoryRegion, HarvestedFact]] = field(default_factory=list)
+    harvest_table: HarvestTable | None = None
+
+
+def harvest_table_for(doc: TreeDocument, qemu_version: str | None) -> HarvestTable | None:
+    """The harvested table for a text: its QEMU version's own, else the nearest one;
+    without a version, the one nearest the text's dialect."""
+    return harvest.table_for(qemu_version if qemu_version is not None
+                             else doc.dialect.since[:2])
 
 
 def load_tree(text: str, *, filename: str | None = None, rules: bool = True,
-              dialect: Dialect | None = None, lenient: bool = False) -> Loaded:
-    """Parse a tree-mode text and rebuild its model, applying the rule table.
+              dialect: Dialect | None = None, lenient: bool = False,
+              harvested: bool | HarvestTable = True,
+              qemu_version: str | None = None) -> Loaded:
+    """Parse a tree-mode text and rebuild its model, applying the rule table, then the
+    facts harvested from the same QEMU version (both only with ``rules``).
 
     :param dialect: the QEMU dialect (found from the text when ``None``).
     :param lenient: repair pasting damage first (listed in ``document.repairs``).
+    :param harvested: apply harvested facts (``False``: the hand-written rules alone);
+        a table to use that one instead of the shipped one.
+    :param qemu_version: ``X.Y`` of the QEMU that printed the text, when known; picks
+        the harvested table.
     :raise ParseError: the text is not ``info mtree`` tree output.
     """
     doc = parse_tree_document(text, filename=filename, dialect=dialect, lenient=lenient)
     machine = build_machine(doc)
     if rules:
         gaps.apply_rules(machine)
-    return Loaded(doc, machine)
+    table = None
+    if rules and harvested is not False:
+        table = harvested if isinstance(harvested, HarvestTable) else \
+            harvest_table_for(doc, qemu_version)
+    used = harvest.apply_harvest(machine, table) if table is not None else []
+    return Loaded(doc, machine, used, table)
 
 
 def decide_accel(machine: Machine, qemu: FlatDocument | None, requested: str = "auto",
@@ -207,6 +229,10 @@ class Options:
     :param page_bits: the target's page bits for the dispatch (default: from QEMU's
         dump where it shows them, else 12).
     :param compare: compare with QEMU's ``-f`` when there is one.
+    :param harvested: apply the facts harvested from QEMU (``False``: the hand-written
+        rules alone); a table to use that one instead of the shipped one.
+    :param qemu_version: ``X.Y`` of the QEMU that printed the texts, when known; picks
+        the harvested table.
     """
 
     accel: str = "auto"
@@ -218,6 +244,8 @@ class Options:
     dispatch: bool = False
     page_bits: int | None = None
     compare: bool = True
+    harvested: bool | HarvestTable = True
+    qemu_version: str | None = None
 
     @property
     def strict(self) -> bool:
@@ -260,7 +288,7 @@ def run(tree_text: str, flat_text: str | None, options: Options = Options(), *,
     """
     o = options
     loaded = load_tree(tree_text, filename=tree_name, rules=o.rules, dialect=o.dialect,
-                       lenient=o.lenient)
+                       lenient=o.lenient, harvested=o.harvested, qemu_version=o.qemu_version)
     machine = loaded.machine
     qemu = None
     if flat_text is not None:
@@ -363,11 +391,16 @@ def check(
     page_bits: int | None = None,
     dialect: Dialect | None = None,
     lenient: bool = False,
+    harvested: bool | HarvestTable = True,
+    qemu_version: str | None = None,
 ) -> CheckResult:
     """Check that our rendering of ``tree_text`` equals QEMU's ``flat_text``.
 
     :param strict: no inference from the flat text: rules and defaults only.
-    :param rules: apply the rule table (off to see what inference alone achieves).
+    :param rules: apply the rule table and the harvested facts (off to see what
+        inference alone achieves).
+    :param harvested: apply harvested facts (see :func:`load_tree`).
+    :param qemu_version: ``X.Y`` of the QEMU that printed the texts, when known.
     :param dialect: the QEMU dialect of both texts (``--qemu-version``); else each
         text's own evidence decides.
     :param lenient: repair pasting damage in both texts first.
@@ -379,7 +412,7 @@ def check(
     """
     options = Options(accel=accel, inference="never" if strict else "on-mismatch",
                       rules=rules, dialect=dialect, lenient=lenient, dispatch=dispatch,
-                      page_bits=page_bits)
+                      page_bits=page_bits, harvested=harvested, qemu_version=qemu_version)
     # Every step makes objects by the hundred thousand and none leaves a cycle to
     # collect: the collector scanning them again and again cost up to 4x (issue 13).
     with gc_paused():

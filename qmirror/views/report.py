@@ -43,7 +43,8 @@ def fact_rows(machine: Machine) -> list[tuple[str, Fact]]:
     rows = [(region_path(mr), f) for mr in machine.regions() for f in mr.facts
             if f.source is not Source.TEXT]
     rows += [("(machine)", f) for f in machine.facts]
-    order = {Source.RULE: 0, Source.INFERRED: 1, Source.DEFAULT: 2, Source.TEXT: 3}
+    order = {Source.RULE: 0, Source.HARVESTED: 1, Source.INFERRED: 2, Source.DEFAULT: 3,
+             Source.TEXT: 4}
     rows.sort(key=lambda row: order[row[1].source])
     return rows
 
@@ -249,6 +250,7 @@ def print_text(result: CheckResult, console: Console, *, verbose: bool = False) 
     rows = fact_rows(result.machine)
     counts = Counter(f.source for _, f in rows)
     console.print(f"Not read from the tree: {counts[Source.RULE]} from rules, "
+                  f"{counts[Source.HARVESTED]} harvested from the same QEMU version, "
                   f"{counts[Source.INFERRED]} inferred from QEMU's -f, "
                   f"{counts[Source.DEFAULT]} defaults"
                   + (" (strict: no inference)" if result.strict else ""), highlight=False)
