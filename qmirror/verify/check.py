@@ -26,6 +26,7 @@ from qmirror.core.render import FlatRange, FlatView, render_machine
 from qmirror.errors import ParseError
 from qmirror.rebuild import gaps, harvest
 from qmirror.rebuild.harvest import HarvestedFact, HarvestTable
+from qmirror.rebuild.rules import Rule
 from qmirror.rebuild.tree import build_machine
 from qmirror.sim.dispatch import build_dispatch, dump_dispatch, iommu_evidence
 from qmirror.text import dialect as dialects
@@ -58,6 +59,8 @@ class Loaded:
 
     document: TreeDocument
     machine: Machine
+    #: The rules applied, in order (:mod:`qmirror.rebuild.rules`).
+    rules_applied: list[tuple[MemoryRegion, Rule]] = field(default_factory=list)
     #: The harvested facts used (:mod:`qmirror.rebuild.harvest`), and their table.
     harvested: list[tuple[MemoryRegion, HarvestedFact]] = field(default_factory=list)
     harvest_table: HarvestTable | None = None
@@ -87,14 +90,13 @@ def load_tree(text: str, *, filename: str | None = None, rules: bool = True,
     """
     doc = parse_tree_document(text, filename=filename, dialect=dialect, lenient=lenient)
     machine = build_machine(doc)
-    if rules:
-        gaps.apply_rules(machine)
+    applied = gaps.apply_rules(machine) if rules else []
     table = None
     if rules and harvested is not False:
         table = harvested if isinstance(harvested, HarvestTable) else \
             harvest_table_for(doc, qemu_version)
     used = harvest.apply_harvest(machine, table) if table is not None else []
-    return Loaded(doc, machine, used, table)
+    return Loaded(doc, machine, applied, used, table)
 
 
 def decide_accel(machine: Machine, qemu: FlatDocument | None, requested: str = "auto",
