@@ -313,10 +313,6 @@ class LibvirtMonitor(Monitor):
         """Whether the domain is reachable (``False`` once it stopped or libvirt hung up)."""
         return self._dom is not None and self._gone is None
 
-    @property
-    def qmp_version(self) -> dict[str, object] | None:
-        return None
-
     async def _call(self, func: Callable[..., _T], *args: Any, timeout: float, what: str) -> _T:
         """Run a blocking libvirt call in a worker thread under *timeout*."""
         loop = asyncio.get_running_loop()

@@ -553,7 +553,6 @@ class _OrderTrials:
         #: For each parent of a candidate pair: (view number, clip start, clip end,
         #: base) of every place the walk reaches it.
         self.places: dict[int, list[tuple[int, int, int, int]]] = {}
-        self.matching = 0
         self.regions: set[int] = set()
         self.names: set[str] = set()
         for v, b in pair_views(views, qemu):
@@ -563,7 +562,6 @@ class _OrderTrials:
                 h = index.get(r.start)
                 if h is not None and h.end == r.start + r.size - 1 and \
                         h.name == r.mr.label and h.offset == r.offset_in_region:
-                    self.matching += 1
                     ours.add(r.start)
                 elif r.via is not None:
                     self.regions.update(id(m) for m in r.via.path())

@@ -37,12 +37,6 @@ class Occ:
         #: For an alias: (candidates for its target, (same owner, content in window)).
         self.target_choice: tuple[int, tuple[bool, bool]] | None = None
 
-    @property
-    def is_alias(self) -> bool:
-        if self.line is None:
-            return self.target_block is not None
-        return self.line.alias_target is not None
-
     def find(self) -> Occ:
         o = self
         while o.rep is not o:

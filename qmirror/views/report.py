@@ -190,15 +190,18 @@ _DISPATCH_SHOWN = 12
 
 def match_summary(result: CheckResult) -> str:
     """What a match rests on, in one line: the views and ranges compared, the accelerator,
-    and how many attributes came from rules, inference and defaults (inference is always
+    and how many attributes came from rules, harvested facts, inference and defaults (inference is always
     counted: a match that leans on QEMU's own -f says so)."""
     comp = result.comparison
     n_ranges = sum(v.ranges for v in comp.views)
     counts = Counter(f.source for _, f in fact_rows(result.machine))
     inferred = counts[Source.INFERRED]
+    harvested = counts[Source.HARVESTED]
     return (f"{len(comp.views)} FlatViews, {n_ranges} QEMU ranges; accelerator "
             f"{result.accel.value or 'unknown'} ({result.accel.source.value}); "
             f"{counts[Source.RULE]} attributes from rules, "
+            + (f"{harvested} harvested from QEMU {result.loaded.harvest_table.version}, "
+               if harvested and result.loaded.harvest_table is not None else "")
             + (f"{inferred} inferred from QEMU's -f, " if inferred else "")
             + f"{counts[Source.DEFAULT]} defaults (-v: per FlatView, with sources)")
 

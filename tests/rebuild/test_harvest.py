@@ -156,6 +156,12 @@ def test_cli_check_lists_harvested_facts(capsys: pytest.CaptureFixture[str]) -> 
     directory = ROOT / "qemu-7.2" / "x86_64" / "q35"
     code = main(["check", "--strict", "--tree", str(directory / "info-mtree-o-D.txt"),
                  "--flat", str(directory / "info-mtree-f-o.txt")])
+    brief = capsys.readouterr().out
+    assert code == 0, brief
+    # A match is one line: it counts the harvested facts; -v lists them with provenance.
+    assert brief.count("\n") == 1 and " harvested from QEMU 7.2, " in brief, brief
+    code = main(["check", "-v", "--strict", "--tree", str(directory / "info-mtree-o-D.txt"),
+                 "--flat", str(directory / "info-mtree-f-o.txt")])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "harvested from the same QEMU version" in out
