@@ -190,8 +190,8 @@ _DISPATCH_SHOWN = 12
 
 def match_summary(result: CheckResult) -> str:
     """What a match rests on, in one line: the views and ranges compared, the accelerator,
-    and how many attributes came from rules, harvested facts, inference and defaults (inference is always
-    counted: a match that leans on QEMU's own -f says so)."""
+    and how many attributes came from rules, harvested facts, inference and defaults
+    (inference is always counted: a match that leans on QEMU's own -f says so)."""
     comp = result.comparison
     n_ranges = sum(v.ranges for v in comp.views)
     counts = Counter(f.source for _, f in fact_rows(result.machine))
