@@ -4,7 +4,8 @@
 2. fill what the text does not say: the rule table, then (unless ``strict``)
    inference from QEMU's own ``-f``, else the defaults (:mod:`qmirror.rebuild.gaps`);
 3. decide the accelerator (G7) to predict QEMU's `` KVM`` words;
-4. render every AddressSpace (:mod:`qmirror.core.render`) and compare (:mod:`qmirror.verify.compare`).
+4. render every AddressSpace (:mod:`qmirror.core.render`) and compare
+   (:mod:`qmirror.verify.compare`).
 
 The live shell and the CLI call :func:`check` with texts they fetched or read.
 """
