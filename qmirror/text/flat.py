@@ -23,6 +23,7 @@ from qmirror.errors import ParseError
 from qmirror.text import dialect as dialects
 from qmirror.text.dialect import Dialect
 from qmirror.text.dispatch import DispatchDump, format_dispatch, parse_dispatch
+from qmirror.text.forgiving import Section, read_paste, refuse
 from qmirror.text.grammar import (
     FLAT_AS_HEADER,
     ASLine,
@@ -35,7 +36,7 @@ from qmirror.text.grammar import (
     parse_as_line,
     parse_flat_range,
 )
-from qmirror.text.repair import Repair, remap_error, repair
+from qmirror.text.repair import Repair, Repaired, remap_error, repair
 from qmirror.text.tree import split_lines
 
 
@@ -76,6 +77,13 @@ class FlatDocument:
     dialect: Dialect = field(default_factory=lambda: dialects.DEFAULT)
     #: What ``lenient`` parsing repaired, with original line numbers.
     repairs: list[Repair] = field(default_factory=list)
+    #: For a text read by the forgiving reader: the section it came from.
+    paste: Section | None = None
+
+    @property
+    def partial(self) -> bool:
+        """The text elides lines or lacks some (implied headers, `` AS`` or root lines)."""
+        return self.paste is not None and self.paste.partial
 
 
 def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | None = None,
@@ -91,7 +99,8 @@ def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | Non
         try:
             doc = parse_flat(fixed.text, filename=filename, dialect=dialect)
         except ParseError as err:
-            raise remap_error(err, fixed, text) from None
+            return forgiving_flat(text, filename=filename, dialect=dialect,
+                                  error=remap_error(err, fixed, text))
         doc.repairs = fixed.repairs
         return doc
     lines, eol, final_eol = split_lines(text, filename=filename)
@@ -156,6 +165,36 @@ def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | Non
             err.filename = filename
         raise
     return FlatDocument(views, eol, final_eol, owners, dia)
+
+
+def forgiving_flat(text: str, *, filename: str | None = None, dialect: Dialect | None = None,
+                   error: ParseError | None = None) -> FlatDocument:
+    """Read the flat text of a paste with the forgiving reader (:mod:`qmirror.text.forgiving`).
+
+    :param error: what the strict reading said, raised if the forgiving one fails too.
+    :raise ParseError: no flat text in the paste, or one that still does not parse.
+    """
+    paste = read_paste(text)
+    sec = paste.pick("flat")
+    if sec is None:
+        err = refuse(text, "flat", paste)
+        err.filename = filename
+        raise err
+    fixed = Repaired(sec.text(), paste.repairs, sec.origin)
+    others = [s.span for s in paste.sections if s.kind == "flat" and s is not sec]
+    if others:
+        fixed.repairs = [*fixed.repairs, Repair(sec.span[0], "the paste holds "
+                         f"{len(others) + 1} flat texts: lines {sec.span[0]}–{sec.span[1]} "
+                         "read (the longest)")]
+    try:
+        doc = parse_flat(fixed.text, filename=filename, dialect=dialect)
+    except ParseError as err:
+        if error is not None:
+            raise error from None
+        raise remap_error(err, fixed, text) from None
+    doc.repairs = fixed.repairs
+    doc.paste = sec
+    return doc
 
 
 def _parse_per_as(lines: list[str], eol: str, final_eol: bool, dia: Dialect,

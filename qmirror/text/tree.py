@@ -21,6 +21,7 @@ from qmirror.core.model import MASK64, AddressSpace, Machine, MemoryRegion, Regi
 from qmirror.errors import ModelError, ParseError
 from qmirror.text import dialect as dialects
 from qmirror.text.dialect import Detection, Dialect
+from qmirror.text.forgiving import Section, read_paste, refuse
 from qmirror.text.grammar import (
     ACCESS_LETTERS,
     OVERFLOW_MARKER,
@@ -81,6 +82,14 @@ class TreeDocument:
     repairs: list[Repair] = field(default_factory=list)
     #: For a repaired text: the repair record, to map line numbers back.
     origin: Repaired | None = None
+    #: For a text read by the forgiving reader (:mod:`qmirror.text.forgiving`): the
+    #: section it came from, with its elisions and implied lines.
+    paste: Section | None = None
+
+    @property
+    def partial(self) -> bool:
+        """The text elides lines or lacks some the model needed (implied)."""
+        return self.paste is not None and self.paste.partial
 
     def error(self, reason: str, lineno: int, find: str | None = None) -> ParseError:
         """A ParseError at ``lineno``, at the column where ``find`` occurs (else 1)."""
@@ -156,12 +165,45 @@ def parse_tree_document(text: str, *, filename: str | None = None,
         try:
             doc = parse_tree_document(fixed.text, filename=filename, dialect=dialect)
         except ParseError as err:
-            raise remap_error(err, fixed, text) from None
+            return forgiving_tree_document(text, filename=filename, dialect=dialect,
+                                           error=remap_error(err, fixed, text))
         doc.repairs = fixed.repairs
         doc.origin = fixed
         return doc
     with gc_paused():
         return _parse_tree(text, filename, dialect)
+
+
+def forgiving_tree_document(text: str, *, filename: str | None = None,
+                            dialect: Dialect | None = None,
+                            error: ParseError | None = None) -> TreeDocument:
+    """Read the tree text of a paste with the forgiving reader (:mod:`qmirror.text.forgiving`).
+
+    :param error: what the strict reading said, raised if the forgiving one fails too.
+    :raise ParseError: no tree text in the paste, or one that still does not parse.
+    """
+    paste = read_paste(text)
+    sec = paste.pick("tree")
+    if sec is None:
+        err = refuse(text, "tree", paste)
+        err.filename = filename
+        raise err
+    fixed = Repaired(sec.text(), paste.repairs, sec.origin)
+    others = [s.span for s in paste.sections if s.kind == "tree" and s is not sec]
+    if others:
+        fixed.repairs = [*fixed.repairs, Repair(sec.span[0], "the paste holds "
+                         f"{len(others) + 1} tree texts: lines {sec.span[0]}–{sec.span[1]} "
+                         "read (the longest)")]
+    try:
+        doc = parse_tree_document(fixed.text, filename=filename, dialect=dialect)
+    except ParseError as err:
+        if error is not None:
+            raise error from None
+        raise remap_error(err, fixed, text) from None
+    doc.repairs = fixed.repairs
+    doc.origin = fixed
+    doc.paste = sec
+    return doc
 
 
 _LATE_MARKER = re.compile(r"^ +\[DETECTED OVERFLOW!\] ", re.MULTILINE)

@@ -18,6 +18,7 @@ from qmirror.core.model import AddressSpace, Fact, Machine, Source
 from qmirror.core.render import FlatView, flatview_root, render_machine
 from qmirror.rebuild import gaps
 from qmirror.text.flat import FlatDocument, parse_flat
+from qmirror.text.repair import Repair
 from qmirror.verify.check import AccelDecision, decide_accel, load_tree
 
 
@@ -53,6 +54,10 @@ class Reading:
     inferred: list[Fact] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     ramblock_text: str | None = None
+    #: What the forgiving reader repaired in the texts: (file name, repair).
+    repairs: list[tuple[str, Repair]] = field(default_factory=list)
+    #: The tree text elides lines or lacked some (implied): views may miss ranges.
+    partial: bool = False
 
     def __repr__(self) -> str:
         return (f"<Reading {self.label!r}: {len(self.machine.address_spaces)} address spaces, "
@@ -100,9 +105,14 @@ def read(
     :raise ModelError: the tree describes a model QEMU could not have.
     """
     meta = dict(meta or {})
-    loaded = load_tree(tree_text, filename=tree_name, rules=rules)
+    # Pastes are read forgivingly; intact QEMU output reads exactly as before.
+    loaded = load_tree(tree_text, filename=tree_name, rules=rules, lenient=True)
     machine = loaded.machine
-    qemu = parse_flat(flat_text, filename=flat_name) if flat_text is not None else None
+    qemu = (parse_flat(flat_text, filename=flat_name, lenient=True) if flat_text is not None
+            else None)
+    repairs = [(tree_name or label, r) for r in loaded.document.repairs]
+    if qemu is not None:
+        repairs += [(flat_name or label, r) for r in qemu.repairs]
     inferred = gaps.infer(machine, qemu) if qemu is not None and not strict else []
     recorded = meta.get("accelerator")
     if accel == "auto" and recorded in ("kvm", "tcg"):
@@ -114,7 +124,8 @@ def read(
                               decision.source, decision.detail))
     machine.accel = decision.value
     return Reading(label, tree_text, flat_text, machine, render_machine(machine), qemu,
-                   decision, inferred, meta, ramblock_text)
+                   decision, inferred, meta, ramblock_text, repairs,
+                   loaded.document.partial)
 
 
 def snapshot_meta(snap: Snapshot) -> dict[str, Any]:
