@@ -22,8 +22,24 @@ def consoles(color: str) -> tuple[Console, Console]:
     return out, err
 
 
+#: The file name that means standard input (``xclip -o | qmirror tree -``).
+STDIN = "-"
+_stdin_read = False
+
+
 def read_text(path: str) -> str:
-    """Read a text file as is (CR LF kept: QEMU's monitor output has it)."""
+    """Read a text file as is (CR LF kept: QEMU's monitor output has it); ``-`` is
+    standard input, which can be read once."""
+    global _stdin_read  # noqa: PLW0603 - one process, one standard input
+    if path == STDIN:
+        if _stdin_read:
+            raise QmirrorError("standard input (-) can be read only once")
+        _stdin_read = True
+        data = sys.stdin.buffer.read()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise QmirrorError(f"standard input is not UTF-8 text (byte {err.start})") from err
     try:
         with open(path, encoding="utf-8", newline="") as f:
             return f.read()

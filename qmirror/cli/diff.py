@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_MISMATCH, write_stdout
-from qmirror.cli._inputs import TARGET_HELP, add_model_options, open_readings
+from qmirror.cli._inputs import TARGET_HELP, add_model_options, open_readings, repairs_json
 from qmirror.live import config as qconfig
 from qmirror.verify import snapdiff
 from qmirror.verify.reading import Reading
@@ -83,7 +83,10 @@ def cmd_diff(args: argparse.Namespace, out: Console, err: Console) -> int:
     old, new = open_readings(args.targets, args, err, count=(2, 2))
     d = snapdiff.diff_readings(old, new, rules)
     if args.format == "json":
-        write_stdout(json.dumps(snapdiff.to_json(d, old, new, rules), indent=2) + "\n")
+        doc = snapdiff.to_json(d, old, new, rules)
+        for side, reading in (("old", old), ("new", new)):
+            doc[side] |= repairs_json(reading)
+        write_stdout(json.dumps(doc, indent=2) + "\n")
     else:
         print_diff(d, old, new, out, ignored=rules.describe(),
                    limit=None if args.all else 30)

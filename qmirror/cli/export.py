@@ -8,7 +8,7 @@ import json
 from rich.console import Console
 
 from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, write_stdout
-from qmirror.cli._inputs import TARGET_HELP, add_model_options, open_target
+from qmirror.cli._inputs import TARGET_HELP, add_model_options, open_target, repairs_json
 from qmirror.views import rammap
 
 
@@ -24,7 +24,8 @@ def cmd_ram_map(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.format == "csv":
         write_stdout(rammap.to_csv(rows))
     else:
-        write_stdout(json.dumps(rammap.to_json(reading, rows), indent=2) + "\n")
+        doc = rammap.to_json(reading, rows) | repairs_json(reading)
+        write_stdout(json.dumps(doc, indent=2) + "\n")
     if reading.ramblock_text is None and any(not r.block_exact for r in rows):
         err.print("note: RAMBlock names of device-owned regions are the region names; QEMU "
                   "may prefix them with the device's bus path (block_exact: false). A live "

@@ -14,8 +14,9 @@ from qmirror.rebuild.gaps import infer
 from qmirror.text.dialect import Dialect, for_version
 from qmirror.text.dispatch import DEFAULT_PAGE_BITS
 from qmirror.text.flat import parse_flat, print_flat
+from qmirror.text.forgiving import reprint
 from qmirror.text.repair import Repair
-from qmirror.text.tree import print_like
+from qmirror.text.tree import TreeDocument, print_like
 from qmirror.verify.check import (
     ACCELS,
     decide_accel,
@@ -42,11 +43,23 @@ def report_repairs(err: Console, name: str, repairs: list[Repair]) -> None:
         err.print(f"{name}:{r.line}: repaired: {r.what}", highlight=False, markup=False)
 
 
+def report_partial(err: Console, name: str, doc: TreeDocument) -> None:
+    """Which FlatViews a partial tree text makes uncertain."""
+    names, anywhere = doc.uncertain()
+    if not names and not anywhere:
+        return
+    which = ("every FlatView (an alias target's block is elided or implied)" if anywhere
+             else "the FlatViews of " + ", ".join(names))
+    err.print(f"{name}: partial: {which} may miss ranges the text does not show",
+              highlight=False, markup=False)
+
+
 def cmd_render(args: argparse.Namespace, out: Console, err: Console) -> int:
     dialect = text_dialect(args)
     loaded = load_tree(read_text(args.tree), filename=args.tree, rules=not args.no_rules,
                        dialect=dialect, lenient=args.lenient)
     report_repairs(err, args.tree, loaded.document.repairs)
+    report_partial(err, args.tree, loaded.document)
     qemu = None
     if args.flat:
         qemu = parse_flat(read_text(args.flat), filename=args.flat, dialect=dialect,
@@ -89,12 +102,18 @@ def cmd_format(args: argparse.Namespace, out: Console, err: Console) -> int:
         loaded = load_tree(read_text(args.tree), filename=args.tree, rules=False,
                            dialect=dialect, lenient=args.lenient)
         report_repairs(err, args.tree, loaded.document.repairs)
-        write_stdout(print_like(loaded.machine, loaded.document))
+        doc = loaded.document
+        if doc.paste is not None:
+            # A paste is re-printed as read: its elisions stay where they were.
+            write_stdout(reprint(doc.paste, doc.eol))
+        else:
+            write_stdout(print_like(loaded.machine, doc))
     else:
         flat = parse_flat(read_text(args.flat), filename=args.flat, dialect=dialect,
                           lenient=args.lenient)
         report_repairs(err, args.flat, flat.repairs)
-        write_stdout(print_flat(flat))
+        write_stdout(reprint(flat.paste, flat.eol) if flat.paste is not None
+                     else print_flat(flat))
     return EXIT_MATCH
 
 
@@ -104,8 +123,10 @@ def text_options(p: argparse.ArgumentParser, *, lenient: bool) -> None:
                    help="the QEMU version that printed the texts (default: detected from "
                         "the text)")
     p.add_argument("--lenient", action=argparse.BooleanOptionalAction, default=lenient,
-                   help="repair pasting damage (indentation, prompts, quoting, wrapped lines, "
-                        "CR LF) and list each repair on stderr"
+                   help="read pastes forgivingly: repair pasting damage (indentation, prompts, "
+                        "quoting, diff prefixes, wrapped lines, NBSP, CR LF), keep elisions "
+                        "(...), imply missing headers, and list each repair on stderr; "
+                        "intact QEMU output reads exactly as without it"
                         + (" (default: on)" if lenient else " (default: off)"))
 
 
@@ -124,7 +145,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("render", help="print our `info mtree -f` for a tree",
                        description="Render the tree's FlatViews and print them as QEMU's "
                                    "`info mtree -f` (CR LF like QEMU).")
-    p.add_argument("--tree", metavar="TREE.txt", required=True)
+    p.add_argument("--tree", metavar="TREE.txt", required=True,
+                   help="the tree text (`info mtree`), or a paste holding it; - for stdin")
     p.add_argument("--flat", metavar="FLAT.txt",
                    help="QEMU's `-f` of the same VM: region attributes the tree does not "
                         "carry may be inferred from it (listed on stderr); ranges never are")
@@ -140,7 +162,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("format", help="re-print a parsed text (byte-identical to QEMU's)")
-    p.add_argument("--tree", metavar="TREE.txt")
-    p.add_argument("--flat", metavar="FLAT.txt")
+    p.add_argument("--tree", metavar="TREE.txt", help="a tree text or a paste; - for stdin")
+    p.add_argument("--flat", metavar="FLAT.txt", help="a flat text or a paste; - for stdin")
     text_options(p, lenient=True)
     p.set_defaults(func=cmd_format)

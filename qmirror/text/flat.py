@@ -95,6 +95,10 @@ def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | Non
     :raise ParseError: with line, column and reason.
     """
     if lenient:
+        try:  # intact QEMU output reads exactly as without `lenient`
+            return parse_flat(text, filename=filename, dialect=dialect)
+        except ParseError:
+            pass
         fixed = repair(text)
         try:
             doc = parse_flat(fixed.text, filename=filename, dialect=dialect)
@@ -177,6 +181,8 @@ def forgiving_flat(text: str, *, filename: str | None = None, dialect: Dialect |
     paste = read_paste(text)
     sec = paste.pick("flat")
     if sec is None:
+        if error is not None and not paste.sections:
+            raise error  # the strict reader's message is the more precise
         err = refuse(text, "flat", paste)
         err.filename = filename
         raise err

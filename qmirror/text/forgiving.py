@@ -145,6 +145,7 @@ def read_paste(text: str) -> Paste:
     prefixed = any(t.kind == TREE_HEAD for t in tokens)
     flat_heads = any(t.kind in (FLAT_HEAD, AS_LINE, ROOT_LINE) for t in tokens)
     sections = _Assembler(tokens, repairs, bare_headers=not prefixed and not flat_heads).run()
+    repairs.sort(key=lambda r: r.line)
     return Paste(sections, repairs, eol, source_ranges)
 
 
@@ -202,7 +203,8 @@ class _Assembler:
             else:
                 self._drop(t)
                 self.i += 1
-        return [s for s in self.sections if s.lines]
+        # Headers alone say nothing about memory: a section needs a range line.
+        return [s for s in self.sections if s.ranges]
 
     def _drop(self, t: Token) -> None:
         if t.kind == JUNK:
@@ -602,11 +604,12 @@ def reprint(sec: Section, eol: str = "\n") -> str:
 def refuse(text: str, kind: str, paste: Paste) -> ParseError:
     """The error for a paste with no ``kind`` text in it."""
     first = next((i for i, ln in enumerate(text.split("\n"), 1) if ln.strip()), 1)
-    other = "flat (`info mtree -f`)" if kind == "tree" else "tree (`info mtree`)"
-    has_other = any(s.kind != kind for s in paste.sections)
-    what = "tree (`info mtree`)" if kind == "tree" else "flat (`info mtree -f`)"
-    reason = f"no {what} text found in the paste"
-    if has_other:
-        reason += f"; it holds {other} text only"
+    other = "`info mtree -f`" if kind == "tree" else "`info mtree` (tree)"
+    what = "tree text (`info mtree`)" if kind == "tree" else "flat text (`info mtree -f`)"
+    reason = f"no {what} found"
+    if any(s.kind != kind for s in paste.sections):
+        reason += f": this is {other} output"
+    elif not paste.sections:
+        reason += ": no region, range or header line anywhere"
     src = text.split("\n")[first - 1].rstrip("\r") if text else ""
     return ParseError(reason, line=first, column=1, source_line=src)

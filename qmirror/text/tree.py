@@ -91,6 +91,26 @@ class TreeDocument:
         """The text elides lines or lacks some the model needed (implied)."""
         return self.paste is not None and self.paste.partial
 
+    def uncertain(self) -> tuple[list[str], bool]:
+        """Where the text is partial: the address spaces whose blocks elide or imply
+        lines, and whether a ``memory-region:`` block does (then any view may be)."""
+        if self.paste is None:
+            return [], False
+        marks = [i + 1 for i, _ in self.paste.elisions] + [i + 1 for i in self.paste.implied]
+        names: list[str] = []
+        anywhere = False
+        starts = [b.header_lineno for b in self.blocks]
+        for lineno in marks:
+            k = max((j for j, st in enumerate(starts) if st <= lineno), default=None)
+            if k is None:
+                anywhere = True
+                continue
+            b = self.blocks[k]
+            if b.is_region_block:
+                anywhere = True
+            names += [n for n in b.names if n not in names]
+        return names, anywhere
+
     def error(self, reason: str, lineno: int, find: str | None = None) -> ParseError:
         """A ParseError at ``lineno``, at the column where ``find`` occurs (else 1)."""
         source = self.lines[lineno - 1] if 0 < lineno <= len(self.lines) else ""
@@ -161,6 +181,10 @@ def parse_tree_document(text: str, *, filename: str | None = None,
     :raise ParseError: with the line, column and reason of the first problem.
     """
     if lenient:
+        try:  # intact QEMU output reads exactly as without `lenient`
+            return parse_tree_document(text, filename=filename, dialect=dialect)
+        except ParseError:
+            pass
         fixed = repair(text)
         try:
             doc = parse_tree_document(fixed.text, filename=filename, dialect=dialect)
@@ -185,6 +209,8 @@ def forgiving_tree_document(text: str, *, filename: str | None = None,
     paste = read_paste(text)
     sec = paste.pick("tree")
     if sec is None:
+        if error is not None and not paste.sections:
+            raise error  # the strict reader's message is the more precise
         err = refuse(text, "tree", paste)
         err.filename = filename
         raise err
