@@ -96,7 +96,9 @@ def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | Non
     """
     if lenient:
         try:  # intact QEMU output reads exactly as without `lenient`
-            return parse_flat(text, filename=filename, dialect=dialect)
+            doc = parse_flat(text, filename=filename, dialect=dialect)
+            if doc.views:
+                return doc
         except ParseError:
             pass
         fixed = repair(text)
@@ -105,6 +107,8 @@ def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | Non
         except ParseError as err:
             return forgiving_flat(text, filename=filename, dialect=dialect,
                                   error=remap_error(err, fixed, text))
+        if not doc.views:
+            return forgiving_flat(text, filename=filename, dialect=dialect)
         doc.repairs = fixed.repairs
         return doc
     lines, eol, final_eol = split_lines(text, filename=filename)

@@ -377,15 +377,19 @@ class _Assembler:
                     open_view(t.line, None)
                 root_guess = t.text[len("Root memory region: "):] or "system"
                 if not have_as:
+                    have_root = True  # only the AS line is missing
                     need_as_and_root(t.line)
-                else:
-                    sec.add(" " + t.text, t.line)
-                    have_root = True
+                sec.add(" " + t.text, t.line)
+                have_root = True
             elif k == NO_VIEW:
                 if not view_open:
                     open_view(t.line, None)
                 need_as_and_root(t.line)
-                sec.add("  " + t.text, t.line)
+                if per_as:
+                    name = sec.lines[-1].split(": ", 1)[1] if sec.lines else "memory"
+                    sec.add(f"  No rendered FlatView for address space '{name}'", t.line)
+                else:
+                    sec.add("  No rendered FlatView", t.line)
             elif k == REGION:
                 if not view_open:
                     self.note(t.line, "missing 'FlatView #N' header implied")
@@ -478,7 +482,10 @@ class _TreeWriter:
                 sec.add(h.text if h.kind == TREE_HEAD else f"address-space: {h.text}", h.line)
             t = b.heads[0]
             head_name = t.text[15:] if t.kind == TREE_HEAD else t.text
-        if (levels and min(levels) > 1) or self._roots(b, levels) > 1:
+        # A `memory-region:` block may start below its root: QEMU hides a disabled root
+        # and prints its children (orphans). An address space's root is never hidden.
+        deep = bool(levels) and min(levels) > 1 and not b.region_block
+        if deep or self._roots(b, levels) > 1:
             root_name, end = _root_for_as(head_name)
             if b.region_block:
                 root_name = head_name

@@ -140,7 +140,7 @@ def classify(content: str, line: int) -> Token:
     if e is not None and len(tail) <= 120:
         return Token(line, ELISION, e["rest"].strip(), len(content) - len(content.lstrip()),
                      raw=content)
-    return Token(line, JUNK, stripped, raw=content)
+    return Token(line, JUNK, tail, raw=content)
 
 
 def tokenize(text: str) -> tuple[list[Token], list[Repair], str]:
@@ -241,7 +241,7 @@ def continues(prev: Token, nxt: Token) -> str | None:
     """The joined text when ``nxt`` (junk) is the wrapped rest of region line ``prev``."""
     if prev.kind != REGION or nxt.kind != JUNK:
         return None
-    cont = nxt.raw.strip()
+    cont = nxt.text
     if not cont or len(cont) > 200 or _REGION_ANYWHERE.search(cont):
         return None
     text = prev.text

@@ -182,7 +182,9 @@ def parse_tree_document(text: str, *, filename: str | None = None,
     """
     if lenient:
         try:  # intact QEMU output reads exactly as without `lenient`
-            return parse_tree_document(text, filename=filename, dialect=dialect)
+            doc = parse_tree_document(text, filename=filename, dialect=dialect)
+            if doc.blocks:
+                return doc
         except ParseError:
             pass
         fixed = repair(text)
@@ -191,6 +193,11 @@ def parse_tree_document(text: str, *, filename: str | None = None,
         except ParseError as err:
             return forgiving_tree_document(text, filename=filename, dialect=dialect,
                                            error=remap_error(err, fixed, text))
+        if not doc.blocks or any(not b.is_region_block and b.lines and b.lines[0].level > 1
+                                 for b in doc.blocks):
+            # A pasted fragment that starts below an address space's root (QEMU never
+            # hides one): the forgiving reader implies the root instead.
+            return forgiving_tree_document(text, filename=filename, dialect=dialect)
         doc.repairs = fixed.repairs
         doc.origin = fixed
         return doc
