@@ -15,6 +15,7 @@ the machine's address-space order) that uses each, `` AS`` lines in that order t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,6 +42,7 @@ from qmirror.text.tree import split_lines
 
 
 ROOT_PREFIX = " Root memory region: "
+_RANGE_LIKE = re.compile(r"[0-9a-fA-F]{8,16}\\?-[0-9a-fA-F]{8,16} \(prio ")
 NO_FLATVIEW = "  No rendered FlatView"
 
 
@@ -107,7 +109,9 @@ def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | Non
         except ParseError as err:
             return forgiving_flat(text, filename=filename, dialect=dialect,
                                   error=remap_error(err, fixed, text))
-        if not doc.views:
+        if not doc.views or len(_RANGE_LIKE.findall(fixed.text)) < len(
+                _RANGE_LIKE.findall(text)):
+            # Empty, or the repair lost range lines: the forgiving reader keeps them.
             return forgiving_flat(text, filename=filename, dialect=dialect)
         doc.repairs = fixed.repairs
         return doc

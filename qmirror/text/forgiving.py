@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from qmirror.errors import ParseError
+from qmirror.text.grammar import TreeLine, has_owner_suffix, hex16, parse_tree_line
 from qmirror.text.pastelines import (
     AS_LINE,
     BLANK,
@@ -50,6 +51,7 @@ from qmirror.text.pastelines import (
     TREE_HEAD,
     Token,
     continues,
+    is_diff,
     tokenize,
 )
 from qmirror.text.repair import Repair
@@ -140,13 +142,35 @@ def read_paste(text: str) -> Paste:
     Never raises: a paste with nothing to read has no sections.
     """
     tokens, repairs, eol = tokenize(text)
-    tokens = _join_wrapped(tokens, repairs)
+    sections = _sections(tokens, repairs)
     source_ranges = sum(1 for t in tokens if t.kind == REGION)
-    prefixed = any(t.kind == TREE_HEAD for t in tokens)
-    flat_heads = any(t.kind in (FLAT_HEAD, AS_LINE, ROOT_LINE) for t in tokens)
-    sections = _Assembler(tokens, repairs, bare_headers=not prefixed and not flat_heads).run()
+    if is_diff(text):
+        # A unified diff shows two texts: the old side is a section of its own, read
+        # first, so that the new side is the one commands pick on a tie.
+        old_tokens, _, _ = tokenize(text, side="old")
+        old = _sections(old_tokens, [])
+        if old:
+            repairs.append(Repair(old[0].span[0], "diff: the old side read as a text of "
+                                                  "its own, the new side as another"))
+        sections = old + sections
+        source_ranges += sum(1 for t in old_tokens if t.kind == REGION
+                             and text.split("\n")[t.line - 1].startswith("-"))
     repairs.sort(key=lambda r: r.line)
     return Paste(sections, repairs, eol, source_ranges)
+
+
+def _sections(tokens: list[Token], repairs: list[Repair]) -> list[Section]:
+    tokens = _join_wrapped(tokens, repairs)
+    prefixed = any(t.kind == TREE_HEAD for t in tokens)
+    flat_heads = any(t.kind in (FLAT_HEAD, AS_LINE, ROOT_LINE) for t in tokens)
+    return _Assembler(tokens, repairs, bare_headers=not prefixed and not flat_heads).run()
+
+
+def reprint_paste(text: str) -> str:
+    """Every tree and flat text of a paste, re-printed as read (elisions kept), one
+    after the other: what a paste keeps of its range lines."""
+    paste = read_paste(text)
+    return "".join(reprint(s, paste.eol) for s in paste.sections)
 
 
 def _join_wrapped(tokens: list[Token], repairs: list[Repair]) -> list[Token]:
@@ -253,7 +277,8 @@ class _Assembler:
             if k == TREE_HEAD or (k == JUNK and self._bare_head(self.i)):
                 is_mr = t.kind == TREE_HEAD and t.text.startswith("memory-region: ")
                 if not is_mr and seen_region_block and blocks:
-                    break  # the output starts again
+                    self.note(t.line, "the output starts again here: read as another text")
+                    break
                 self._head_name(t)
                 if is_mr or t.kind == JUNK:
                     seen_region_block = seen_region_block or is_mr
@@ -359,7 +384,8 @@ class _Assembler:
                 if t.text.startswith("FlatView #"):
                     n = int(t.text[10:])
                     if n in numbers:
-                        break  # the output starts again
+                        self.note(t.line, "the output starts again here: read as another text")
+                        break
                     open_view(t.line, n)
                 else:
                     open_view(t.line, None, t.text.split(": ", 1)[1])
@@ -458,12 +484,54 @@ class _TreeWriter:
             written.append((b, self._block(b)))
         missing = self._missing_targets(written, have)
         for name, (word, end, line) in missing.items():
-            self.note(line, f"alias target {name!r} has no 'memory-region:' block in the paste: "
-                            "one implied (its size covers the alias windows)")
+            copy = self._subtree_of(name)
+            if copy:
+                self.note(line, f"alias target {name!r} has no 'memory-region:' block in the "
+                                "paste: one implied, repeating its lines in the tree")
+            else:
+                self.note(line, f"alias target {name!r} has no 'memory-region:' block in the "
+                                "paste: one implied (its size covers the alias windows)")
+                copy = [f"  0000000000000000-{end} (prio 0, {word}): {name}"]
             sec.add(f"memory-region: {name}", line, implied=True)
-            sec.add(f"  0000000000000000-{end} (prio 0, {word}): {name}", line, implied=True)
+            for ln in copy:
+                sec.add(ln, line, implied=True)
             sec.add("", line, implied=True)
         return sec
+
+    def _subtree_of(self, name: str) -> list[str]:
+        """The lines a ``memory-region:`` block of the region called ``name`` prints, when
+        the tree shows that region: its subtree, from its own address in its container
+        (QEMU prints a block's root at offset 0 of nothing)."""
+        parsed: list[TreeLine | None] = []
+        for ln in self.sec.lines:
+            try:
+                parsed.append(parse_tree_line(ln, 0, owners=has_owner_suffix(ln))
+                              if ln.startswith("  ") else None)
+            except ParseError:
+                parsed.append(None)
+        at = next((i for i, t in enumerate(parsed)
+                   if t is not None and t.name == name and not t.is_alias and not t.overflow),
+                  None)
+        if at is None:
+            return []
+        top = parsed[at]
+        assert top is not None
+        base = 0
+        for t in reversed(parsed[:at]):
+            if t is None:
+                break
+            if t.level == top.level - 1:
+                base = t.start
+                break
+        out: list[str] = []
+        for i in range(at, len(parsed)):
+            t = parsed[i]
+            if t is None or (i > at and t.level <= top.level) or t.overflow:
+                break
+            level = t.level - top.level + 1
+            out.append("  " * level + f"{hex16(t.start - base)}-{hex16(t.end - base)}"
+                       + self.sec.lines[i].lstrip(" ")[33:])
+        return out
 
     def _block(self, b: _Block) -> list[str]:
         sec = self.sec

@@ -143,9 +143,14 @@ def classify(content: str, line: int) -> Token:
     return Token(line, JUNK, tail, raw=content)
 
 
-def tokenize(text: str) -> tuple[list[Token], list[Repair], str]:
+def tokenize(text: str, *, side: str = "new") -> tuple[list[Token], list[Repair], str]:
     """Line-level repairs, then :func:`classify`; returns the tokens, the repairs and
-    the text's line ending."""
+    the text's line ending.
+
+    :param side: of a unified diff, the side to read: ``"new"`` (``+`` and context
+        lines) or ``"old"`` (``-`` and context lines); ``"none"`` when the text is no
+        diff. Ignored for other texts.
+    """
     repairs: list[Repair] = []
     raw = text.split("\n")
     if raw and raw[-1] == "":
@@ -181,7 +186,7 @@ def tokenize(text: str) -> tuple[list[Token], list[Repair], str]:
     lines = out
     numbered = list(enumerate(lines, 1))
     if _is_diff(lines):
-        numbered = _new_side(numbered, repairs)
+        numbered = _one_side(numbered, repairs, side)
     tokens: list[Token] = []
     for n, ln in numbered:
         tok = classify(ln, n)
@@ -212,16 +217,33 @@ def _is_diff(lines: list[str]) -> bool:
     return all(ln[:1] in "+- " for ln in anchored)
 
 
-def _new_side(numbered: list[tuple[int, str]], repairs: list[Repair]) -> list[tuple[int, str]]:
-    """The ``+`` and context lines of a unified diff, without their first column."""
+def is_diff(text: str) -> bool:
+    """Whether ``text`` is a unified diff of mtree text (see :func:`tokenize`)."""
+    return _is_diff([ln.rstrip() for ln in text.split("\n")])
+
+
+def _one_side(numbered: list[tuple[int, str]], repairs: list[Repair],
+              side: str) -> list[tuple[int, str]]:
+    """One side of a unified diff (its own and the context lines), without their
+    first column."""
+    drop, keep = ("-", "+") if side == "new" else ("+", "-")
     out: list[tuple[int, str]] = []
     for n, ln in numbered:
-        if _DIFF_HUNK.match(ln) or _DIFF_META.match(ln):
+        h = _DIFF_HUNK.match(ln)
+        if h is not None and not h[0].startswith("@@ -1,"):
+            # The lines before a hunk that does not start the file are not shown.
+            repairs.append(Repair(n, "diff hunk header read as an elision"))
+            out.append((n, "... " + h[0]))
+            continue
+        if h is not None or _DIFF_META.match(ln):
             repairs.append(Repair(n, "diff header line dropped"))
             continue
-        if ln.startswith("-"):
-            repairs.append(Repair(n, "diff: removed line (the old side) dropped"))
+        if ln.startswith(drop):
+            what = "removed line (the old side)" if side == "new" else "added line (the new side)"
+            repairs.append(Repair(n, f"diff: {what} left for the other section"))
             continue
+        if ln.startswith(keep):
+            ln = " " + ln[1:]
         if ln[:1] in "+ ":
             repairs.append(Repair(n, f"diff prefix {ln[0]!r} removed"))
             ln = ln[1:]

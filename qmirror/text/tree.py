@@ -183,7 +183,7 @@ def parse_tree_document(text: str, *, filename: str | None = None,
     if lenient:
         try:  # intact QEMU output reads exactly as without `lenient`
             doc = parse_tree_document(text, filename=filename, dialect=dialect)
-            if doc.blocks:
+            if not _needs_forgiving(doc, text, text):
                 return doc
         except ParseError:
             pass
@@ -193,16 +193,32 @@ def parse_tree_document(text: str, *, filename: str | None = None,
         except ParseError as err:
             return forgiving_tree_document(text, filename=filename, dialect=dialect,
                                            error=remap_error(err, fixed, text))
-        if not doc.blocks or any(not b.is_region_block and b.lines and b.lines[0].level > 1
-                                 for b in doc.blocks):
-            # A pasted fragment that starts below an address space's root (QEMU never
-            # hides one): the forgiving reader implies the root instead.
+        if _needs_forgiving(doc, text, fixed.text):
             return forgiving_tree_document(text, filename=filename, dialect=dialect)
         doc.repairs = fixed.repairs
         doc.origin = fixed
         return doc
     with gc_paused():
         return _parse_tree(text, filename, dialect)
+
+
+_RANGE_LIKE = re.compile(r"[0-9a-fA-F]{8,16}\\?-[0-9a-fA-F]{8,16} \(prio ")
+
+
+def _needs_forgiving(doc: TreeDocument, text: str, fixed: str) -> bool:
+    """Whether a text the strict grammar (after :func:`repair`) reads is still no
+    complete QEMU output: empty; its repair lost range lines; a fragment that starts
+    below an address space's root (QEMU never hides one); aliases whose targets have
+    no block (the model could not be built)."""
+    if not doc.blocks:
+        return True
+    if fixed is not text and len(_RANGE_LIKE.findall(fixed)) < len(_RANGE_LIKE.findall(text)):
+        return True
+    if any(not b.is_region_block and b.lines and b.lines[0].level > 1 for b in doc.blocks):
+        return True
+    have = {b.names[0] for b in doc.blocks if b.is_region_block}
+    return any(ln.alias_target is not None and ln.alias_target not in have
+               for b in doc.blocks for ln in b.lines)
 
 
 def forgiving_tree_document(text: str, *, filename: str | None = None,
