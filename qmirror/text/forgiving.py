@@ -232,7 +232,8 @@ class _Assembler:
 
     def _drop(self, t: Token) -> None:
         if t.kind == JUNK:
-            what = ("monitor or shell prompt dropped" if _PROMPT.match(t.text)
+            # Bounded: a prompt is short, and the regex must not meet 200 kB of junk.
+            what = ("monitor or shell prompt dropped" if _PROMPT.match(t.text[:200])
                     else "malformed region line dropped" if _RANGE_START.search(t.text)
                     else "text that is not `info mtree` output dropped")
             self.note(t.line, f"{what}: {t.text[:40]!r}")
@@ -242,8 +243,8 @@ class _Assembler:
         if not self.bare or i + 1 >= len(self.toks):
             return False
         t, nxt = self.toks[i], self.toks[i + 1]
-        return (t.kind == JUNK and nxt.kind == REGION and _BARE_NAME.fullmatch(t.text) is not None
-                and not _PROMPT.match(t.text))
+        return (t.kind == JUNK and nxt.kind == REGION and len(t.text) <= 40
+                and _BARE_NAME.fullmatch(t.text) is not None and not _PROMPT.match(t.text))
 
     def _looks_flat(self, i: int) -> bool:
         """A run of range lines with no header: flat when offsets or accelerator words
@@ -251,7 +252,7 @@ class _Assembler:
         run: list[Token] = []
         j = i
         while j < len(self.toks) and self.toks[j].kind in (REGION, ELISION, BLANK) \
-                and len(run) < 200:
+                and len(run) < 200 and j - i < 400:
             if self.toks[j].kind == REGION:
                 run.append(self.toks[j])
             j += 1
@@ -269,6 +270,7 @@ class _Assembler:
         seen_region_block = False
         elided: list[Elision] = list(pending)
         blank_before = False
+        block_min = 0  # the smallest indentation in the block so far
         while self.i < len(self.toks):
             t = self.toks[self.i]
             k = t.kind
@@ -295,7 +297,7 @@ class _Assembler:
                 blank_before = False
             elif k == REGION:
                 if block is None or (blank_before and block.regions
-                                     and t.indent <= min(r.indent for r in block.regions)):
+                                     and t.indent <= block_min):
                     if block is not None and self._looks_flat(self.i):
                         break
                     block = _Block([])
@@ -304,6 +306,7 @@ class _Assembler:
                     self.note(self.toks[self.i - 1].line, "extra blank line inside a block dropped")
                 block.elisions += [(len(block.regions), e) for e in elided]
                 elided = []
+                block_min = min(block_min, t.indent) if block.regions else t.indent
                 block.regions.append(t)
                 blank_before = False
             elif k == ELISION:

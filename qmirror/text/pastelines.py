@@ -209,12 +209,12 @@ def _is_diff(lines: list[str]) -> bool:
     """A unified diff: hunk lines, or ``+``/``-`` lines of mtree text among `` ``-lines."""
     if any(_DIFF_HUNK.match(ln) for ln in lines):
         return True
-    marked = [ln for ln in lines if ln[:1] in "+-" and (
+    marked = [ln for ln in lines if ln[:1] and ln[:1] in "+-" and (
         _REGION_ANYWHERE.match(ln[1:].lstrip(" ")) or _HEAD.match(ln[1:].lstrip(" ")))]
     if not marked:
         return False
     anchored = [ln for ln in lines if _REGION_ANYWHERE.search(ln) or _HEAD.search(ln)]
-    return all(ln[:1] in "+- " for ln in anchored)
+    return all(ln[:1] and ln[:1] in "+- " for ln in anchored)
 
 
 def is_diff(text: str) -> bool:
@@ -244,7 +244,7 @@ def _one_side(numbered: list[tuple[int, str]], repairs: list[Repair],
             continue
         if ln.startswith(keep):
             ln = " " + ln[1:]
-        if ln[:1] in "+ ":
+        if ln[:1] and ln[:1] in "+ ":
             repairs.append(Repair(n, f"diff prefix {ln[0]!r} removed"))
             ln = ln[1:]
         out.append((n, ln))
