@@ -24,17 +24,18 @@ def consoles(color: str) -> tuple[Console, Console]:
 
 #: The file name that means standard input (``xclip -o | qmirror tree -``).
 STDIN = "-"
-_stdin_read = False
+
+
+def one_stdin(*paths: str | None) -> None:
+    """Refuse ``-`` named twice: standard input can be read once."""
+    if sum(p == STDIN for p in paths) > 1:
+        raise QmirrorError("standard input (-) can be read only once: give one `-`")
 
 
 def read_text(path: str) -> str:
     """Read a text file as is (CR LF kept: QEMU's monitor output has it); ``-`` is
-    standard input, which can be read once."""
-    global _stdin_read  # noqa: PLW0603 - one process, one standard input
+    standard input."""
     if path == STDIN:
-        if _stdin_read:
-            raise QmirrorError("standard input (-) can be read only once")
-        _stdin_read = True
         data = sys.stdin.buffer.read()
         try:
             return data.decode("utf-8")

@@ -29,7 +29,7 @@ from typing import Any
 
 from rich.console import Console
 
-from qmirror.cli._common import STDIN, read_text
+from qmirror.cli._common import STDIN, one_stdin, read_text
 from qmirror.cli._progress import Work
 from qmirror.errors import MonitorTimeout, QmirrorError
 from qmirror.live import config as qconfig
@@ -121,7 +121,8 @@ def _from_files(src: FileSource, args: argparse.Namespace) -> Reading:
     flat_text = read_text(str(src.flat)) if src.flat is not None else None
     return read(tree_text, flat_text, label=src.label, meta=src.meta,
                 accel=getattr(args, "accel", "auto"), strict=getattr(args, "strict", False),
-                rules=not getattr(args, "no_rules", False), tree_name=str(src.tree),
+                rules=not getattr(args, "no_rules", False),
+                tree_name="stdin" if str(src.tree) == STDIN else str(src.tree),
                 flat_name=str(src.flat) if src.flat is not None else None)
 
 
@@ -216,6 +217,7 @@ def open_readings(specs: list[str], args: argparse.Namespace, err: Console, *,
         args.qemu = config.qemu
     if getattr(args, "boot", None) is None and getattr(args, "launch", None) is not None:
         args.boot = config.boot_seconds
+    one_stdin(*specs)
     wanted = resolve(specs, args)
     low, high = count
     if not low <= len(wanted) <= high:

@@ -6,7 +6,7 @@ import argparse
 
 from rich.console import Console
 
-from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, read_text, write_stdout
+from qmirror.cli._common import EXIT_MATCH, EXIT_TROUBLE, one_stdin, read_text, write_stdout
 from qmirror.core.model import Source
 from qmirror.core.render import render_machine
 from qmirror.errors import QmirrorError
@@ -39,6 +39,7 @@ def text_dialect(args: argparse.Namespace) -> Dialect | None:
 
 
 def report_repairs(err: Console, name: str, repairs: list[Repair]) -> None:
+    name = "stdin" if name == "-" else name
     for r in repairs:
         err.print(f"{name}:{r.line}: repaired: {r.what}", highlight=False, markup=False)
 
@@ -55,6 +56,7 @@ def report_partial(err: Console, name: str, doc: TreeDocument) -> None:
 
 
 def cmd_render(args: argparse.Namespace, out: Console, err: Console) -> int:
+    one_stdin(args.tree, args.flat)
     dialect = text_dialect(args)
     loaded = load_tree(read_text(args.tree), filename=args.tree, rules=not args.no_rules,
                        dialect=dialect, lenient=args.lenient)

@@ -135,7 +135,9 @@ def classify(content: str, line: int) -> Token:
             return Token(line, FLAT_HEAD, rest, junk=junk, raw=content)
     stripped = content.strip()
     q = _QUOTE.match(stripped)
-    tail = stripped[q.end():] if q is not None else stripped
+    tail = stripped[q.end():].lstrip() if q is not None else stripped
+    if not tail:  # an empty quoted line (`>`) is a blank line
+        return Token(line, BLANK, "", raw=content)
     e = _ELISION.match(tail)
     if e is not None and len(tail) <= 120:
         return Token(line, ELISION, e["rest"].strip(), len(content) - len(content.lstrip()),
