@@ -189,7 +189,7 @@ def forgiving_flat(text: str, *, filename: str | None = None, dialect: Dialect |
     paste = read_paste(text)
     sec = paste.pick("flat")
     if sec is None:
-        if error is not None and not paste.sections:
+        if error is not None and not paste.sections and "Physical sections" not in text:
             raise error  # the strict reader's message is the more precise
         err = refuse(text, "flat", paste)
         err.filename = filename

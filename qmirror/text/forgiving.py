@@ -687,7 +687,9 @@ def refuse(text: str, kind: str, paste: Paste) -> ParseError:
     reason = f"no {what} found"
     if any(s.kind != kind for s in paste.sections):
         reason += f": this is {other} output"
+    elif "Physical sections" in text:
+        reason += ": only a `-d` dispatch dump, without the range lines of its FlatView"
     elif not paste.sections:
-        reason += ": no region, range or header line anywhere"
+        reason += ": no region or range line anywhere"
     src = text.split("\n")[first - 1].rstrip("\r") if text else ""
     return ParseError(reason, line=first, column=1, source_line=src)

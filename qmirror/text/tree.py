@@ -232,7 +232,7 @@ def forgiving_tree_document(text: str, *, filename: str | None = None,
     paste = read_paste(text)
     sec = paste.pick("tree")
     if sec is None:
-        if error is not None and not paste.sections:
+        if error is not None and not paste.sections and "Physical sections" not in text:
             raise error  # the strict reader's message is the more precise
         err = refuse(text, "tree", paste)
         err.filename = filename
