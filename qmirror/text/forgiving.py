@@ -31,6 +31,7 @@ the block's shallowest line; where the lines are not multiples of it, from nesti
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections import Counter
@@ -139,8 +140,15 @@ _SIZE = re.compile(r"([0-9a-f]{16})-([0-9a-f]{16}) \(prio (-?\d+), ([^()]+)\): ?
 def read_paste(text: str) -> Paste:
     """Find the tree and flat texts in a paste; see the module docstring.
 
-    Never raises: a paste with nothing to read has no sections.
+    Never raises: a paste with nothing to read has no sections. The result is shared
+    between calls on the same text (the tree and flat readers both ask): do not
+    change it.
     """
+    return _read_paste(text)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_paste(text: str) -> Paste:
     tokens, repairs, eol = tokenize(text)
     sections = _sections(tokens, repairs)
     source_ranges = sum(1 for t in tokens if t.kind == REGION)
@@ -468,6 +476,7 @@ class _TreeWriter:
         self.blocks = blocks
         self.note = note
         self.sec = Section("tree")
+        self._parsed: list[TreeLine | None] | None = None
 
     def write(self) -> Section:
         sec = self.sec
@@ -505,13 +514,15 @@ class _TreeWriter:
         """The lines a ``memory-region:`` block of the region called ``name`` prints, when
         the tree shows that region: its subtree, from its own address in its container
         (QEMU prints a block's root at offset 0 of nothing)."""
-        parsed: list[TreeLine | None] = []
-        for ln in self.sec.lines:
-            try:
-                parsed.append(parse_tree_line(ln, 0, owners=has_owner_suffix(ln))
-                              if ln.startswith("  ") else None)
-            except ParseError:
-                parsed.append(None)
+        if self._parsed is None:  # once per section: many targets may need it
+            self._parsed = []
+            for ln in self.sec.lines:
+                try:
+                    self._parsed.append(parse_tree_line(ln, 0, owners=has_owner_suffix(ln))
+                                        if ln.startswith("  ") else None)
+                except ParseError:
+                    self._parsed.append(None)
+        parsed = self._parsed
         at = next((i for i, t in enumerate(parsed)
                    if t is not None and t.name == name and not t.is_alias and not t.overflow),
                   None)

@@ -237,7 +237,7 @@ def forgiving_tree_document(text: str, *, filename: str | None = None,
         err = refuse(text, "tree", paste)
         err.filename = filename
         raise err
-    fixed = Repaired(sec.text(), paste.repairs, sec.origin)
+    fixed = Repaired(sec.text(), list(paste.repairs), list(sec.origin))
     others = [s.span for s in paste.sections if s.kind == "tree" and s is not sec]
     if others:
         fixed.repairs = [*fixed.repairs, Repair(sec.span[0], "the paste holds "
