@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -115,3 +116,31 @@ def test_a_flat_paste_given_as_tree_is_refused_with_the_reason(
     assert run("tree", str(path)) == 2
     assert "no tree text (`info mtree`) found: this is `info mtree -f` output" in \
         capsys.readouterr().err
+
+
+def test_map_and_ram_map_take_a_flat_paste_alone(tmp_path: Path,
+                                                 capsysbinary: pytest.CaptureFixture[bytes]
+                                                 ) -> None:
+    """A `-f` paste is enough for the commands that need only FlatViews; its RAM
+    ranges come out as QEMU printed them (start, size, region, offset)."""
+    flat = lines("info-mtree-f.txt")
+    path = tmp_path / "flat.txt"
+    path.write_text("(qemu) info mtree -f\n" + "".join(f"{ln}\n" for ln in flat),
+                    encoding="utf-8")
+    assert run("ram-map", str(path)) == 0
+    doc = json.loads(capsysbinary.readouterr().out)
+    assert doc["partial"] is True
+    got = {(int(r["start"], 16), int(r["size"], 16), r["region"], int(r["block_offset"], 16))
+           for r in doc["ranges"] if "memory" in r["address_spaces"]}
+    start = flat.index(' AS "memory", root: system')
+    view = flat[start:flat.index("", start)]
+    want = set()
+    for ln in view:
+        m = re.match(r"  ([0-9a-f]{16})-([0-9a-f]{16}) \(prio -?\d+, (?:ram|rom)\): "
+                     r"(\S+)(?: @([0-9a-f]{16}))?", ln)
+        if m:
+            want.add((int(m[1], 16), int(m[2], 16) - int(m[1], 16) + 1, m[3],
+                      int(m[4] or "0", 16)))
+    assert want and got == want
+    assert run("map", "--svg", str(tmp_path / "m.svg"), str(path)) == 0
+    assert run("tree", str(path)) == 2  # a tree needs the tree text

@@ -123,7 +123,8 @@ def _from_files(src: FileSource, args: argparse.Namespace) -> Reading:
                 accel=getattr(args, "accel", "auto"), strict=getattr(args, "strict", False),
                 rules=not getattr(args, "no_rules", False),
                 tree_name="stdin" if str(src.tree) == STDIN else str(src.tree),
-                flat_name=str(src.flat) if src.flat is not None else None)
+                flat_name=str(src.flat) if src.flat is not None else None,
+                allow_flat=getattr(args, "allow_flat", False))
 
 
 def reading_from_snapshot(snap: Snapshot, args: argparse.Namespace | None = None, *,
@@ -251,8 +252,8 @@ def report_reading(err: Console, reading: Reading) -> None:
     for name, r in reading.repairs:
         err.print(f"{name}:{r.line}: repaired: {r.what}", highlight=False, markup=False)
     if reading.partial:
-        err.print(f"{reading.label}: partial: the tree text elides lines or lacks some "
-                  "(implied); regions and ranges it does not show are missing",
+        err.print(f"{reading.label}: partial: the text elides lines, lacks some (implied) "
+                  "or is `-f` output alone; regions and ranges it does not show are missing",
                   highlight=False, markup=False)
 
 

@@ -111,4 +111,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="leave out a field: type, addr, size, priority, enabled, alias, "
                         "readonly, nonvolatile, offset, ... (repeatable)")
     add_model_options(p)
-    p.set_defaults(func=cmd_diff)
+    # A paste of `-f` output alone is enough for this command (rebuild/flat.py).
+    p.set_defaults(func=cmd_diff, allow_flat=True)
