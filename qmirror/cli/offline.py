@@ -128,7 +128,8 @@ def text_options(p: argparse.ArgumentParser, *, lenient: bool) -> None:
                    help="read pastes forgivingly: repair pasting damage (indentation, prompts, "
                         "quoting, diff prefixes, wrapped lines, NBSP, CR LF), keep elisions "
                         "(...), imply missing headers, and list each repair on stderr; "
-                        "intact QEMU output reads exactly as without it"
+                        "intact QEMU output reads exactly as without it; texts over 8 MiB "
+                        "are read strictly"
                         + (" (default: on)" if lenient else " (default: off)"))
 
 

@@ -24,7 +24,7 @@ from qmirror.errors import ParseError
 from qmirror.text import dialect as dialects
 from qmirror.text.dialect import Dialect
 from qmirror.text.dispatch import DispatchDump, format_dispatch, parse_dispatch
-from qmirror.text.forgiving import Section, read_paste, refuse
+from qmirror.text.forgiving import PASTE_LIMIT, Section, read_paste, refuse
 from qmirror.text.grammar import (
     FLAT_AS_HEADER,
     ASLine,
@@ -97,6 +97,8 @@ def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | Non
     :raise ParseError: with line, column and reason.
     """
     if lenient:
+        if len(text) > PASTE_LIMIT:
+            return parse_flat(text, filename=filename, dialect=dialect)
         try:  # intact QEMU output reads exactly as without `lenient`
             doc = parse_flat(text, filename=filename, dialect=dialect)
             if doc.views:

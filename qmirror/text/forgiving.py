@@ -58,6 +58,11 @@ from qmirror.text.pastelines import (
 from qmirror.text.repair import Repair
 
 
+#: Pastes are small; past this many characters a text is read strictly only (intact
+#: QEMU output of any size still reads), so that no damaged giant costs minutes.
+PASTE_LIMIT = 8 << 20
+
+
 @dataclass(frozen=True, slots=True)
 class Elision:
     """Lines the author left out, where they were."""

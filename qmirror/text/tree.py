@@ -21,7 +21,7 @@ from qmirror.core.model import MASK64, AddressSpace, Machine, MemoryRegion, Regi
 from qmirror.errors import ModelError, ParseError
 from qmirror.text import dialect as dialects
 from qmirror.text.dialect import Detection, Dialect
-from qmirror.text.forgiving import Section, read_paste, refuse
+from qmirror.text.forgiving import PASTE_LIMIT, Section, read_paste, refuse
 from qmirror.text.grammar import (
     ACCESS_LETTERS,
     OVERFLOW_MARKER,
@@ -181,6 +181,8 @@ def parse_tree_document(text: str, *, filename: str | None = None,
     :raise ParseError: with the line, column and reason of the first problem.
     """
     if lenient:
+        if len(text) > PASTE_LIMIT:
+            return parse_tree_document(text, filename=filename, dialect=dialect)
         try:  # intact QEMU output reads exactly as without `lenient`
             doc = parse_tree_document(text, filename=filename, dialect=dialect)
             if not _needs_forgiving(doc, text, text):

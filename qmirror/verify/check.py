@@ -26,6 +26,7 @@ from qmirror.text import dialect as dialects
 from qmirror.text.dialect import Dialect
 from qmirror.text.dispatch import DEFAULT_PAGE_BITS, DispatchDump, infer_page_bits, subpage_sizes
 from qmirror.text.flat import FlatDocument, document_from_views, parse_flat
+from qmirror.text.forgiving import PASTE_LIMIT
 from qmirror.text.tree import TreeDocument, forgiving_tree_document, parse_tree_document
 from qmirror.verify.compare import Comparison, compare
 
@@ -65,7 +66,7 @@ def load_tree(text: str, *, filename: str | None = None, rules: bool = True,
     except ParseError:
         # A well-formed fragment can still lack what the model needs (the blocks of
         # alias targets): the forgiving reader implies them.
-        if not lenient or doc.paste is not None:
+        if not lenient or doc.paste is not None or len(text) > PASTE_LIMIT:
             raise
         doc = forgiving_tree_document(text, filename=filename, dialect=dialect)
         machine = build_machine(doc)
