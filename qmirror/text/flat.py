@@ -27,6 +27,9 @@ from qmirror.text.dispatch import DispatchDump, format_dispatch, parse_dispatch
 from qmirror.text.forgiving import PASTE_LIMIT, Section, read_paste, refuse
 from qmirror.text.grammar import (
     FLAT_AS_HEADER,
+    FLATVIEW_HEADER,
+    NO_FLATVIEW,
+    ROOT_PREFIX,
     ASLine,
     FlatRangeLine,
     format_as_line,
@@ -41,9 +44,7 @@ from qmirror.text.repair import Repair, Repaired, remap_error, repair
 from qmirror.text.tree import split_lines
 
 
-ROOT_PREFIX = " Root memory region: "
 _RANGE_LIKE = re.compile(r"[0-9a-fA-F]{8,16}\\?-[0-9a-fA-F]{8,16} \(prio ")
-NO_FLATVIEW = "  No rendered FlatView"
 
 
 @dataclass(slots=True)
@@ -138,7 +139,7 @@ def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | Non
             # Reliability fix (issue 6): ASCII digits, and few enough for int() ("²" is
             # isdigit(), and int() refuses more than 4300 digits).
             number = line[10:]
-            if (not line.startswith("FlatView #") or not number.isascii()
+            if (not line.startswith(FLATVIEW_HEADER) or not number.isascii()
                     or not number.isdigit() or len(number) > 9):
                 raise fail("expected 'FlatView #N'", i)
             block = FlatViewBlock(int(line[10:]), [], None, [], lineno=i + 1)

@@ -39,7 +39,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from qmirror.errors import ParseError
-from qmirror.text.grammar import TreeLine, has_owner_suffix, hex16, parse_tree_line
+from qmirror.text.grammar import (
+    AS_HEADER,
+    FLAT_AS_HEADER,
+    FLATVIEW_HEADER,
+    MR_HEADER,
+    NO_FLATVIEW,
+    ROOT_PREFIX,
+    TreeLine,
+    has_owner_suffix,
+    hex16,
+    parse_tree_line,
+)
 from qmirror.text.pastelines import (
     AS_LINE,
     BLANK,
@@ -290,7 +301,7 @@ class _Assembler:
             if k in (FLAT_HEAD, AS_LINE, ROOT_LINE, NO_VIEW):
                 break
             if k == TREE_HEAD or (k == JUNK and self._bare_head(self.i)):
-                is_mr = t.kind == TREE_HEAD and t.text.startswith("memory-region: ")
+                is_mr = t.kind == TREE_HEAD and t.text.startswith(MR_HEADER)
                 if not is_mr and seen_region_block and blocks:
                     self.note(t.line, "the output starts again here: read as another text")
                     break
@@ -337,7 +348,7 @@ class _Assembler:
         if t.kind == JUNK:
             self.note(t.line, f"bare header of QEMU before 2.4 read as 'address-space: {t.text}'")
             return t.text, False
-        if t.text.startswith("memory-region: "):
+        if t.text.startswith(MR_HEADER):
             return t.text[15:], True
         return t.text[15:], False
 
@@ -345,7 +356,7 @@ class _Assembler:
 
     def _flat(self, pending: list[Elision]) -> None:
         sec = Section("flat")
-        per_as = any(t.kind == FLAT_HEAD and t.text.startswith("address-space (flat view)")
+        per_as = any(t.kind == FLAT_HEAD and t.text.startswith(FLAT_AS_HEADER)
                      for t in self.toks[self.i:self.i + 50])
         numbers: set[int] = set()
         view_open = False
@@ -358,8 +369,8 @@ class _Assembler:
             nonlocal view_open
             if view_open:
                 if not ranges_in_view and not per_as and not sec.lines[-1].startswith(
-                        "  No rendered FlatView"):
-                    sec.add("  No rendered FlatView", line, implied=True)
+                        NO_FLATVIEW):
+                    sec.add(NO_FLATVIEW, line, implied=True)
                 sec.add("", line)
             view_open = False
 
@@ -367,13 +378,13 @@ class _Assembler:
             nonlocal view_open, have_as, have_root, ranges_in_view, root_guess
             close(line)
             if per_as:
-                sec.add(f"address-space (flat view): {name or 'memory'}", line,
+                sec.add(FLAT_AS_HEADER + (name or "memory"), line,
                         implied=name is None)
                 have_as = have_root = True
             else:
                 n = number if number is not None else (max(numbers) + 1 if numbers else 0)
                 numbers.add(n)
-                sec.add(f"FlatView #{n}", line, implied=number is None)
+                sec.add(f"{FLATVIEW_HEADER}{n}", line, implied=number is None)
                 have_as = have_root = False
             view_open = True
             ranges_in_view = 0
@@ -387,7 +398,7 @@ class _Assembler:
                 self.note(line, "missing ' AS' line implied")
                 have_as = True
             if not have_root:
-                sec.add(f" Root memory region: {root_guess or 'system'}", line, implied=True)
+                sec.add(ROOT_PREFIX + (root_guess or "system"), line, implied=True)
                 self.note(line, "missing 'Root memory region:' line implied")
                 have_root = True
 
@@ -397,7 +408,7 @@ class _Assembler:
             if k == TREE_HEAD:
                 break
             if k == FLAT_HEAD:
-                if t.text.startswith("FlatView #"):
+                if t.text.startswith(FLATVIEW_HEADER):
                     n = int(t.text[10:])
                     if n in numbers:
                         self.note(t.line, "the output starts again here: read as another text")
@@ -429,9 +440,9 @@ class _Assembler:
                 need_as_and_root(t.line)
                 if per_as:
                     name = sec.lines[-1].split(": ", 1)[1] if sec.lines else "memory"
-                    sec.add(f"  No rendered FlatView for address space '{name}'", t.line)
+                    sec.add(f"{NO_FLATVIEW} for address space '{name}'", t.line)
                 else:
-                    sec.add("  No rendered FlatView", t.line)
+                    sec.add(NO_FLATVIEW, t.line)
             elif k == REGION:
                 if not view_open:
                     self.note(t.line, "missing 'FlatView #N' header implied")
@@ -494,7 +505,7 @@ class _TreeWriter:
                 self.note(b.heads[0].line, "a 'memory-region:' block without any "
                           f"'address-space:' block read as 'address-space: {name}'")
                 b.region_block = False
-                b.heads[0].text = f"address-space: {name}"
+                b.heads[0].text = AS_HEADER + name
                 have.discard(name)
         written: list[tuple[_Block, list[str]]] = []
         for b in self.blocks:
@@ -509,7 +520,7 @@ class _TreeWriter:
                 self.note(line, f"alias target {name!r} has no 'memory-region:' block in the "
                                 "paste: one implied (its size covers the alias windows)")
                 copy = [f"  0000000000000000-{end} (prio 0, {word}): {name}"]
-            sec.add(f"memory-region: {name}", line, implied=True)
+            sec.add(MR_HEADER + name, line, implied=True)
             for ln in copy:
                 sec.add(ln, line, implied=True)
             sec.add("", line, implied=True)
@@ -562,11 +573,11 @@ class _TreeWriter:
             name = root.split("): ", 1)[1] if "): " in root else ""
             as_name = _as_for_root(name) if levels and levels[0] == 1 else "memory"
             self.note(first_line, f"missing header implied: 'address-space: {as_name}'")
-            sec.add(f"address-space: {as_name}", first_line, implied=True)
+            sec.add(AS_HEADER + as_name, first_line, implied=True)
             head_name = as_name
         else:
             for h in b.heads:
-                sec.add(h.text if h.kind == TREE_HEAD else f"address-space: {h.text}", h.line)
+                sec.add(h.text if h.kind == TREE_HEAD else AS_HEADER + h.text, h.line)
             t = b.heads[0]
             head_name = t.text[15:] if t.kind == TREE_HEAD else t.text
         # A `memory-region:` block may start below its root: QEMU hides a disabled root

@@ -56,6 +56,12 @@ TYPE_WORDS = ("ram", "rom", "romd", "ramd", "i/o", "container")
 #: Access letters of QEMU 1.1–2.8: readable (``R``, else ``-``), writable (``W``, else ``-``).
 ACCESS_LETTERS = ("RW", "R-", "-W", "--")
 FLAT_AS_HEADER = "address-space (flat view): "
+#: Header and block lines of the two documents (see the grammar above).
+AS_HEADER = "address-space: "
+MR_HEADER = "memory-region: "
+FLATVIEW_HEADER = "FlatView #"
+ROOT_PREFIX = " Root memory region: "
+NO_FLATVIEW = "  No rendered FlatView"
 ACCEL_WORDS = ("KVM", "kvm")
 
 #: Sixteen lower-case hex digits: every address QEMU prints.

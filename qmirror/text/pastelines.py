@@ -32,6 +32,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from qmirror.text.grammar import (
+    AS_HEADER,
+    FLAT_AS_HEADER,
+    FLATVIEW_HEADER,
+    MR_HEADER,
+    NO_FLATVIEW,
+    ROOT_PREFIX,
+)
 from qmirror.text.repair import Repair
 
 
@@ -50,9 +58,9 @@ _REGION = re.compile(
     r"(?: (?P<body>.*))?\Z")
 _REGION_ANYWHERE = re.compile(r"(?<![0-9A-Za-z])(?:\[DETECTED OVERFLOW!\] )*[0-9a-fA-F]{8,16}-"
                               r"[0-9a-fA-F]{8,16} \(prio -?\d")
-_HEAD = re.compile(
-    r"(?P<kw>address-space \(flat view\): |address-space: |memory-region: |FlatView #"
-    r"|Root memory region: |No rendered FlatView|AS \")")
+_HEAD = re.compile("(?P<kw>" + "|".join(re.escape(k) for k in (
+    FLAT_AS_HEADER, AS_HEADER, MR_HEADER, FLATVIEW_HEADER, ROOT_PREFIX.strip() + " ",
+    NO_FLATVIEW.strip(), 'AS "')) + ")")
 _ELISION = re.compile(
     r"(?:\.{3,}|\.\.(?=\s*\Z)|…+|\[\s*(?:\.{2,}|…|snip(?:ped)?)\s*\]|<\s*(?:snip(?:ped)?|\.{3}|…)\s*>"
     r"|\(\s*(?:\.{3}|…|snip(?:ped)?)\s*\)|-+\s*(?:snip|8<|>8)\s*-*)(?P<rest>.*)\Z",
@@ -118,18 +126,18 @@ def classify(content: str, line: int) -> Token:
         junk = content[:h.start()].strip()
         rest = content[h.start():].strip()
         kw = h["kw"]
-        if kw in ("address-space: ", "memory-region: "):
+        if kw in (AS_HEADER, MR_HEADER):
             return Token(line, TREE_HEAD, rest, len(content[:h.start()].expandtabs(8)), junk,
                          raw=content)
-        if kw == "FlatView #":
-            if re.fullmatch(r"FlatView #\d{1,9}", rest):
+        if kw == FLATVIEW_HEADER:
+            if re.fullmatch(re.escape(FLATVIEW_HEADER) + r"\d{1,9}", rest):
                 return Token(line, FLAT_HEAD, rest, junk=junk, raw=content)
         elif kw == 'AS "':
             if re.fullmatch(r'AS ".*", root: .*', rest) and (not junk or _QUOTE.fullmatch(junk)):
                 return Token(line, AS_LINE, rest, junk=junk, raw=content)
-        elif kw == "No rendered FlatView":
+        elif kw == NO_FLATVIEW.strip():
             return Token(line, NO_VIEW, rest, junk=junk, raw=content)
-        elif kw == "Root memory region: ":
+        elif kw == ROOT_PREFIX.strip() + " ":
             return Token(line, ROOT_LINE, rest, junk=junk, raw=content)
         else:
             return Token(line, FLAT_HEAD, rest, junk=junk, raw=content)
