@@ -24,7 +24,7 @@ from qmirror.errors import ParseError
 from qmirror.text import dialect as dialects
 from qmirror.text.dialect import Dialect
 from qmirror.text.dispatch import DispatchDump, format_dispatch, parse_dispatch
-from qmirror.text.forgiving import PASTE_LIMIT, Section, read_paste, refuse
+from qmirror.text.forgiving import PASTE_LIMIT, read_paste, refuse
 from qmirror.text.grammar import (
     FLAT_AS_HEADER,
     FLATVIEW_HEADER,
@@ -40,6 +40,7 @@ from qmirror.text.grammar import (
     parse_as_line,
     parse_flat_range,
 )
+from qmirror.text.pastetree import Section
 from qmirror.text.repair import Repair, Repaired, remap_error, repair
 from qmirror.text.tree import split_lines
 

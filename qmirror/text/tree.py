@@ -21,7 +21,7 @@ from qmirror.core.model import MASK64, AddressSpace, Machine, MemoryRegion, Regi
 from qmirror.errors import ModelError, ParseError
 from qmirror.text import dialect as dialects
 from qmirror.text.dialect import Detection, Dialect
-from qmirror.text.forgiving import PASTE_LIMIT, Section, read_paste, refuse
+from qmirror.text.forgiving import PASTE_LIMIT, read_paste, refuse
 from qmirror.text.grammar import (
     ACCESS_LETTERS,
     OVERFLOW_MARKER,
@@ -34,6 +34,7 @@ from qmirror.text.grammar import (
     region_line,
     strip_overflow,
 )
+from qmirror.text.pastetree import Section
 from qmirror.text.repair import Repair, Repaired, remap_error, repair
 
 
