@@ -248,6 +248,45 @@ def test_hand_made_bare_header_and_markdown_escapes() -> None:
     assert out.split("\n")[: len(block)] == block
 
 
+def test_hand_made_8_digit_addresses_of_a_32_bit_host() -> None:
+    block = memory_block()
+    short = [re.sub(r"\b00000000([0-9a-f]{8})\b", r"\1", ln) for ln in block]
+    assert short != block
+    out, repairs = read_tree(text(short))
+    assert out.split("\n")[: len(block)] == block
+
+
+def test_hand_made_memory_region_excerpt_alone() -> None:
+    start = TREE.index("memory-region: pc.ram")
+    excerpt = TREE[start:TREE.index("", start) + 1]
+    _, repairs = read_tree(text(excerpt))
+    assert (1, "a 'memory-region:' block without any 'address-space:' block read as "
+               "'address-space: pc.ram'") in repairs
+
+
+def test_hand_made_alias_target_shown_in_the_tree_gets_its_block_repeated() -> None:
+    """The memory block alone: `isa-bios @pc.bios` aliases a region the tree shows, so
+    the implied `memory-region: pc.bios` block repeats it and the model unifies them."""
+    block = memory_block()
+    _, repairs = read_tree(text(block))
+    assert any("'pc.bios' has no 'memory-region:' block in the paste: one implied, "
+               "repeating its lines" in what for _, what in repairs)
+    machine = load_tree(text(block), lenient=True).machine
+    bios = [mr for mr in machine.regions() if mr.name == "pc.bios"]
+    isa = next(mr for mr in machine.regions() if mr.name == "isa-bios")
+    assert len(bios) == 1 and isa.alias is bios[0] and bios[0].container is not None
+
+
+def test_hand_made_output_that_starts_again() -> None:
+    """A second copy after a cut one (a debug printf, a re-run): both are texts of the
+    paste, the longest is read, the restart is said."""
+    cut = TREE[: TREE.index("address-space: memory") + 3]
+    again = [*cut, *TREE]
+    doc = parse_tree_document(text(again), lenient=True)
+    assert any("the output starts again here" in r.what for r in doc.repairs)
+    assert doc.paste is not None and doc.paste.ranges == ranges(text(TREE))
+
+
 def test_intact_output_is_not_touched() -> None:
     crlf = "\r\n".join(TREE) + "\r\n"
     doc = parse_tree_document(crlf, lenient=True)

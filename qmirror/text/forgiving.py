@@ -239,7 +239,11 @@ class _Assembler:
                 break
             if k == TREE_HEAD or (k == JUNK and self._bare_head(self.i)):
                 is_mr = t.kind == TREE_HEAD and t.text.startswith(MR_HEADER)
-                if not is_mr and seen_region_block and blocks:
+                # The output starts again: an address space after `memory-region:`
+                # blocks, or the first header again once lines followed it.
+                first = blocks[0].heads[0].text if blocks and blocks[0].heads else None
+                if not is_mr and blocks and (seen_region_block or (
+                        t.text == first and any(b.regions for b in blocks))):
                     self.note(t.line, "the output starts again here: read as another text")
                     break
                 self._head_name(t)

@@ -92,9 +92,18 @@ class Token:
     raw: str = ""
 
 
+_SHORT_WINDOW = re.compile(r" ([0-9a-fA-F]{8,15})-([0-9a-fA-F]{8,16})((?: \[disabled\])?)\Z")
+_SHORT_OFFSET = re.compile(r" @([0-9a-fA-F]{8,15})((?: (?:KVM|kvm))*)\Z")
+
+
 def _canon_range(m: re.Match[str]) -> str:
     """A region line from its range on, with 16-digit lower-case hex (QEMU's spelling)."""
     body = m["body"]
+    if body is not None and (len(m["start"]) < 16 or len(m["end"]) < 16):
+        # QEMU 1.x on a 32-bit target printed alias windows and offsets short too.
+        body = _SHORT_WINDOW.sub(lambda w: f" {w[1].lower():0>16}-{w[2].lower():0>16}{w[3]}",
+                                 body)
+        body = _SHORT_OFFSET.sub(lambda o: f" @{o[1].lower():0>16}{o[2]}", body)
     return (f"{m['start'].lower():0>16}-{m['end'].lower():0>16} (prio {m['prio']}, "
             f"{m['type']}):" + ("" if body is None else " " + body))
 
