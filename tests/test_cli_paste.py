@@ -144,3 +144,19 @@ def test_map_and_ram_map_take_a_flat_paste_alone(tmp_path: Path,
     assert want and got == want
     assert run("map", "--svg", str(tmp_path / "m.svg"), str(path)) == 0
     assert run("tree", str(path)) == 2  # a tree needs the tree text
+
+
+def test_check_json_lists_the_repairs_of_a_lenient_reading(
+        tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    path = tmp_path / "tree.txt"
+    path.write_text("".join(f"> {ln}\n" for ln in lines("info-mtree.txt")), encoding="utf-8")
+    flat = str(PC / "info-mtree-f.txt")
+    assert run("check", "--lenient", "--format", "json", "--tree", str(path), "--flat",
+               flat) == 0
+    doc = json.loads(capsysbinary.readouterr().out)
+    assert doc["repairs"][0] == {"file": str(path), "line": 1,
+                                  "what": "'> ' quoting removed from every line"}
+    assert doc["partial"] is False
+    assert run("check", "--format", "json", "--tree", str(PC / "info-mtree.txt"), "--flat",
+               flat) == 0
+    assert "repairs" not in json.loads(capsysbinary.readouterr().out)
