@@ -252,7 +252,7 @@ def test_hand_made_8_digit_addresses_of_a_32_bit_host() -> None:
     block = memory_block()
     short = [re.sub(r"\b00000000([0-9a-f]{8})\b", r"\1", ln) for ln in block]
     assert short != block
-    out, repairs = read_tree(text(short))
+    out, _ = read_tree(text(short))
     assert out.split("\n")[: len(block)] == block
 
 
