@@ -218,6 +218,16 @@ def test_hand_made_wrapped_lines_are_joined() -> None:
     assert len(joined) == len(wrapped) - len(block)
 
 
+def test_hand_made_line_wrapped_inside_its_range_head() -> None:
+    block = memory_block()
+    at = next(i for i, ln in enumerate(block) if ln.endswith("): pc.rom"))
+    head, tail = block[at].split(" (prio ", 1)
+    wrapped = [*block[:at], head + " (prio", tail, *block[at + 1:]]
+    out, repairs = read_tree(text(wrapped))
+    assert (at + 2, "wrapped line joined to the line before") in repairs
+    assert out.split("\n")[: len(block)] == block
+
+
 def test_hand_made_prompts_quoting_and_diff_prefixes() -> None:
     block = memory_block()
     quoted = ["> (qemu) info mtree"] + ["> " + ln for ln in block] + ["> (qemu) "]

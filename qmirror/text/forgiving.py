@@ -55,6 +55,7 @@ from qmirror.text.pastelines import (
     ROOT_LINE,
     TREE_HEAD,
     Token,
+    classify,
     continues,
     is_diff,
     tokenize,
@@ -93,6 +94,7 @@ _PROMPT = re.compile(r"(?:\(qemu\)|\(gdb\)|[$#%]|\S*[@:][^ ]*[$#])(?:\s|\Z)", re
 _OFFSET_OR_ACCEL = re.compile(r"\): .* @[0-9a-f]{16}(?: |\Z)|\): .* (?:KVM|kvm)(?::\w+)?\Z")
 _ALIAS_LINE = re.compile(r"\): alias .* @.* [0-9a-f]{16}-[0-9a-f]{16}")
 _BARE_NAME = re.compile(r"[\w./ -]{1,40}")
+_HEAD_OF_RANGE = re.compile(r"[0-9a-fA-F]{8,16}-[0-9a-fA-F]{8,16}(?: \(prio(?: -?\d+,?)?)?\Z")
 _RANGE_START = re.compile(r"[0-9a-fA-F]{8,16}-[0-9a-fA-F]{8,16} \(prio")
 
 
@@ -152,6 +154,15 @@ def _join_wrapped(tokens: list[Token], repairs: list[Repair]) -> list[Token]:
                 repairs.append(Repair(t.line, "wrapped line joined to the line before"))
                 out[-1].text = joined
                 continue
+            prev = out[-1]
+            if prev.kind == JUNK and t.kind == JUNK and len(prev.raw) < 1000 \
+                    and _HEAD_OF_RANGE.search(prev.raw.rstrip()):
+                # Wrapped inside the range head (`... (prio 0,` / `i/o): name`).
+                whole = classify(prev.raw.rstrip() + " " + t.text.lstrip(), prev.line)
+                if whole.kind == REGION:
+                    repairs.append(Repair(t.line, "wrapped line joined to the line before"))
+                    out[-1] = whole
+                    continue
         out.append(t)
     return out
 
