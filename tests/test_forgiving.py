@@ -8,7 +8,9 @@ the damaged text's range lines. The public corpus is measured the same way at th
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -353,3 +355,25 @@ def test_every_public_dump_is_read_keeping_its_range_lines(path: Path) -> None:
             render_machine(load_tree(s.text(), lenient=True).machine)
         else:
             parse_flat(s.text())
+
+
+@pytest.mark.parametrize("piece", ["): ", " @", "): alias x @", ", root: ", ">", "(prio 0,"])
+def test_long_repeated_pieces_do_not_backtrack(piece: str) -> None:
+    """Found by fuzzing: `.*` patterns on 300 kB of `): ` ran for minutes. The alarm
+    only turns a regression into a failure instead of a hang."""
+    block = memory_block()
+    long_line = block[3] + piece * 60_000
+    # No header: the reader looks at the run of lines to tell tree from flat.
+    damaged = text([*block[1:3], long_line, "-" + block[4], *block[5:]])
+
+    def fire(signum: int, frame: object) -> None:
+        raise AssertionError("the forgiving reader took more than 20 s")
+    old = signal.signal(signal.SIGALRM, fire)
+    signal.alarm(20)
+    try:
+        reprint_paste(damaged)
+        with contextlib.suppress(ParseError):
+            load_tree(damaged, lenient=True)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

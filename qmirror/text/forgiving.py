@@ -91,8 +91,10 @@ class Paste:
 # -- reading ---------------------------------------------------------------------------
 
 _PROMPT = re.compile(r"(?:\(qemu\)|\(gdb\)|[$#%]|\S*[@:][^ ]*[$#])(?:\s|\Z)", re.IGNORECASE)
-_OFFSET_OR_ACCEL = re.compile(r"\): .* @[0-9a-f]{16}(?: |\Z)|\): .* (?:KVM|kvm)(?::\w+)?\Z")
-_ALIAS_LINE = re.compile(r"\): alias .* @.* [0-9a-f]{16}-[0-9a-f]{16}")
+# Anchored at the end, no `.*`: a line of repeated `): ` must not cost quadratic time.
+_OFFSET_OR_ACCEL = re.compile(r" @[0-9a-f]{16}(?: (?:KVM|kvm)(?::\w+)?)*\Z"
+                              r"| (?:KVM|kvm)(?::\w+)?\Z")
+_ALIAS_WINDOW = re.compile(r" [0-9a-f]{16}-[0-9a-f]{16}(?: \[disabled\])?\Z")
 _BARE_NAME = re.compile(r"[\w./ -]{1,40}")
 _HEAD_OF_RANGE = re.compile(r"[0-9a-fA-F]{8,16}-[0-9a-fA-F]{8,16}(?: \(prio(?: -?\d+,?)?)?\Z")
 _RANGE_START = re.compile(r"[0-9a-fA-F]{8,16}-[0-9a-fA-F]{8,16} \(prio")
@@ -230,7 +232,8 @@ class _Assembler:
             j += 1
         if any(_OFFSET_OR_ACCEL.search(t.text) for t in run):
             return True
-        if any(_ALIAS_LINE.search(t.text) for t in run):
+        if any("): alias " in t.text and " @" in t.text and _ALIAS_WINDOW.search(t.text)
+               for t in run):
             return False
         return len(run) > 1 and len({t.indent for t in run}) == 1
 

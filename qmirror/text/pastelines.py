@@ -39,6 +39,7 @@ from qmirror.text.grammar import (
     MR_HEADER,
     NO_FLATVIEW,
     ROOT_PREFIX,
+    split_owners,
 )
 from qmirror.text.repair import Repair
 
@@ -272,7 +273,8 @@ def _one_side(numbered: list[tuple[int, str]], repairs: list[Repair],
 
 # -- continuation of wrapped lines ------------------------------------------------------
 
-_ALIAS_DONE = re.compile(r"alias .* @.* [0-9a-f]{16}-[0-9a-f]{16}(?: \[disabled\])?(?: .*)?\Z")
+#: The window that ends a complete alias line (searched from the end: linear).
+_ALIAS_DONE = re.compile(r" [0-9a-f]{16}-[0-9a-f]{16}(?: \[disabled\])?\Z")
 _TAIL = re.compile(
     r"(?:@[0-9a-f]{16}(?: |\Z)|@\S.* [0-9a-f]{16}-[0-9a-f]{16}|[0-9a-f]{16}-[0-9a-f]{16}\Z"
     r"|\[disabled\]|(?:owner|parent):\{|orphan\Z|(?:KVM|kvm)\Z|.*\s(?:KVM|kvm)\Z)")
@@ -292,7 +294,8 @@ def continues(prev: Token, nxt: Token) -> str | None:
     sep = "" if text.endswith(" ") else " "
     if not body.strip():
         return text.rstrip() + " " + cont
-    if body.startswith("alias ") and not _ALIAS_DONE.match(body):
+    if body.startswith("alias ") and not (" @" in body
+                                          and _ALIAS_DONE.search(split_owners(body)[0])):
         return text + sep + cont
     if _TAIL.match(cont):
         return text + sep + cont

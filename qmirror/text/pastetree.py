@@ -143,11 +143,9 @@ class TreeWriter:
             sec.add("", line, implied=True)
         return sec
 
-    def _subtree_of(self, name: str) -> list[str]:
-        """The lines a ``memory-region:`` block of the region called ``name`` prints, when
-        the tree shows that region: its subtree, from its own address in its container
-        (QEMU prints a block's root at offset 0 of nothing)."""
-        if self._parsed is None:  # once per section: many targets may need it
+    def _parse_lines(self) -> list[TreeLine | None]:
+        """The section's region lines as the grammar reads them (once per section)."""
+        if self._parsed is None or len(self._parsed) != len(self.sec.lines):
             self._parsed = []
             for ln in self.sec.lines:
                 try:
@@ -155,7 +153,13 @@ class TreeWriter:
                                         if ln.startswith("  ") else None)
                 except ParseError:
                     self._parsed.append(None)
-        parsed = self._parsed
+        return self._parsed
+
+    def _subtree_of(self, name: str) -> list[str]:
+        """The lines a ``memory-region:`` block of the region called ``name`` prints, when
+        the tree shows that region: its subtree, from its own address in its container
+        (QEMU prints a block's root at offset 0 of nothing)."""
+        parsed = self._parse_lines()
         at = next((i for i, t in enumerate(parsed)
                    if t is not None and t.name == name and not t.is_alias and not t.overflow),
                   None)
@@ -288,22 +292,16 @@ class TreeWriter:
                          have: set[str]) -> dict[str, tuple[str, str, int]]:
         """Alias targets without a block: name -> (type word, end, first line)."""
         missing: dict[str, tuple[str, str, int]] = {}
-        for line, orig in zip(self.sec.lines, self.sec.origin, strict=True):
-            m = _ALIAS_TARGET.search(line)
-            if m is None:
+        # The grammar's own reading of each line: linear, whatever the names contain.
+        for t, orig in zip(self._parse_lines(), self.sec.origin, strict=True):
+            if t is None or t.alias_target is None or t.alias_target in have:
                 continue
-            name = m["target"]
-            if name in have:
-                continue
-            word = m["type"].removeprefix("nv-")
-            end = m["aend"]
+            name = t.alias_target
+            end = hex16(t.alias_end)
+            word = t.type_word
             old = missing.get(name)
             if old is not None:
                 end = max(end, old[1])
                 word = old[0]
             missing[name] = (word, end, old[2] if old else orig)
         return missing
-
-
-_ALIAS_TARGET = re.compile(r"\(prio -?\d+, (?P<type>[^()]+)\): alias .* @(?P<target>.*) "
-                           r"[0-9a-f]{16}-(?P<aend>[0-9a-f]{16})(?: \[disabled\])?(?: .*)?\Z")
