@@ -264,8 +264,10 @@ def test_hand_made_8_digit_addresses_of_a_32_bit_host() -> None:
     block = memory_block()
     short = [re.sub(r"\b00000000([0-9a-f]{8})\b", r"\1", ln) for ln in block]
     assert short != block
-    out, _ = read_tree(text(short))
+    out, repairs = read_tree(text(short))
     assert out.split("\n")[: len(block)] == block
+    assert (3, "addresses of fewer than 16 hex digits (QEMU 1.x on a 32-bit target) "
+               "padded") in repairs
 
 
 def test_hand_made_memory_region_excerpt_alone() -> None:

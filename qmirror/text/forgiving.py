@@ -196,6 +196,7 @@ class _Assembler:
                 self._flat(pending)
                 pending = []
             elif t.kind == ELISION:
+                self._elided(t)
                 pending.append(Elision(t.line, t.text))
                 self.i += 1
             else:
@@ -203,6 +204,10 @@ class _Assembler:
                 self.i += 1
         # Headers alone say nothing about memory: a section needs a range line.
         return [s for s in self.sections if s.ranges]
+
+    def _elided(self, t: Token) -> None:
+        self.note(t.line, "elision kept as a marker (the text is partial)"
+                  + (f": {t.text[:40]!r}" if t.text else ""))
 
     def _drop(self, t: Token) -> None:
         if t.kind == JUNK:
@@ -289,6 +294,7 @@ class _Assembler:
                 block.regions.append(t)
                 blank_before = False
             elif k == ELISION:
+                self._elided(t)
                 elided.append(Elision(t.line, t.text))
             elif k == BLANK:
                 blank_before = True
@@ -410,6 +416,7 @@ class _Assembler:
                 sec.ranges += 1
                 ranges_in_view += 1
             elif k == ELISION:
+                self._elided(t)
                 elided.append(Elision(t.line, t.text, 2))
             elif k == BLANK:
                 if view_open and (ranges_in_view or have_root):

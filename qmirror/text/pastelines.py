@@ -59,6 +59,7 @@ _REGION = re.compile(
     r"(?: (?P<body>.*))?\Z")
 _REGION_ANYWHERE = re.compile(r"(?<![0-9A-Za-z])(?:\[DETECTED OVERFLOW!\] )*[0-9a-fA-F]{8,16}-"
                               r"[0-9a-fA-F]{8,16} \(prio -?\d")
+_RANGE_DIGITS = re.compile(r"(?<![0-9A-Za-z])([0-9a-fA-F]{8,16})-([0-9a-fA-F]{8,16}) \(prio ")
 _HEAD = re.compile("(?P<kw>" + "|".join(re.escape(k) for k in (
     FLAT_AS_HEADER, AS_HEADER, MR_HEADER, FLATVIEW_HEADER, ROOT_PREFIX.strip() + " ",
     NO_FLATVIEW.strip(), 'AS "')) + ")")
@@ -213,6 +214,14 @@ def tokenize(text: str, *, side: str = "new") -> tuple[list[Token], list[Repair]
         if tok.junk.endswith("\t"):
             repairs.append(Repair(n, "tabs in the indentation expanded to 8 columns"))
             tok.junk = tok.junk[:-1].rstrip()
+        if tok.kind == REGION:
+            r = _RANGE_DIGITS.search(ln)
+            if r is not None and (len(r[1]) < 16 or len(r[2]) < 16):
+                repairs.append(Repair(n, "addresses of fewer than 16 hex digits (QEMU 1.x on "
+                                         "a 32-bit target) padded"))
+            elif r is not None and not (r[1] + r[2]).islower() and (r[1] + r[2]).isalnum() \
+                    and any(c in "ABCDEF" for c in r[1] + r[2]):
+                repairs.append(Repair(n, "upper-case hex digits made lower-case"))
         if tok.junk and tok.kind != JUNK:
             what = ("quoting" if _QUOTE.fullmatch(tok.junk) else "text before the "
                     + ("region line" if tok.kind == REGION else "header"))
