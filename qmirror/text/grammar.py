@@ -86,7 +86,21 @@ _FLAT_RANGE = re.compile(
     re.DOTALL,
 )
 _OFFSET_SUFFIX = re.compile(rf" @(?P<offset>{_HEX16})\Z")
-_ACCEL_SUFFIX = re.compile(r"(?P<accel>(?: (?:KVM|kvm))+)\Z")
+_ACCEL_TAILS = tuple(" " + w for w in ACCEL_WORDS)
+
+
+def _split_accel(body: str) -> tuple[str, tuple[str, ...]]:
+    """Take the trailing accelerator words (`` KVM``) off a range line's body.
+
+    A loop from the right, not a regex search: a body of many `` kvm`` followed by
+    something else made the search quadratic (found by fuzzing).
+    """
+    words: list[str] = []
+    while body.endswith(_ACCEL_TAILS):
+        words.append(body[-3:])
+        body = body[:-4]
+    words.reverse()
+    return body, tuple(words)
 _AS_LINE = re.compile(r' AS "(?P<name>.*)", root: (?P<root>.*?)(?:, alias (?P<alias>.*))?\Z')
 
 
@@ -346,11 +360,7 @@ def parse_flat_range(text: str, lineno: int, *, owners: bool) -> FlatRangeLine:
     if m is None:
         raise _diagnose_flat_range(text, lineno)
     body = m["body"]
-    accel: tuple[str, ...] = ()
-    am = _ACCEL_SUFFIX.search(body)
-    if am is not None:
-        accel = tuple(am["accel"].split())
-        body = body[: am.start()]
+    body, accel = _split_accel(body)
     ownership = None
     if owners:
         body, ownership = _required_owners(body, text, lineno)
@@ -416,7 +426,7 @@ def is_region_line(text: str) -> bool:
 
 def has_owner_suffix(text: str) -> bool:
     """Whether a range or region line ends in a non-empty ``-o`` suffix."""
-    m = _OWNER_SUFFIX.search(_ACCEL_SUFFIX.sub("", text))
+    m = _OWNER_SUFFIX.search(_split_accel(text)[0])
     return m is not None and bool(m["owners"])
 
 
