@@ -108,8 +108,25 @@ def consoles(color: str) -> tuple[Console, Console]:
     return out, err
 
 
+#: The file name that means standard input (``xclip -o | qmirror tree -``).
+STDIN = "-"
+
+
+def one_stdin(*paths: str | None) -> None:
+    """Refuse ``-`` named twice: standard input can be read once."""
+    if sum(p == STDIN for p in paths) > 1:
+        raise InputError("standard input (-) can be read only once: give one `-`")
+
+
 def read_text(path: str) -> str:
-    """Read a text file as is (CR LF kept: QEMU's monitor output has it)."""
+    """Read a text file as is (CR LF kept: QEMU's monitor output has it); ``-`` is
+    standard input."""
+    if path == STDIN:
+        data = sys.stdin.buffer.read()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InputError(f"standard input is not UTF-8 text (byte {err.start})") from err
     try:
         with open(path, encoding="utf-8", newline="") as f:
             return f.read()

@@ -5,6 +5,7 @@ A TARGET is, in the order tried:
 * a directory holding a capture (``scripts/capture-fixtures`` layout: the texts of
   ``info mtree -o -D`` and ``info mtree -f -o``, or ``info mtree`` and ``info mtree -f``,
   plus ``meta.json``) or a snapshot written by ``qmirror snapshot``;
+* ``-``: a paste on standard input (read forgivingly, as every saved text is);
 * ``TREE.txt`` or ``TREE.txt,FLAT.txt``: a saved tree text (``info mtree [-o] [-D]``),
   optionally with QEMU's ``info mtree -f [-o]`` of the same moment after a comma (it
   lets the gaps be inferred, see ``check``);
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qmirror.cli._common import read_text, run_async
+from qmirror.cli._common import STDIN, one_stdin, read_text, run_async
 from qmirror.errors import InputError, MonitorTimeout, TargetError
 from qmirror.live.options import DEFAULT_TIMEOUT
 
@@ -74,6 +75,8 @@ def file_source(spec: str) -> FileSource | None:
     :raise QmirrorError: a directory without a known layout, or a missing file in
         ``TREE.txt,FLAT.txt``.
     """
+    if spec == STDIN:
+        return FileSource("stdin", Path(STDIN), None)
     path = Path(spec)
     if path.is_dir():
         for tree, flat in CAPTURE_LAYOUTS:
@@ -121,16 +124,12 @@ def _from_files(src: FileSource, args: argparse.Namespace) -> Reading:
 
     tree_text = read_text(str(src.tree))
     flat_text = read_text(str(src.flat)) if src.flat is not None else None
-    if tree_text.startswith("FlatView #"):
-        raise InputError(f"{src.tree} is `info mtree -f` output; a TARGET starts with the "
-                           "tree text: TREE.txt[,FLAT.txt]")
-    if flat_text is not None and not flat_text.startswith("FlatView #"):
-        raise InputError(f"{src.flat} is not `info mtree -f` output (it should start with "
-                           "'FlatView #')")
     return read(tree_text, flat_text, label=src.label, meta=src.meta,
                 accel=getattr(args, "accel", "auto"), strict=getattr(args, "strict", False),
-                rules=not getattr(args, "no_rules", False), tree_name=str(src.tree),
-                flat_name=str(src.flat) if src.flat is not None else None)
+                rules=not getattr(args, "no_rules", False),
+                tree_name="stdin" if str(src.tree) == STDIN else str(src.tree),
+                flat_name=str(src.flat) if src.flat is not None else None,
+                allow_flat=getattr(args, "allow_flat", False))
 
 
 def reading_from_snapshot(snap: Snapshot, args: argparse.Namespace | None = None, *,
@@ -239,6 +238,7 @@ def open_readings(specs: list[str], args: argparse.Namespace, err: Console, *,
     from qmirror.cli._progress import Work
 
     launch_settings(args)
+    one_stdin(*specs)
     wanted = resolve(specs, args)
     low, high = count
     if not low <= len(wanted) <= high:
@@ -252,7 +252,29 @@ def open_readings(specs: list[str], args: argparse.Namespace, err: Console, *,
             work.step(f"reading {label}")
             out.append(_open(what, args, ramblock=ramblock))
         work.done()
+    for reading in out:
+        report_reading(err, reading)
     return out
+
+
+def repairs_json(reading: Reading) -> dict[str, Any]:
+    """``repairs`` and ``partial`` keys for a command's JSON, when the reader had to
+    repair or assume anything (absent for intact QEMU output)."""
+    if not reading.repairs and not reading.partial:
+        return {}
+    return {"repairs": [{"file": name, "line": r.line, "what": r.what}
+                        for name, r in reading.repairs],
+            "partial": reading.partial}
+
+
+def report_reading(err: Console, reading: Reading) -> None:
+    """What the forgiving reader repaired or assumed in a reading's texts (stderr)."""
+    for name, r in reading.repairs:
+        err.print(f"{name}:{r.line}: repaired: {r.what}", highlight=False, markup=False)
+    if reading.partial:
+        err.print(f"{reading.label}: partial: the text elides lines, lacks some (implied) "
+                  "or is `-f` output alone; regions and ranges it does not show are missing",
+                  highlight=False, markup=False)
 
 
 def open_reading(spec: str, args: argparse.Namespace, *, ramblock: bool = False) -> Reading:

@@ -33,8 +33,11 @@ def text_options(p: argparse.ArgumentParser, *, lenient: bool, launch: bool = Fa
                                        "from scripts/qemu-matrix ($QMIRROR_QEMU_MATRIX, "
                                        "default /var/cache/qmirror)" if launch else ""))
     p.add_argument("--lenient", action=argparse.BooleanOptionalAction, default=lenient,
-                   help="repair pasting damage (indentation, prompts, quoting, wrapped lines, "
-                        "CR LF) and list each repair on stderr"
+                   help="read pastes forgivingly: repair pasting damage (indentation, prompts, "
+                        "quoting, diff prefixes, wrapped lines, NBSP, CR LF), keep elisions "
+                        "(...), imply missing headers, and list each repair on stderr; "
+                        "intact QEMU output reads exactly as without it; texts over 8 MiB "
+                        "are read strictly"
                         + (" (default: on)" if lenient else " (default: off)"))
 
 

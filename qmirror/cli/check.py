@@ -19,6 +19,7 @@ from qmirror.cli._common import (
     EXIT_MATCH,
     EXIT_MISMATCH,
     EXIT_TROUBLE,
+    one_stdin,
     read_text,
     run_async,
     write_stdout,
@@ -58,6 +59,7 @@ def _offline(args: argparse.Namespace, out: Console, err: Console) -> int:
     from qmirror.verify.check import check
     from qmirror.views.report import print_text, to_json, write_junit
 
+    one_stdin(args.tree, args.flat)
     dialect = text_dialect(args)
     result = check(read_text(args.tree), read_text(args.flat), accel=args.accel, strict=args.strict,
                    rules=not args.no_rules, tree_name=args.tree, flat_name=args.flat,
@@ -70,6 +72,13 @@ def _offline(args: argparse.Namespace, out: Console, err: Console) -> int:
         write_junit(result, Path(args.junit_xml))
     if args.format == "json":
         doc = to_json(result, inputs={"tree": args.tree, "flat": args.flat})
+        repairs = [{"file": name, "line": r.line, "what": r.what}
+                   for name, doc_repairs in ((args.tree, result.loaded.document.repairs),
+                                             (args.flat, result.qemu.repairs))
+                   for r in doc_repairs]
+        partial = result.loaded.document.partial or result.qemu.partial
+        if repairs or partial:  # only for pastes (--lenient): intact output is unchanged
+            doc |= {"repairs": repairs, "partial": partial}
         write_stdout(json.dumps(doc, indent=2) + "\n")
     else:
         print_text(result, out, verbose=args.verbose)

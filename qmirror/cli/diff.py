@@ -93,7 +93,12 @@ def cmd_diff(args: argparse.Namespace, out: Console, err: Console) -> int:
     old, new = open_readings(args.targets, args, err, count=(2, 2))
     d = snapdiff.diff_readings(old, new, rules)
     if args.format == "json":
-        write_stdout(json.dumps(snapdiff.to_json(d, old, new, rules), indent=2) + "\n")
+        from qmirror.cli._inputs import repairs_json
+
+        doc = snapdiff.to_json(d, old, new, rules)
+        for side, reading in (("old", old), ("new", new)):
+            doc[side] |= repairs_json(reading)
+        write_stdout(json.dumps(doc, indent=2) + "\n")
     else:
         print_diff(d, old, new, out, ignored=rules.describe(),
                    limit=None if args.all else 30)
@@ -118,4 +123,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="leave out a field: type, addr, size, priority, enabled, alias, "
                         "readonly, nonvolatile, offset, ... (repeatable)")
     add_model_options(p)
-    p.set_defaults(func=cmd_diff)
+    # A paste of `-f` output alone is enough for this command (rebuild/flat.py).
+    p.set_defaults(func=cmd_diff, allow_flat=True)

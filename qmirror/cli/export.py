@@ -29,7 +29,10 @@ def cmd_ram_map(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.format == "csv":
         write_stdout(rammap.to_csv(rows))
     else:
-        write_stdout(json.dumps(rammap.to_json(reading, rows), indent=2) + "\n")
+        from qmirror.cli._inputs import repairs_json
+
+        doc = rammap.to_json(reading, rows) | repairs_json(reading)
+        write_stdout(json.dumps(doc, indent=2) + "\n")
     if reading.ramblock_text is None and any(not r.block_exact for r in rows):
         err.print("note: RAMBlock names of device-owned regions are the region names; QEMU "
                   "may prefix them with the device's bus path (block_exact: false). A live "
@@ -50,4 +53,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--as", dest="address_space", action="append", metavar="NAME",
                    help="only the FlatView(s) of this address space (repeatable)")
     add_model_options(p)
-    p.set_defaults(func=cmd_ram_map)
+    # A paste of `-f` output alone is enough for this command (rebuild/flat.py).
+    p.set_defaults(func=cmd_ram_map, allow_flat=True)

@@ -103,4 +103,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--as", dest="address_space", action="append", metavar="NAME",
                    help="only the FlatView(s) of this address space (repeatable)")
     add_model_options(p)
-    p.set_defaults(func=cmd_map)
+    # A paste of `-f` output alone is enough for this command (rebuild/flat.py).
+    p.set_defaults(func=cmd_map, allow_flat=True)

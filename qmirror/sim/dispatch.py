@@ -38,16 +38,15 @@ from qmirror.text.dispatch import (
     Entry,
     entry_runs,
 )
-from qmirror.text.grammar import (
+from qmirror.text.dispatchlines import (
     DISPATCH_LABELS,
     DISPATCH_NIL,
     DispatchNodesLine,
     DispatchSectionLine,
     format_dispatch_nodes,
     format_dispatch_section,
-    hex16,
-    last,
 )
+from qmirror.text.grammar import hex16, last
 
 
 #: ``phys_section_add`` refuses the section that would make this many (it must fit

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from qmirror.errors import ParseError
-from qmirror.text.grammar import (
+from qmirror.text.dispatchlines import (
     DISPATCH_HEAD,
     DISPATCH_SECTIONS_HEAD,
     DispatchEntryLine,

@@ -15,6 +15,7 @@ the machine's address-space order) that uses each, `` AS`` lines in that order t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,8 +24,12 @@ from qmirror.errors import ParseError
 from qmirror.text import dialect as dialects
 from qmirror.text.dialect import Dialect
 from qmirror.text.dispatch import DispatchDump, format_dispatch, parse_dispatch
+from qmirror.text.forgiving import PASTE_LIMIT, read_paste, refuse
 from qmirror.text.grammar import (
     FLAT_AS_HEADER,
+    FLATVIEW_HEADER,
+    NO_FLATVIEW,
+    ROOT_PREFIX,
     ASLine,
     FlatRangeLine,
     format_as_line,
@@ -35,12 +40,12 @@ from qmirror.text.grammar import (
     parse_as_line,
     parse_flat_range,
 )
-from qmirror.text.repair import Repair, remap_error, repair
+from qmirror.text.pastetree import Section
+from qmirror.text.repair import Repair, Repaired, remap_error, repair
 from qmirror.text.tree import split_lines
 
 
-ROOT_PREFIX = " Root memory region: "
-NO_FLATVIEW = "  No rendered FlatView"
+_RANGE_LIKE = re.compile(r"[0-9a-fA-F]{8,16}\\?-[0-9a-fA-F]{8,16} \(prio ")
 
 
 @dataclass(slots=True)
@@ -76,6 +81,13 @@ class FlatDocument:
     dialect: Dialect = field(default_factory=lambda: dialects.DEFAULT)
     #: What ``lenient`` parsing repaired, with original line numbers.
     repairs: list[Repair] = field(default_factory=list)
+    #: For a text read by the forgiving reader: the section it came from.
+    paste: Section | None = None
+
+    @property
+    def partial(self) -> bool:
+        """The text elides lines or lacks some (implied headers, `` AS`` or root lines)."""
+        return self.paste is not None and self.paste.partial
 
 
 def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | None = None,
@@ -87,11 +99,24 @@ def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | Non
     :raise ParseError: with line, column and reason.
     """
     if lenient:
+        if len(text) > PASTE_LIMIT:
+            return parse_flat(text, filename=filename, dialect=dialect)
+        try:  # intact QEMU output reads exactly as without `lenient`
+            doc = parse_flat(text, filename=filename, dialect=dialect)
+            if doc.views:
+                return doc
+        except ParseError:
+            pass
         fixed = repair(text)
         try:
             doc = parse_flat(fixed.text, filename=filename, dialect=dialect)
         except ParseError as err:
-            raise remap_error(err, fixed, text) from None
+            return forgiving_flat(text, filename=filename, dialect=dialect,
+                                  error=remap_error(err, fixed, text))
+        if not doc.views or len(_RANGE_LIKE.findall(fixed.text)) < len(
+                _RANGE_LIKE.findall(text)):
+            # Empty, or the repair lost range lines: the forgiving reader keeps them.
+            return forgiving_flat(text, filename=filename, dialect=dialect)
         doc.repairs = fixed.repairs
         return doc
     lines, eol, final_eol = split_lines(text, filename=filename)
@@ -115,7 +140,7 @@ def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | Non
             # Reliability fix (issue 6): ASCII digits, and few enough for int() ("²" is
             # isdigit(), and int() refuses more than 4300 digits).
             number = line[10:]
-            if (not line.startswith("FlatView #") or not number.isascii()
+            if (not line.startswith(FLATVIEW_HEADER) or not number.isascii()
                     or not number.isdigit() or len(number) > 9):
                 raise fail("expected 'FlatView #N'", i)
             block = FlatViewBlock(int(line[10:]), [], None, [], lineno=i + 1)
@@ -156,6 +181,38 @@ def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | Non
             err.filename = filename
         raise
     return FlatDocument(views, eol, final_eol, owners, dia)
+
+
+def forgiving_flat(text: str, *, filename: str | None = None, dialect: Dialect | None = None,
+                   error: ParseError | None = None) -> FlatDocument:
+    """Read the flat text of a paste with the forgiving reader (:mod:`qmirror.text.forgiving`).
+
+    :param error: what the strict reading said, raised if the forgiving one fails too.
+    :raise ParseError: no flat text in the paste, or one that still does not parse.
+    """
+    paste = read_paste(text)
+    sec = paste.pick("flat")
+    if sec is None:
+        if error is not None and not paste.sections and "Physical sections" not in text:
+            raise error  # the strict reader's message is the more precise
+        err = refuse(text, "flat", paste)
+        err.filename = filename
+        raise err
+    fixed = Repaired(sec.text(), list(paste.repairs), list(sec.origin))
+    others = [s.span for s in paste.sections if s.kind == "flat" and s is not sec]
+    if others:
+        fixed.repairs = [*fixed.repairs, Repair(sec.span[0], "the paste holds "
+                         f"{len(others) + 1} flat texts: lines {sec.span[0]}–{sec.span[1]} "
+                         "read (the longest)")]
+    try:
+        doc = parse_flat(fixed.text, filename=filename, dialect=dialect)
+    except ParseError as err:
+        if error is not None:
+            raise error from None
+        raise remap_error(err, fixed, text) from None
+    doc.repairs = fixed.repairs
+    doc.paste = sec
+    return doc
 
 
 def _parse_per_as(lines: list[str], eol: str, final_eol: bool, dia: Dialect,

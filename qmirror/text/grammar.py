@@ -26,6 +26,7 @@ Flat mode (``info mtree -f [-d] [-o]``)::
     body       = "  No rendered FlatView" EOL | range-line+ [dispatch]
     range-line = "  " RANGE " (prio " INT ", " type "): " NAME [" @" HEX16] [owners] (" " ACCEL)*
     ACCEL      = "KVM" | "kvm"                        (once per AS the accelerator tracks)
+    dispatch   = see :mod:`qmirror.text.dispatchlines` (``-d``)
 
 Older QEMUs (:mod:`qmirror.text.dialect`) differ in headers (bare ``NAME`` lines before
 2.4, whose trees start at level 0), the type field (access letters before 2.9), the
@@ -57,8 +58,17 @@ _TYPE_WORDS_LONGEST_FIRST = tuple(sorted(TYPE_WORDS, key=len, reverse=True))
 #: Access letters of QEMU 1.1–2.8: readable (``R``, else ``-``), writable (``W``, else ``-``).
 ACCESS_LETTERS = ("RW", "R-", "-W", "--")
 FLAT_AS_HEADER = "address-space (flat view): "
+#: Header and block lines of the two documents (see the grammar above).
+AS_HEADER = "address-space: "
+MR_HEADER = "memory-region: "
+FLATVIEW_HEADER = "FlatView #"
+ROOT_PREFIX = " Root memory region: "
+NO_FLATVIEW = "  No rendered FlatView"
+ACCEL_WORDS = ("KVM", "kvm")
 
-_HEX16 = r"[0-9a-f]{16}"
+#: Sixteen lower-case hex digits: every address QEMU prints.
+HEX16_RE = r"[0-9a-f]{16}"
+_HEX16 = HEX16_RE
 _TYPE = r"(?P<nv>nv-)?(?P<type>romd|ramd|ram|rom|i/o|container|[R-][W-])"
 _OBJREF = r"\{(?:dev|obj) (?:id|path|type)=[^{}]*\}"
 _OWNERS = rf"(?: orphan|(?: owner:{_OBJREF})?(?: parent:{_OBJREF})?)"
@@ -78,7 +88,21 @@ _FLAT_RANGE = re.compile(
     re.DOTALL,
 )
 _OFFSET_SUFFIX = re.compile(rf" @(?P<offset>{_HEX16})\Z")
-_ACCEL_SUFFIX = re.compile(r"(?P<accel>(?: (?:KVM|kvm))+)\Z")
+_ACCEL_TAILS = tuple(" " + w for w in ACCEL_WORDS)
+
+
+def _split_accel(body: str) -> tuple[str, tuple[str, ...]]:
+    """Take the trailing accelerator words (`` KVM``) off a range line's body.
+
+    A loop from the right, not a regex search: a body of many `` kvm`` followed by
+    something else made the search quadratic (found by fuzzing).
+    """
+    words: list[str] = []
+    while body.endswith(_ACCEL_TAILS):
+        words.append(body[-3:])
+        body = body[:-4]
+    words.reverse()
+    return body, tuple(words)
 _AS_LINE = re.compile(r' AS "(?P<name>.*)", root: (?P<root>.*?)(?:, alias (?P<alias>.*))?\Z')
 
 
@@ -185,6 +209,10 @@ class TreeLine:
     ownership: Ownership | None
     text: str
     tail_at: int
+
+    @property
+    def is_alias(self) -> bool:
+        return self.alias_target is not None
 
     @property
     def tail(self) -> str:
@@ -348,11 +376,7 @@ def parse_flat_range(text: str, lineno: int, *, owners: bool) -> FlatRangeLine:
     if m is None:
         raise _diagnose_flat_range(text, lineno)
     body = m["body"]
-    accel: tuple[str, ...] = ()
-    am = _ACCEL_SUFFIX.search(body)
-    if am is not None:
-        accel = tuple(am["accel"].split())
-        body = body[: am.start()]
+    body, accel = _split_accel(body)
     ownership = None
     if owners:
         body, ownership = _required_owners(body, text, lineno)
@@ -418,7 +442,7 @@ def is_region_line(text: str) -> bool:
 
 def has_owner_suffix(text: str) -> bool:
     """Whether a range or region line ends in a non-empty ``-o`` suffix."""
-    m = _OWNER_SUFFIX.search(_ACCEL_SUFFIX.sub("", text))
+    m = _OWNER_SUFFIX.search(_split_accel(text)[0])
     return m is not None and bool(m["owners"])
 
 
@@ -453,7 +477,7 @@ def format_as_line(line: ASLine) -> str:
 # -- diagnostics ----------------------------------------------------------------
 
 
-def _expect_at(text: str, pos: int, lineno: int, what: str) -> ParseError:
+def expect_at(text: str, pos: int, lineno: int, what: str) -> ParseError:
     found = repr(text[pos]) if pos < len(text) else "end of line"
     return ParseError(
         f"expected {what}, found {found}", line=lineno, column=pos + 1, source_line=text
@@ -465,21 +489,21 @@ def _walk_range_head(text: str, pos: int, lineno: int) -> int:
     hexdigits = "0123456789abcdef"
     for i in range(16):
         if pos + i >= len(text) or text[pos + i] not in hexdigits:
-            return _raise(_expect_at(text, pos + i, lineno, "16 lower-case hex digits (start)"))
+            return _raise(expect_at(text, pos + i, lineno, "16 lower-case hex digits (start)"))
     pos += 16
     if not text.startswith("-", pos):
-        return _raise(_expect_at(text, pos, lineno, "'-' between start and end"))
+        return _raise(expect_at(text, pos, lineno, "'-' between start and end"))
     pos += 1
     for i in range(16):
         if pos + i >= len(text) or text[pos + i] not in hexdigits:
-            return _raise(_expect_at(text, pos + i, lineno, "16 lower-case hex digits (end)"))
+            return _raise(expect_at(text, pos + i, lineno, "16 lower-case hex digits (end)"))
     pos += 16
     if not text.startswith(" (prio ", pos):
-        return _raise(_expect_at(text, pos, lineno, "' (prio '"))
+        return _raise(expect_at(text, pos, lineno, "' (prio '"))
     pos += 7
     m = re.compile(r"-?\d+").match(text, pos)
     if m is None:
-        return _raise(_expect_at(text, pos, lineno, "a decimal priority"))
+        return _raise(expect_at(text, pos, lineno, "a decimal priority"))
     if len(m[0].lstrip("-")) > 11:
         # Reliability fix (issue 6): bounded like the line regexes, so that int() never
         # sees thousands of digits (it raises ValueError past 4300).
@@ -487,7 +511,7 @@ def _walk_range_head(text: str, pos: int, lineno: int) -> int:
                                  line=lineno, column=pos + 1, source_line=text))
     pos = m.end()
     if not text.startswith(", ", pos):
-        return _raise(_expect_at(text, pos, lineno, "', ' after the priority"))
+        return _raise(expect_at(text, pos, lineno, "', ' after the priority"))
     pos += 2
     if text.startswith("nv-", pos):
         pos += 3
@@ -496,9 +520,9 @@ def _walk_range_head(text: str, pos: int, lineno: int) -> int:
             pos += len(word)
             break
     else:
-        return _raise(_expect_at(text, pos, lineno, "a type word (ram, rom, romd, ramd, i/o)"))
+        return _raise(expect_at(text, pos, lineno, "a type word (ram, rom, romd, ramd, i/o)"))
     if not text.startswith("): ", pos):
-        return _raise(_expect_at(text, pos, lineno, "'): ' after the type word"))
+        return _raise(expect_at(text, pos, lineno, "'): ' after the type word"))
     return pos + 3
 
 
@@ -511,7 +535,7 @@ def _diagnose_region_line(text: str, lineno: int, pos: int) -> ParseError:
     while indent_end < len(text) and text[indent_end] == " ":
         indent_end += 1
     if indent_end == pos:
-        return _expect_at(text, pos, lineno, "a header ('address-space: ' or 'memory-region: ') "
+        return expect_at(text, pos, lineno, "a header ('address-space: ' or 'memory-region: ') "
                           "or an indented region line")
     try:
         _walk_range_head(text, indent_end, lineno)
@@ -522,230 +546,9 @@ def _diagnose_region_line(text: str, lineno: int, pos: int) -> ParseError:
 
 def _diagnose_flat_range(text: str, lineno: int) -> ParseError:
     if not text.startswith("  "):
-        return _expect_at(text, 0, lineno, "a range line indented by two spaces")
+        return expect_at(text, 0, lineno, "a range line indented by two spaces")
     try:
         _walk_range_head(text, 2, lineno)
     except ParseError as err:
         return err
     return ParseError("malformed range line", line=lineno, column=1, source_line=text)
-
-
-# -- dispatch lines (-d) ----------------------------------------------------------
-#
-# ``info mtree -f -d`` follows the ranges of each FlatView with its dispatch dump
-# (reference §4.7; 7.2 ``mtree_print_dispatch``)::
-#
-#     dispatch   = "  Dispatch" EOL "    Physical sections" EOL section-line+
-#                  nodes-line (node-line entry-line+)*
-#     section-line = "      #" INT " @" HEX16 ".." HEX16 " " NAME [label] [" [ROOT]"]
-#                    [" [MRU]"] [" [iommu]"] [" alias=" NAME]
-#     label      = " [unassigned]" | " [not dirty]" | " [ROM]" | " [watch]"   (#0-#3 only,
-#                                                      by index, whatever the section is)
-#     nodes-line = "    Nodes (" INT " bits per level, " INT " levels) ptr=[" INT "] skip=" INT
-#     node-line  = "      [" INT "]"
-#     entry-line = TAB (%3d "      " | %3d ".." %-3d " ") " skip=" INT "  ptr=" ptr
-#     ptr        = "NIL" | "#" INT (a section, skip 0) | "[" INT "]" (a node)
-#
-# Names are free text, so section lines are taken apart from the right. Every parsed
-# line is printed again and compared with the input: QEMU's padding is the grammar.
-
-DISPATCH_HEAD = "  Dispatch"
-DISPATCH_SECTIONS_HEAD = "    Physical sections"
-#: Labels QEMU prints for sections #0-#3 by index (stale since QEMU 4.2 for #1-#3).
-DISPATCH_LABELS = (" [unassigned]", " [not dirty]", " [ROM]", " [watch]")
-#: ``PHYS_MAP_NODE_NIL``: the 26-bit all-ones pointer of an entry that leads nowhere.
-DISPATCH_NIL = (1 << 26) - 1
-
-# Reliability fix (issue 6): numbers are bounded (\d{1,20}) so that int() never meets
-# the thousands of digits it refuses with a ValueError.
-_DISPATCH_SECTION = re.compile(
-    rf"      #(?P<index>\d{{1,20}}) @(?P<start>{_HEX16})\.\.(?P<end>{_HEX16}) (?P<rest>.*)\Z",
-    re.DOTALL,
-)
-_DISPATCH_SECTION_TAIL = re.compile(
-    r"(?P<name>.*?)(?P<label> \[(?:unassigned|not dirty|ROM|watch)\])?(?P<root> \[ROOT\])?"
-    r"(?P<mru> \[MRU\])?(?P<iommu> \[iommu\])?(?: alias=(?P<alias>.*))?\Z",
-    re.DOTALL,
-)
-_DISPATCH_NODES = re.compile(
-    r"    Nodes \((?P<bits>\d{1,20}) bits per level, (?P<levels>\d{1,20}) levels\) "
-    r"ptr=\[(?P<ptr>\d{1,20})\] skip=(?P<skip>\d{1,20})\Z"
-)
-_DISPATCH_NODE = re.compile(r"      \[(?P<index>\d{1,20})\]\Z")
-_DISPATCH_ENTRY = re.compile(
-    r"\t *(?P<first>\d{1,20})(?:\.\.(?P<last>\d{1,20}))? +skip=(?P<skip>\d{1,20}) +"
-    r"ptr=(?:(?P<nil>NIL)|#(?P<section>\d{1,20})|\[(?P<node>\d{1,20})\])\Z"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class DispatchSectionLine:
-    """``      #i @START..END NAME[label][ [ROOT]][ [MRU]][ [iommu]][ alias=A]``."""
-
-    index: int
-    start: int
-    end: int
-    name: str
-    #: `` [not dirty]`` etc. with its leading space, or ``""`` (#4 on).
-    label: str = ""
-    root: bool = False
-    mru: bool = False
-    iommu: bool = False
-    alias: str | None = None
-    lineno: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class DispatchNodesLine:
-    """``    Nodes (B bits per level, L levels) ptr=[P] skip=S``: the root entry."""
-
-    bits: int
-    levels: int
-    ptr: int
-    skip: int
-    lineno: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class DispatchEntryLine:
-    """A run of equal entries ``first..last`` of one node (``last == first`` for one)."""
-
-    first: int
-    last: int
-    skip: int
-    #: A section index (``skip == 0``), a node index, or :data:`DISPATCH_NIL`.
-    ptr: int
-    lineno: int = 0
-
-
-def format_dispatch_section(line: DispatchSectionLine) -> str:
-    """One section line of the dispatch dump, without the line ending."""
-    text = (f"      #{line.index} @{hex16(line.start)}..{hex16(line.end)} {line.name}"
-            f"{line.label}{' [ROOT]' if line.root else ''}{' [MRU]' if line.mru else ''}"
-            f"{' [iommu]' if line.iommu else ''}")
-    if line.alias is not None:
-        text += f" alias={line.alias}"
-    return text
-
-
-def format_dispatch_nodes(line: DispatchNodesLine) -> str:
-    return (f"    Nodes ({line.bits} bits per level, {line.levels} levels) "
-            f"ptr=[{line.ptr}] skip={line.skip}")
-
-
-def format_dispatch_node(index: int) -> str:
-    return f"      [{index}]"
-
-
-def format_dispatch_entry(line: DispatchEntryLine) -> str:
-    """One run line: QEMU pads the index part to nine characters."""
-    if line.first == line.last:
-        head = f"\t{line.first:3d}      "
-    else:
-        head = f"\t{line.first:3d}..{line.last:<3d} "
-    if line.ptr == DISPATCH_NIL:
-        ptr = "NIL"
-    elif line.skip == 0:
-        ptr = f"#{line.ptr}"
-    else:
-        ptr = f"[{line.ptr}]"
-    return f"{head} skip={line.skip}  ptr={ptr}"
-
-
-def _same_as_printed(text: str, printed: str, lineno: int, what: str) -> None:
-    """Reject a line whose fields parse but whose spelling is not QEMU's."""
-    if text == printed:
-        return
-    col = next((i for i, (a, b) in enumerate(zip(text, printed, strict=False)) if a != b),
-               min(len(text), len(printed)))
-    want = repr(printed[col]) if col < len(printed) else "end of line"
-    raise ParseError(f"{what}: QEMU prints {want} here", line=lineno, column=col + 1,
-                     source_line=text)
-
-
-def parse_dispatch_section(text: str, lineno: int,
-                           expected_index: int | None = None) -> DispatchSectionLine:
-    """Parse a section line; the label must be the one QEMU prints for its index.
-
-    :param expected_index: the index this line must have (sections come in order).
-    :raise ParseError: not a section line, another index, or a label that does not
-        belong to the index.
-    """
-    m = _DISPATCH_SECTION.match(text)
-    if m is None:
-        if not text.startswith("      #"):
-            raise _expect_at(text, 0, lineno, "a section line '      #N @START..END NAME'")
-        raise ParseError("expected '#N @START..END NAME' with 16-digit lower-case hex "
-                         "addresses", line=lineno, column=8, source_line=text)
-    index = int(m["index"])
-    if expected_index is not None and index != expected_index:
-        raise ParseError(f"expected section #{expected_index}", line=lineno, column=8,
-                         source_line=text)
-    t = _DISPATCH_SECTION_TAIL.match(m["rest"])
-    assert t is not None  # every part is optional
-    name, label = t["name"], t["label"] or ""
-    expected = DISPATCH_LABELS[index] if index < len(DISPATCH_LABELS) else ""
-    if label != expected:
-        if index >= len(DISPATCH_LABELS):
-            name, label = name + label, ""  # a name that happens to end like a label
-        else:
-            col = m.start("rest") + len(name) + 1
-            raise ParseError(f"QEMU labels section #{index} '{expected.strip()}'",
-                             line=lineno, column=col, source_line=text)
-    if not name:
-        raise _expect_at(text, m.start("rest"), lineno, "the section's region name")
-    line = DispatchSectionLine(index, int(m["start"], 16), int(m["end"], 16), name, label,
-                               t["root"] is not None, t["mru"] is not None,
-                               t["iommu"] is not None, t["alias"], lineno)
-    _same_as_printed(text, format_dispatch_section(line), lineno, "section line")
-    return line
-
-
-def parse_dispatch_nodes(text: str, lineno: int) -> DispatchNodesLine:
-    """Parse ``    Nodes (9 bits per level, 6 levels) ptr=[3] skip=4``."""
-    m = _DISPATCH_NODES.match(text)
-    if m is None:
-        raise ParseError("expected '    Nodes (B bits per level, L levels) ptr=[P] skip=S'",
-                         line=lineno, column=1, source_line=text)
-    line = DispatchNodesLine(int(m["bits"]), int(m["levels"]), int(m["ptr"]), int(m["skip"]),
-                             lineno)
-    _same_as_printed(text, format_dispatch_nodes(line), lineno, "nodes line")
-    return line
-
-
-def parse_dispatch_node(text: str, lineno: int) -> int:
-    """Parse ``      [N]`` and return ``N``."""
-    m = _DISPATCH_NODE.match(text)
-    if m is None:
-        raise ParseError("expected a node line '      [N]'", line=lineno, column=1,
-                         source_line=text)
-    index = int(m["index"])
-    _same_as_printed(text, format_dispatch_node(index), lineno, "node line")
-    return index
-
-
-def parse_dispatch_entry(text: str, lineno: int) -> DispatchEntryLine:
-    """Parse a run line (tab, index or run, ``skip=``, ``ptr=``), padding included."""
-    m = _DISPATCH_ENTRY.match(text)
-    if m is None:
-        if not text.startswith("\t"):
-            raise _expect_at(text, 0, lineno, "a tab (an entry line of a node)")
-        raise ParseError("expected an entry line 'FIRST[..LAST]  skip=S  ptr=NIL|#S|[N]'",
-                         line=lineno, column=2, source_line=text)
-    first = int(m["first"])
-    last = int(m["last"]) if m["last"] is not None else first
-    skip = int(m["skip"])
-    if m["nil"] is not None:
-        ptr = DISPATCH_NIL
-    else:
-        ptr = int(m["section"] if m["section"] is not None else m["node"])
-        if (m["section"] is not None) != (skip == 0):
-            col = m.start("section" if m["section"] is not None else "node")
-            raise ParseError("QEMU prints '#S' for skip=0 (a section) and '[N]' otherwise",
-                             line=lineno, column=col, source_line=text)
-    line = DispatchEntryLine(first, last, skip, ptr, lineno)
-    if m["last"] is not None and last == first:
-        raise ParseError("a run of one entry is printed without '..'", line=lineno,
-                         column=m.start("last") - 1, source_line=text)
-    _same_as_printed(text, format_dispatch_entry(line), lineno, "entry line")
-    return line

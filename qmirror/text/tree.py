@@ -21,6 +21,7 @@ from qmirror.core.model import MASK64, AddressSpace, Machine, MemoryRegion, Regi
 from qmirror.errors import ModelError, ParseError
 from qmirror.text import dialect as dialects
 from qmirror.text.dialect import Detection, Dialect
+from qmirror.text.forgiving import PASTE_LIMIT, read_paste, refuse
 from qmirror.text.grammar import (
     ACCESS_LETTERS,
     OVERFLOW_MARKER,
@@ -33,6 +34,7 @@ from qmirror.text.grammar import (
     region_line,
     strip_overflow,
 )
+from qmirror.text.pastetree import Section
 from qmirror.text.repair import Repair, Repaired, remap_error, repair
 
 
@@ -79,6 +81,34 @@ class TreeDocument:
     repairs: list[Repair] = field(default_factory=list)
     #: For a repaired text: the repair record, to map line numbers back.
     origin: Repaired | None = None
+    #: For a text read by the forgiving reader (:mod:`qmirror.text.forgiving`): the
+    #: section it came from, with its elisions and implied lines.
+    paste: Section | None = None
+
+    @property
+    def partial(self) -> bool:
+        """The text elides lines or lacks some the model needed (implied)."""
+        return self.paste is not None and self.paste.partial
+
+    def uncertain(self) -> tuple[list[str], bool]:
+        """Where the text is partial: the address spaces whose blocks elide or imply
+        lines, and whether a ``memory-region:`` block does (then any view may be)."""
+        if self.paste is None:
+            return [], False
+        marks = [i + 1 for i, _ in self.paste.elisions] + [i + 1 for i in self.paste.implied]
+        names: list[str] = []
+        anywhere = False
+        starts = [b.header_lineno for b in self.blocks]
+        for lineno in marks:
+            k = max((j for j, st in enumerate(starts) if st <= lineno), default=None)
+            if k is None:
+                anywhere = True
+                continue
+            b = self.blocks[k]
+            if b.is_region_block:
+                anywhere = True
+            names += [n for n in b.names if n not in names]
+        return names, anywhere
 
     def error(self, reason: str, lineno: int, find: str | None = None) -> ParseError:
         """A ParseError at ``lineno``, at the column where ``find`` occurs (else 1)."""
@@ -150,16 +180,82 @@ def parse_tree_document(text: str, *, filename: str | None = None,
     :raise ParseError: with the line, column and reason of the first problem.
     """
     if lenient:
+        if len(text) > PASTE_LIMIT:
+            return parse_tree_document(text, filename=filename, dialect=dialect)
+        try:  # intact QEMU output reads exactly as without `lenient`
+            doc = parse_tree_document(text, filename=filename, dialect=dialect)
+            if not _needs_forgiving(doc, text, text):
+                return doc
+        except ParseError:
+            pass
         fixed = repair(text)
         try:
             doc = parse_tree_document(fixed.text, filename=filename, dialect=dialect)
         except ParseError as err:
-            raise remap_error(err, fixed, text) from None
+            return forgiving_tree_document(text, filename=filename, dialect=dialect,
+                                           error=remap_error(err, fixed, text))
+        if _needs_forgiving(doc, text, fixed.text):
+            return forgiving_tree_document(text, filename=filename, dialect=dialect)
         doc.repairs = fixed.repairs
         doc.origin = fixed
         return doc
     with gc_paused():
         return _parse_tree(text, filename, dialect)
+
+
+_RANGE_LIKE = re.compile(r"[0-9a-fA-F]{8,16}\\?-[0-9a-fA-F]{8,16} \(prio ")
+
+
+def _needs_forgiving(doc: TreeDocument, text: str, fixed: str) -> bool:
+    """Whether a text the strict grammar (after :func:`repair`) reads is still no
+    complete QEMU output: empty; its repair lost range lines; a fragment that starts
+    below an address space's root (QEMU never hides one); aliases whose targets have
+    no block (the model could not be built)."""
+    if not doc.blocks:
+        return True
+    if fixed is not text and len(_RANGE_LIKE.findall(fixed)) < len(_RANGE_LIKE.findall(text)):
+        return True
+    # Only for a repaired paste: QEMU without -D hides a disabled root, rarely.
+    if fixed is not text and any(not b.is_region_block and b.lines and b.lines[0].level > 1
+                                 for b in doc.blocks):
+        return True
+    have = {b.names[0] for b in doc.blocks if b.is_region_block}
+    return any(ln.alias_target is not None and ln.alias_target not in have
+               for b in doc.blocks for ln in b.lines)
+
+
+def forgiving_tree_document(text: str, *, filename: str | None = None,
+                            dialect: Dialect | None = None,
+                            error: ParseError | None = None) -> TreeDocument:
+    """Read the tree text of a paste with the forgiving reader (:mod:`qmirror.text.forgiving`).
+
+    :param error: what the strict reading said, raised if the forgiving one fails too.
+    :raise ParseError: no tree text in the paste, or one that still does not parse.
+    """
+    paste = read_paste(text)
+    sec = paste.pick("tree")
+    if sec is None:
+        if error is not None and not paste.sections and "Physical sections" not in text:
+            raise error  # the strict reader's message is the more precise
+        err = refuse(text, "tree", paste)
+        err.filename = filename
+        raise err
+    fixed = Repaired(sec.text(), list(paste.repairs), list(sec.origin))
+    others = [s.span for s in paste.sections if s.kind == "tree" and s is not sec]
+    if others:
+        fixed.repairs = [*fixed.repairs, Repair(sec.span[0], "the paste holds "
+                         f"{len(others) + 1} tree texts: lines {sec.span[0]}–{sec.span[1]} "
+                         "read (the longest)")]
+    try:
+        doc = parse_tree_document(fixed.text, filename=filename, dialect=dialect)
+    except ParseError as err:
+        if error is not None:
+            raise error from None
+        raise remap_error(err, fixed, text) from None
+    doc.repairs = fixed.repairs
+    doc.origin = fixed
+    doc.paste = sec
+    return doc
 
 
 _LATE_MARKER = re.compile(r"^ +\[DETECTED OVERFLOW!\] ", re.MULTILINE)

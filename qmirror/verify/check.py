@@ -33,7 +33,8 @@ from qmirror.text import dialect as dialects
 from qmirror.text.dialect import Dialect
 from qmirror.text.dispatch import DEFAULT_PAGE_BITS, DispatchDump, infer_page_bits, subpage_sizes
 from qmirror.text.flat import FlatDocument, document_from_views, parse_flat
-from qmirror.text.tree import TreeDocument, parse_tree_document
+from qmirror.text.forgiving import PASTE_LIMIT
+from qmirror.text.tree import TreeDocument, forgiving_tree_document, parse_tree_document
 from qmirror.verify.compare import Comparison, compare
 
 
@@ -89,7 +90,15 @@ def load_tree(text: str, *, filename: str | None = None, rules: bool = True,
     :raise ParseError: the text is not ``info mtree`` tree output.
     """
     doc = parse_tree_document(text, filename=filename, dialect=dialect, lenient=lenient)
-    machine = build_machine(doc)
+    try:
+        machine = build_machine(doc)
+    except ParseError:
+        # A well-formed fragment can still lack what the model needs (the blocks of
+        # alias targets): the forgiving reader implies them.
+        if not lenient or doc.paste is not None or len(text) > PASTE_LIMIT:
+            raise
+        doc = forgiving_tree_document(text, filename=filename, dialect=dialect)
+        machine = build_machine(doc)
     applied = gaps.apply_rules(machine) if rules else []
     table = None
     if rules and harvested is not False:

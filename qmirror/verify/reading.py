@@ -14,9 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from qmirror.core.model import AddressSpace, Fact, Machine
-from qmirror.core.render import FlatView, flatview_root
-from qmirror.text.flat import FlatDocument
+from qmirror.core.model import AddressSpace, Fact, Machine, Source
+from qmirror.core.render import FlatView, flatview_root, render_machine
+from qmirror.errors import ParseError
+from qmirror.rebuild.flat import machine_from_flat
+from qmirror.text.flat import FlatDocument, parse_flat
+from qmirror.text.forgiving import read_paste
+from qmirror.text.repair import Repair
 from qmirror.verify.check import AccelDecision, Options, run
 
 
@@ -52,6 +56,10 @@ class Reading:
     inferred: list[Fact] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     ramblock_text: str | None = None
+    #: What the forgiving reader repaired in the texts: (file name, repair).
+    repairs: list[tuple[str, Repair]] = field(default_factory=list)
+    #: The tree text elides lines or lacked some (implied): views may miss ranges.
+    partial: bool = False
 
     def __repr__(self) -> str:
         return (f"<Reading {self.label!r}: {len(self.machine.address_spaces)} address spaces, "
@@ -88,6 +96,7 @@ def read(
     tree_name: str | None = None,
     flat_name: str | None = None,
     ramblock_text: str | None = None,
+    allow_flat: bool = False,
 ) -> Reading:
     """Rebuild and render one VM's memory from QEMU's texts.
 
@@ -95,16 +104,50 @@ def read(
         ``meta["accelerator"]`` when a live monitor or a capture recorded it, else
         decides as :func:`qmirror.verify.check.decide_accel` does.
     :param strict: no inference from ``flat_text`` (rules and defaults only).
+    :param allow_flat: when ``tree_text`` is a paste of ``-f`` output only, build the
+        model from it (:mod:`qmirror.rebuild.flat`; a partial reading) instead of
+        refusing it.
     :raise ParseError: a text is not ``info mtree`` output (line, column, reason).
     :raise ModelError: the tree describes a model QEMU could not have.
     """
     meta = dict(meta or {})
     recorded = meta.get("accelerator")
+    # Pastes are read forgivingly; intact QEMU output reads exactly as before.
     options = Options(accel=accel, recorded_accel=str(recorded) if recorded else None,
-                      inference="never" if strict else "always", rules=rules, compare=False)
-    out = run(tree_text, flat_text, options, tree_name=tree_name, flat_name=flat_name)
+                      inference="never" if strict else "always", rules=rules, compare=False,
+                      lenient=True)
+    try:
+        out = run(tree_text, flat_text, options, tree_name=tree_name, flat_name=flat_name)
+    except ParseError:
+        paste = read_paste(tree_text)
+        if not allow_flat or flat_text is not None or paste.pick("tree") is not None \
+                or paste.pick("flat") is None:
+            raise
+        return _from_flat(tree_text, label=label, meta=meta, tree_name=tree_name,
+                          ramblock_text=ramblock_text)
+    repairs = [(tree_name or label, r) for r in out.loaded.document.repairs]
+    if out.qemu is not None:
+        repairs += [(flat_name or label, r) for r in out.qemu.repairs]
     return Reading(label, tree_text, flat_text, out.machine, out.views, out.qemu, out.accel,
-                   out.inferred, meta, ramblock_text)
+                   out.inferred, meta, ramblock_text, repairs, out.loaded.document.partial)
+
+
+def _from_flat(text: str, *, label: str, meta: dict[str, Any], tree_name: str | None,
+               ramblock_text: str | None) -> Reading:
+    """A partial reading of a paste that holds ``info mtree -f`` output only."""
+    qemu = parse_flat(text, filename=tree_name, lenient=True)
+    machine = machine_from_flat(qemu)
+    word = next((w for v in qemu.views for r in v.ranges for w in r.accel), None)
+    decision = AccelDecision("kvm" if word else None, Source.INFERRED,
+                             "from the -f text's accelerator words" if word else "unknown")
+    machine.accel = decision.value
+    name = tree_name or label
+    repairs = [(name, r) for r in qemu.repairs]
+    repairs.append((name, Repair(1, "no tree text: the model is rebuilt from the `info "
+                                    "mtree -f` text alone (one alias per range; the tree's "
+                                    "nesting is unknown)")))
+    return Reading(label, text, text, machine, render_machine(machine), qemu, decision, [],
+                   meta, ramblock_text, repairs, True)
 
 
 def snapshot_meta(snap: Snapshot) -> dict[str, Any]:

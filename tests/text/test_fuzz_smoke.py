@@ -47,7 +47,8 @@ def test_fuzz_smoke_run_finds_nothing() -> None:
     assert not failures, "\n".join(failures[:3])
     assert stats.inputs == 2000
     # The mutations reach all three targets and both outcomes.
-    for key in ("tree:ok", "tree:ParseError", "flat:ok", "flat:ParseError", "check:ok"):
+    for key in ("tree:ok", "tree:ParseError", "flat:ok", "flat:ParseError", "check:ok",
+                "paste-tree:ok", "paste-flat:ok"):
         assert stats.outcomes[key] > 0, key
 
 

@@ -151,5 +151,10 @@ def test_repair_points_at_the_original_line() -> None:
 def test_what_cannot_be_repaired_is_a_parse_error() -> None:
     text = read("info-mtree.txt").replace("(prio 0, i/o): hpet", "(prio 0, i/o) hpet")
     with pytest.raises(ParseError) as exc:
-        parse_tree_document(text, lenient=True)
+        parse_tree_document(text)
     assert "expected" in exc.value.reason and exc.value.column > 1
+    # The forgiving reader reads the rest, and says which line it could not read.
+    bad = text[: text.index("(prio 0, i/o) hpet")].count("\r\n") + 1
+    doc = parse_tree_document(text, lenient=True)
+    assert next(r.what for r in doc.repairs if r.line == bad).startswith(
+        "malformed region line dropped")
