@@ -51,7 +51,7 @@ def shorten(message: str, limit: int = 400) -> str:
         return message
     message = _LONG_NAME.sub(lambda m: f"{m[0][:60]}…{m[0][-20:]}", message)
     if len(message) > limit:
-        message = f"{message[:limit * 2 // 3]}…{message[-(limit // 3):]}"
+        message = f"{message[: limit * 2 // 3]}…{message[-(limit // 3) :]}"
     return message
 
 

@@ -72,20 +72,32 @@ class QemuVM:
     :param boot: seconds to let the guest run after start (then it is stopped again).
     """
 
-    def __init__(self, args: Sequence[str], *, binary: str, boot: float | None = None,
-                 connect_timeout: float = 30.0, command_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        binary: str,
+        boot: float | None = None,
+        connect_timeout: float = 30.0,
+        command_timeout: float = 30.0,
+    ) -> None:
         self.args = list(args)
         self.binary = binary
         self.boot = boot
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self.booted_seconds: float | None = None
-        self._instance = QemuInstance(self.args, binary=binary, paused=True,
-                                      connect_timeout=connect_timeout,
-                                      command_timeout=command_timeout)
+        self._instance = QemuInstance(
+            self.args,
+            binary=binary,
+            paused=True,
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
+        )
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="qmirror-qemu-vm",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="qmirror-qemu-vm", daemon=True
+        )
         self._thread.start()
 
     def __repr__(self) -> str:
@@ -111,6 +123,7 @@ class QemuVM:
 
     def run_for(self, seconds: float) -> None:
         """Let the guest run for ``seconds``, then stop it (its map then holds still)."""
+
         async def go() -> None:
             await self.monitor.execute("cont")
             await asyncio.sleep(seconds)
@@ -123,8 +136,9 @@ class QemuVM:
         """Shut QEMU down (quit, SIGTERM, SIGKILL) and stop the loop thread. Idempotent."""
         if not self._loop.is_closed():
             try:
-                self.run(self._instance.shutdown(),
-                         timeout=self._instance.shutdown_timeout + _SLACK)
+                self.run(
+                    self._instance.shutdown(), timeout=self._instance.shutdown_timeout + _SLACK
+                )
             finally:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._thread.join(timeout=10)
@@ -165,10 +179,14 @@ class QemuVM:
 
     def snapshot(self) -> Reading:
         """Read the memory map now (consistently) and rebuild it."""
+
         async def go() -> tuple[Any, str]:
-            snap = await take_snapshot(self.monitor, label=" ".join(self.command_line),
-                                       command_line=tuple(self.command_line),
-                                       boot_seconds=self.booted_seconds)
+            snap = await take_snapshot(
+                self.monitor,
+                label=" ".join(self.command_line),
+                command_line=tuple(self.command_line),
+                boot_seconds=self.booted_seconds,
+            )
             return snap, await self.monitor.hmp("info ramblock")
 
         snap, ramblock = self.run(go(), timeout=4 * self.command_timeout + _SLACK)
@@ -182,22 +200,28 @@ class QemuVM:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("qmirror", "qmirror (QEMU memory maps)")
-    group.addoption("--qmirror-qemu", metavar="BINARY", default=None,
-                    help="QEMU binary for the qemu_vm fixture (default: [tool.qmirror] qemu, "
-                         "$QMIRROR_QEMU, qemu-system-x86_64)")
+    group.addoption(
+        "--qmirror-qemu",
+        metavar="BINARY",
+        default=None,
+        help="QEMU binary for the qemu_vm fixture (default: [tool.qmirror] qemu, "
+        "$QMIRROR_QEMU, qemu-system-x86_64)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "qemu_vm(*args, boot=None): QEMU arguments for the qemu_vm fixture (qmirror); "
-        "boot=SECONDS lets the guest run that long before the test reads it")
+        "boot=SECONDS lets the guest run that long before the test reads it",
+    )
 
 
 def _settings(request: pytest.FixtureRequest) -> qconfig.Config:
     try:
-        return qconfig.load(cli={"qemu": request.config.getoption("--qmirror-qemu")},
-                            cwd=request.config.rootpath)
+        return qconfig.load(
+            cli={"qemu": request.config.getoption("--qmirror-qemu")}, cwd=request.config.rootpath
+        )
     except QmirrorError as exc:
         raise pytest.UsageError(f"qmirror settings: {exc}") from exc
 
@@ -216,17 +240,27 @@ def qemu_vm(request: pytest.FixtureRequest, qemu_vm_args: list[str]) -> Iterator
     args = [str(a) for a in marker.args] if marker is not None and marker.args else qemu_vm_args
     unknown = set(marker.kwargs) - {"boot"} if marker is not None else set()
     if unknown:
-        pytest.fail(f"qemu_vm marker: unknown keyword {', '.join(sorted(unknown))} "
-                    "(known: boot)", pytrace=False)
+        pytest.fail(
+            f"qemu_vm marker: unknown keyword {', '.join(sorted(unknown))} (known: boot)",
+            pytrace=False,
+        )
     boot = marker.kwargs.get("boot") if marker is not None else None
     if boot is None:
         boot = settings.boot_seconds
     binary = settings.qemu
     if shutil.which(binary) is None:
-        pytest.fail(f"qemu_vm: QEMU binary {binary!r} not found (--qmirror-qemu, "
-                    "[tool.qmirror] qemu or $QMIRROR_QEMU)", pytrace=False)
-    vm = QemuVM(args, binary=binary, boot=boot, connect_timeout=settings.connect_timeout,
-                command_timeout=settings.command_timeout)
+        pytest.fail(
+            f"qemu_vm: QEMU binary {binary!r} not found (--qmirror-qemu, "
+            "[tool.qmirror] qemu or $QMIRROR_QEMU)",
+            pytrace=False,
+        )
+    vm = QemuVM(
+        args,
+        binary=binary,
+        boot=boot,
+        connect_timeout=settings.connect_timeout,
+        command_timeout=settings.command_timeout,
+    )
     try:
         try:
             vm.start()

@@ -18,8 +18,10 @@ from qmirror.live.launcher import DEFAULT_BINARY, QemuInstance, kvm_problem
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Say up front whether KVM tests will run, and whether live skips are failures."""
     problem = kvm_problem()
-    return [f"kvm: {'usable' if problem is None else f'not usable ({problem}): kvm tests skip'}",
-            f"{REQUIRE_LIVE}: {'on: other live skips fail' if live_required() else 'off'}"]
+    return [
+        f"kvm: {'usable' if problem is None else f'not usable ({problem}): kvm tests skip'}",
+        f"{REQUIRE_LIVE}: {'on: other live skips fail' if live_required() else 'off'}",
+    ]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -72,8 +74,9 @@ async def launch_vm(qemu_binary: str, short_tmp: Path) -> AsyncIterator[LaunchVM
 
     async def start(*args: str, paused: bool = True) -> LiveVM:
         path = short_tmp / f"vm{len(pids)}.qmp"
-        vm = QemuInstance([*args, "-qmp", f"unix:{path},server=on,wait=off"],
-                          binary=qemu_binary, paused=paused)
+        vm = QemuInstance(
+            [*args, "-qmp", f"unix:{path},server=on,wait=off"], binary=qemu_binary, paused=paused
+        )
         await stack.enter_async_context(vm)
         assert vm.pid is not None
         pids.append(vm.pid)

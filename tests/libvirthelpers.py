@@ -19,8 +19,10 @@ import pytest
 
 SOCKET = "/run/libvirt/libvirt-sock"
 URI = "qemu:///system"
-_DAEMONS = (("virtlogd", "/run/virtlogd.pid", "/run/libvirt/virtlogd-sock"),
-            ("libvirtd", "/run/libvirtd.pid", SOCKET))
+_DAEMONS = (
+    ("virtlogd", "/run/virtlogd.pid", "/run/libvirt/virtlogd-sock"),
+    ("libvirtd", "/run/libvirtd.pid", SOCKET),
+)
 
 
 def _accepting(path: str) -> bool:
@@ -108,8 +110,9 @@ def qemu_pid(name: str) -> int | None:
 
 
 @contextlib.contextmanager
-def transient_domain(conn: Any, qemu: str, *, paused: bool = True, machine: str = "pc"
-                     ) -> Iterator[Any]:
+def transient_domain(
+    conn: Any, qemu: str, *, paused: bool = True, machine: str = "pc"
+) -> Iterator[Any]:
     """A transient domain, started paused (like ``-S``), destroyed afterwards whatever
     happens, and its QEMU checked to be gone."""
     import libvirt  # noqa: PLC0415

@@ -78,8 +78,9 @@ class Run:
     seconds: float
 
 
-async def run_qmirror(*args: str, timeout: float = 120.0, cwd: Path = REPO,
-                      unset: tuple[str, ...] = ()) -> Run:
+async def run_qmirror(
+    *args: str, timeout: float = 120.0, cwd: Path = REPO, unset: tuple[str, ...] = ()
+) -> Run:
     """Run ``python -m qmirror --color never ARGS`` from the checkout and wait for it.
 
     :param cwd: where to run it (the checkout's code is imported wherever it runs).
@@ -91,9 +92,18 @@ async def run_qmirror(*args: str, timeout: float = 120.0, cwd: Path = REPO,
     env.pop("NO_COLOR", None)
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "qmirror", "--color", "never", *args,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, cwd=cwd, env=env)
+        sys.executable,
+        "-m",
+        "qmirror",
+        "--color",
+        "never",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+    )
     try:
         async with asyncio.timeout(timeout):
             out, err = await proc.communicate()
@@ -138,8 +148,9 @@ def pids_with(marker: str) -> list[int]:
     return found
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 15.0,
-                   what: str = "condition") -> None:
+async def wait_for(
+    predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition"
+) -> None:
     """Poll *predicate* every 20 ms until it holds.
 
     :raise TimeoutError: with *what* in the message.
@@ -154,7 +165,8 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 15.0,
 
 _FLAT_RANGE = re.compile(
     r"^  ([0-9a-f]{16})-([0-9a-f]{16}) \(prio (-?\d+), ([a-z/-]+)\): (.*?)"
-    r"(?: @([0-9a-f]{16}))?(?: KVM)*\r?$")
+    r"(?: @([0-9a-f]{16}))?(?: KVM)*\r?$"
+)
 
 
 def qemu_ranges(flat_text: str, address_space: str) -> set[tuple[int, int, str, str, int]]:
@@ -171,7 +183,14 @@ def qemu_ranges(flat_text: str, address_space: str) -> set[tuple[int, int, str, 
         for ln in lines:
             m = _FLAT_RANGE.match(ln)
             if m:
-                out.add((int(m.group(1), 16), int(m.group(2), 16), m.group(4), m.group(5),
-                         int(m.group(6) or "0", 16)))
+                out.add(
+                    (
+                        int(m.group(1), 16),
+                        int(m.group(2), 16),
+                        m.group(4),
+                        m.group(5),
+                        int(m.group(6) or "0", 16),
+                    )
+                )
         return out
     raise AssertionError(f"no FlatView of {address_space!r} in QEMU's -f")

@@ -82,16 +82,16 @@ def small_pc(mem: MemorySystem | None = None) -> PC:
     bios = mem.init_rom("pc.bios", 0x10000)
     isa_bios = mem.init_alias("isa-bios", bios, 0, 0x10000)
     mem.set_readonly(isa_bios, True)
-    mem.add_subregion(pci, 0xf0000, isa_bios, priority=1)
+    mem.add_subregion(pci, 0xF0000, isa_bios, priority=1)
     # i440FX's four PAM aliases for one segment, all priority 1, only one enabled.
-    pam_pci = mem.init_alias("pam-pci", pci, 0xf0000, 0x10000)
-    pam_rom = mem.init_alias("pam-rom", ram, 0xf0000, 0x10000)
+    pam_pci = mem.init_alias("pam-pci", pci, 0xF0000, 0x10000)
+    pam_rom = mem.init_alias("pam-rom", ram, 0xF0000, 0x10000)
     mem.set_readonly(pam_rom, True)
-    pam_ram = mem.init_alias("pam-ram", ram, 0xf0000, 0x10000)
+    pam_ram = mem.init_alias("pam-ram", ram, 0xF0000, 0x10000)
     for alias in (pam_rom, pam_ram):
         mem.set_enabled(alias, False)
     for alias in (pam_pci, pam_rom, pam_ram):
-        mem.add_subregion(system, 0xf0000, alias, priority=1)
+        mem.add_subregion(system, 0xF0000, alias, priority=1)
     io = mem.init_io("io", 0x10000)
     memory = mem.address_space_init(system, "memory")
     io_as = mem.address_space_init(io, "I/O")

@@ -63,8 +63,16 @@ class OracleRange:
 
     def key(self) -> tuple[int, int, int, int, bool, bool, bool, int]:
         """Comparable form (the region by identity)."""
-        return (id(self.mr), self.start, self.size, self.offset_in_region, self.readonly,
-                self.nonvolatile, self.romd_mode, self.dirty_log_mask)
+        return (
+            id(self.mr),
+            self.start,
+            self.size,
+            self.offset_in_region,
+            self.readonly,
+            self.nonvolatile,
+            self.romd_mode,
+            self.dirty_log_mask,
+        )
 
 
 @dataclass(slots=True)
@@ -76,8 +84,14 @@ class OracleView:
     address_spaces: list[AddressSpace] = field(default_factory=list)
 
 
-def resolve(mr: MemoryRegion, addr: int, base: int = 0, readonly: bool = False,
-            nonvolatile: bool = False, depth: int = 0) -> Hit | None:
+def resolve(
+    mr: MemoryRegion,
+    addr: int,
+    base: int = 0,
+    readonly: bool = False,
+    nonvolatile: bool = False,
+    depth: int = 0,
+) -> Hit | None:
     """The terminating region that answers at absolute ``addr`` inside ``mr``'s subtree.
 
     :param base: absolute address of offset 0 of ``mr``'s container (after alias shifts).
@@ -142,18 +156,35 @@ def render_oracle(root: MemoryRegion | None) -> list[OracleRange]:
         hit = resolve(root, lo)
         if hit is None:
             continue
-        piece = OracleRange(hit.mr, lo, hi - lo, hit.offset, hit.readonly, hit.nonvolatile,
-                            hit.mr.romd_mode, hit.mr.dirty_log_mask)
+        piece = OracleRange(
+            hit.mr,
+            lo,
+            hi - lo,
+            hit.offset,
+            hit.readonly,
+            hit.nonvolatile,
+            hit.mr.romd_mode,
+            hit.mr.dirty_log_mask,
+        )
         prev = out[-1] if out else None
-        if (prev is not None and prev.start + prev.size == piece.start
-                and prev.mr is piece.mr
-                and prev.offset_in_region + prev.size == piece.offset_in_region
-                and (prev.readonly, prev.nonvolatile, prev.romd_mode, prev.dirty_log_mask)
-                == (piece.readonly, piece.nonvolatile, piece.romd_mode,
-                    piece.dirty_log_mask)):
-            out[-1] = OracleRange(prev.mr, prev.start, prev.size + piece.size,
-                                  prev.offset_in_region, prev.readonly, prev.nonvolatile,
-                                  prev.romd_mode, prev.dirty_log_mask)
+        if (
+            prev is not None
+            and prev.start + prev.size == piece.start
+            and prev.mr is piece.mr
+            and prev.offset_in_region + prev.size == piece.offset_in_region
+            and (prev.readonly, prev.nonvolatile, prev.romd_mode, prev.dirty_log_mask)
+            == (piece.readonly, piece.nonvolatile, piece.romd_mode, piece.dirty_log_mask)
+        ):
+            out[-1] = OracleRange(
+                prev.mr,
+                prev.start,
+                prev.size + piece.size,
+                prev.offset_in_region,
+                prev.readonly,
+                prev.nonvolatile,
+                prev.romd_mode,
+                prev.dirty_log_mask,
+            )
         else:
             out.append(piece)
     return out

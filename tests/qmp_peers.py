@@ -122,8 +122,12 @@ class FakeQmp(_Server):
         return {}
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        greeting = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 22},
-                                        "package": "fake"}, "capabilities": []}}
+        greeting = {
+            "QMP": {
+                "version": {"qemu": {"major": 7, "minor": 2, "micro": 22}, "package": "fake"},
+                "capabilities": [],
+            }
+        }
         writer.write(json.dumps(greeting).encode() + b"\r\n")
         buf = ""
         while chunk := await reader.read(65536):
@@ -134,8 +138,9 @@ class FakeQmp(_Server):
                     return
             await writer.drain()
 
-    async def _reply(self, msg: dict[str, Any], reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> bool:
+    async def _reply(
+        self, msg: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         """Answer one message; ``False`` ends the session."""
         reply: dict[str, object] = {"return": self._answer(msg)}
         if "id" in msg:
@@ -159,8 +164,9 @@ class BrokenQmp(FakeQmp):
         #: Bytes of the endless line written before the client hung up.
         self.endless_bytes = 0
 
-    async def _reply(self, msg: dict[str, Any], reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> bool:
+    async def _reply(
+        self, msg: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         if msg.get("execute") != "human-monitor-command":
             return await super()._reply(msg, reader, writer)
         if self.how == "invalid-json":
@@ -185,10 +191,13 @@ class RecordingProxy(_Server):
         forwarded (it may, for instance, change the VM through another monitor).
     """
 
-    def __init__(self, path: Path, upstream: str,
-                 on_command: Callable[[dict[str, Any]], None] | None = None,
-                 before_forward: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
-                 ) -> None:
+    def __init__(
+        self,
+        path: Path,
+        upstream: str,
+        on_command: Callable[[dict[str, Any]], None] | None = None,
+        before_forward: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> None:
         super().__init__(path)
         self.upstream = upstream
         self.on_command = on_command

@@ -39,24 +39,34 @@ SIZES = st.one_of(
     st.integers(1, 0x4000),
 )
 ADDRS = st.one_of(
-    st.sampled_from([0, 0x800, 0x1000, 0x1800, 0x2000, 0x10, 0xfff]),
+    st.sampled_from([0, 0x800, 0x1000, 0x1800, 0x2000, 0x10, 0xFFF]),
     st.integers(0, 0x3000),
-    st.integers(0, 0x2000).map(lambda a: a & ~0xff),
-    st.sampled_from([MASK64 - 0xfff, MASK64 - 0x7ff, MASK64, 1 << 63]),
+    st.integers(0, 0x2000).map(lambda a: a & ~0xFF),
+    st.sampled_from([MASK64 - 0xFFF, MASK64 - 0x7FF, MASK64, 1 << 63]),
 )
 PRIORITIES = st.one_of(st.integers(-2, 2), st.sampled_from([-(2**31), 2**31 - 1]))
-KINDS = st.sampled_from([
-    RegionKind.IO, RegionKind.CONTAINER, RegionKind.RAM, RegionKind.ALIAS, RegionKind.ROM,
-    RegionKind.ROMD, RegionKind.RAMD, RegionKind.IOMMU,
-])
+KINDS = st.sampled_from(
+    [
+        RegionKind.IO,
+        RegionKind.CONTAINER,
+        RegionKind.RAM,
+        RegionKind.ALIAS,
+        RegionKind.ROM,
+        RegionKind.ROMD,
+        RegionKind.RAMD,
+        RegionKind.IOMMU,
+    ]
+)
 #: Names repeat on purpose (QEMU's do); ``None`` prints ``(null)``.
 NAMES = st.sampled_from(["a", "b", "c", "pci", "sys ram", "pam-pci", "io", None])
-OWNERS = st.sampled_from([
-    Ownership(None, None),
-    Ownership(ObjectRef(True, "id", "nic0"), None),
-    Ownership(ObjectRef(True, "type", "e1000"), ObjectRef(False, "path", "/machine")),
-    Ownership(ObjectRef(False, "path", "/machine/unattached"), None),
-])
+OWNERS = st.sampled_from(
+    [
+        Ownership(None, None),
+        Ownership(ObjectRef(True, "id", "nic0"), None),
+        Ownership(ObjectRef(True, "type", "e1000"), ObjectRef(False, "path", "/machine")),
+        Ownership(ObjectRef(False, "path", "/machine/unattached"), None),
+    ]
+)
 
 
 def rarely(p_in_ten: int = 1) -> st.SearchStrategy[bool]:
@@ -85,9 +95,15 @@ def _hex(n: int) -> str:
 
 
 @st.composite
-def machines(draw: st.DrawFn, *, max_regions: int = 10, max_spaces: int = 3,
-             names: st.SearchStrategy[str | None] = NAMES,
-             disabled: bool = True, null_roots: bool = True) -> Drawn:
+def machines(
+    draw: st.DrawFn,
+    *,
+    max_regions: int = 10,
+    max_spaces: int = 3,
+    names: st.SearchStrategy[str | None] = NAMES,
+    disabled: bool = True,
+    null_roots: bool = True,
+) -> Drawn:
     """A random machine; see the module docstring for what it covers.
 
     :param names: the name of each region (repeats allowed).
@@ -102,8 +118,7 @@ def machines(draw: st.DrawFn, *, max_regions: int = 10, max_spaces: int = 3,
         later = regions  # regions k+1 .. n-1, in reverse
         kind = draw(KINDS)
         free = [r for r in later if r.container is None]
-        if (kind is RegionKind.ALIAS and not later) or (kind is RegionKind.CONTAINER
-                                                        and not free):
+        if (kind is RegionKind.ALIAS and not later) or (kind is RegionKind.CONTAINER and not free):
             kind = RegionKind.IO  # nothing to alias or to contain
         size = draw(SIZES)
         if k == 0 and free and draw(st.booleans()):
@@ -121,28 +136,40 @@ def machines(draw: st.DrawFn, *, max_regions: int = 10, max_spaces: int = 3,
         if kind is RegionKind.ALIAS:
             target = draw(st.sampled_from(later))
             offset = draw(ADDRS)
-        mr = MemoryRegion(name, kind, size, enabled=enabled, readonly=readonly,
-                          nonvolatile=nonvolatile, romd_mode=romd_mode, alias=target,
-                          alias_offset=offset, ownership=ownership, dirty_log_mask=mask)
+        mr = MemoryRegion(
+            name,
+            kind,
+            size,
+            enabled=enabled,
+            readonly=readonly,
+            nonvolatile=nonvolatile,
+            romd_mode=romd_mode,
+            alias=target,
+            alias_offset=offset,
+            ownership=ownership,
+            dirty_log_mask=mask,
+        )
         var = f"r{k}"
-        extra = "".join([
-            "" if enabled else ", enabled=False",
-            ", readonly=True" if readonly else "",
-            ", nonvolatile=True" if nonvolatile else "",
-            "" if romd_mode else ", romd_mode=False",
-            f", dirty_log_mask={mask}" if mask else "",
-        ])
+        extra = "".join(
+            [
+                "" if enabled else ", enabled=False",
+                ", readonly=True" if readonly else "",
+                ", nonvolatile=True" if nonvolatile else "",
+                "" if romd_mode else ", romd_mode=False",
+                f", dirty_log_mask={mask}" if mask else "",
+            ]
+        )
         if target is not None:
             t = f"r{n - 1 - later.index(target)}"
             code.append(f"{var} = alias({name!r}, {t}, {_hex(offset)}, {_hex(size)}{extra})")
         else:
-            code.append(f"{var} = MemoryRegion({name!r}, RegionKind.{kind.name}, "
-                        f"{_hex(size)}{extra})")
+            code.append(
+                f"{var} = MemoryRegion({name!r}, RegionKind.{kind.name}, {_hex(size)}{extra})"
+            )
         if kind is not RegionKind.ALIAS and free:
             # An empty container is dull: give containers at least one child.
             least = min(len(free), 3 if k == 0 else 1 if kind is RegionKind.CONTAINER else 0)
-            picks = draw(st.lists(st.sampled_from(free), unique_by=id, min_size=least,
-                                  max_size=5))
+            picks = draw(st.lists(st.sampled_from(free), unique_by=id, min_size=least, max_size=5))
             for child in picks:
                 addr = draw(ADDRS)
                 prio = draw(PRIORITIES)

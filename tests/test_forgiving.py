@@ -53,7 +53,7 @@ def memory_block() -> list[str]:
     """The `address-space: memory` block of the pc tree, with its blank line."""
     start = TREE.index("address-space: memory")
     end = TREE.index("", start)
-    return TREE[start:end + 1]
+    return TREE[start : end + 1]
 
 
 def read_tree(damaged: str) -> tuple[str, list[tuple[int, str]]]:
@@ -99,11 +99,15 @@ def test_hand_made_fragment_starting_below_the_root_gets_an_implied_root() -> No
 
 
 def test_hand_made_flat_ranges_alone_get_header_as_and_root_lines() -> None:
-    view = FLAT[FLAT.index(" Root memory region: system") + 1:]
+    view = FLAT[FLAT.index(" Root memory region: system") + 1 :]
     view = view[: view.index("")]
     out, repairs = read_flat(text(view))
-    assert kinds(repairs) >= {"missing 'FlatView #N' header implied", "missing ' AS' line implied",
-                              "missing 'Root memory region", "missing blank line at the end added"}
+    assert kinds(repairs) >= {
+        "missing 'FlatView #N' header implied",
+        "missing ' AS' line implied",
+        "missing 'Root memory region",
+        "missing blank line at the end added",
+    }
     assert out.startswith('FlatView #0\n AS "memory", root: system\n Root memory region: system\n')
     doc = forgiving_flat(text(view))
     assert doc.partial and len(doc.views[0].ranges) == len(view)
@@ -111,7 +115,7 @@ def test_hand_made_flat_ranges_alone_get_header_as_and_root_lines() -> None:
 
 def test_hand_made_root_block_without_flatview_header() -> None:
     start = FLAT.index(" Root memory region: system")
-    old = FLAT[start:FLAT.index("", start) + 1]  # `Root memory region:` first, no AS lines
+    old = FLAT[start : FLAT.index("", start) + 1]  # `Root memory region:` first, no AS lines
     out, repairs = read_flat(text(old))
     assert kinds(repairs) >= {"missing 'FlatView #N' header implied", "missing ' AS' line implied"}
     assert out.splitlines()[2] == " Root memory region: system"
@@ -143,8 +147,9 @@ def test_the_old_per_address_space_flat_layout_of_2_9() -> None:
 # -- elisions ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("marker", ["...", "…", "... skipped 30 virtio-mmio", "[...]",
-                                    "<snip>", "    ...."])
+@pytest.mark.parametrize(
+    "marker", ["...", "…", "... skipped 30 virtio-mmio", "[...]", "<snip>", "    ...."]
+)
 def test_hand_made_elisions_are_kept_in_the_reprint(marker: str) -> None:
     block = memory_block()
     cut = [*block[:6], marker, *block[12:]]
@@ -181,18 +186,30 @@ def test_hand_made_missing_and_extra_blank_lines() -> None:
     assert ranges(out) == ranges(text(damaged))
 
 
-@pytest.mark.parametrize(("name", "damage", "repair"), [
-    ("constant drift", lambda ln: "   " + ln, None),
-    ("format=flowed 3-space step",
-     lambda ln: " " * (3 * ((len(ln) - len(ln.lstrip(" "))) // 2)) + ln.lstrip(" "),
-     "indentation step of 3 columns (QEMU's is 2) read as one level"),
-    ("drift, then tabs for 8 spaces", lambda ln: ("  " + ln).replace(" " * 8, "\t", 1),
-     "tabs in the indentation expanded to 8 columns"),
-    ("NBSP", lambda ln: ln.replace("  ", "\u00a0 ", 1) if ln.startswith("  ") else ln,
-     "Unicode spaces (NBSP) made plain spaces"),
-])
-def test_hand_made_indentation_damage(name: str, damage: Callable[[str], str],
-                                      repair: str | None) -> None:
+@pytest.mark.parametrize(
+    ("name", "damage", "repair"),
+    [
+        ("constant drift", lambda ln: "   " + ln, None),
+        (
+            "format=flowed 3-space step",
+            lambda ln: " " * (3 * ((len(ln) - len(ln.lstrip(" "))) // 2)) + ln.lstrip(" "),
+            "indentation step of 3 columns (QEMU's is 2) read as one level",
+        ),
+        (
+            "drift, then tabs for 8 spaces",
+            lambda ln: ("  " + ln).replace(" " * 8, "\t", 1),
+            "tabs in the indentation expanded to 8 columns",
+        ),
+        (
+            "NBSP",
+            lambda ln: ln.replace("  ", "\u00a0 ", 1) if ln.startswith("  ") else ln,
+            "Unicode spaces (NBSP) made plain spaces",
+        ),
+    ],
+)
+def test_hand_made_indentation_damage(
+    name: str, damage: Callable[[str], str], repair: str | None
+) -> None:
     block = memory_block()
     # The header too (a reST block indents everything); the mailer also drops the
     # blank line at the end.
@@ -209,7 +226,7 @@ def test_hand_made_wrapped_lines_are_joined() -> None:
     for ln in block:
         if " alias " in ln and len(ln) > 72:
             cut = ln.rfind(" @")
-            wrapped += [ln[:cut], ln[cut + 1:]]  # folded at a space, at column 0
+            wrapped += [ln[:cut], ln[cut + 1 :]]  # folded at a space, at column 0
         elif ln.endswith("pc.bios"):
             wrapped += [ln[:-3] + "=", ln[-3:]]  # quoted-printable soft break
         else:
@@ -224,7 +241,7 @@ def test_hand_made_line_wrapped_inside_its_range_head() -> None:
     block = memory_block()
     at = next(i for i, ln in enumerate(block) if ln.endswith("): pc.rom"))
     head, tail = block[at].split(" (prio ", 1)
-    wrapped = [*block[:at], head + " (prio", tail, *block[at + 1:]]
+    wrapped = [*block[:at], head + " (prio", tail, *block[at + 1 :]]
     out, repairs = read_tree(text(wrapped))
     assert (at + 2, "wrapped line joined to the line before") in repairs
     assert out.split("\n")[: len(block)] == block
@@ -237,9 +254,12 @@ def test_hand_made_prompts_quoting_and_diff_prefixes() -> None:
     assert (1, "monitor or shell prompt dropped: '(qemu) info mtree'") in repairs
     assert "quoting removed" in kinds(repairs)
     assert out.split("\n")[: len(block)] == block
-    diff = ["@@ -1,9 +1,9 @@"] + [" " + ln for ln in block[:4]] + ["-" + block[4],
-                                                                    "+" + block[4]] + [
-        " " + ln for ln in block[5:]]
+    diff = (
+        ["@@ -1,9 +1,9 @@"]
+        + [" " + ln for ln in block[:4]]
+        + ["-" + block[4], "+" + block[4]]
+        + [" " + ln for ln in block[5:]]
+    )
     out, repairs = read_tree(text(diff))
     assert (1, "diff header line dropped") in repairs
     assert (6, "diff: removed line (the old side) left for the other section") in repairs
@@ -266,16 +286,21 @@ def test_hand_made_8_digit_addresses_of_a_32_bit_host() -> None:
     assert short != block
     out, repairs = read_tree(text(short))
     assert out.split("\n")[: len(block)] == block
-    assert (3, "addresses of fewer than 16 hex digits (QEMU 1.x on a 32-bit target) "
-               "padded") in repairs
+    assert (
+        3,
+        "addresses of fewer than 16 hex digits (QEMU 1.x on a 32-bit target) padded",
+    ) in repairs
 
 
 def test_hand_made_memory_region_excerpt_alone() -> None:
     start = TREE.index("memory-region: pc.ram")
-    excerpt = TREE[start:TREE.index("", start) + 1]
+    excerpt = TREE[start : TREE.index("", start) + 1]
     _, repairs = read_tree(text(excerpt))
-    assert (1, "a 'memory-region:' block without any 'address-space:' block read as "
-               "'address-space: pc.ram'") in repairs
+    assert (
+        1,
+        "a 'memory-region:' block without any 'address-space:' block read as "
+        "'address-space: pc.ram'",
+    ) in repairs
 
 
 def test_hand_made_alias_target_shown_in_the_tree_gets_its_block_repeated() -> None:
@@ -283,8 +308,11 @@ def test_hand_made_alias_target_shown_in_the_tree_gets_its_block_repeated() -> N
     the implied `memory-region: pc.bios` block repeats it and the model unifies them."""
     block = memory_block()
     _, repairs = read_tree(text(block))
-    assert any("'pc.bios' has no 'memory-region:' block in the paste: one implied, "
-               "repeating its lines" in what for _, what in repairs)
+    assert any(
+        "'pc.bios' has no 'memory-region:' block in the paste: one implied, "
+        "repeating its lines" in what
+        for _, what in repairs
+    )
     machine = load_tree(text(block), lenient=True).machine
     bios = [mr for mr in machine.regions() if mr.name == "pc.bios"]
     isa = next(mr for mr in machine.regions() if mr.name == "isa-bios")
@@ -309,8 +337,10 @@ def test_intact_output_is_not_touched() -> None:
     assert print_flat(parse_flat(flat, lenient=True)) == flat
 
 
-@pytest.mark.parametrize("junk", ["", "\n\n", "hello world\n", "(qemu) info mtree\n",
-                                  "address-space: memory\n  nonsense\n"])
+@pytest.mark.parametrize(
+    "junk",
+    ["", "\n\n", "hello world\n", "(qemu) info mtree\n", "address-space: memory\n  nonsense\n"],
+)
 def test_nothing_meaningful_is_refused_with_line_and_column(junk: str) -> None:
     with pytest.raises(ParseError) as exc:
         parse_tree_document(junk, lenient=True)
@@ -324,8 +354,11 @@ KEY = re.compile(r"([0-9a-fA-F]{8,16})\\?-([0-9a-fA-F]{8,16}) \(prio (-?\d+), ([
 
 
 def keys(s: str) -> list[tuple[int, int, int, str]]:
-    return [(int(m[1], 16), int(m[2], 16), int(m[3]), m[4])
-            for m in (KEY.search(ln) for ln in s.splitlines()) if m]
+    return [
+        (int(m[1], 16), int(m[2], 16), int(m[3]), m[4])
+        for m in (KEY.search(ln) for ln in s.splitlines())
+        if m
+    ]
 
 
 def corpus() -> list[Path]:
@@ -370,6 +403,7 @@ def test_long_repeated_pieces_do_not_backtrack(piece: str) -> None:
 
     def fire(signum: int, frame: object) -> None:
         raise AssertionError("the forgiving reader took more than 20 s")
+
     old = signal.signal(signal.SIGALRM, fire)
     signal.alarm(20)
     try:

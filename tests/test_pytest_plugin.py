@@ -42,7 +42,7 @@ def test_e1000_bars_are_mapped_after_firmware(mtree):
     })
 '''
 
-MORE = '''
+MORE = """
 import pytest
 
 from qmirror.pytest_plugin import assert_memory_map
@@ -64,16 +64,16 @@ def test_paused_before_firmware_nothing_is_on_the_bus(qemu_vm, qemu_vm_args):
 
 def test_fixture_override(qemu_vm):
     assert qemu_vm.command_line[-2:] == ["-machine", "isapc"]
-'''
+"""
 
-CONFTEST = '''
+CONFTEST = """
 import pytest
 
 
 @pytest.fixture
 def qemu_vm_args():
     return ["-machine", "isapc"]
-'''
+"""
 
 
 @pytest.mark.qemu
@@ -82,16 +82,23 @@ def test_device_developer_example(pytester: pytest.Pytester, qemu_binary: str) -
     pytester.makepyfile(test_e1000=EXAMPLE, test_more=MORE)
     pytester.makeconftest(CONFTEST)
     junit = pytester.path / "junit.xml"
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--qmirror-qemu",
-                                           qemu_binary, f"--junit-xml={junit}", "-rA",
-                                           timeout=240)
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--qmirror-qemu",
+        qemu_binary,
+        f"--junit-xml={junit}",
+        "-rA",
+        timeout=240,
+    )
     result.assert_outcomes(passed=4, failed=1)
     out = result.stdout.str()
     # The failure reads like a diff: expected, found, what is at the address, nearby.
     assert "1 of 1 memory-map expectations failed" in out
     assert "expected e1000-mmio at 00000000fe000000-00000000fe01ffff" in out
-    assert ("found:   00000000febc0000-00000000febdffff (prio 1, i/o): e1000-mmio "
-            "owner:{dev id=nic0}") in out
+    assert (
+        "found:   00000000febc0000-00000000febdffff (prio 1, i/o): e1000-mmio owner:{dev id=nic0}"
+    ) in out
     assert "at 00000000fe000000: nothing is mapped" in out
     # JUnit: the failure's text and QEMU's command line are in the report.
     suite = ET.parse(junit).getroot()
@@ -100,25 +107,30 @@ def test_device_developer_example(pytester: pytest.Pytester, qemu_binary: str) -
     failure = cases["test_wrong_address"].find("failure")
     assert failure is not None and "expected e1000-mmio" in (failure.text or "")
     props = {p.get("name"): p.get("value") for p in cases["test_wrong_address"].iter("property")}
-    assert re.search(r"-S -machine pc -nic none -device e1000,id=nic0$",
-                     props["qemu_command"] or "")
+    assert re.search(
+        r"-S -machine pc -nic none -device e1000,id=nic0$", props["qemu_command"] or ""
+    )
     assert cases["test_e1000_bars_are_mapped_after_firmware"].find("failure") is None
 
 
 @pytest.mark.qemu
 def test_a_missing_qemu_is_a_clear_error(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_x='''
+    pytester.makepyfile(
+        test_x="""
 def test_x(qemu_vm):
     pass
-''')
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--qmirror-qemu",
-                                           "/nonexistent/qemu-system-x86_64", timeout=120)
+"""
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--qmirror-qemu", "/nonexistent/qemu-system-x86_64", timeout=120
+    )
     result.assert_outcomes(errors=1)
     assert "QEMU binary '/nonexistent/qemu-system-x86_64' not found" in result.stdout.str()
 
 
 def test_the_plugin_is_registered_and_stays_out_of_the_way(
-        pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> None:
+    pytestconfig: pytest.Config, request: pytest.FixtureRequest
+) -> None:
     # It is loaded in this very run (entry point), adds a namespaced option and no
     # autouse fixture (an autouse fixture would be among this test's fixtures).
     assert pytestconfig.pluginmanager.get_plugin("qmirror") is not None
@@ -135,8 +147,12 @@ def reading(name: str) -> Reading:
 
 def qemu_line(name: str, region: str) -> str:
     text = (FIXTURES / name / "info-mtree-f-o.txt").read_text(encoding="utf-8")
-    m = re.search(rf"^  [0-9a-f]{{16}}-[0-9a-f]{{16}} \(prio \d+, [a-z/]+\): {re.escape(region)}"
-                  r"\b.*$", text, re.M)
+    m = re.search(
+        rf"^  [0-9a-f]{{16}}-[0-9a-f]{{16}} \(prio \d+, [a-z/]+\): {re.escape(region)}"
+        r"\b.*$",
+        text,
+        re.M,
+    )
     assert m is not None
     return m.group(0)
 
@@ -145,24 +161,29 @@ def test_expectations_in_every_form() -> None:
     r = reading("pc-booted")
     line = qemu_line("pc-booted", "e1000-mmio")  # pasted from QEMU's -f, owner and all
     start, last = (int(x, 16) for x in line.split()[0].split("-"))
-    ok, report = check_memory_map(r, {
-        "memory": [
-            line,
-            (start, last, "e1000-mmio"),
-            (hex(start), None, "e1000-*", {"type": "i/o", "priority": 1}),
-            {"name": "e1000-mmio", "start": start, "last": last, "owner": "{dev id=nic1}"},
-            f"{start:x}-{last:x} e1000-mmio",
-        ],
-        "I/O": [(None, None, "e1000-io")],
-    })
+    ok, report = check_memory_map(
+        r,
+        {
+            "memory": [
+                line,
+                (start, last, "e1000-mmio"),
+                (hex(start), None, "e1000-*", {"type": "i/o", "priority": 1}),
+                {"name": "e1000-mmio", "start": start, "last": last, "owner": "{dev id=nic1}"},
+                f"{start:x}-{last:x} e1000-mmio",
+            ],
+            "I/O": [(None, None, "e1000-io")],
+        },
+    )
     assert ok, report
     assert report.startswith("all 6 memory-map expectations hold (checked against QEMU's")
 
 
 def test_a_failure_says_where_the_region_really_is() -> None:
     r = reading("pc-booted")
-    ok, report = check_memory_map(r, {"memory": [("0xfebc0000", "0xfebdffff", "e1000-mmio")],
-                                      "no-such-as": [(None, None, "x")]})
+    ok, report = check_memory_map(
+        r,
+        {"memory": [("0xfebc0000", "0xfebdffff", "e1000-mmio")], "no-such-as": [(None, None, "x")]},
+    )
     assert not ok
     assert "2 of 2 memory-map expectations failed" in report
     assert "found:   " + qemu_line("pc-booted", "e1000-mmio").strip() in report

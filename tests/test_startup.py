@@ -18,37 +18,70 @@ ROOT = Path(__file__).resolve().parent.parent
 Q35 = ROOT / "fixtures" / "qemu-7.2" / "x86_64" / "q35"
 
 #: Heavy for a command that does not need them: the live layer's stack and deepdiff.
-LIVE_AND_DIFF = ("asyncio", "qemu.qmp", "deepdiff", "qmirror.live.targets",
-                 "qmirror.live.qmp", "qmirror.live.launcher", "qmirror.views.mapview")
+LIVE_AND_DIFF = (
+    "asyncio",
+    "qemu.qmp",
+    "deepdiff",
+    "qmirror.live.targets",
+    "qmirror.live.qmp",
+    "qmirror.live.launcher",
+    "qmirror.views.mapview",
+)
 
 
 def loaded_after(*argv: str) -> set[str]:
     """The modules loaded once ``qmirror ARGV`` has run (in a fresh interpreter)."""
-    code = ("import json, sys\n"
-            "from qmirror.cli import main\n"
-            "try:\n"
-            f"    main({list(argv)!r})\n"
-            "except SystemExit:\n"
-            "    pass\n"
-            "sys.stderr.write('\\n' + json.dumps(sorted(sys.modules)))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120, check=False)
+    code = (
+        "import json, sys\n"
+        "from qmirror.cli import main\n"
+        "try:\n"
+        f"    main({list(argv)!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "sys.stderr.write('\\n' + json.dumps(sorted(sys.modules)))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
     return set(json.loads(proc.stderr.splitlines()[-1]))
 
 
 def test_version_imports_no_command() -> None:
     loaded = loaded_after("--version")
-    heavy = {m for m in loaded if m.split(".")[0] in ("rich", "asyncio", "deepdiff", "qemu")
-             or m.startswith(("qmirror.core", "qmirror.text", "qmirror.rebuild",
-                              "qmirror.verify", "qmirror.views", "qmirror.sim"))}
+    heavy = {
+        m
+        for m in loaded
+        if m.split(".")[0] in ("rich", "asyncio", "deepdiff", "qemu")
+        or m.startswith(
+            (
+                "qmirror.core",
+                "qmirror.text",
+                "qmirror.rebuild",
+                "qmirror.verify",
+                "qmirror.views",
+                "qmirror.sim",
+            )
+        )
+    }
     assert heavy == set()
 
 
 @pytest.mark.parametrize("flat", ["info-mtree-f-o.txt", "info-mtree-f.txt"])
-def test_offline_check_imports_neither_the_live_layer_nor_deepdiff_on_a_match(
-        flat: str) -> None:
+def test_offline_check_imports_neither_the_live_layer_nor_deepdiff_on_a_match(flat: str) -> None:
     # The -f without owners still matches: owners are compared only when both have them.
-    loaded = loaded_after("--color", "never", "check", "--tree",
-                          str(Q35 / "info-mtree-o-D.txt"), "--flat", str(Q35 / flat))
+    loaded = loaded_after(
+        "--color",
+        "never",
+        "check",
+        "--tree",
+        str(Q35 / "info-mtree-o-D.txt"),
+        "--flat",
+        str(Q35 / flat),
+    )
     assert "qmirror.verify.check" in loaded  # it did run the check
     assert loaded.isdisjoint(LIVE_AND_DIFF)

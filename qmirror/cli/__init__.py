@@ -26,25 +26,39 @@ COMMANDS = (check, offline, live, slots, views, export, diff, settings)
 _Q35 = "qemu-system-x86_64 -machine q35"
 #: `--help` examples, per command (`None`: the top level).
 EXAMPLES: dict[str | None, list[str]] = {
-    None: [f"qmirror check --launch -- {_Q35}",
-           "qmirror check --tree info-mtree-o-D.txt --flat info-mtree-f-o.txt",
-           "qmirror tree unix:/run/vm.qmp --as memory --depth 2",
-           "qmirror map fixtures/qemu-7.2/x86_64/q35 --html map.html"],
-    "check": [f"qmirror check --launch -- {_Q35}",
-              f"qmirror check --boot 3 --junit-xml report.xml --launch -- {_Q35}",
-              "qmirror check unix:/run/vm1.qmp tcp:127.0.0.1:4444 --format json",
-              "qmirror check --tree info-mtree-o-D.txt --flat info-mtree-f-o.txt -v"],
-    "snapshot": [f"qmirror snapshot --out before --launch -- {_Q35}",
-                 f"qmirror snapshot --out after --boot 3 --launch -- {_Q35}",
-                 "qmirror snapshot unix:/run/vm.qmp --pause --out vm-now --force"],
-    "watch": ["qmirror watch unix:/run/vm.qmp --interval 0.5",
-              f"qmirror watch --count 10 --format jsonl --launch -- {_Q35}"],
-    "tree": ["qmirror tree fixtures/qemu-7.2/x86_64/q35 --as memory --depth 1",
-             f"qmirror tree --owners --launch -- {_Q35}"],
-    "map": ["qmirror map fixtures/qemu-7.2/x86_64/q35 --html map.html",
-            "qmirror map before after --svg change.svg"],
-    "slots": ["qmirror slots fixtures/qemu-7.2/x86_64/pc",
-              "qmirror slots --tree info-mtree-o-D.txt --flat info-mtree-f-o.txt --format json"],
+    None: [
+        f"qmirror check --launch -- {_Q35}",
+        "qmirror check --tree info-mtree-o-D.txt --flat info-mtree-f-o.txt",
+        "qmirror tree unix:/run/vm.qmp --as memory --depth 2",
+        "qmirror map fixtures/qemu-7.2/x86_64/q35 --html map.html",
+    ],
+    "check": [
+        f"qmirror check --launch -- {_Q35}",
+        f"qmirror check --boot 3 --junit-xml report.xml --launch -- {_Q35}",
+        "qmirror check unix:/run/vm1.qmp tcp:127.0.0.1:4444 --format json",
+        "qmirror check --tree info-mtree-o-D.txt --flat info-mtree-f-o.txt -v",
+    ],
+    "snapshot": [
+        f"qmirror snapshot --out before --launch -- {_Q35}",
+        f"qmirror snapshot --out after --boot 3 --launch -- {_Q35}",
+        "qmirror snapshot unix:/run/vm.qmp --pause --out vm-now --force",
+    ],
+    "watch": [
+        "qmirror watch unix:/run/vm.qmp --interval 0.5",
+        f"qmirror watch --count 10 --format jsonl --launch -- {_Q35}",
+    ],
+    "tree": [
+        "qmirror tree fixtures/qemu-7.2/x86_64/q35 --as memory --depth 1",
+        f"qmirror tree --owners --launch -- {_Q35}",
+    ],
+    "map": [
+        "qmirror map fixtures/qemu-7.2/x86_64/q35 --html map.html",
+        "qmirror map before after --svg change.svg",
+    ],
+    "slots": [
+        "qmirror slots fixtures/qemu-7.2/x86_64/pc",
+        "qmirror slots --tree info-mtree-o-D.txt --flat info-mtree-f-o.txt --format json",
+    ],
     "diff": ["qmirror diff before after", "qmirror diff before after --ignore-region '^kvm-'"],
 }
 
@@ -66,13 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qmirror",
         description="See, mirror and check QEMU's memory map: rebuild the MemoryRegion tree "
-                    "from `info mtree`, render its FlatViews as QEMU does, compare.")
+        "from `info mtree`, render its FlatViews as QEMU does, compare.",
+    )
     parser.add_argument("--version", action="version", version=f"qmirror {__version__}")
-    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
-                        help="colour in terminal output (default: auto; NO_COLOR is honoured)")
-    parser.add_argument("--config", metavar="FILE",
-                        help="settings file (default: $QMIRROR_CONFIG, else the nearest "
-                             "pyproject.toml with [tool.qmirror])")
+    parser.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour in terminal output (default: auto; NO_COLOR is honoured)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings file (default: $QMIRROR_CONFIG, else the nearest "
+        "pyproject.toml with [tool.qmirror])",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.register(sub)
@@ -100,7 +122,7 @@ def _main(argv: Sequence[str] | None) -> int:
     passthrough: list[str] | None = None
     if "--" in words:
         cut = words.index("--")
-        words, passthrough = words[:cut], words[cut + 1:]
+        words, passthrough = words[:cut], words[cut + 1 :]
     args = parser.parse_args(words)
     args.passthrough = passthrough
     out, err = consoles(args.color)

@@ -42,8 +42,10 @@ if TYPE_CHECKING:
 
 #: Text files of a capture directory: (tree, flat), best first (owners and disabled
 #: regions make the richest model).
-CAPTURE_LAYOUTS = (("info-mtree-o-D.txt", "info-mtree-f-o.txt"),
-                   ("info-mtree.txt", "info-mtree-f.txt"))
+CAPTURE_LAYOUTS = (
+    ("info-mtree-o-D.txt", "info-mtree-f-o.txt"),
+    ("info-mtree.txt", "info-mtree-f.txt"),
+)
 
 
 @dataclass(slots=True)
@@ -84,8 +86,9 @@ def file_source(spec: str) -> FileSource | None:
                 flat_path = path / flat
                 meta = _meta(path)
                 label = meta.get("config") or path.name or spec
-                return FileSource(str(label), path / tree,
-                                  flat_path if flat_path.is_file() else None, meta)
+                return FileSource(
+                    str(label), path / tree, flat_path if flat_path.is_file() else None, meta
+                )
         known = ", ".join(t for t, _ in CAPTURE_LAYOUTS)
         raise InputError(f"{spec}: a directory without a tree text ({known})")
     if path.is_file():
@@ -94,8 +97,9 @@ def file_source(spec: str) -> FileSource | None:
         tree, _, flat = spec.partition(",")
         for part in (tree, flat):
             if not Path(part).is_file():
-                raise InputError(f"{part}: no such file (in TARGET {spec!r}, "
-                                   "which reads as TREE.txt,FLAT.txt)")
+                raise InputError(
+                    f"{part}: no such file (in TARGET {spec!r}, which reads as TREE.txt,FLAT.txt)"
+                )
         return FileSource(Path(tree).name, Path(tree), Path(flat))
     return None
 
@@ -124,28 +128,47 @@ def _from_files(src: FileSource, args: argparse.Namespace) -> Reading:
 
     tree_text = read_text(str(src.tree))
     flat_text = read_text(str(src.flat)) if src.flat is not None else None
-    return read(tree_text, flat_text, label=src.label, meta=src.meta,
-                accel=getattr(args, "accel", "auto"), strict=getattr(args, "strict", False),
-                rules=not getattr(args, "no_rules", False),
-                tree_name="stdin" if str(src.tree) == STDIN else str(src.tree),
-                flat_name=str(src.flat) if src.flat is not None else None,
-                allow_flat=getattr(args, "allow_flat", False))
+    return read(
+        tree_text,
+        flat_text,
+        label=src.label,
+        meta=src.meta,
+        accel=getattr(args, "accel", "auto"),
+        strict=getattr(args, "strict", False),
+        rules=not getattr(args, "no_rules", False),
+        tree_name="stdin" if str(src.tree) == STDIN else str(src.tree),
+        flat_name=str(src.flat) if src.flat is not None else None,
+        allow_flat=getattr(args, "allow_flat", False),
+    )
 
 
-def reading_from_snapshot(snap: Snapshot, args: argparse.Namespace | None = None, *,
-                          label: str | None = None, ramblock_text: str | None = None
-                          ) -> Reading:
+def reading_from_snapshot(
+    snap: Snapshot,
+    args: argparse.Namespace | None = None,
+    *,
+    label: str | None = None,
+    ramblock_text: str | None = None,
+) -> Reading:
     """A :class:`Reading` of a snapshot, completed as the command's options say."""
     from qmirror.verify.reading import from_snapshot
 
-    return from_snapshot(snap, label=label, accel=getattr(args, "accel", "auto"),
-                         strict=getattr(args, "strict", False),
-                         rules=not getattr(args, "no_rules", False), ramblock_text=ramblock_text)
+    return from_snapshot(
+        snap,
+        label=label,
+        accel=getattr(args, "accel", "auto"),
+        strict=getattr(args, "strict", False),
+        rules=not getattr(args, "no_rules", False),
+        ramblock_text=ramblock_text,
+    )
 
 
-async def read_live(target: Target, *, pause: bool = False,
-                    timeout: float = DEFAULT_TIMEOUT,
-                    boot: float | None = None) -> tuple[Snapshot, str]:
+async def read_live(
+    target: Target,
+    *,
+    pause: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    boot: float | None = None,
+) -> tuple[Snapshot, str]:
     """A snapshot of a live target and its ``info ramblock``, read in one session.
 
     Like :func:`qmirror.live.targets.open_snapshot` (same options and guarantees), plus the
@@ -162,8 +185,9 @@ async def read_live(target: Target, *, pause: bool = False,
     connect = min(DEFAULT_CONNECT_TIMEOUT, timeout) if timeout > 0 else 0.001
     try:
         async with asyncio.timeout(timeout + (boot or 0.0)):
-            async with targets.attach(target, control=pause, connect_timeout=connect,
-                                      command_timeout=max(timeout, 0.001)) as live:
+            async with targets.attach(
+                target, control=pause, connect_timeout=connect, command_timeout=max(timeout, 0.001)
+            ) as live:
                 booted: float | None = None
                 if live.instance is not None and boot is not None:
                     started = time.monotonic()
@@ -172,14 +196,19 @@ async def read_live(target: Target, *, pause: bool = False,
                     await live.monitor.execute("stop")
                     booted = round(time.monotonic() - started, 3)
                 command = tuple(live.instance.command_line) if live.instance else ()
-                snap = await take_snapshot(live.monitor, pause=pause and live.instance is None,
-                                           label=target.label, command_line=command,
-                                           boot_seconds=booted)
+                snap = await take_snapshot(
+                    live.monitor,
+                    pause=pause and live.instance is None,
+                    label=target.label,
+                    command_line=command,
+                    boot_seconds=booted,
+                )
                 ramblock = await live.monitor.hmp("info ramblock")
                 return snap, ramblock
     except TimeoutError as exc:
-        raise MonitorTimeout(f"no snapshot within {timeout + (boot or 0.0):g}s "
-                             "(--timeout)") from exc
+        raise MonitorTimeout(
+            f"no snapshot within {timeout + (boot or 0.0):g}s (--timeout)"
+        ) from exc
 
 
 def resolve(specs: list[str], args: argparse.Namespace) -> list[FileSource | Target]:
@@ -195,8 +224,11 @@ def resolve(specs: list[str], args: argparse.Namespace) -> list[FileSource | Tar
             out.append(Target.snapshot(spec))
             continue
         src = file_source(spec)
-        out.append(src if src is not None
-                   else targets.parse_target(spec, connect=getattr(args, "connect", None)))
+        out.append(
+            src
+            if src is not None
+            else targets.parse_target(spec, connect=getattr(args, "connect", None))
+        )
     out.extend(targets.targets_from_args(args))
     return out
 
@@ -225,8 +257,14 @@ async def _open_live(what: Target, args: argparse.Namespace, *, ramblock: bool) 
     return reading_from_snapshot(snap, args, label=what.label)
 
 
-def open_readings(specs: list[str], args: argparse.Namespace, err: Console, *,
-                  count: tuple[int, int] = (1, 1), ramblock: bool = False) -> list[Reading]:
+def open_readings(
+    specs: list[str],
+    args: argparse.Namespace,
+    err: Console,
+    *,
+    count: tuple[int, int] = (1, 1),
+    ramblock: bool = False,
+) -> list[Reading]:
     """Read the TARGETs of a command (files, snapshots, live VMs), with a progress bar on
     a terminal.
 
@@ -243,8 +281,10 @@ def open_readings(specs: list[str], args: argparse.Namespace, err: Console, *,
     low, high = count
     if not low <= len(wanted) <= high:
         many = f"{low}" if low == high else f"{low} to {high}"
-        raise TargetError(f"expected {many} TARGET{'s' if high > 1 else ''} (saved texts, a "
-                           f"snapshot directory or a live VM), got {len(wanted)}")
+        raise TargetError(
+            f"expected {many} TARGET{'s' if high > 1 else ''} (saved texts, a "
+            f"snapshot directory or a live VM), got {len(wanted)}"
+        )
     out = []
     with Work(err, total=len(wanted), what="reading") as work:
         for what in wanted:
@@ -262,9 +302,10 @@ def repairs_json(reading: Reading) -> dict[str, Any]:
     repair or assume anything (absent for intact QEMU output)."""
     if not reading.repairs and not reading.partial:
         return {}
-    return {"repairs": [{"file": name, "line": r.line, "what": r.what}
-                        for name, r in reading.repairs],
-            "partial": reading.partial}
+    return {
+        "repairs": [{"file": name, "line": r.line, "what": r.what} for name, r in reading.repairs],
+        "partial": reading.partial,
+    }
 
 
 def report_reading(err: Console, reading: Reading) -> None:
@@ -272,9 +313,12 @@ def report_reading(err: Console, reading: Reading) -> None:
     for name, r in reading.repairs:
         err.print(f"{name}:{r.line}: repaired: {r.what}", highlight=False, markup=False)
     if reading.partial:
-        err.print(f"{reading.label}: partial: the text elides lines, lacks some (implied) "
-                  "or is `-f` output alone; regions and ranges it does not show are missing",
-                  highlight=False, markup=False)
+        err.print(
+            f"{reading.label}: partial: the text elides lines, lacks some (implied) "
+            "or is `-f` output alone; regions and ranges it does not show are missing",
+            highlight=False,
+            markup=False,
+        )
 
 
 def open_reading(spec: str, args: argparse.Namespace, *, ramblock: bool = False) -> Reading:

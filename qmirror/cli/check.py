@@ -50,8 +50,9 @@ def _ignore(args: argparse.Namespace, results: list[CheckResult], err: Console) 
     rules = from_args(args).ignore
     dropped = sum(apply_to_check(r, rules) for r in results)
     if dropped:
-        err.print(f"qmirror check: {dropped} differences left out by the ignore rules",
-                  highlight=False)
+        err.print(
+            f"qmirror check: {dropped} differences left out by the ignore rules", highlight=False
+        )
 
 
 def _offline(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -61,10 +62,20 @@ def _offline(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     one_stdin(args.tree, args.flat)
     dialect = text_dialect(args)
-    result = check(read_text(args.tree), read_text(args.flat), accel=args.accel, strict=args.strict,
-                   rules=not args.no_rules, tree_name=args.tree, flat_name=args.flat,
-                   dispatch=args.dispatch, page_bits=args.page_bits, dialect=dialect,
-                   lenient=args.lenient, qemu_version=args.qemu_version)
+    result = check(
+        read_text(args.tree),
+        read_text(args.flat),
+        accel=args.accel,
+        strict=args.strict,
+        rules=not args.no_rules,
+        tree_name=args.tree,
+        flat_name=args.flat,
+        dispatch=args.dispatch,
+        page_bits=args.page_bits,
+        dialect=dialect,
+        lenient=args.lenient,
+        qemu_version=args.qemu_version,
+    )
     report_repairs(err, args.tree, result.loaded.document.repairs)
     report_repairs(err, args.flat, result.qemu.repairs)
     _ignore(args, [result], err)
@@ -72,10 +83,14 @@ def _offline(args: argparse.Namespace, out: Console, err: Console) -> int:
         write_junit(result, Path(args.junit_xml))
     if args.format == "json":
         doc = to_json(result, inputs={"tree": args.tree, "flat": args.flat})
-        repairs = [{"file": name, "line": r.line, "what": r.what}
-                   for name, doc_repairs in ((args.tree, result.loaded.document.repairs),
-                                             (args.flat, result.qemu.repairs))
-                   for r in doc_repairs]
+        repairs = [
+            {"file": name, "line": r.line, "what": r.what}
+            for name, doc_repairs in (
+                (args.tree, result.loaded.document.repairs),
+                (args.flat, result.qemu.repairs),
+            )
+            for r in doc_repairs
+        ]
         partial = result.loaded.document.partial or result.qemu.partial
         if repairs or partial:  # only for pastes (--lenient): intact output is unchanged
             doc |= {"repairs": repairs, "partial": partial}
@@ -96,12 +111,13 @@ def _about(o: Outcome) -> str:
     tries = f"{snap.tries} {'try' if snap.tries == 1 else 'tries'}"
     paused = ", paused for the reading" if snap.paused else ""
     booted = f", booted {snap.boot_seconds:g}s" if snap.boot_seconds else ""
-    return (f" (QEMU {i['qemu_version']}, {i['machine']}, {i['accelerator']}, {i['status']}"
-            f"{booted}{paused}; {tries})")
+    return (
+        f" (QEMU {i['qemu_version']}, {i['machine']}, {i['accelerator']}, {i['status']}"
+        f"{booted}{paused}; {tries})"
+    )
 
 
-def _print_outcomes(outcomes: list[Outcome], out: Console, err: Console, *,
-                    verbose: bool) -> None:
+def _print_outcomes(outcomes: list[Outcome], out: Console, err: Console, *, verbose: bool) -> None:
     from rich.markup import escape
 
     from qmirror.views.report import match_summary, print_text
@@ -125,12 +141,19 @@ def _print_outcomes(outcomes: list[Outcome], out: Console, err: Console, *,
         if o.result is not None:
             print_text(o.result, out, verbose=verbose)
         if verbose:
-            err.print(f"{o.target.label}: fetch {o.fetch_seconds * 1000:.1f} ms, parse+render+"
-                      f"compare {o.check_seconds * 1000:.1f} ms", highlight=False, markup=False)
+            err.print(
+                f"{o.target.label}: fetch {o.fetch_seconds * 1000:.1f} ms, parse+render+"
+                f"compare {o.check_seconds * 1000:.1f} ms",
+                highlight=False,
+                markup=False,
+            )
     if len(outcomes) > 1:
         counts = {v: sum(o.verdict == v for o in outcomes) for v in ("match", "mismatch", "error")}
-        out.print(f"{len(outcomes)} targets: {counts['match']} match, {counts['mismatch']} "
-                  f"mismatch, {counts['error']} error", highlight=False)
+        out.print(
+            f"{len(outcomes)} targets: {counts['match']} match, {counts['mismatch']} "
+            f"mismatch, {counts['error']} error",
+            highlight=False,
+        )
 
 
 def _outcome_json(o: Outcome) -> dict[str, Any]:
@@ -147,8 +170,10 @@ def _outcome_json(o: Outcome) -> dict[str, Any]:
     doc["metadata"] = o.snapshot.metadata() if o.snapshot is not None else None
     if o.error is not None:
         doc["error"] = o.error
-    doc["timing"] = {"fetch_seconds": round(o.fetch_seconds, 6),
-                     "check_seconds": round(o.check_seconds, 6)}
+    doc["timing"] = {
+        "fetch_seconds": round(o.fetch_seconds, 6),
+        "check_seconds": round(o.check_seconds, 6),
+    }
     return doc
 
 
@@ -183,9 +208,17 @@ def _junit(outcomes: list[Outcome], path: Path) -> None:
 def _live(args: argparse.Namespace, targets: list[Target], out: Console, err: Console) -> int:
     from qmirror.live.livecheck import check_targets
 
-    outcomes = run_async(check_targets(
-        targets, pause=args.pause, timeout=args.timeout, boot=args.boot, accel=args.accel,
-        strict=args.strict, rules=not args.no_rules))
+    outcomes = run_async(
+        check_targets(
+            targets,
+            pause=args.pause,
+            timeout=args.timeout,
+            boot=args.boot,
+            accel=args.accel,
+            strict=args.strict,
+            rules=not args.no_rules,
+        )
+    )
     _ignore(args, [o.result for o in outcomes if o.result is not None], err)
     if args.junit_xml:
         _junit(outcomes, Path(args.junit_xml))
@@ -193,23 +226,32 @@ def _live(args: argparse.Namespace, targets: list[Target], out: Console, err: Co
         if len(outcomes) == 1:
             doc = _outcome_json(outcomes[0])
         else:
-            doc = {"schema": MULTI_SCHEMA, "result": _overall(outcomes),
-                   "targets": [_outcome_json(o) for o in outcomes]}
+            doc = {
+                "schema": MULTI_SCHEMA,
+                "result": _overall(outcomes),
+                "targets": [_outcome_json(o) for o in outcomes],
+            }
         write_stdout(json.dumps(doc, indent=2) + "\n")
     else:
         _print_outcomes(outcomes, out, err, verbose=args.verbose)
     for o in outcomes:
         if o.error is not None:
-            err.print(f"qmirror check: {o.target.label}: {o.error}", highlight=False,
-                      markup=False)
+            err.print(f"qmirror check: {o.target.label}: {o.error}", highlight=False, markup=False)
     overall = _overall(outcomes)
     return {"match": EXIT_MATCH, "mismatch": EXIT_MISMATCH}.get(overall, EXIT_TROUBLE)
 
 
 def _wants_targets(args: argparse.Namespace) -> bool:
     """Whether the command line names any live target (without importing the live layer)."""
-    return bool(args.targets or args.socket or args.tcp or getattr(args, "targets_file", None)
-                or args.launch or args.passthrough or args.boot is not None)
+    return bool(
+        args.targets
+        or args.socket
+        or args.tcp
+        or getattr(args, "targets_file", None)
+        or args.launch
+        or args.passthrough
+        or args.boot is not None
+    )
 
 
 def cmd_check(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -228,19 +270,27 @@ def cmd_check(args: argparse.Namespace, out: Console, err: Console) -> int:
         targets = targets_from_args(args, positional=args.targets)
     offline = args.tree is not None or args.flat is not None
     if offline and targets:
-        err.print("qmirror check: give either --tree/--flat or live targets, not both",
-                  highlight=False)
+        err.print(
+            "qmirror check: give either --tree/--flat or live targets, not both", highlight=False
+        )
         return EXIT_TROUBLE
     if targets and args.dispatch:
-        err.print("qmirror check: --dispatch compares saved texts for now: save `info mtree` "
-                  "and `info mtree -f -d` and give --tree/--flat", highlight=False, markup=False)
+        err.print(
+            "qmirror check: --dispatch compares saved texts for now: save `info mtree` "
+            "and `info mtree -f -d` and give --tree/--flat",
+            highlight=False,
+            markup=False,
+        )
         return EXIT_TROUBLE
     if targets:
         return _live(args, targets, out, err)
     if args.tree is None or args.flat is None:
-        err.print("qmirror check: give --tree TREE.txt and --flat FLAT.txt, or a live target "
-                  "(--socket PATH, --tcp HOST:PORT, --launch -- QEMU ARGS, TARGET)",
-                  highlight=False, markup=False)
+        err.print(
+            "qmirror check: give --tree TREE.txt and --flat FLAT.txt, or a live target "
+            "(--socket PATH, --tcp HOST:PORT, --launch -- QEMU ARGS, TARGET)",
+            highlight=False,
+            markup=False,
+        )
         return EXIT_TROUBLE
     return _offline(args, out, err)
 
@@ -249,29 +299,49 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from qmirror.live.options import add_target_options
 
     p = sub.add_parser(
-        "check", help="compare our FlatViews with QEMU's `info mtree -f` (saved or live)",
+        "check",
+        help="compare our FlatViews with QEMU's `info mtree -f` (saved or live)",
         description="Render the tree and compare with QEMU's flat output, from saved texts "
-                    "(--tree/--flat) or from live VMs (checked concurrently, reported per "
-                    "VM). Exit 0: match, 1: mismatch, 2: trouble.")
-    p.add_argument("targets", nargs="*", metavar="TARGET",
-                   help="a live monitor (unix:PATH, a socket path, tcp:HOST:PORT, HOST:PORT), "
-                        "a libvirt domain (libvirt:NAME or libvirt:UUID, see --connect) "
-                        "or a snapshot directory")
+        "(--tree/--flat) or from live VMs (checked concurrently, reported per "
+        "VM). Exit 0: match, 1: mismatch, 2: trouble.",
+    )
+    p.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="a live monitor (unix:PATH, a socket path, tcp:HOST:PORT, HOST:PORT), "
+        "a libvirt domain (libvirt:NAME or libvirt:UUID, see --connect) "
+        "or a snapshot directory",
+    )
     p.add_argument("--tree", metavar="TREE.txt", help="`info mtree` output ([-o] [-D])")
     p.add_argument("--flat", metavar="FLAT.txt", help="`info mtree -f` output ([-o])")
     model_options(p)
     text_options(p, lenient=False, launch=True)
-    p.add_argument("--dispatch", action="store_true",
-                   help="also compare the dispatch dumps (--flat from `info mtree -f -d`; "
-                        "[MRU] is ignored)")
-    p.add_argument("--page-bits", type=int, choices=range(10, 17), metavar="N",
-                   help="the target's page bits for --dispatch (default: read off QEMU's "
-                        "subpage sections, else 12)")
+    p.add_argument(
+        "--dispatch",
+        action="store_true",
+        help="also compare the dispatch dumps (--flat from `info mtree -f -d`; [MRU] is ignored)",
+    )
+    p.add_argument(
+        "--page-bits",
+        type=int,
+        choices=range(10, 17),
+        metavar="N",
+        help="the target's page bits for --dispatch (default: read off QEMU's "
+        "subpage sections, else 12)",
+    )
     p.add_argument("--format", choices=("text", "json"), default="text")
-    p.add_argument("--junit-xml", metavar="PATH",
-                   help="also write a JUnit XML report (one testsuite per live target)")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="list defaults too (live: and the time each target took, on stderr)")
+    p.add_argument(
+        "--junit-xml",
+        metavar="PATH",
+        help="also write a JUnit XML report (one testsuite per live target)",
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="list defaults too (live: and the time each target took, on stderr)",
+    )
     # --qemu-version (text_options) names the texts' QEMU; with --launch it also runs that
     # QEMU from scripts/qemu-matrix.
     add_target_options(p, qemu_version=False)

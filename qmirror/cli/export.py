@@ -22,8 +22,12 @@ def cmd_ram_map(args: argparse.Namespace, out: Console, err: Console) -> int:
     names = args.address_space or ()
     if names and not any(a.name in names for a in reading.machine.address_spaces):
         have = sorted({a.name for a in reading.machine.address_spaces})
-        err.print(f"qmirror ram-map: no address space named {', '.join(names)} "
-                  f"(there are: {', '.join(have)})", highlight=False, markup=False)
+        err.print(
+            f"qmirror ram-map: no address space named {', '.join(names)} "
+            f"(there are: {', '.join(have)})",
+            highlight=False,
+            markup=False,
+        )
         return EXIT_TROUBLE
     rows = rammap.ram_map(reading, address_spaces=names)
     if args.format == "csv":
@@ -34,24 +38,34 @@ def cmd_ram_map(args: argparse.Namespace, out: Console, err: Console) -> int:
         doc = rammap.to_json(reading, rows) | repairs_json(reading)
         write_stdout(json.dumps(doc, indent=2) + "\n")
     if reading.ramblock_text is None and any(not r.block_exact for r in rows):
-        err.print("note: RAMBlock names of device-owned regions are the region names; QEMU "
-                  "may prefix them with the device's bus path (block_exact: false). A live "
-                  "target gives exact names from `info ramblock`.", highlight=False,
-                  markup=False)
+        err.print(
+            "note: RAMBlock names of device-owned regions are the region names; QEMU "
+            "may prefix them with the device's bus path (block_exact: false). A live "
+            "target gives exact names from `info ramblock`.",
+            highlight=False,
+            markup=False,
+        )
     return EXIT_MATCH
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "ram-map", help="list guest-physical ranges backed by RAM (JSON or CSV)",
+        "ram-map",
+        help="list guest-physical ranges backed by RAM (JSON or CSV)",
         description="Every guest-physical range backed by RAM: start, size, the RAMBlock "
-                    "and the offset in it, read-only, and the address spaces that map it; "
-                    "what memory-introspection tools need to translate guest-physical "
-                    "addresses. Schema: qmirror.ram-map/1 (see the README).")
+        "and the offset in it, read-only, and the address spaces that map it; "
+        "what memory-introspection tools need to translate guest-physical "
+        "addresses. Schema: qmirror.ram-map/1 (see the README).",
+    )
     p.add_argument("targets", metavar="TARGET", nargs="*", help=TARGET_HELP)
     p.add_argument("--format", choices=("json", "csv"), default="json")
-    p.add_argument("--as", dest="address_space", action="append", metavar="NAME",
-                   help="only the FlatView(s) of this address space (repeatable)")
+    p.add_argument(
+        "--as",
+        dest="address_space",
+        action="append",
+        metavar="NAME",
+        help="only the FlatView(s) of this address space (repeatable)",
+    )
     add_model_options(p)
     # A paste of `-f` output alone is enough for this command (rebuild/flat.py).
     p.set_defaults(func=cmd_ram_map, allow_flat=True)

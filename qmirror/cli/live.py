@@ -28,8 +28,10 @@ def _one_target(args: argparse.Namespace, command: str) -> Target:
     positional = [args.target] if args.target else []
     targets = targets_from_args(args, positional=positional)
     if len(targets) != 1:
-        raise TargetError(f"{command} takes exactly one target, got {len(targets)} "
-                           "(TARGET, --socket, --tcp or --launch)")
+        raise TargetError(
+            f"{command} takes exactly one target, got {len(targets)} "
+            "(TARGET, --socket, --tcp or --launch)"
+        )
     return targets[0]
 
 
@@ -61,14 +63,18 @@ def cmd_snapshot(args: argparse.Namespace, out: Console, err: Console) -> int:
     from qmirror.live.targets import open_snapshot
 
     target = _one_target(args, "snapshot")
-    snap = run_async(open_snapshot(target, pause=args.pause, timeout=args.timeout,
-                                     boot=args.boot, plain=True))
+    snap = run_async(
+        open_snapshot(target, pause=args.pause, timeout=args.timeout, boot=args.boot, plain=True)
+    )
     where = save(snap, args.out, overwrite=args.force)
     about = snap.metadata()
     tries = f"{snap.tries} {'try' if snap.tries == 1 else 'tries'}"
-    out.print(f"{where}: QEMU {about['qemu_version']}, {about['machine']}, "
-              f"{about['accelerator']}, {about['status']}; {tries}", highlight=False,
-              markup=False)
+    out.print(
+        f"{where}: QEMU {about['qemu_version']}, {about['machine']}, "
+        f"{about['accelerator']}, {about['status']}; {tries}",
+        highlight=False,
+        markup=False,
+    )
     return EXIT_MATCH
 
 
@@ -83,27 +89,45 @@ def _tagged(write: Callable[[str], None], label: str, jsonl: bool) -> Callable[[
     return lambda text: write(f"[{label}] {text}")
 
 
-async def _watch_one(args: argparse.Namespace, target: Target, metrics: FleetMetrics | None,
-                     several: bool, duration: float | None) -> int:
+async def _watch_one(
+    args: argparse.Namespace,
+    target: Target,
+    metrics: FleetMetrics | None,
+    several: bool,
+    duration: float | None,
+) -> int:
     from qmirror.live.mirror import Mirror, Trigger
     from qmirror.live.targets import attach
     from qmirror.live.writers import JsonLinesWriter, TextWriter, stream_writer
 
     mirror: Mirror | None = None
     try:
-        async with attach(target, control=args.pause, connect_timeout=min(10.0, args.timeout),
-                          command_timeout=args.timeout) as live:
+        async with attach(
+            target,
+            control=args.pause,
+            connect_timeout=min(10.0, args.timeout),
+            command_timeout=args.timeout,
+        ) as live:
             ours = live.instance is not None
-            mirror = Mirror(live.monitor, label=target.label, interval=args.interval,
-                            pause=args.pause and not ours, read_timeout=args.timeout,
-                            accel=args.accel, strict=args.strict,
-                            command_line=live.instance.command_line if live.instance else ())
+            mirror = Mirror(
+                live.monitor,
+                label=target.label,
+                interval=args.interval,
+                pause=args.pause and not ours,
+                read_timeout=args.timeout,
+                accel=args.accel,
+                strict=args.strict,
+                command_line=live.instance.command_line if live.instance else (),
+            )
             if args.format != "none":
                 write = stream_writer(sys.stdout)
                 if several:
                     write = _tagged(write, target.label, args.format == "jsonl")
-                writer = (JsonLinesWriter(mirror, write, nops=args.nops)
-                          if args.format == "jsonl" else TextWriter(mirror, write))
+                writer = (
+                    JsonLinesWriter(mirror, write, nops=args.nops)
+                    if args.format == "jsonl"
+                    else TextWriter(mirror, write)
+                )
                 writer.attach()
             if metrics is not None:
                 metrics.watch(mirror, target.label)
@@ -121,8 +145,13 @@ async def _watch_one(args: argparse.Namespace, target: Target, metrics: FleetMet
     return EXIT_MISMATCH if mirror.mismatches else EXIT_MATCH
 
 
-async def _watch_target(args: argparse.Namespace, target: Target, metrics: FleetMetrics | None,
-                        several: bool, err: Console) -> int:
+async def _watch_target(
+    args: argparse.Namespace,
+    target: Target,
+    metrics: FleetMetrics | None,
+    several: bool,
+    err: Console,
+) -> int:
     """Watch one target; with ``--reconnect``, attach again after it went away or could
     not be reached, until ``--duration`` (if any) is over."""
     import asyncio
@@ -141,8 +170,7 @@ async def _watch_target(args: argparse.Namespace, target: Target, metrics: Fleet
                 raise
             code = EXIT_TROUBLE
             then = "" if args.reconnect is None else f" (again in {args.reconnect:g}s)"
-            err.print(f"qmirror watch: {target.label}: {exc}{then}", highlight=False,
-                      markup=False)
+            err.print(f"qmirror watch: {target.label}: {exc}{then}", highlight=False, markup=False)
             if args.reconnect is None:
                 return code
         pause = args.reconnect
@@ -162,13 +190,17 @@ async def _watch(args: argparse.Namespace, targets: list[Target], err: Console) 
         metrics = FleetMetrics()
         bound = metrics.start(host, port)
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        err.print(f"qmirror watch: metrics on http://{shown}:{bound[1]}/metrics",
-                  highlight=False, markup=False)
+        err.print(
+            f"qmirror watch: metrics on http://{shown}:{bound[1]}/metrics",
+            highlight=False,
+            markup=False,
+        )
     try:
         # One VM that goes away or cannot be reached does not stop the others.
         several = len(targets) > 1
-        codes = await asyncio.gather(*(_watch_target(args, t, metrics, several, err)
-                                       for t in targets))
+        codes = await asyncio.gather(
+            *(_watch_target(args, t, metrics, several, err) for t in targets)
+        )
         return max(codes)
     finally:
         if metrics is not None:
@@ -180,16 +212,23 @@ def cmd_watch(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     targets = targets_from_args(args, positional=args.targets)
     if not targets:
-        raise QmirrorError("watch needs a target (TARGET, --socket, --tcp, --targets-file "
-                           "or --launch)")
+        raise QmirrorError(
+            "watch needs a target (TARGET, --socket, --tcp, --targets-file or --launch)"
+        )
     for target in targets:
         if target.kind == "snapshot":
-            err.print(f"qmirror watch: {target.label} is a snapshot directory, not a live VM",
-                      highlight=False, markup=False)
+            err.print(
+                f"qmirror watch: {target.label} is a snapshot directory, not a live VM",
+                highlight=False,
+                markup=False,
+            )
             return EXIT_TROUBLE
     if args.boot is not None:
-        err.print("qmirror watch: --boot does not apply (a launched VM runs while watched)",
-                  highlight=False, markup=False)
+        err.print(
+            "qmirror watch: --boot does not apply (a launched VM runs while watched)",
+            highlight=False,
+            markup=False,
+        )
         return EXIT_TROUBLE
     return run_async(_watch(args, targets, err))
 
@@ -198,13 +237,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from qmirror.cli._options import ACCELS
     from qmirror.live.options import add_target_options
 
-    target_help = ("a live monitor (unix:PATH, a socket path, tcp:HOST:PORT, HOST:PORT, "
-                   "libvirt:DOMAIN) or, for snapshot, a snapshot directory")
+    target_help = (
+        "a live monitor (unix:PATH, a socket path, tcp:HOST:PORT, HOST:PORT, "
+        "libvirt:DOMAIN) or, for snapshot, a snapshot directory"
+    )
     p = sub.add_parser(
-        "snapshot", help="save a VM's `info mtree` texts, metadata and model (JSON)",
+        "snapshot",
+        help="save a VM's `info mtree` texts, metadata and model (JSON)",
         description="Read a consistent snapshot (tree, flat, tree until stable, or --pause) "
-                    "and write DIR: the four `info mtree` texts byte for byte, meta.json and "
-                    "model.json. All or nothing: DIR appears complete or not at all.")
+        "and write DIR: the four `info mtree` texts byte for byte, meta.json and "
+        "model.json. All or nothing: DIR appears complete or not at all.",
+    )
     p.add_argument("target", nargs="?", metavar="TARGET", help=target_help)
     p.add_argument("--out", metavar="DIR", required=True, help="directory to write")
     p.add_argument("--force", action="store_true", help="replace an existing snapshot in DIR")
@@ -212,33 +255,59 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_snapshot)
 
     p = sub.add_parser(
-        "watch", help="mirror live VMs: MemoryListener-style updates as they change",
+        "watch",
+        help="mirror live VMs: MemoryListener-style updates as they change",
         description="Keep a model of a live VM in sync (poll, and read at once on QMP events "
-                    "that signal topology changes), validate every reading against QEMU's "
-                    "-f, and print the topology updates QEMU's listeners would see. Several "
-                    "targets are watched at once (each line or record names its target); "
-                    "--metrics serves them all to Prometheus. Exit 0: every reading matched, "
-                    "1: a mismatch was seen, 2: a VM went away or readings kept failing.")
+        "that signal topology changes), validate every reading against QEMU's "
+        "-f, and print the topology updates QEMU's listeners would see. Several "
+        "targets are watched at once (each line or record names its target); "
+        "--metrics serves them all to Prometheus. Exit 0: every reading matched, "
+        "1: a mismatch was seen, 2: a VM went away or readings kept failing.",
+    )
     p.add_argument("targets", nargs="*", metavar="TARGET", help=target_help)
-    p.add_argument("--interval", metavar="SECONDS", type=_positive, default=1.0,
-                   help="seconds between polls (default 1)")
-    p.add_argument("--format", choices=("text", "jsonl", "none"), default="text",
-                   help="text for people, JSON Lines (one record per callback; schema in "
-                        "the README), or none (with --metrics: errors only, on stderr)")
-    p.add_argument("--metrics", metavar="HOST:PORT",
-                   help="serve Prometheus metrics of every target on HOST:PORT (:PORT for all "
-                        "addresses; port 0 picks a free one, printed on stderr)")
-    p.add_argument("--reconnect", metavar="SECONDS", type=_positive,
-                   help="when a VM goes away or cannot be reached, try it again every "
-                        "SECONDS (default: stop watching it)")
+    p.add_argument(
+        "--interval",
+        metavar="SECONDS",
+        type=_positive,
+        default=1.0,
+        help="seconds between polls (default 1)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("text", "jsonl", "none"),
+        default="text",
+        help="text for people, JSON Lines (one record per callback; schema in "
+        "the README), or none (with --metrics: errors only, on stderr)",
+    )
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics of every target on HOST:PORT (:PORT for all "
+        "addresses; port 0 picks a free one, printed on stderr)",
+    )
+    p.add_argument(
+        "--reconnect",
+        metavar="SECONDS",
+        type=_positive,
+        help="when a VM goes away or cannot be reached, try it again every "
+        "SECONDS (default: stop watching it)",
+    )
     p.add_argument("--count", metavar="N", type=_count, help="stop after N readings")
-    p.add_argument("--duration", metavar="SECONDS", type=_positive,
-                   help="stop after SECONDS")
-    p.add_argument("--no-nop", dest="nops", action="store_false",
-                   help="jsonl: leave out region_nop records (unchanged ranges)")
-    p.add_argument("--accel", choices=ACCELS, default="auto",
-                   help="accelerator for the validation (default: decided as check does)")
-    p.add_argument("--strict", action="store_true",
-                   help="validate without inference from QEMU's -f")
+    p.add_argument("--duration", metavar="SECONDS", type=_positive, help="stop after SECONDS")
+    p.add_argument(
+        "--no-nop",
+        dest="nops",
+        action="store_false",
+        help="jsonl: leave out region_nop records (unchanged ranges)",
+    )
+    p.add_argument(
+        "--accel",
+        choices=ACCELS,
+        default="auto",
+        help="accelerator for the validation (default: decided as check does)",
+    )
+    p.add_argument(
+        "--strict", action="store_true", help="validate without inference from QEMU's -f"
+    )
     add_target_options(p)
     p.set_defaults(func=cmd_watch)

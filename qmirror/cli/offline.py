@@ -41,10 +41,16 @@ def report_partial(err: Console, name: str, doc: TreeDocument) -> None:
     names, anywhere = doc.uncertain()
     if not names and not anywhere:
         return
-    which = ("every FlatView (an alias target's block is elided or implied)" if anywhere
-             else "the FlatViews of " + ", ".join(names))
-    err.print(f"{name}: partial: {which} may miss ranges the text does not show",
-              highlight=False, markup=False)
+    which = (
+        "every FlatView (an alias target's block is elided or implied)"
+        if anywhere
+        else "the FlatViews of " + ", ".join(names)
+    )
+    err.print(
+        f"{name}: partial: {which} may miss ranges the text does not show",
+        highlight=False,
+        markup=False,
+    )
 
 
 def cmd_render(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -57,12 +63,24 @@ def cmd_render(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     one_stdin(args.tree, args.flat)
     dialect = text_dialect(args)
-    options = Options(accel=args.accel, inference="never" if args.strict else "always",
-                      rules=not args.no_rules, dialect=dialect, lenient=args.lenient,
-                      dispatch=args.dispatch, page_bits=args.page_bits, compare=False,
-                      qemu_version=args.qemu_version)
-    result = run(read_text(args.tree), read_text(args.flat) if args.flat else None, options,
-                 tree_name=args.tree, flat_name=args.flat)
+    options = Options(
+        accel=args.accel,
+        inference="never" if args.strict else "always",
+        rules=not args.no_rules,
+        dialect=dialect,
+        lenient=args.lenient,
+        dispatch=args.dispatch,
+        page_bits=args.page_bits,
+        compare=False,
+        qemu_version=args.qemu_version,
+    )
+    result = run(
+        read_text(args.tree),
+        read_text(args.flat) if args.flat else None,
+        options,
+        tree_name=args.tree,
+        flat_name=args.flat,
+    )
     loaded, qemu, decision = result.loaded, result.qemu, result.accel
     report_repairs(err, args.tree, loaded.document.repairs)
     report_partial(err, args.tree, loaded.document)
@@ -75,19 +93,32 @@ def cmd_render(args: argparse.Namespace, out: Console, err: Console) -> int:
         except InputError as exc:
             raise InputError(f"--print-as: {exc}") from exc
     pages = result.page_bits.value if result.page_bits is not None else DEFAULT_PAGE_BITS
-    doc = render_document(loaded.machine, result.views, owners=args.owners,
-                          accel=decision.value, dialect=shown_as, dispatch=args.dispatch,
-                          page_bits=pages)
+    doc = render_document(
+        loaded.machine,
+        result.views,
+        owners=args.owners,
+        accel=decision.value,
+        dialect=shown_as,
+        dispatch=args.dispatch,
+        page_bits=pages,
+    )
     doc.eol = loaded.document.eol
     write_stdout(print_flat(doc))
-    reported = [(p, f) for p, f in fact_rows(loaded.machine)
-                if f.source in (Source.HARVESTED, Source.INFERRED)]
+    reported = [
+        (p, f)
+        for p, f in fact_rows(loaded.machine)
+        if f.source in (Source.HARVESTED, Source.INFERRED)
+    ]
     for path, f in reported:
-        err.print(f"{f.source.value} {f.gap} {path}: {f.attribute} = {f.value} ({f.detail})",
-                  highlight=False, markup=False)
+        err.print(
+            f"{f.source.value} {f.gap} {path}: {f.attribute} = {f.value} ({f.detail})",
+            highlight=False,
+            markup=False,
+        )
     if decision.value is None:
-        err.print("accelerator unknown: no accelerator words predicted (use --accel)",
-                  highlight=False)
+        err.print(
+            "accelerator unknown: no accelerator words predicted (use --accel)", highlight=False
+        )
     return EXIT_MATCH
 
 
@@ -103,8 +134,13 @@ def cmd_format(args: argparse.Namespace, out: Console, err: Console) -> int:
         return EXIT_TROUBLE
     dialect = text_dialect(args)
     if args.tree is not None:
-        loaded = load_tree(read_text(args.tree), filename=args.tree, rules=False,
-                           dialect=dialect, lenient=args.lenient)
+        loaded = load_tree(
+            read_text(args.tree),
+            filename=args.tree,
+            rules=False,
+            dialect=dialect,
+            lenient=args.lenient,
+        )
         report_repairs(err, args.tree, loaded.document.repairs)
         doc = loaded.document
         if doc.paste is not None:
@@ -113,30 +149,47 @@ def cmd_format(args: argparse.Namespace, out: Console, err: Console) -> int:
         else:
             write_stdout(print_like(loaded.machine, doc))
     else:
-        flat = parse_flat(read_text(args.flat), filename=args.flat, dialect=dialect,
-                          lenient=args.lenient)
+        flat = parse_flat(
+            read_text(args.flat), filename=args.flat, dialect=dialect, lenient=args.lenient
+        )
         report_repairs(err, args.flat, flat.repairs)
-        write_stdout(reprint(flat.paste, flat.eol) if flat.paste is not None
-                     else print_flat(flat))
+        write_stdout(reprint(flat.paste, flat.eol) if flat.paste is not None else print_flat(flat))
     return EXIT_MATCH
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("render", help="print our `info mtree -f` for a tree",
-                       description="Render the tree's FlatViews and print them as QEMU's "
-                                   "`info mtree -f` (CR LF like QEMU).")
-    p.add_argument("--tree", metavar="TREE.txt", required=True,
-                   help="the tree text (`info mtree`), or a paste holding it; - for stdin")
-    p.add_argument("--flat", metavar="FLAT.txt",
-                   help="QEMU's `-f` of the same VM: region attributes the tree does not "
-                        "carry may be inferred from it (listed on stderr); ranges never are")
+    p = sub.add_parser(
+        "render",
+        help="print our `info mtree -f` for a tree",
+        description="Render the tree's FlatViews and print them as QEMU's "
+        "`info mtree -f` (CR LF like QEMU).",
+    )
+    p.add_argument(
+        "--tree",
+        metavar="TREE.txt",
+        required=True,
+        help="the tree text (`info mtree`), or a paste holding it; - for stdin",
+    )
+    p.add_argument(
+        "--flat",
+        metavar="FLAT.txt",
+        help="QEMU's `-f` of the same VM: region attributes the tree does not "
+        "carry may be inferred from it (listed on stderr); ranges never are",
+    )
     p.add_argument("--owners", action="store_true", help="print owners like `info mtree -f -o`")
-    p.add_argument("--dispatch", action="store_true",
-                   help="add the dispatch dumps like `info mtree -f -d`")
-    p.add_argument("--page-bits", type=int, choices=range(10, 17), metavar="N",
-                   help="target page bits for --dispatch (default: from --flat's dump, else 12)")
-    p.add_argument("--print-as", metavar="X.Y",
-                   help="print as QEMU X.Y would (default: as the input's QEMU)")
+    p.add_argument(
+        "--dispatch", action="store_true", help="add the dispatch dumps like `info mtree -f -d`"
+    )
+    p.add_argument(
+        "--page-bits",
+        type=int,
+        choices=range(10, 17),
+        metavar="N",
+        help="target page bits for --dispatch (default: from --flat's dump, else 12)",
+    )
+    p.add_argument(
+        "--print-as", metavar="X.Y", help="print as QEMU X.Y would (default: as the input's QEMU)"
+    )
     model_options(p)
     text_options(p, lenient=True)
     p.set_defaults(func=cmd_render)

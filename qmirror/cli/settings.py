@@ -19,8 +19,12 @@ def cmd_config(args: argparse.Namespace, out: Console, err: Console) -> int:
     from qmirror.views.richtext import print_wide
 
     config = qconfig.from_args(args)
-    table = Table(title=f"qmirror settings (file: {config.file or 'none'})", title_justify="left",
-                  show_edge=False, pad_edge=False)
+    table = Table(
+        title=f"qmirror settings (file: {config.file or 'none'})",
+        title_justify="left",
+        show_edge=False,
+        pad_edge=False,
+    )
     table.add_column("setting", style="bold")
     table.add_column("value")
     table.add_column("from", style="dim")
@@ -31,8 +35,11 @@ def cmd_config(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("config", help="show the effective settings and where they come from",
-                       description="Settings come from the command line, QMIRROR_* "
-                                   "environment variables, [tool.qmirror] in the nearest "
-                                   "pyproject.toml (or --config FILE), then defaults.")
+    p = sub.add_parser(
+        "config",
+        help="show the effective settings and where they come from",
+        description="Settings come from the command line, QMIRROR_* "
+        "environment variables, [tool.qmirror] in the nearest "
+        "pyproject.toml (or --config FILE), then defaults.",
+    )
     p.set_defaults(func=cmd_config)

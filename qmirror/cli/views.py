@@ -21,13 +21,22 @@ def cmd_tree(args: argparse.Namespace, out: Console, err: Console) -> int:
     from qmirror.views.treeview import build_tree
 
     reading = open_target(args, err)
-    tree = build_tree(reading.machine, title=reading.title, owners=args.owners,
-                      address_spaces=args.address_space or (), depth=args.depth,
-                      show_disabled=not args.hide_disabled)
+    tree = build_tree(
+        reading.machine,
+        title=reading.title,
+        owners=args.owners,
+        address_spaces=args.address_space or (),
+        depth=args.depth,
+        show_disabled=not args.hide_disabled,
+    )
     if args.address_space and not tree.children:
         have = sorted({a.name for a in reading.machine.address_spaces})
-        err.print(f"qmirror tree: no address space named {', '.join(args.address_space)} "
-                  f"(there are: {', '.join(have)})", highlight=False, markup=False)
+        err.print(
+            f"qmirror tree: no address space named {', '.join(args.address_space)} "
+            f"(there are: {', '.join(have)})",
+            highlight=False,
+            markup=False,
+        )
         return EXIT_TROUBLE
     print_wide(out, tree)
     return EXIT_MATCH
@@ -45,8 +54,10 @@ def cmd_map(args: argparse.Namespace, out: Console, err: Console) -> int:
     from qmirror.views import mapsvg, mapview
 
     if not args.html and not args.svg:
-        err.print("qmirror map: say where to draw it: --html OUT.html and/or --svg OUT.svg",
-                  highlight=False)
+        err.print(
+            "qmirror map: say where to draw it: --html OUT.html and/or --svg OUT.svg",
+            highlight=False,
+        )
         return EXIT_TROUBLE
     readings = open_readings(args.targets, args, err, count=(1, 2))
     new = readings[-1]
@@ -54,8 +65,12 @@ def cmd_map(args: argparse.Namespace, out: Console, err: Console) -> int:
     data = mapview.prepare(new, old, address_spaces=args.address_space or ())
     if not data["views"]:
         have = sorted({a.name for a in new.machine.address_spaces})
-        err.print(f"qmirror map: no address space named {', '.join(args.address_space)} "
-                  f"(there are: {', '.join(have)})", highlight=False, markup=False)
+        err.print(
+            f"qmirror map: no address space named {', '.join(args.address_space)} "
+            f"(there are: {', '.join(have)})",
+            highlight=False,
+            markup=False,
+        )
         return EXIT_TROUBLE
     if args.html:
         _write(args.html, mapview.to_html(data))
@@ -77,31 +92,54 @@ def _levels(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("tree", help="show the region tree (type, size, priority, aliases)",
-                       description="Show the MemoryRegion tree of a VM as a tree: the kind "
-                                   "of each region, its size in human units, priorities, "
-                                   "alias arrows; disabled regions greyed.")
+    p = sub.add_parser(
+        "tree",
+        help="show the region tree (type, size, priority, aliases)",
+        description="Show the MemoryRegion tree of a VM as a tree: the kind "
+        "of each region, its size in human units, priorities, "
+        "alias arrows; disabled regions greyed.",
+    )
     p.add_argument("targets", metavar="TARGET", nargs="*", help=TARGET_HELP)
     p.add_argument("--owners", action="store_true", help="show owners (needs -o texts)")
-    p.add_argument("--as", dest="address_space", action="append", metavar="NAME",
-                   help="only the address space(s) of this name (repeatable)")
+    p.add_argument(
+        "--as",
+        dest="address_space",
+        action="append",
+        metavar="NAME",
+        help="only the address space(s) of this name (repeatable)",
+    )
     p.add_argument("--depth", type=_levels, metavar="N", help="show N levels below each root")
     p.add_argument("--hide-disabled", action="store_true", help="leave disabled regions out")
     add_model_options(p)
     p.set_defaults(func=cmd_tree)
 
-    p = sub.add_parser("map", help="draw the memory map as one HTML file or an SVG",
-                       description="Draw each FlatView as a zoomable linear map (log-scaled "
-                                   "so that 4 KiB of MMIO and 64 GiB of RAM both show), "
-                                   "coloured by type, with the region tree beside it. With "
-                                   "two TARGETs (old, new), what changed is highlighted.")
-    p.add_argument("targets", metavar="TARGET", nargs="*",
-                   help=TARGET_HELP + "; two TARGETs (older, newer) to highlight changes")
-    p.add_argument("--html", metavar="OUT.html",
-                   help="write one self-contained HTML file (no network needed to view it)")
+    p = sub.add_parser(
+        "map",
+        help="draw the memory map as one HTML file or an SVG",
+        description="Draw each FlatView as a zoomable linear map (log-scaled "
+        "so that 4 KiB of MMIO and 64 GiB of RAM both show), "
+        "coloured by type, with the region tree beside it. With "
+        "two TARGETs (old, new), what changed is highlighted.",
+    )
+    p.add_argument(
+        "targets",
+        metavar="TARGET",
+        nargs="*",
+        help=TARGET_HELP + "; two TARGETs (older, newer) to highlight changes",
+    )
+    p.add_argument(
+        "--html",
+        metavar="OUT.html",
+        help="write one self-contained HTML file (no network needed to view it)",
+    )
     p.add_argument("--svg", metavar="OUT.svg", help="write a static SVG picture")
-    p.add_argument("--as", dest="address_space", action="append", metavar="NAME",
-                   help="only the FlatView(s) of this address space (repeatable)")
+    p.add_argument(
+        "--as",
+        dest="address_space",
+        action="append",
+        metavar="NAME",
+        help="only the FlatView(s) of this address space (repeatable)",
+    )
     add_model_options(p)
     # A paste of `-f` output alone is enough for this command (rebuild/flat.py).
     p.set_defaults(func=cmd_map, allow_flat=True)

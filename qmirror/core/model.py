@@ -127,8 +127,13 @@ class IOEventFD:
     def sort_key(self) -> tuple[int, int, bool, int, int]:
         """QEMU's ``memory_region_ioeventfd_before`` order: start, size, match_data,
         then data (only when matching), then the notifier."""
-        return (self.start, self.size, self.match_data,
-                self.data if self.match_data else 0, self.notifier)
+        return (
+            self.start,
+            self.size,
+            self.match_data,
+            self.data if self.match_data else 0,
+            self.notifier,
+        )
 
 
 @dataclass(eq=False, slots=True)
@@ -238,8 +243,10 @@ class MemoryRegion:
         up: MemoryRegion | None = self
         while up is not None:
             if up is child:
-                raise ModelError(f"mapping {child.label!r} into {self.label!r} would put it "
-                                 "inside itself (a container cycle)")
+                raise ModelError(
+                    f"mapping {child.label!r} into {self.label!r} would put it "
+                    "inside itself (a container cycle)"
+                )
             up = up.container
         child.container = self
         child.addr = offset
@@ -409,8 +416,12 @@ class Machine:
                 _chain_ends(mr, lambda r: r.container, ends_container, "container cycle through")
 
 
-def _chain_ends(start: MemoryRegion, step: Callable[[MemoryRegion], MemoryRegion | None],
-                ends: set[MemoryRegion], what: str) -> None:
+def _chain_ends(
+    start: MemoryRegion,
+    step: Callable[[MemoryRegion], MemoryRegion | None],
+    ends: set[MemoryRegion],
+    what: str,
+) -> None:
     """Follow ``step`` from ``start`` until it ends or meets a region in ``ends``.
 
     Every region walked joins ``ends``, so over many calls each is walked once.

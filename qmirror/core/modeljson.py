@@ -96,8 +96,13 @@ def _all_regions(machine: Machine) -> Iterator[MemoryRegion]:
 
 
 def _fact_json(f: Fact) -> dict[str, str]:
-    return {"gap": f.gap, "attribute": f.attribute, "value": f.value,
-            "source": f.source.value, "detail": f.detail}
+    return {
+        "gap": f.gap,
+        "attribute": f.attribute,
+        "value": f.value,
+        "source": f.source.value,
+        "detail": f.detail,
+    }
 
 
 def _obj_json(o: ObjectRef | None) -> dict[str, Any] | None:
@@ -115,36 +120,37 @@ def machine_to_json(machine: Machine) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     for mr in regions:
         own = mr.ownership
-        out.append({
-            "id": ids[mr],
-            "name": mr.name,
-            "kind": mr.kind.value,
-            "addr": hex_or_neg(mr.addr),
-            "size": hex_or_neg(mr.size),
-            "priority": mr.priority,
-            "enabled": mr.enabled,
-            "readonly": mr.readonly,
-            "nonvolatile": mr.nonvolatile,
-            "romd_mode": mr.romd_mode,
-            "alias": ref(mr.alias),
-            "alias_offset": hex_or_neg(mr.alias_offset),
-            "ownership": None if own is None else {"owner": _obj_json(own.owner),
-                                                   "parent": _obj_json(own.parent)},
-            "dirty_log_mask": mr.dirty_log_mask,
-            "container": ref(mr.container),
-            "subregions": [ids[c] for c in mr.subregions],
-            "synthetic": mr.synthetic,
-            "hidden_overflow_markers": mr.hidden_overflow_markers,
-            "facts": [_fact_json(f) for f in mr.facts],
-        })
+        out.append(
+            {
+                "id": ids[mr],
+                "name": mr.name,
+                "kind": mr.kind.value,
+                "addr": hex_or_neg(mr.addr),
+                "size": hex_or_neg(mr.size),
+                "priority": mr.priority,
+                "enabled": mr.enabled,
+                "readonly": mr.readonly,
+                "nonvolatile": mr.nonvolatile,
+                "romd_mode": mr.romd_mode,
+                "alias": ref(mr.alias),
+                "alias_offset": hex_or_neg(mr.alias_offset),
+                "ownership": None
+                if own is None
+                else {"owner": _obj_json(own.owner), "parent": _obj_json(own.parent)},
+                "dirty_log_mask": mr.dirty_log_mask,
+                "container": ref(mr.container),
+                "subregions": [ids[c] for c in mr.subregions],
+                "synthetic": mr.synthetic,
+                "hidden_overflow_markers": mr.hidden_overflow_markers,
+                "facts": [_fact_json(f) for f in mr.facts],
+            }
+        )
     return {
         "schema": SCHEMA,
         "accel": machine.accel,
         "facts": [_fact_json(f) for f in machine.facts],
-        "address_spaces": [{"name": a.name, "root": ref(a.root)}
-                           for a in machine.address_spaces],
-        "tree_order": None if machine.tree_order is None
-        else [ref(r) for r in machine.tree_order],
+        "address_spaces": [{"name": a.name, "root": ref(a.root)} for a in machine.address_spaces],
+        "tree_order": None if machine.tree_order is None else [ref(r) for r in machine.tree_order],
         "regions": out,
     }
 
@@ -179,8 +185,9 @@ class _Reader:
     def number(self, key: str) -> int:
         text = self.get(key, str)
         if not _HEX.match(text):
-            raise ModelError(f"model JSON: {self.where}.{key} is not a hex number "
-                             f"(\"0x...\"): {text!r}")
+            raise ModelError(
+                f'model JSON: {self.where}.{key} is not a hex number ("0x..."): {text!r}'
+            )
         return int(text, 16)
 
 
@@ -190,8 +197,13 @@ def _fact(obj: object, where: str) -> Fact:
         source = Source(r.get("source", str))
     except ValueError as err:
         raise ModelError(f"model JSON: {where}.source is {r.obj['source']!r}") from err
-    return Fact(r.get("gap", str), r.get("attribute", str), r.get("value", str), source,
-                r.get("detail", str))
+    return Fact(
+        r.get("gap", str),
+        r.get("attribute", str),
+        r.get("value", str),
+        source,
+        r.get("detail", str),
+    )
 
 
 def _obj(obj: object, where: str) -> ObjectRef | None:
@@ -224,19 +236,26 @@ def machine_from_json(doc: object) -> Machine:
         ownership = None
         if own is not None:
             o = _Reader(own, f"{r.where}.ownership")
-            ownership = Ownership(_obj(o.obj.get("owner"), f"{o.where}.owner"),
-                                  _obj(o.obj.get("parent"), f"{o.where}.parent"))
+            ownership = Ownership(
+                _obj(o.obj.get("owner"), f"{o.where}.owner"),
+                _obj(o.obj.get("parent"), f"{o.where}.parent"),
+            )
         mr = MemoryRegion(
-            r.get("name", str, optional=True), kind, r.number("size"),
-            addr=r.number("addr"), priority=r.get("priority", int),
-            enabled=r.get("enabled", bool), readonly=r.get("readonly", bool),
-            nonvolatile=r.get("nonvolatile", bool), romd_mode=r.get("romd_mode", bool),
-            alias_offset=r.number("alias_offset"), ownership=ownership,
+            r.get("name", str, optional=True),
+            kind,
+            r.number("size"),
+            addr=r.number("addr"),
+            priority=r.get("priority", int),
+            enabled=r.get("enabled", bool),
+            readonly=r.get("readonly", bool),
+            nonvolatile=r.get("nonvolatile", bool),
+            romd_mode=r.get("romd_mode", bool),
+            alias_offset=r.number("alias_offset"),
+            ownership=ownership,
             dirty_log_mask=r.get("dirty_log_mask", int),
             synthetic=r.get("synthetic", bool),
             hidden_overflow_markers=r.get("hidden_overflow_markers", int),
-            facts=[_fact(f, f"{r.where}.facts[{k}]")
-                   for k, f in enumerate(r.get("facts", list))],
+            facts=[_fact(f, f"{r.where}.facts[{k}]") for k, f in enumerate(r.get("facts", list))],
         )
         # __post_init__ forces ROM read-only; the JSON says what it really was.
         mr.readonly = r.get("readonly", bool)
@@ -256,16 +275,21 @@ def machine_from_json(doc: object) -> Machine:
         subs = r.get("subregions", list)
         # Assigned as a list, not through add_subregion: the order and the (possibly
         # stale) priorities are QEMU's, exactly as written.
-        mr.subregions = [c for k, ref in enumerate(subs)
-                         if (c := find(ref, f"{r.where}.subregions[{k}]")) is not None]
+        mr.subregions = [
+            c
+            for k, ref in enumerate(subs)
+            if (c := find(ref, f"{r.where}.subregions[{k}]")) is not None
+        ]
     spaces = []
     for n, a in enumerate(top.get("address_spaces", list)):
         ar = _Reader(a, f"address_spaces[{n}]")
-        spaces.append(AddressSpace(ar.get("name", str), find(ar.obj.get("root"),
-                                                              f"{ar.where}.root")))
+        spaces.append(
+            AddressSpace(ar.get("name", str), find(ar.obj.get("root"), f"{ar.where}.root"))
+        )
     order = top.get("tree_order", list, optional=True)
-    tree_order = None if order is None else [find(ref, f"tree_order[{k}]")
-                                             for k, ref in enumerate(order)]
+    tree_order = (
+        None if order is None else [find(ref, f"tree_order[{k}]") for k, ref in enumerate(order)]
+    )
     accel = top.get("accel", str, optional=True)
     facts = [_fact(f, f"facts[{k}]") for k, f in enumerate(top.get("facts", list))]
     machine = Machine(spaces, tree_order, accel, facts)

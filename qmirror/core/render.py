@@ -86,10 +86,15 @@ class FlatRange:
 
     def same_as(self, other: FlatRange) -> bool:
         """QEMU's ``flatrange_equal``: what the listener diff compares (not the dirty mask)."""
-        return (self.mr is other.mr and self.start == other.start and self.size == other.size
-                and self.offset_in_region == other.offset_in_region
-                and self.romd_mode == other.romd_mode and self.readonly == other.readonly
-                and self.nonvolatile == other.nonvolatile)
+        return (
+            self.mr is other.mr
+            and self.start == other.start
+            and self.size == other.size
+            and self.offset_in_region == other.offset_in_region
+            and self.romd_mode == other.romd_mode
+            and self.readonly == other.readonly
+            and self.nonvolatile == other.nonvolatile
+        )
 
 
 @dataclass(eq=False)
@@ -156,8 +161,9 @@ def _refuse_alias_cycle(mr: MemoryRegion, parent: Visit | None, hops: int) -> No
     v = parent
     while v is not None:
         if v.mr is mr:
-            raise ModelError(f"the render walk goes through alias {mr.label!r} over and "
-                             "over: an alias cycle")
+            raise ModelError(
+                f"the render walk goes through alias {mr.label!r} over and over: an alias cycle"
+            )
         v = v.parent
 
 
@@ -173,8 +179,10 @@ def _refuse_subregion_cycle(mr: MemoryRegion, parent: Visit | None, depth: int) 
     v = parent
     while v is not None and v.mr.alias is None:
         if v.mr is mr:
-            raise ModelError(f"the render walk goes through {mr.label!r} over and over: "
-                             "a cycle of subregions (were the lists edited by hand?)")
+            raise ModelError(
+                f"the render walk goes through {mr.label!r} over and over: "
+                "a cycle of subregions (were the lists edited by hand?)"
+            )
         v = v.parent
 
 
@@ -233,8 +241,7 @@ def walk_visits(root: MemoryRegion) -> Iterator[tuple[Visit, int, int, int]]:
     absolute address of the region's offset 0 (after alias shifts). Disabled regions
     and regions outside the clip are not reached, as in QEMU.
     """
-    stack: list[tuple[MemoryRegion, int, int, int, Visit | None]] = [
-        (root, 0, 0, SIZE_2_64, None)]
+    stack: list[tuple[MemoryRegion, int, int, int, Visit | None]] = [(root, 0, 0, SIZE_2_64, None)]
     while stack:
         mr, base, cs, ce, parent = stack.pop()
         if not mr.enabled:
@@ -304,9 +311,14 @@ def render(root: MemoryRegion | None, lo: int = 0, hi: int = SIZE_2_64) -> list[
         w = windows[heap[0]]
         mr = w.visit.mr
         prev = pieces[-1] if pieces else None
-        if (prev is not None and prev.end == pos and prev.mr is mr
-                and prev.offset_in_region + prev.size == pos - w.base
-                and prev.readonly == w.readonly and prev.nonvolatile == w.nonvolatile):
+        if (
+            prev is not None
+            and prev.end == pos
+            and prev.mr is mr
+            and prev.offset_in_region + prev.size == pos - w.base
+            and prev.readonly == w.readonly
+            and prev.nonvolatile == w.nonvolatile
+        ):
             # flatview_simplify: same region, contiguous offsets, same flags. (romd_mode
             # and the dirty mask come from the region, so they cannot differ.)
             prev.size += nxt - pos
@@ -317,8 +329,19 @@ def render(root: MemoryRegion | None, lo: int = 0, hi: int = SIZE_2_64) -> list[
                 last_visit = w.visit
             continue
         last_visit = w.visit
-        pieces.append(FlatRange(mr, pos, nxt - pos, pos - w.base, w.readonly, w.nonvolatile,
-                                mr.romd_mode, mr.dirty_log_mask, w.visit))
+        pieces.append(
+            FlatRange(
+                mr,
+                pos,
+                nxt - pos,
+                pos - w.base,
+                w.readonly,
+                w.nonvolatile,
+                mr.romd_mode,
+                mr.dirty_log_mask,
+                w.visit,
+            )
+        )
     return pieces
 
 

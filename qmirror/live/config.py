@@ -38,8 +38,16 @@ from qmirror.live.options import DEFAULT_BINARY
 from qmirror.verify.ignore import IgnoreRules
 
 
-__all__ = ["SETTINGS", "Config", "describe", "find_pyproject", "from_args", "from_environment",
-           "load", "parse_table"]
+__all__ = [
+    "SETTINGS",
+    "Config",
+    "describe",
+    "find_pyproject",
+    "from_args",
+    "from_environment",
+    "load",
+    "parse_table",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +69,9 @@ class Config:
     @property
     def ignore(self) -> IgnoreRules:
         """The ignore rules, compiled."""
-        return IgnoreRules.parse(self.ignore_regions, self.ignore_fields,
-                                 origin=self.origins.get("ignore_regions", ""))
+        return IgnoreRules.parse(
+            self.ignore_regions, self.ignore_fields, origin=self.origins.get("ignore_regions", "")
+        )
 
     def origin(self, name: str) -> str:
         return self.origins.get(name, "default")
@@ -106,8 +115,12 @@ def _boot(value: object) -> float | None:
 
 
 _CHECKS: dict[str, Callable[[object], Any]] = {
-    "qemu": _string, "machine_args": _strings, "connect_timeout": _seconds,
-    "command_timeout": _seconds, "boot_seconds": _boot, "ignore_regions": _strings,
+    "qemu": _string,
+    "machine_args": _strings,
+    "connect_timeout": _seconds,
+    "command_timeout": _seconds,
+    "boot_seconds": _boot,
+    "ignore_regions": _strings,
     "ignore_fields": _strings,
 }
 
@@ -129,23 +142,28 @@ def parse_table(table: Mapping[str, object], *, origin: str) -> dict[str, Any]:
     known = {k for k, _, _ in SETTINGS if "." not in k} | {"ignore"}
     for key, value in table.items():
         if key not in known:
-            raise ConfigError(f"{origin}: unknown key {key!r} in [tool.qmirror] "
-                               f"(known: {', '.join(k for k, _, _ in SETTINGS)})")
+            raise ConfigError(
+                f"{origin}: unknown key {key!r} in [tool.qmirror] "
+                f"(known: {', '.join(k for k, _, _ in SETTINGS)})"
+            )
         if key == "ignore":
             if not isinstance(value, dict):
                 raise ConfigError(f"{origin}: ignore must be a table ([tool.qmirror.ignore])")
             for sub, subvalue in value.items():
                 if sub not in ("regions", "fields"):
-                    raise ConfigError(f"{origin}: unknown key {sub!r} in [tool.qmirror.ignore]"
-                                       " (known: regions, fields)")
+                    raise ConfigError(
+                        f"{origin}: unknown key {sub!r} in [tool.qmirror.ignore]"
+                        " (known: regions, fields)"
+                    )
                 attr = f"ignore_{sub}"
                 out[attr] = _checked(attr, subvalue, origin, f"ignore.{sub}")
             continue
         attr = next(a for k, a, _ in SETTINGS if k == key)
         out[attr] = _checked(attr, value, origin, key)
     if "ignore_regions" in out or "ignore_fields" in out:
-        IgnoreRules.parse(out.get("ignore_regions", ()), out.get("ignore_fields", ()),
-                          origin=origin)
+        IgnoreRules.parse(
+            out.get("ignore_regions", ()), out.get("ignore_fields", ()), origin=origin
+        )
     return out
 
 
@@ -259,8 +277,12 @@ def load(
             continue
         if attr not in _ATTRS:
             raise ValueError(f"unknown setting {attr!r}")
-        values[attr] = _checked(attr, list(value) if isinstance(value, tuple) else value,
-                                "command line", attr.replace("_", "-"))
+        values[attr] = _checked(
+            attr,
+            list(value) if isinstance(value, tuple) else value,
+            "command line",
+            attr.replace("_", "-"),
+        )
         origins[attr] = "command line"
     config = replace(Config(), **values, origins=origins, file=path)
     config.ignore  # noqa: B018 - compile now, so a bad combination fails early
@@ -282,7 +304,10 @@ def describe(config: Config) -> list[tuple[str, str, str]]:
     rows = []
     for key, attr, _ in SETTINGS:
         value = getattr(config, attr)
-        shown = shlex.join(value) if isinstance(value, tuple) else (
-            "none" if value is None else str(value))
+        shown = (
+            shlex.join(value)
+            if isinstance(value, tuple)
+            else ("none" if value is None else str(value))
+        )
         rows.append((key, shown, config.origin(attr)))
     return rows

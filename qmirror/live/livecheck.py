@@ -41,8 +41,10 @@ class Outcome:
         return self.result.comparison.result
 
     def inputs(self) -> dict[str, str]:
-        return {"tree": f"{self.target.label}: info mtree -o -D",
-                "flat": f"{self.target.label}: info mtree -f -o"}
+        return {
+            "tree": f"{self.target.label}: info mtree -o -D",
+            "flat": f"{self.target.label}: info mtree -f -o",
+        }
 
 
 async def check_target(
@@ -64,19 +66,25 @@ async def check_target(
     """
     started = time.perf_counter()
     try:
-        snap = await open_snapshot(target, pause=pause, timeout=timeout,
-                                   boot=boot if target.kind == "launch" else None)
+        snap = await open_snapshot(
+            target, pause=pause, timeout=timeout, boot=boot if target.kind == "launch" else None
+        )
     except QmirrorError as exc:
         return Outcome(target, error=str(exc), fetch_seconds=time.perf_counter() - started)
     fetched = time.perf_counter()
     outcome = Outcome(target, snap, fetch_seconds=fetched - started)
     try:
         version = snap.info["qemu_version"] if snap.info is not None else None
-        outcome.result = check(snap.tree, snap.flat, accel=accel, strict=strict, rules=rules,
-                               tree_name=outcome.inputs()["tree"],
-                               flat_name=outcome.inputs()["flat"],
-                               qemu_version=".".join(version.split(".")[:2]) if version
-                               else None)
+        outcome.result = check(
+            snap.tree,
+            snap.flat,
+            accel=accel,
+            strict=strict,
+            rules=rules,
+            tree_name=outcome.inputs()["tree"],
+            flat_name=outcome.inputs()["flat"],
+            qemu_version=".".join(version.split(".")[:2]) if version else None,
+        )
     except QmirrorError as exc:
         outcome.error = str(exc)
     outcome.check_seconds = time.perf_counter() - fetched

@@ -87,17 +87,20 @@ __all__ = [
 ]
 
 #: QMP events after which the memory map has probably changed (see the module doc).
-TOPOLOGY_EVENTS: Final = frozenset({
-    "DEVICE_DELETED",
-    "DEVICE_ADDED",
-    "RESET",
-    "STOP",
-    "RESUME",
-    "SUSPEND",
-    "WAKEUP",
-    "MEMORY_DEVICE_SIZE_CHANGE",
-    "SHUTDOWN",
-})
+TOPOLOGY_EVENTS: Final = frozenset(
+    {
+        "DEVICE_DELETED",
+        "DEVICE_ADDED",
+        "RESET",
+        "STOP",
+        "RESUME",
+        "SUSPEND",
+        "WAKEUP",
+        "MEMORY_DEVICE_SIZE_CHANGE",
+        "SHUTDOWN",
+    }
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Trigger:
@@ -298,9 +301,14 @@ class Mirror:
     async def _read(self) -> Snapshot:
         if self._info is None:
             self._info = await self.monitor.describe()
-        return await take_snapshot(self.monitor, pause=self.pause, max_tries=self.max_tries,
-                                   label=self.label, known=self._info,
-                                   command_line=self.command_line)
+        return await take_snapshot(
+            self.monitor,
+            pause=self.pause,
+            max_tries=self.max_tries,
+            label=self.label,
+            known=self._info,
+            command_line=self.command_line,
+        )
 
     def _frame(self, snapshot: Snapshot, trigger: Trigger) -> Frame:
         result = check(snapshot.tree, snapshot.flat, accel=self.accel, strict=self.strict)
@@ -322,12 +330,17 @@ class Mirror:
                 async with asyncio.timeout(self.read_timeout):
                     snapshot = await self._read()
             except TimeoutError as exc:
-                raise MonitorTimeout(f"{self.label or 'monitor'}: no complete reading within "
-                                     f"{self.read_timeout:g}s (monitor stalled?)") from exc
+                raise MonitorTimeout(
+                    f"{self.label or 'monitor'}: no complete reading within "
+                    f"{self.read_timeout:g}s (monitor stalled?)"
+                ) from exc
             self.readings += 1
             prev = self.frame
-            if (prev is not None and snapshot.tree == prev.snapshot.tree
-                    and snapshot.flat == prev.snapshot.flat):
+            if (
+                prev is not None
+                and snapshot.tree == prev.snapshot.tree
+                and snapshot.flat == prev.snapshot.flat
+            ):
                 return None
             frame = self._frame(snapshot, trigger)
             if not frame.ok:
@@ -349,7 +362,8 @@ class Mirror:
     def _report(self, exc: BaseException, trigger: Trigger, failures: int) -> ErrorReport:
         gone = not self.monitor.connected
         kind: Literal["timeout", "gone", "failed"] = (
-            "gone" if gone else "timeout" if isinstance(exc, MonitorTimeout) else "failed")
+            "gone" if gone else "timeout" if isinstance(exc, MonitorTimeout) else "failed"
+        )
         fatal = gone or failures >= self.max_failures
         retry = None if fatal else min(self.backoff_max, self.interval * 2 ** (failures - 1))
         message = str(exc)
@@ -440,8 +454,9 @@ class Mirror:
         await self.monitor.wait_closed()
         wake.set()
 
-    async def _wait(self, feed: EventFeed, wake: asyncio.Event, poll_at: float,
-                    deadline: float | None) -> Trigger | None:
+    async def _wait(
+        self, feed: EventFeed, wake: asyncio.Event, poll_at: float, deadline: float | None
+    ) -> Trigger | None:
         """Sleep until the next poll, an event, a kick or a lost connection; ``None``
         when the deadline comes first."""
         loop = asyncio.get_running_loop()

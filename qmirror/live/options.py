@@ -41,8 +41,9 @@ def _seconds(text: str) -> float:
     return value
 
 
-def add_target_options(parser: argparse.ArgumentParser, *, several: bool = True,
-                       qemu_version: bool = True) -> None:
+def add_target_options(
+    parser: argparse.ArgumentParser, *, several: bool = True, qemu_version: bool = True
+) -> None:
     """Add ``--socket``, ``--tcp``, ``--connect``, ``--targets-file``, ``--launch``,
     ``--boot``, ``--pause``, ``--timeout`` and ``--qemu``.
 
@@ -58,36 +59,76 @@ def add_target_options(parser: argparse.ArgumentParser, *, several: bool = True,
         the dialect of its texts; with ``--launch`` it then also picks the QEMU).
     """
     g = parser.add_argument_group("live targets")
-    g.add_argument("--socket", metavar="PATH", action="append", default=[],
-                   help="QMP monitor on a UNIX socket (repeatable)")
-    g.add_argument("--tcp", metavar="HOST:PORT", action="append", default=[],
-                   help="QMP monitor on TCP (repeatable; QMP is unauthenticated: "
-                        "a non-loopback host gets a warning)")
-    g.add_argument("--connect", metavar="URI", default=None,
-                   help="libvirt URI for libvirt:DOMAIN targets (default "
-                        f"$LIBVIRT_DEFAULT_URI, else {DEFAULT_URI})")
+    g.add_argument(
+        "--socket",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="QMP monitor on a UNIX socket (repeatable)",
+    )
+    g.add_argument(
+        "--tcp",
+        metavar="HOST:PORT",
+        action="append",
+        default=[],
+        help="QMP monitor on TCP (repeatable; QMP is unauthenticated: "
+        "a non-loopback host gets a warning)",
+    )
+    g.add_argument(
+        "--connect",
+        metavar="URI",
+        default=None,
+        help="libvirt URI for libvirt:DOMAIN targets (default "
+        f"$LIBVIRT_DEFAULT_URI, else {DEFAULT_URI})",
+    )
     if several:
-        g.add_argument("--targets-file", metavar="FILE",
-                       help="read TARGETs from FILE, one per line, '#' comments")
-    g.add_argument("--launch", action="store_true",
-                   help="launch QEMU for the job: `--launch -- [BINARY] QEMU-ARGS...`; "
-                        "everything after `--` is QEMU's, qmirror's options go before "
-                        "it; QMP, -display none and -S are added")
-    g.add_argument("--boot", metavar="SECONDS", type=_seconds,
-                   help="with --launch: let the guest run SECONDS first (firmware "
-                        "programs BARs, PAM, SMRAM), then stop it")
-    g.add_argument("--pause", action="store_true",
-                   help="stop a running VM while reading (needs control of it: "
-                        "sends stop, and cont only if it was running)")
-    g.add_argument("--timeout", metavar="SECONDS", type=_seconds, default=DEFAULT_TIMEOUT,
-                   help=f"per target: connect/launch and read (default {DEFAULT_TIMEOUT:g}; "
-                        "--boot time comes on top)")
-    g.add_argument("--qemu", metavar="BINARY", default=None,
-                   help=f"QEMU for --launch when ARGS do not start with one "
-                        f"(default {DEFAULT_BINARY}, or $QMIRROR_QEMU)")
+        g.add_argument(
+            "--targets-file",
+            metavar="FILE",
+            help="read TARGETs from FILE, one per line, '#' comments",
+        )
+    g.add_argument(
+        "--launch",
+        action="store_true",
+        help="launch QEMU for the job: `--launch -- [BINARY] QEMU-ARGS...`; "
+        "everything after `--` is QEMU's, qmirror's options go before "
+        "it; QMP, -display none and -S are added",
+    )
+    g.add_argument(
+        "--boot",
+        metavar="SECONDS",
+        type=_seconds,
+        help="with --launch: let the guest run SECONDS first (firmware "
+        "programs BARs, PAM, SMRAM), then stop it",
+    )
+    g.add_argument(
+        "--pause",
+        action="store_true",
+        help="stop a running VM while reading (needs control of it: "
+        "sends stop, and cont only if it was running)",
+    )
+    g.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        help=f"per target: connect/launch and read (default {DEFAULT_TIMEOUT:g}; "
+        "--boot time comes on top)",
+    )
+    g.add_argument(
+        "--qemu",
+        metavar="BINARY",
+        default=None,
+        help=f"QEMU for --launch when ARGS do not start with one "
+        f"(default {DEFAULT_BINARY}, or $QMIRROR_QEMU)",
+    )
     if not qemu_version:
         return
-    g.add_argument("--qemu-version", metavar="X.Y", default=None,
-                   help="with --launch: run QEMU X.Y (or a series: 11) as provided by "
-                        "scripts/qemu-matrix under $QMIRROR_QEMU_MATRIX "
-                        f"(default {DEFAULT_MATRIX}); the binary's name picks the arch")
+    g.add_argument(
+        "--qemu-version",
+        metavar="X.Y",
+        default=None,
+        help="with --launch: run QEMU X.Y (or a series: 11) as provided by "
+        "scripts/qemu-matrix under $QMIRROR_QEMU_MATRIX "
+        f"(default {DEFAULT_MATRIX}); the binary's name picks the arch",
+    )

@@ -210,7 +210,8 @@ async def take_snapshot(
     try:
         taken_at = utc_now()
         tree, flat, tree_plain, flat_plain, tries = await _read_stable(
-            monitor, max_tries=max_tries, plain=plain)
+            monitor, max_tries=max_tries, plain=plain
+        )
     except BaseException:
         if stopped and monitor.connected:
             # Resume even though the reading failed; the first error is the one to see.
@@ -219,9 +220,19 @@ async def take_snapshot(
         raise
     if stopped:
         await monitor.execute("cont")
-    return Snapshot(tree=tree, flat=flat, label=label, taken_at=taken_at, tries=tries,
-                    info=info, tree_plain=tree_plain, flat_plain=flat_plain, paused=stopped,
-                    command_line=tuple(command_line), boot_seconds=boot_seconds)
+    return Snapshot(
+        tree=tree,
+        flat=flat,
+        label=label,
+        taken_at=taken_at,
+        tries=tries,
+        info=info,
+        tree_plain=tree_plain,
+        flat_plain=flat_plain,
+        paused=stopped,
+        command_line=tuple(command_line),
+        boot_seconds=boot_seconds,
+    )
 
 
 # -- directories -------------------------------------------------------------------
@@ -275,8 +286,11 @@ def ours(directory: Path) -> str | None:
         meta = json.loads((directory / META_FILE).read_bytes())
     except (OSError, ValueError):
         return f"its {META_FILE} is missing or not JSON"
-    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA or (
-            meta.get("saved_by") != "qmirror snapshot"):
+    if (
+        not isinstance(meta, dict)
+        or meta.get("schema") != SCHEMA
+        or (meta.get("saved_by") != "qmirror snapshot")
+    ):
         return f"its {META_FILE} was not written by qmirror snapshot (schema {SCHEMA})"
     return None
 
@@ -291,8 +305,13 @@ def _remove_ours(directory: Path) -> None:
         directory.rmdir()
 
 
-def save(snapshot: Snapshot, directory: str | os.PathLike[str], *,
-         machine: Machine | None = None, overwrite: bool = False) -> Path:
+def save(
+    snapshot: Snapshot,
+    directory: str | os.PathLike[str],
+    *,
+    machine: Machine | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write a snapshot directory; all of it or, on any error, nothing.
 
     Everything is written into a new staging directory first (each file through a
@@ -315,9 +334,10 @@ def save(snapshot: Snapshot, directory: str | os.PathLike[str], *,
         machine, verdict = result.machine, result.comparison.result
     texts = {name: text.encode("utf-8") for name, text in _texts(snapshot).items()}
     meta: dict[str, Any] = {"schema": SCHEMA, **dict(snapshot.extra), **snapshot.metadata()}
-    meta["files"] = {name: {"hmp": FILES[name], "bytes": len(data),
-                            "sha256": hashlib.sha256(data).hexdigest()}
-                     for name, data in texts.items()}
+    meta["files"] = {
+        name: {"hmp": FILES[name], "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        for name, data in texts.items()
+    }
     meta["model"] = MODEL_FILE
     if verdict is not None:
         meta["check"] = {"result": verdict}

@@ -133,15 +133,15 @@ class Target:
         return cls("tcp", label or f"tcp:{shown}:{port}", host=host, port=port)
 
     @classmethod
-    def launch(cls, args: Sequence[str], binary: str = DEFAULT_BINARY,
-               label: str | None = None) -> Target:
+    def launch(
+        cls, args: Sequence[str], binary: str = DEFAULT_BINARY, label: str | None = None
+    ) -> Target:
         shown = " ".join([binary, *args])
         return cls("launch", label or f"launch:{shown}", args=tuple(args), binary=binary)
 
     @classmethod
     def libvirt(cls, domain: str, uri: str | None = None, label: str | None = None) -> Target:
-        return cls("libvirt", label or f"libvirt:{domain}", domain=domain,
-                   uri=default_uri(uri))
+        return cls("libvirt", label or f"libvirt:{domain}", domain=domain, uri=default_uri(uri))
 
     @classmethod
     def snapshot(cls, path: str, label: str | None = None) -> Target:
@@ -186,12 +186,14 @@ def _tcp(spec: str, text: str, warn: Callable[[str], None] | None) -> Target:
         _warned_hosts.add(host)
         (warn or _stderr_warning)(
             f"{host}:{port} is not a loopback address: QMP has no authentication, "
-            "anyone who can reach that port controls the VM")
+            "anyone who can reach that port controls the VM"
+        )
     return Target.tcp(host, port, label=spec)
 
 
-def parse_target(spec: str, *, warn: Callable[[str], None] | None = None,
-                 connect: str | None = None) -> Target:
+def parse_target(
+    spec: str, *, warn: Callable[[str], None] | None = None, connect: str | None = None
+) -> Target:
     """Turn a TARGET string into a :class:`Target` (see the module docstring).
 
     :param connect: the libvirt URI for ``libvirt:DOMAIN`` (``--connect``).
@@ -221,21 +223,23 @@ def parse_target(spec: str, *, warn: Callable[[str], None] | None = None,
         if stat.S_ISDIR(st.st_mode):
             if (Path(spec) / META_FILE).is_file():
                 return Target.snapshot(spec)
-            raise TargetError(f"TARGET {spec!r}: a directory without {META_FILE}, "
-                               "not a snapshot")
+            raise TargetError(f"TARGET {spec!r}: a directory without {META_FILE}, not a snapshot")
         if stat.S_ISSOCK(st.st_mode):
             return Target.unix(spec, label=spec)
-        raise TargetError(f"TARGET {spec!r}: exists but is neither a socket nor a "
-                           "snapshot directory")
+        raise TargetError(
+            f"TARGET {spec!r}: exists but is neither a socket nor a snapshot directory"
+        )
     if _HOST_PORT.match(spec):
         return _tcp(spec, spec, warn)
     raise TargetError(
         f"TARGET {spec!r}: no such file or directory (a TARGET is a socket, a snapshot "
-        "directory, unix:PATH, tcp:HOST:PORT or HOST:PORT)")
+        "directory, unix:PATH, tcp:HOST:PORT or HOST:PORT)"
+    )
 
 
-def read_targets_file(path: str, *, warn: Callable[[str], None] | None = None,
-                      connect: str | None = None) -> list[Target]:
+def read_targets_file(
+    path: str, *, warn: Callable[[str], None] | None = None, connect: str | None = None
+) -> list[Target]:
     """One TARGET per line; blank lines and lines starting with ``#`` are skipped.
 
     :raise TargetError: unreadable file, or ``FILE:LINE:`` and what is wrong there.
@@ -271,13 +275,13 @@ def launch_argv(args: argparse.Namespace) -> list[str] | None:
             raise TargetError("arguments after '--' are only taken with --launch")
         return None
     if not passthrough:
-        raise TargetError("--launch needs QEMU arguments after '--': "
-                           "--launch -- qemu-system-x86_64 ...")
+        raise TargetError(
+            "--launch needs QEMU arguments after '--': --launch -- qemu-system-x86_64 ..."
+        )
     return list(passthrough)
 
 
-def targets_from_args(args: argparse.Namespace, *, positional: Sequence[str] = ()
-                      ) -> list[Target]:
+def targets_from_args(args: argparse.Namespace, *, positional: Sequence[str] = ()) -> list[Target]:
     """Every target the command line names, in this order: positional TARGETs,
     ``--socket``, ``--tcp``, ``--targets-file`` lines, ``--launch``.
 
@@ -339,20 +343,30 @@ async def attach(
     timeout = command_timeout if command_timeout is not None else connect_timeout * 3
     if target.kind == "libvirt":
         assert target.domain is not None
-        async with LibvirtMonitor(uri=target.uri, allow_control=control,
-                                  command_timeout=timeout, debug=debug,
-                                  name=target.label) as vmon:
+        async with LibvirtMonitor(
+            uri=target.uri,
+            allow_control=control,
+            command_timeout=timeout,
+            debug=debug,
+            name=target.label,
+        ) as vmon:
             await vmon.connect(target.domain, timeout=connect_timeout)
             yield Attached(target, vmon)
         return
     if target.kind == "launch":
-        async with QemuInstance(target.args, binary=target.binary, paused=True,
-                                connect_timeout=connect_timeout, command_timeout=timeout,
-                                debug=debug) as vm:
+        async with QemuInstance(
+            target.args,
+            binary=target.binary,
+            paused=True,
+            connect_timeout=connect_timeout,
+            command_timeout=timeout,
+            debug=debug,
+        ) as vm:
             yield Attached(target, vm.monitor, vm)
         return
-    async with Monitor(allow_control=control, command_timeout=timeout, debug=debug,
-                       name=target.label) as mon:
+    async with Monitor(
+        allow_control=control, command_timeout=timeout, debug=debug, name=target.label
+    ) as mon:
         await mon.connect(target.address, timeout=connect_timeout)
         yield Attached(target, mon)
 
@@ -373,8 +387,10 @@ async def _boot(monitor: Monitor, seconds: float) -> float:
             task.cancel()
         await asyncio.wait((sleeping, closed))
     if not monitor.connected:
-        raise MonitorError(f"QEMU went away (connection closed) while the guest was "
-                           f"booting ({time.monotonic() - started:.1f}s of {seconds:g}s)")
+        raise MonitorError(
+            f"QEMU went away (connection closed) while the guest was "
+            f"booting ({time.monotonic() - started:.1f}s of {seconds:g}s)"
+        )
     await monitor.execute("stop")
     return round(time.monotonic() - started, 3)
 
@@ -410,16 +426,22 @@ async def open_snapshot(
         # The connect and every command have deadlines of their own, which say what
         # went wrong; this one (a little later) only bounds the whole job.
         async with asyncio.timeout(total + _GRACE):
-            async with attach(target, control=pause, connect_timeout=connect_timeout,
-                              command_timeout=timeout) as live:
+            async with attach(
+                target, control=pause, connect_timeout=connect_timeout, command_timeout=timeout
+            ) as live:
                 booted: float | None = None
                 if live.instance is not None and boot is not None:
                     booted = await _boot(live.monitor, boot)
                 command = tuple(live.instance.command_line) if live.instance else ()
                 return await take_snapshot(
-                    live.monitor, pause=pause and live.instance is None,
-                    max_tries=max_tries, plain=plain, label=target.label,
-                    command_line=command, boot_seconds=booted)
+                    live.monitor,
+                    pause=pause and live.instance is None,
+                    max_tries=max_tries,
+                    plain=plain,
+                    label=target.label,
+                    command_line=command,
+                    boot_seconds=booted,
+                )
     except TimeoutError as exc:
         raise MonitorTimeout(f"no snapshot within {total:g}s (--timeout)") from exc
 
@@ -443,5 +465,7 @@ def matrix_binary(version: str, binary: str) -> str:
     for d in dirs:
         if (d / "bin" / name).is_file():
             return str(d / "bin" / name)
-    raise TargetError(f"QEMU {version} with {name} is not provided under {root}: "
-                       "run scripts/qemu-matrix (or set QMIRROR_QEMU_MATRIX)")
+    raise TargetError(
+        f"QEMU {version} with {name} is not provided under {root}: "
+        "run scripts/qemu-matrix (or set QMIRROR_QEMU_MATRIX)"
+    )

@@ -16,8 +16,12 @@ from qmirror.core.model import MASK64, SIZE_2_64, AddressSpace, Machine, MemoryR
 from qmirror.text.flat import FlatDocument
 
 
-_KIND = {"ram": RegionKind.RAM, "rom": RegionKind.ROM, "romd": RegionKind.ROMD,
-         "ramd": RegionKind.RAMD}
+_KIND = {
+    "ram": RegionKind.RAM,
+    "rom": RegionKind.ROM,
+    "romd": RegionKind.ROMD,
+    "ramd": RegionKind.RAMD,
+}
 _RAMISH = frozenset(_KIND)
 
 
@@ -49,10 +53,15 @@ def machine_from_flat(doc: FlatDocument) -> Machine:
             for r in v.ranges:
                 target = regions[r.name, r.type_word in _RAMISH]
                 size = ((r.end - r.start) & MASK64) + 1
-                alias = MemoryRegion(r.name, RegionKind.ALIAS, size, alias=target,
-                                     alias_offset=r.offset, nonvolatile=r.nonvolatile,
-                                     readonly=r.type_word == "rom"
-                                     and target.kind is not RegionKind.ROM)
+                alias = MemoryRegion(
+                    r.name,
+                    RegionKind.ALIAS,
+                    size,
+                    alias=target,
+                    alias_offset=r.offset,
+                    nonvolatile=r.nonvolatile,
+                    readonly=r.type_word == "rom" and target.kind is not RegionKind.ROM,
+                )
                 root.add_subregion(alias, r.start, r.priority)
         for a in v.address_spaces:
             machine.address_spaces.append(AddressSpace(a.name, root))

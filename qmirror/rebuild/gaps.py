@@ -110,8 +110,15 @@ def apply_rules(machine: Machine, rules: Iterable[Rule] = RULES) -> list[tuple[M
             if not rule.matches(mr) or not _open_to(mr, rule):
                 continue
             _set(mr, rule.attribute, rule.value)
-            mr.set_fact(Fact(rule.gap, rule.attribute, _shown(rule.attribute, rule.value),
-                             Source.RULE, f"{rule.id}: {rule.source} [QEMU {rule.versions}]"))
+            mr.set_fact(
+                Fact(
+                    rule.gap,
+                    rule.attribute,
+                    _shown(rule.attribute, rule.value),
+                    Source.RULE,
+                    f"{rule.id}: {rule.source} [QEMU {rule.versions}]",
+                )
+            )
             applied.append((mr, rule))
     return applied
 
@@ -206,8 +213,9 @@ class _QemuView:
         nested containers that all span the address space do not each scan the whole
         view (quadratic on deep trees).
         """
-        starts, ranges = ((self.starts, self.ranges) if name is None
-                          else self.by_name.get(name, ([], [])))
+        starts, ranges = (
+            (self.starts, self.ranges) if name is None else self.by_name.get(name, ([], []))
+        )
         i = max(0, bisect.bisect_right(starts, lo) - 1)
         out = []
         while i < len(ranges) and ranges[i].start < hi:
@@ -223,8 +231,10 @@ class _QemuView:
 
 def _describe(r: FlatRangeLine, where: _QemuView) -> str:
     off = f" @{hex16(r.offset)}" if r.offset else ""
-    return f"QEMU shows '{r.name}{off}' ({r.type_word}) at {hex16(r.start)} in the FlatView of " \
-           f"{where.label}"
+    return (
+        f"QEMU shows '{r.name}{off}' ({r.type_word}) at {hex16(r.start)} in the FlatView of "
+        f"{where.label}"
+    )
 
 
 def _open(mr: MemoryRegion, attribute: str) -> bool:
@@ -234,8 +244,9 @@ def _open(mr: MemoryRegion, attribute: str) -> bool:
     return f is not None and f.source in (Source.DEFAULT, Source.HARVESTED)
 
 
-def infer(machine: Machine, qemu: FlatDocument, *, rounds: int = 4,
-          views: list[FlatView] | None = None) -> list[Fact]:
+def infer(
+    machine: Machine, qemu: FlatDocument, *, rounds: int = 4, views: list[FlatView] | None = None
+) -> list[Fact]:
     """Decide open attributes from QEMU's own ``-f`` text of the same machine.
 
     Evidence, one region attribute at a time (docs/text-gaps.md, "How a gap is filled"):
@@ -317,10 +328,17 @@ def split_shared_roots(machine: Machine, qemu: FlatDocument) -> list[Fact]:
             assert root is not None
             copy = _copy_subtree(root, None)
             shown = ", ".join(f'"{a.name}"' for a in group)
-            copy.set_fact(Fact("G5", "identity", "own region", Source.INFERRED,
-                               f"QEMU's -f gives {shown} a FlatView of its own: its "
-                               f"`{root.label}` is not the region the other address "
-                               "spaces print identically"))
+            copy.set_fact(
+                Fact(
+                    "G5",
+                    "identity",
+                    "own region",
+                    Source.INFERRED,
+                    f"QEMU's -f gives {shown} a FlatView of its own: its "
+                    f"`{root.label}` is not the region the other address "
+                    "spaces print identically",
+                )
+            )
             decided.append(copy.facts[-1])
             for a in group:
                 a.root = copy
@@ -329,8 +347,9 @@ def split_shared_roots(machine: Machine, qemu: FlatDocument) -> list[Fact]:
 
 def _copy_subtree(mr: MemoryRegion, container: MemoryRegion | None) -> MemoryRegion:
     """A copy of *mr* and its subregions; alias targets stay shared."""
-    copy = replace(mr, subregions=[], container=container, facts=list(mr.facts),
-                   ioeventfds=list(mr.ioeventfds))
+    copy = replace(
+        mr, subregions=[], container=container, facts=list(mr.facts), ioeventfds=list(mr.ioeventfds)
+    )
     copy.subregions = [_copy_subtree(c, copy) for c in mr.subregions]
     return copy
 
@@ -351,13 +370,25 @@ def _infer_empty_roots(machine: Machine, qemu: FlatDocument, decided: list[Fact]
         if key not in empty:
             continue
         mr = flatview_root(a.root)
-        if mr is not None and mr.kind is RegionKind.IO and _open(mr, "kind") and \
-                not any(c.enabled for c in mr.subregions):
+        if (
+            mr is not None
+            and mr.kind is RegionKind.IO
+            and _open(mr, "kind")
+            and not any(c.enabled for c in mr.subregions)
+        ):
             mr.kind = RegionKind.CONTAINER
-            _record(mr, decided, Fact(
-                "G1", "kind", "container", Source.INFERRED,
-                f'QEMU gives address space "{a.name}" the empty FlatView (Root memory region: '
-                "(none)), so its root renders nothing"))
+            _record(
+                mr,
+                decided,
+                Fact(
+                    "G1",
+                    "kind",
+                    "container",
+                    Source.INFERRED,
+                    f'QEMU gives address space "{a.name}" the empty FlatView (Root memory region: '
+                    "(none)), so its root renders nothing",
+                ),
+            )
 
 
 def _record(mr: MemoryRegion, decided: list[Fact], fact: Fact) -> None:
@@ -394,8 +425,9 @@ def _with_namesakes(machine: Machine) -> set[int]:
     return out
 
 
-def _infer_kind_and_size(pairs: list[tuple[FlatView, _QemuView]], decided: list[Fact],
-                         namesakes: set[int]) -> bool:
+def _infer_kind_and_size(
+    pairs: list[tuple[FlatView, _QemuView]], decided: list[Fact], namesakes: set[int]
+) -> bool:
     seen_as_itself: dict[int, str] = {}
     absent: dict[int, str] = {}
     regions: dict[int, MemoryRegion] = {}
@@ -417,28 +449,38 @@ def _infer_kind_and_size(pairs: list[tuple[FlatView, _QemuView]], decided: list[
                     seen_as_itself.setdefault(id(mr), _describe(h, qv))
                     break
             else:
-                absent.setdefault(id(mr), f"QEMU shows no range of it in the FlatView of "
-                                          f"{qv.label} at {hex16(cs)}-{hex16(ce - 1)}")
+                absent.setdefault(
+                    id(mr),
+                    f"QEMU shows no range of it in the FlatView of "
+                    f"{qv.label} at {hex16(cs)}-{hex16(ce - 1)}",
+                )
     changed = False
     for key, mr in regions.items():
         if key in seen_as_itself:
             if _open(mr, "kind") and mr.kind is not RegionKind.IO:
                 mr.kind = RegionKind.IO
-                _record(mr, decided, Fact("G1", "kind", "i/o", Source.INFERRED,
-                                          seen_as_itself[key]))
+                _record(
+                    mr, decided, Fact("G1", "kind", "i/o", Source.INFERRED, seen_as_itself[key])
+                )
                 changed = True
             continue
         if key not in absent:
             continue
         if _open(mr, "size") and mr.size == 1 and mr.kind is RegionKind.IO:
             mr.size = 0
-            _record(mr, decided, Fact("G4", "size", "0x0", Source.INFERRED,
-                                      "printed X-X and " + absent[key]))
+            _record(
+                mr,
+                decided,
+                Fact("G4", "size", "0x0", Source.INFERRED, "printed X-X and " + absent[key]),
+            )
             changed = True
         elif _open(mr, "kind") and mr.kind is RegionKind.IO:
             mr.kind = RegionKind.CONTAINER
-            _record(mr, decided, Fact("G1", "kind", "container", Source.INFERRED,
-                                      "reachable, but " + absent[key]))
+            _record(
+                mr,
+                decided,
+                Fact("G1", "kind", "container", Source.INFERRED, "reachable, but " + absent[key]),
+            )
             changed = True
     # Aliases printed X-X whose one byte QEMU fills with something else: size 0.
     for view, qv in pairs:
@@ -450,14 +492,21 @@ def _infer_kind_and_size(pairs: list[tuple[FlatView, _QemuView]], decided: list[
                 if mr.alias is None or mr.size != 1 or not _open(mr, "size"):
                     continue
                 there = qv.at(r.start)
-                if there is None or there.name != r.mr.label or \
-                        there.offset != r.offset_in_region:
+                if there is None or there.name != r.mr.label or there.offset != r.offset_in_region:
                     what = "nothing" if there is None else f"'{there.name}'"
                     mr.size = 0
-                    _record(mr, decided, Fact(
-                        "G4", "size", "0x0", Source.INFERRED,
-                        f"printed X-X, and QEMU shows {what} at {hex16(r.start)} where a "
-                        f"1-byte window would show '{r.mr.label}' (FlatView of {qv.label})"))
+                    _record(
+                        mr,
+                        decided,
+                        Fact(
+                            "G4",
+                            "size",
+                            "0x0",
+                            Source.INFERRED,
+                            f"printed X-X, and QEMU shows {what} at {hex16(r.start)} where a "
+                            f"1-byte window would show '{r.mr.label}' (FlatView of {qv.label})",
+                        ),
+                    )
                     changed = True
     return changed
 
@@ -485,14 +534,14 @@ def _infer_alias_readonly(pairs: list[tuple[FlatView, _QemuView]], decided: list
             while i < len(ours) and ours[i].start < h_end:
                 r = ours[i]
                 i += 1
-                if h.name != r.mr.label or \
-                        h.offset - h.start != r.offset_in_region - r.start:
+                if h.name != r.mr.label or h.offset - h.start != r.offset_in_region - r.start:
                     continue
                 for lo, hi, visit in _parts(r):
                     if hi <= h.start or lo >= h_end or visit is None or not visit.aliases:
                         continue
-                    open_aliases = [m for m in visit.path() if m.alias is not None
-                                    and _open(m, "readonly")]
+                    open_aliases = [
+                        m for m in visit.path() if m.alias is not None and _open(m, "readonly")
+                    ]
                     if not open_aliases:
                         continue
                     if h.type_word != "rom":
@@ -504,8 +553,9 @@ def _infer_alias_readonly(pairs: list[tuple[FlatView, _QemuView]], decided: list
                     regions[id(chosen)] = chosen
                     why = _describe(h, qv) + f" where we render '{r.mr.label}' writable"
                     if len(open_aliases) > 1:
-                        why += " (innermost of " + ", ".join(
-                            repr(m.label) for m in open_aliases) + ")"
+                        why += (
+                            " (innermost of " + ", ".join(repr(m.label) for m in open_aliases) + ")"
+                        )
                     votes_ro.setdefault(id(chosen), why)
     changed = False
     for key, mr in regions.items():
@@ -529,8 +579,12 @@ def _matches(ranges: Iterable[FlatRange], index: dict[int, FlatRangeLine]) -> in
     n = 0
     for r in ranges:
         h = index.get(r.start)
-        if h is not None and h.end == r.start + r.size - 1 and h.name == r.mr.label and \
-                h.offset == r.offset_in_region:
+        if (
+            h is not None
+            and h.end == r.start + r.size - 1
+            and h.name == r.mr.label
+            and h.offset == r.offset_in_region
+        ):
             n += 1
     return n
 
@@ -545,8 +599,7 @@ class _OrderTrials:
     where nothing changes, so the ranges merged across its ends are whole too.
     """
 
-    def __init__(self, views: list[FlatView], qemu: FlatDocument,
-                 parents: set[int]) -> None:
+    def __init__(self, views: list[FlatView], qemu: FlatDocument, parents: set[int]) -> None:
         self.views: list[tuple[FlatView, dict[int, FlatRangeLine], list[int]]] = []
         #: QEMU's range starts of each view, in order (what bounds a trial's gain).
         self.qemu_starts: list[list[int]] = []
@@ -560,8 +613,12 @@ class _OrderTrials:
             ours = set()
             for r in v.ranges:
                 h = index.get(r.start)
-                if h is not None and h.end == r.start + r.size - 1 and \
-                        h.name == r.mr.label and h.offset == r.offset_in_region:
+                if (
+                    h is not None
+                    and h.end == r.start + r.size - 1
+                    and h.name == r.mr.label
+                    and h.offset == r.offset_in_region
+                ):
                     ours.add(r.start)
                 elif r.via is not None:
                     self.regions.update(id(m) for m in r.via.path())
@@ -614,11 +671,17 @@ class _OrderTrials:
                 else:
                     merged.append([lo, hi])
             for lo, hi in merged:
-                before = _matches(self.views[number][0].ranges[
-                    bisect.bisect_left(starts, lo):bisect.bisect_left(starts, hi)],
-                    self.views[number][1])
-                bound += (bisect.bisect_left(qemu_starts, hi)
-                          - bisect.bisect_left(qemu_starts, lo) - before)
+                before = _matches(
+                    self.views[number][0].ranges[
+                        bisect.bisect_left(starts, lo) : bisect.bisect_left(starts, hi)
+                    ],
+                    self.views[number][1],
+                )
+                bound += (
+                    bisect.bisect_left(qemu_starts, hi)
+                    - bisect.bisect_left(qemu_starts, lo)
+                    - before
+                )
                 work.append((number, lo, hi, before))
         if bound <= 0:
             return 0
@@ -629,8 +692,9 @@ class _OrderTrials:
         return gain
 
 
-def _infer_order(machine: Machine, qemu: FlatDocument, decided: list[Fact],
-                 views: list[FlatView]) -> bool:
+def _infer_order(
+    machine: Machine, qemu: FlatDocument, decided: list[Fact], views: list[FlatView]
+) -> bool:
     """G3: try the other order for overlapping equal-priority siblings; keep what matches.
 
     Pairs with a region on the way to a mismatching range (or named by one of QEMU's
@@ -643,8 +707,17 @@ def _infer_order(machine: Machine, qemu: FlatDocument, decided: list[Fact],
             continue
         subs = parent.subregions
         i = subs.index(mr)
-        rival = next((s for s in subs[i + 1:] if s.priority == mr.priority and s.enabled
-                      and s.addr < mr.addr + mr.size and mr.addr < s.addr + s.size), None)
+        rival = next(
+            (
+                s
+                for s in subs[i + 1 :]
+                if s.priority == mr.priority
+                and s.enabled
+                and s.addr < mr.addr + mr.size
+                and mr.addr < s.addr + s.size
+            ),
+            None,
+        )
         if rival is not None:
             pairs.append((mr, rival))
     if not pairs:
@@ -660,9 +733,13 @@ def _infer_order(machine: Machine, qemu: FlatDocument, decided: list[Fact],
         subs[i], subs[j] = subs[j], subs[i]
         gain = trials.gain(parent, mr, rival)
         if gain > 0:
-            fact = Fact("G3", "order", f"below {rival.label}", Source.INFERRED,
-                        f"with {rival.label!r} added after it, {gain} more ranges "
-                        "match QEMU's")
+            fact = Fact(
+                "G3",
+                "order",
+                f"below {rival.label}",
+                Source.INFERRED,
+                f"with {rival.label!r} added after it, {gain} more ranges match QEMU's",
+            )
             _record(mr, decided, fact)
             return True
         subs[i], subs[j] = subs[j], subs[i]

@@ -103,8 +103,11 @@ def observe(machine: Machine, qemu: FlatDocument) -> list[Observation]:
             continue
         for visit, cs, ce, base in walk_visits(view.root):
             mr = visit.mr
-            if mr.alias is not None or id(mr) in namesakes or \
-                    mr.kind not in (RegionKind.IO, RegionKind.CONTAINER):
+            if (
+                mr.alias is not None
+                or id(mr) in namesakes
+                or mr.kind not in (RegionKind.IO, RegionKind.CONTAINER)
+            ):
                 continue
             if not (_open(mr, "kind") or _open(mr, "size")):
                 continue
@@ -116,8 +119,11 @@ def observe(machine: Machine, qemu: FlatDocument) -> list[Observation]:
             else:
                 hole = _gap(qv, cs, ce)
                 if hole is not None:
-                    absent.setdefault(id(mr), f"no range of it at {cs:#x}-{ce - 1:#x} in "
-                                              f"{qv.label}, and none at all at {hole:#x}")
+                    absent.setdefault(
+                        id(mr),
+                        f"no range of it at {cs:#x}-{ce - 1:#x} in "
+                        f"{qv.label}, and none at all at {hole:#x}",
+                    )
     for key, mr in regions.items():
         f = mr.fact("size")
         if key in seen:
@@ -134,8 +140,13 @@ def observe(machine: Machine, qemu: FlatDocument) -> list[Observation]:
     # Sizes of X-X aliases that inference found empty.
     for mr in machine.regions():
         f = mr.fact("size")
-        if mr.alias is not None and f is not None and f.gap == "G4" and \
-                f.source is Source.INFERRED and mr.size == 0:
+        if (
+            mr.alias is not None
+            and f is not None
+            and f.gap == "G4"
+            and f.source is Source.INFERRED
+            and mr.size == 0
+        ):
             out.append(Observation(mr, "size", "0", f.detail))
     out += _observe_readonly(pairs)
     return out
@@ -157,11 +168,15 @@ def _observe_empty_roots(machine: Machine, qemu: FlatDocument) -> list[Observati
             continue
         # flatview_root() finds nothing below a root whose subregions are all disabled.
         mr = flatview_root(a.root) or a.root
-        if mr.alias is None and _open(mr, "kind") and \
-                mr.kind in (RegionKind.IO, RegionKind.CONTAINER) and \
-                not any(c.enabled for c in mr.subregions):
-            out[id(mr)] = Observation(mr, "kind", "container",
-                                      f'QEMU gives address space "{a.name}" the empty FlatView')
+        if (
+            mr.alias is None
+            and _open(mr, "kind")
+            and mr.kind in (RegionKind.IO, RegionKind.CONTAINER)
+            and not any(c.enabled for c in mr.subregions)
+        ):
+            out[id(mr)] = Observation(
+                mr, "kind", "container", f'QEMU gives address space "{a.name}" the empty FlatView'
+            )
     return list(out.values())
 
 
@@ -191,24 +206,36 @@ def _observe_readonly(pairs: list[tuple[FlatView, _QemuView]]) -> list[Observati
                 continue
             for lo, _hi, visit in _parts(r):
                 h = index.get(lo) if lo == r.start else None
-                if h is None or h.name != r.mr.label or h.type_word not in ("ram", "rom") or \
-                        h.offset != r.offset_in_region:
+                if (
+                    h is None
+                    or h.name != r.mr.label
+                    or h.type_word not in ("ram", "rom")
+                    or h.offset != r.offset_in_region
+                ):
                     continue
                 if visit is None or not visit.aliases:
                     continue
                 aliases = [m for m in visit.path() if m.alias is not None]
                 open_ = [m for m in aliases if _open(m, "readonly")]
                 target = r.mr
-                if len(open_) != 1 or len(aliases) != 1 or not target.is_ram or \
-                        target.readonly:
+                if len(open_) != 1 or len(aliases) != 1 or not target.is_ram or target.readonly:
                     continue
                 mr = open_[0]
                 value = "yes" if h.type_word == "rom" else "no"
-                entry = votes.setdefault(id(mr), (mr, set(), f"QEMU shows '{h.name}' "
-                                                  f"({h.type_word}) at {h.start:#x} through it"))
+                entry = votes.setdefault(
+                    id(mr),
+                    (
+                        mr,
+                        set(),
+                        f"QEMU shows '{h.name}' ({h.type_word}) at {h.start:#x} through it",
+                    ),
+                )
                 entry[1].add(value)
-    return [Observation(mr, "readonly", next(iter(vals)), why)
-            for mr, vals, why in votes.values() if len(vals) == 1]
+    return [
+        Observation(mr, "readonly", next(iter(vals)), why)
+        for mr, vals, why in votes.values()
+        if len(vals) == 1
+    ]
 
 
 # -- the shipped tables ---------------------------------------------------------------
@@ -258,8 +285,9 @@ class HarvestTable:
         mipsel/mips64/mips64el along, ``arm`` aarch64, ``x86_64`` i386): what is left
         was seen on single-device VMs and on other architectures' boards only."""
         mine = arch_family(arch)
-        return self.without_vms(vm for vm in self.vms
-                                if "+" not in vm and arch_family(vm.split()[0]) == mine)
+        return self.without_vms(
+            vm for vm in self.vms if "+" not in vm and arch_family(vm.split()[0]) == mine
+        )
 
     @property
     def vms(self) -> tuple[str, ...]:
@@ -276,8 +304,17 @@ class HarvestTable:
             shapes = tuple((s, tuple(v for v in vms if v not in gone)) for s, vms in f.shapes)
             shapes = tuple((s, vms) for s, vms in shapes if vms)
             if shapes:
-                kept.append(HarvestedFact(f.owner_type, f.pattern, f.attribute, f.value,
-                                          f.observations, shapes, f.source))
+                kept.append(
+                    HarvestedFact(
+                        f.owner_type,
+                        f.pattern,
+                        f.attribute,
+                        f.value,
+                        f.observations,
+                        shapes,
+                        f.source,
+                    )
+                )
         return HarvestTable(self.version, self.qemu, tuple(kept))
 
 
@@ -312,12 +349,21 @@ def table_from_json(data: Mapping[str, object]) -> HarvestTable:
     names = [str(v) for v in vm_names] if isinstance(vm_names, list) else []
     facts = []
     for item in raw:
-        shapes = tuple(((int(size), bool(kids)), tuple(names[i] for i in vms))
-                       for size, kids, vms in item["seen"])
-        facts.append(HarvestedFact(
-            str(item["owner_type"]), str(item["pattern"]), str(item["attribute"]),
-            str(item["value"]), int(item["observations"]), shapes,
-            str(item.get("source", ""))))
+        shapes = tuple(
+            ((int(size), bool(kids)), tuple(names[i] for i in vms))
+            for size, kids, vms in item["seen"]
+        )
+        facts.append(
+            HarvestedFact(
+                str(item["owner_type"]),
+                str(item["pattern"]),
+                str(item["attribute"]),
+                str(item["value"]),
+                int(item["observations"]),
+                shapes,
+                str(item.get("source", "")),
+            )
+        )
     return HarvestTable(str(data.get("version", "")), str(data.get("qemu", "")), tuple(facts))
 
 
@@ -332,8 +378,11 @@ def available_versions() -> tuple[str, ...]:
     root = resources.files("qmirror.rebuild") / "harvested"
     if not root.is_dir():
         return ()
-    found = [p.name.removeprefix("qemu-").removesuffix(".json") for p in root.iterdir()
-             if p.name.startswith("qemu-") and p.name.endswith(".json")]
+    found = [
+        p.name.removeprefix("qemu-").removesuffix(".json")
+        for p in root.iterdir()
+        if p.name.startswith("qemu-") and p.name.endswith(".json")
+    ]
     return tuple(sorted(found, key=_version_tuple))
 
 
@@ -371,11 +420,12 @@ def table_for(version: str | tuple[int, int] | None) -> HarvestTable | None:
 
 def provenance(table: HarvestTable, fact: HarvestedFact) -> str:
     """How a harvested fact is shown: key, version, VMs, observations, source."""
-    shown = ", ".join(fact.vms[:3]) + (f" (+{len(fact.vms) - 3} more)" if len(fact.vms) > 3
-                                        else "")
+    shown = ", ".join(fact.vms[:3]) + (f" (+{len(fact.vms) - 3} more)" if len(fact.vms) > 3 else "")
     owner = fact.owner_type or "no owner"
-    text = (f"harvested {owner}/{fact.pattern}: seen {fact.observations}x on QEMU "
-            f"{table.version} VMs {shown}")
+    text = (
+        f"harvested {owner}/{fact.pattern}: seen {fact.observations}x on QEMU "
+        f"{table.version} VMs {shown}"
+    )
     if fact.source:
         text += f"; {fact.source}"
     return text
@@ -408,9 +458,9 @@ def _set(mr: MemoryRegion, attribute: str, value: str) -> None:
         mr.size = int(value)
 
 
-def apply_harvest(machine: Machine, table: HarvestTable,
-                  owner_types: Mapping[int, str] | None = None
-                  ) -> list[tuple[MemoryRegion, HarvestedFact]]:
+def apply_harvest(
+    machine: Machine, table: HarvestTable, owner_types: Mapping[int, str] | None = None
+) -> list[tuple[MemoryRegion, HarvestedFact]]:
     """Fill what the text and the rules left open from ``table``.
 
     :param owner_types: region id -> owner QOM type where known (live); otherwise a
@@ -443,7 +493,8 @@ def apply_harvest(machine: Machine, table: HarvestTable,
                 continue  # size 1 is the default already; nothing to decide
             _set(mr, attribute, fact.value)
             shown = "0x0" if attribute == "size" else fact.value
-            mr.set_fact(Fact(_GAP[attribute], attribute, shown, Source.HARVESTED,
-                             provenance(table, fact)))
+            mr.set_fact(
+                Fact(_GAP[attribute], attribute, shown, Source.HARVESTED, provenance(table, fact))
+            )
             applied.append((mr, fact))
     return applied

@@ -16,8 +16,21 @@ from qmirror.text.tree import TreeBlock, TreeDocument
 class Occ:
     """One occurrence of a region in the text: a printed line, or a hidden stand-in."""
 
-    __slots__ = ("block", "children", "index", "line", "markers", "name", "parent", "priority",
-                 "rep", "size", "start", "target_block", "target_choice")
+    __slots__ = (
+        "block",
+        "children",
+        "index",
+        "line",
+        "markers",
+        "name",
+        "parent",
+        "priority",
+        "rep",
+        "size",
+        "start",
+        "target_block",
+        "target_choice",
+    )
 
     def __init__(self, line: TreeLine | None, parent: Occ | None, block: int) -> None:
         self.line = line
@@ -76,9 +89,12 @@ def build_block(block: TreeBlock, bi: int) -> Occ:
             root = _hidden_root(block, bi)
             stack = [root]
         elif line.level == 1:
-            raise ParseError("a second level-1 line in one block: a block prints one region",
-                             line=line.lineno, column=3)
-        del stack[line.level - 1:]
+            raise ParseError(
+                "a second level-1 line in one block: a block prints one region",
+                line=line.lineno,
+                column=3,
+            )
+        del stack[line.level - 1 :]
         while len(stack) < line.level - 1:
             hidden = Occ(None, stack[-1], bi)
             stack[-1].children.append(hidden)
@@ -118,7 +134,7 @@ def _place_stand_ins(root: Occ) -> None:
             if kid.line is not None:
                 continue
             prev = next((k for k in reversed(kids[:i]) if k.line is not None), None)
-            nxt = next((k for k in kids[i + 1:] if k.line is not None), None)
+            nxt = next((k for k in kids[i + 1 :] if k.line is not None), None)
             if nxt is not None and kid.start > nxt.start:
                 kid.start = nxt.start
             if prev is not None and kid.start < prev.start:
@@ -134,8 +150,9 @@ def _place_stand_ins(root: Occ) -> None:
             occ.size = max(1, min(occ.size, (1 << 64) - occ.start))
 
 
-def insert_hidden(parent: Occ, at: int, like: Occ | None, *, markers: int = 0,
-                   target_block: int | None = None) -> Occ:
+def insert_hidden(
+    parent: Occ, at: int, like: Occ | None, *, markers: int = 0, target_block: int | None = None
+) -> Occ:
     """Insert a hidden stand-in into ``parent``'s printed children at index ``at``.
 
     It takes the address and priority of ``like`` (the neighbour it goes next to) so
@@ -189,8 +206,9 @@ def _shapes(roots: list[Occ]) -> dict[int, int]:
                 c = stack.pop()
                 cl = c.line
                 if cl is not None:
-                    kids.append((cl.level - line.level, (cl.start - line.start) & MASK64,
-                                 shape[id(c)]))
+                    kids.append(
+                        (cl.level - line.level, (cl.start - line.start) & MASK64, shape[id(c)])
+                    )
                 elif c.children:
                     stack.extend(reversed(c.children))
             key = (line.tail, (line.end - line.start) & MASK64, tuple(kids))
@@ -222,12 +240,19 @@ def attribute_overflow(block: TreeBlock, root: Occ) -> None:
         own = 1 if (line.start < base or line.end < line.start) else 0
         extra = line.overflow - own
         if extra < 0:
-            raise ParseError("missing '[DETECTED OVERFLOW!] ': QEMU marks a range that wraps",
-                             line=line.lineno, column=1)
+            raise ParseError(
+                "missing '[DETECTED OVERFLOW!] ': QEMU marks a range that wraps",
+                line=line.lineno,
+                column=1,
+            )
         if extra:
             if parent is None:
-                raise ParseError("overflow marker before a block's first line: no hidden "
-                                 "region can have printed it", line=line.lineno, column=1)
+                raise ParseError(
+                    "overflow marker before a block's first line: no hidden "
+                    "region can have printed it",
+                    line=line.lineno,
+                    column=1,
+                )
             insert_hidden(parent, parent.children.index(occ), occ, markers=extra)
     if block.closing_overflow:
         last_occ = root.walk()[-1]
@@ -235,8 +260,12 @@ def attribute_overflow(block: TreeBlock, root: Occ) -> None:
             insert_hidden(last_occ, 0, None, markers=block.closing_overflow)
         else:
             siblings = last_occ.parent.children
-            insert_hidden(last_occ.parent, siblings.index(last_occ) + 1, last_occ,
-                           markers=block.closing_overflow)
+            insert_hidden(
+                last_occ.parent,
+                siblings.index(last_occ) + 1,
+                last_occ,
+                markers=block.closing_overflow,
+            )
 
 
 def unify(doc: TreeDocument, roots: list[Occ]) -> None:
@@ -266,8 +295,11 @@ def unify(doc: TreeDocument, roots: list[Occ]) -> None:
             return cand
         return None
 
-    group_roots = [r for r, b in zip(roots, doc.blocks, strict=True)
-                   if not b.is_region_block and r.line is not None]
+    group_roots = [
+        r
+        for r, b in zip(roots, doc.blocks, strict=True)
+        if not b.is_region_block and r.line is not None
+    ]
     if not doc.dialect.grouped:
         # One block per address space (before 7.0): address spaces sharing a root print
         # it again. Same name, place, owner and subtree: the same region.
@@ -276,9 +308,14 @@ def unify(doc: TreeDocument, roots: list[Occ]) -> None:
         for root in group_roots:
             assert root.line is not None
             alike = firsts.setdefault((root.line.name, root.start, shape[id(root)]), [])
-            same = next((g for g in alike
-                         if g.line is not None and g.line.ownership == root.line.ownership),
-                        None)
+            same = next(
+                (
+                    g
+                    for g in alike
+                    if g.line is not None and g.line.ownership == root.line.ownership
+                ),
+                None,
+            )
             if same is None:
                 alike.append(root)
                 kept.append(root)
@@ -300,9 +337,14 @@ def unify(doc: TreeDocument, roots: list[Occ]) -> None:
     for root, block in zip(roots, doc.blocks, strict=True):
         if not block.is_region_block or root.line is None:
             continue
-        match = next((g for g in roots_by_place.get((root.line.name, root.start,
-                                                      shape[id(root)]), ())
-                      if id(g.find()) not in used_by_blocks), None)
+        match = next(
+            (
+                g
+                for g in roots_by_place.get((root.line.name, root.start, shape[id(root)]), ())
+                if id(g.find()) not in used_by_blocks
+            ),
+            None,
+        )
         if match is None:
             match = nested_match(root, used_by_blocks)
         if match is not None:

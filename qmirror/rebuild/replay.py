@@ -59,8 +59,11 @@ class _Replay:
             fresh = id(rep) not in self.seen
             self.seen.add(id(rep))
             self.pos += 1
-            if occ.line is not None and occ.line.alias_target is not None \
-                    and rep.target_block is None:
+            if (
+                occ.line is not None
+                and occ.line.alias_target is not None
+                and rep.target_block is None
+            ):
                 self._bind(occ, rep, fresh)
             if fresh:
                 self.last_fresh = (occ, self.pos)
@@ -96,8 +99,13 @@ class _Replay:
             by_owner = self._by_owner(cands, line, rep)
             # Otherwise ties go to what is already queued, newest first: a new block is
             # taken only when it fits better (see _fit).
-            best = by_owner if by_owner is not None else max(
-                cands, key=lambda bi: (self._fit(bi, line, rep), self.queue_pos.get(bi, -1)))
+            best = (
+                by_owner
+                if by_owner is not None
+                else max(
+                    cands, key=lambda bi: (self._fit(bi, line, rep), self.queue_pos.get(bi, -1))
+                )
+            )
             fit = self._fit(best, line, rep)
             rep.target_choice = (len(cands), (fit[2], fit[4]))
             if best == new:
@@ -105,11 +113,20 @@ class _Replay:
             rep.target_block = best
             self.bound_names.setdefault(best, set()).add(line.name)
             return
-        later = next((k for k in range(nxt + 1, len(self.region_blocks))
-                      if self._name(self.region_blocks[k]) == name), None)
+        later = next(
+            (
+                k
+                for k in range(nxt + 1, len(self.region_blocks))
+                if self._name(self.region_blocks[k]) == name
+            ),
+            None,
+        )
         if later is None:
-            raise self.doc.error(f"alias target {name!r} has no 'memory-region: {name}' block "
-                                 "that could be its own", line.lineno, f"@{name} ")
+            raise self.doc.error(
+                f"alias target {name!r} has no 'memory-region: {name}' block that could be its own",
+                line.lineno,
+                f"@{name} ",
+            )
         self._stand_in(later, occ if fresh else None)
         self._claim(self.region_blocks[later])
         rep.target_block = self.region_blocks[later]
@@ -121,13 +138,22 @@ class _Replay:
             return None
         owned = self.queued_by_owner.get((alias.alias_target, alias.ownership), [])
         new = cands[-1] if cands and cands[-1] not in self.queue_pos else None
-        if new is not None and (t := self.roots[new].find().line) is not None \
-                and t.ownership == alias.ownership:
+        if (
+            new is not None
+            and (t := self.roots[new].find().line) is not None
+            and t.ownership == alias.ownership
+        ):
             owned = [*owned, new]
-        same = [bi for bi in owned
-                if (t := self.roots[bi].find().line) is not None
-                and (not self.doc.dialect.alias_target_word or t.alias_target is not None
-                     or t.type_word == alias.type_word)]
+        same = [
+            bi
+            for bi in owned
+            if (t := self.roots[bi].find().line) is not None
+            and (
+                not self.doc.dialect.alias_target_word
+                or t.alias_target is not None
+                or t.type_word == alias.type_word
+            )
+        ]
         if len(same) == 1 and not self._would_cycle(self.roots[same[0]].find(), rep):
             return same[0]
         return None
@@ -171,15 +197,19 @@ class _Replay:
         tline = target.line
         if tline is None:
             return (True, True, False, fresh_name, False)
-        type_ok = (not self.doc.dialect.alias_target_word or tline.alias_target is not None
-                   or tline.type_word == alias.type_word)
+        type_ok = (
+            not self.doc.dialect.alias_target_word
+            or tline.alias_target is not None
+            or tline.type_word == alias.type_word
+        )
         owner_ok = alias.ownership is not None and alias.ownership == tline.ownership
         block = self.doc.blocks[target.block]
         lines = subtree_lines(block, target)[1:]
         base = tline.start
         lo, hi = alias.alias_start, alias.alias_end
-        inside = any(lo <= ((ln.end - base) & MASK64) and ((ln.start - base) & MASK64) <= hi
-                     for ln in lines)
+        inside = any(
+            lo <= ((ln.end - base) & MASK64) and ((ln.start - base) & MASK64) <= hi for ln in lines
+        )
         return (True, type_ok, owner_ok, fresh_name, inside)
 
     def _stand_in(self, upto: int, before: Occ | None) -> None:
@@ -192,7 +222,9 @@ class _Replay:
                 raise ParseError(
                     f"'memory-region: {self._name(bi)}' is not the target of any alias "
                     "printed before it, although this text shows disabled regions",
-                    line=doc.blocks[bi].header_lineno, column=1)
+                    line=doc.blocks[bi].header_lineno,
+                    column=1,
+                )
             if before is not None and before.parent is not None:
                 parent = before.parent.find()
                 mine = before.find()
@@ -206,13 +238,15 @@ class _Replay:
                     at = parent.children.index(anchor) + 1
                     stand_in = insert_hidden(parent, at, anchor, target_block=bi)
                 else:
-                    stand_in = insert_hidden(anchor, len(anchor.children), None,
-                                              target_block=bi)
+                    stand_in = insert_hidden(anchor, len(anchor.children), None, target_block=bi)
                 self.last_fresh = (stand_in, self.pos)
             else:
                 raise ParseError(
                     f"'memory-region: {self._name(bi)}' comes earlier than any printing of "
-                    "this tree could queue it", line=doc.blocks[bi].header_lineno, column=1)
+                    "this tree could queue it",
+                    line=doc.blocks[bi].header_lineno,
+                    column=1,
+                )
             self._claim(bi)
 
 

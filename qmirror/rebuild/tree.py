@@ -104,8 +104,12 @@ def _make_machine(doc: TreeDocument, roots: list[Occ]) -> Machine:
         mr = regions[id(occ)]
         mr.alias = regions[id(roots[occ.target_block].find())]
         target = mr.alias
-        if (target.synthetic and target.kind is RegionKind.CONTAINER and occ.line is not None
-                and occ.line.type_word in KIND_OF_WORD):
+        if (
+            target.synthetic
+            and target.kind is RegionKind.CONTAINER
+            and occ.line is not None
+            and occ.line.type_word in KIND_OF_WORD
+        ):
             # Reliability fix (issue 6): a hidden (disabled) target prints no line, but
             # the alias's line carries its type word (§1.1): keep it for re-printing.
             target.kind = KIND_OF_WORD[occ.line.type_word]
@@ -114,10 +118,22 @@ def _make_machine(doc: TreeDocument, roots: list[Occ]) -> Machine:
             mr.facts.append(_READONLY_DEFAULT)
         if occ.target_choice is not None and occ.target_choice[0] > 1:
             n, (owner_ok, inside) = occ.target_choice
-            how = ("its owner" if owner_ok else "content inside the window" if inside
-                   else "the order QEMU queued them in")
-            mr.set_fact(Fact("G5", "alias target", mr.alias.label, Source.DEFAULT,
-                             f"{n} regions are named {mr.alias.label!r}; chosen by {how}"))
+            how = (
+                "its owner"
+                if owner_ok
+                else "content inside the window"
+                if inside
+                else "the order QEMU queued them in"
+            )
+            mr.set_fact(
+                Fact(
+                    "G5",
+                    "alias target",
+                    mr.alias.label,
+                    Source.DEFAULT,
+                    f"{n} regions are named {mr.alias.label!r}; chosen by {how}",
+                )
+            )
     machine = Machine()
     tree_order: list[MemoryRegion | None] = []
     for block, root in zip(doc.blocks, roots, strict=True):
@@ -128,9 +144,16 @@ def _make_machine(doc: TreeDocument, roots: list[Occ]) -> Machine:
         for name in _creation_order(block.names):
             machine.address_spaces.append(AddressSpace(name, mr))
     machine.tree_order = tree_order
-    machine.set_fact(Fact("G9", "address-space order", "as printed", Source.DEFAULT,
-                          "creation order is not printed: address spaces are kept in the "
-                          "order of their groups, names sorted"))
+    machine.set_fact(
+        Fact(
+            "G9",
+            "address-space order",
+            "as printed",
+            Source.DEFAULT,
+            "creation order is not printed: address spaces are kept in the "
+            "order of their groups, names sorted",
+        )
+    )
     # Containers come from the text's indentation, so they cannot loop; aliases can.
     machine.check(containers=False)
     return machine
@@ -169,10 +192,17 @@ def _note_overlaps(mr: MemoryRegion) -> None:
         reach, holder = kids[0].addr + kids[0].size, kids[0]
         for k in kids[1:]:
             if k.addr < reach and k.addr != holder.addr:
-                k.set_fact(Fact("G3", "order", f"above {holder.label}", Source.DEFAULT,
-                                f"overlaps {holder.label!r} at equal priority {prio}; which "
-                                "was added last is not printed: assume the one at the "
-                                "higher address"))
+                k.set_fact(
+                    Fact(
+                        "G3",
+                        "order",
+                        f"above {holder.label}",
+                        Source.DEFAULT,
+                        f"overlaps {holder.label!r} at equal priority {prio}; which "
+                        "was added last is not printed: assume the one at the "
+                        "higher address",
+                    )
+                )
             if k.addr + k.size > reach:
                 reach, holder = k.addr + k.size, k
 
@@ -184,15 +214,23 @@ def _region_for(occ: Occ, doc: TreeDocument) -> MemoryRegion:
     if line is None:
         # A hidden stand-in: disabled, so it never renders and prints nothing without -D.
         return MemoryRegion(
-            occ.name, RegionKind.ALIAS if occ.target_block is not None else RegionKind.CONTAINER,
-            min(occ.size, 1 << 64), addr=(occ.start - base) & MASK64, priority=occ.priority,
-            enabled=False, synthetic=True, hidden_overflow_markers=occ.markers)
+            occ.name,
+            RegionKind.ALIAS if occ.target_block is not None else RegionKind.CONTAINER,
+            min(occ.size, 1 << 64),
+            addr=(occ.start - base) & MASK64,
+            priority=occ.priority,
+            enabled=False,
+            synthetic=True,
+            hidden_overflow_markers=occ.markers,
+        )
     size = size_of(line)
-    if line.alias_target is not None and \
-            (line.alias_start + last(size)) & MASK64 != line.alias_end:
+    if line.alias_target is not None and (line.alias_start + last(size)) & MASK64 != line.alias_end:
         window = f"{hex16(line.alias_start)}-{hex16(line.alias_end)}"
-        raise doc.error(f"alias window {window} does not have the alias's size "
-                        f"({size:#x} bytes)", line.lineno, window)
+        raise doc.error(
+            f"alias window {window} does not have the alias's size ({size:#x} bytes)",
+            line.lineno,
+            window,
+        )
     if line.type_word in ACCESS_LETTERS:
         return _region_from_letters(occ, line, size, base)
     if line.alias_target is not None:
@@ -229,23 +267,42 @@ def _region_from_letters(occ: Occ, line: TreeLine, size: int, base: int) -> Memo
     mr.readonly = not writable and kind is not RegionKind.ROMD
     mr.facts = [f for f in mr.facts if f.gap != "G1"]
     if kind is RegionKind.ALIAS:
-        mr.set_fact(Fact("G2", "readonly", "yes" if mr.readonly else "no", Source.TEXT,
-                         f"access letters {line.type_word}"))
+        mr.set_fact(
+            Fact(
+                "G2",
+                "readonly",
+                "yes" if mr.readonly else "no",
+                Source.TEXT,
+                f"access letters {line.type_word}",
+            )
+        )
     elif readable and not _has_real_children(occ):
         what = "i/o" if writable else "rom"
-        mr.set_fact(Fact("G1", "kind", what, Source.DEFAULT,
-                         f"access letters {line.type_word} do not tell RAM from MMIO: "
-                         f"assume {what}"))
+        mr.set_fact(
+            Fact(
+                "G1",
+                "kind",
+                what,
+                Source.DEFAULT,
+                f"access letters {line.type_word} do not tell RAM from MMIO: assume {what}",
+            )
+        )
     return mr
 
 
-def _new_region(occ: Occ, line: TreeLine, kind: RegionKind, size: int,
-                base: int) -> MemoryRegion:
+def _new_region(occ: Occ, line: TreeLine, kind: RegionKind, size: int, base: int) -> MemoryRegion:
     mr = MemoryRegion(
-        line.name, kind, size, addr=(line.start - base) & MASK64, priority=line.priority,
-        enabled=not line.disabled, readonly=line.type_word == "rom",
-        nonvolatile=line.nonvolatile, alias_offset=line.alias_start,
-        ownership=line.ownership)
+        line.name,
+        kind,
+        size,
+        addr=(line.start - base) & MASK64,
+        priority=line.priority,
+        enabled=not line.disabled,
+        readonly=line.type_word == "rom",
+        nonvolatile=line.nonvolatile,
+        alias_offset=line.alias_start,
+        ownership=line.ownership,
+    )
     if kind in (RegionKind.CONTAINER, RegionKind.IO):
         mr.facts.append(_KIND_DEFAULT[kind, _has_real_children(occ)])
     if line.start == line.end:
@@ -255,13 +312,23 @@ def _new_region(occ: Occ, line: TreeLine, kind: RegionKind, size: int,
 
 # The default facts, one shared (frozen) object each rather than one per region.
 _KIND_DEFAULT: dict[tuple[RegionKind, bool], Fact] = {
-    (kind, kids): Fact("G1", "kind", kind.value, Source.DEFAULT,
-                       f"printed 'i/o' and {'has' if kids else 'has no'} subregions: "
-                       f"assume {kind.value}")
-    for kind in (RegionKind.CONTAINER, RegionKind.IO) for kids in (False, True)}
-_READONLY_DEFAULT = Fact("G2", "readonly", "no", Source.DEFAULT,
-                         "an alias's own read-only flag is not printed: assume writable")
-_SIZE_DEFAULT = Fact("G4", "size", "1", Source.DEFAULT,
-                     "printed X-X: sizes 0 and 1 look alike; assume 1 byte")
-
-
+    (kind, kids): Fact(
+        "G1",
+        "kind",
+        kind.value,
+        Source.DEFAULT,
+        f"printed 'i/o' and {'has' if kids else 'has no'} subregions: assume {kind.value}",
+    )
+    for kind in (RegionKind.CONTAINER, RegionKind.IO)
+    for kids in (False, True)
+}
+_READONLY_DEFAULT = Fact(
+    "G2",
+    "readonly",
+    "no",
+    Source.DEFAULT,
+    "an alias's own read-only flag is not printed: assume writable",
+)
+_SIZE_DEFAULT = Fact(
+    "G4", "size", "1", Source.DEFAULT, "printed X-X: sizes 0 and 1 look alike; assume 1 byte"
+)

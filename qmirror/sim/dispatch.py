@@ -53,6 +53,7 @@ from qmirror.text.grammar import hex16, last
 #: in the low bits of a page-aligned TLB entry).
 _SKIP_BITS = 6
 
+
 def levels_for(page_bits: int) -> int:
     """``P_L2_LEVELS``: radix-tree levels for a 64-bit space and this page size."""
     return (64 - page_bits - 1) // LEVEL_BITS + 1
@@ -124,8 +125,9 @@ class _Builder:
 
     def _add(self, section: Section) -> int:
         if len(self.sections) >= self.page:
-            raise ModelError(f"more than {self.page} dispatch sections: QEMU would abort "
-                             "(phys_section_add)")
+            raise ModelError(
+                f"more than {self.page} dispatch sections: QEMU would abort (phys_section_add)"
+            )
         self.sections.append(section)
         return len(self.sections) - 1
 
@@ -151,8 +153,9 @@ class _Builder:
     def _subpage(self, section: Section) -> None:
         base = section.start - section.start % self.page
         if base not in self.subpages:
-            container = self._add(Section(base, self.page, None, SectionKind.SUBPAGE,
-                                          section.range_index))
+            container = self._add(
+                Section(base, self.page, None, SectionKind.SUBPAGE, section.range_index)
+            )
             self.subpages[base] = container
             self._page_set(base >> self.page_bits, 1, container)
         # Which bytes of the page go to it is run-time detail the dump does not show.
@@ -166,8 +169,9 @@ class _Builder:
         todo = [index, count]
         self._set_level(self.root_cell, 0, todo, leaf, self.levels - 1)
 
-    def _set_level(self, cell: list[Entry], slot: int, todo: list[int], leaf: int,
-                   level: int) -> None:
+    def _set_level(
+        self, cell: list[Entry], slot: int, todo: list[int], leaf: int, level: int
+    ) -> None:
         skip, ptr = cell[slot]
         if skip == 0:
             raise ModelError("dispatch: a page range overlaps a mapped one (ranges overlap?)")
@@ -242,17 +246,23 @@ def dump_dispatch(d: Dispatch, *, region_ends: bool = False) -> DispatchDump:
     """
     sections = [
         DispatchSectionLine(
-            i, s.start, _printed_end(s, region_ends), s.name,
+            i,
+            s.start,
+            _printed_end(s, region_ends),
+            s.name,
             DISPATCH_LABELS[i] if i < len(DISPATCH_LABELS) else "",
             root=s.mr is not None and s.mr is d.root,
             iommu=s.mr is not None and s.mr.kind is RegionKind.IOMMU,
             # A FlatRange's region is never an alias, so ` alias=` never appears.
-            alias=None if s.mr is None or s.mr.alias is None else s.mr.alias.name or "noname")
-        for i, s in enumerate(d.sections)]
+            alias=None if s.mr is None or s.mr.alias is None else s.mr.alias.name or "noname",
+        )
+        for i, s in enumerate(d.sections)
+    ]
     skip, ptr = d.phys_map
     nodes = [DispatchNode(i, list(entry_runs(n))) for i, n in enumerate(d.nodes)]
-    return DispatchDump(sections, DispatchNodesLine(LEVEL_BITS, d.levels, ptr, skip), nodes,
-                        built=list(d.sections))
+    return DispatchDump(
+        sections, DispatchNodesLine(LEVEL_BITS, d.levels, ptr, skip), nodes, built=list(d.sections)
+    )
 
 
 def iommu_evidence(view: FlatView, qemu: DispatchDump) -> list[tuple[MemoryRegion, str]]:
@@ -272,8 +282,10 @@ def iommu_evidence(view: FlatView, qemu: DispatchDump) -> list[tuple[MemoryRegio
         mr = view.ranges[k].mr
         if mr.kind is RegionKind.IOMMU or (mr.name or "(noname)") != s.name or mr in found:
             continue
-        found[mr] = (mr, f"QEMU's -d marks section #{s.index} '{s.name}' at "
-                             f"{hex16(s.start)} [iommu]")
+        found[mr] = (
+            mr,
+            f"QEMU's -d marks section #{s.index} '{s.name}' at {hex16(s.start)} [iommu]",
+        )
     return list(found.values())
 
 
@@ -300,8 +312,11 @@ SECTION_FIELDS = ("start", "end", "name", "label", "root", "iommu", "alias")
 
 
 def _section_text(s: DispatchSectionLine) -> str:
-    return format_dispatch_section(DispatchSectionLine(
-        s.index, s.start, s.end, s.name, s.label, s.root, False, s.iommu, s.alias)).strip()
+    return format_dispatch_section(
+        DispatchSectionLine(
+            s.index, s.start, s.end, s.name, s.label, s.root, False, s.iommu, s.alias
+        )
+    ).strip()
 
 
 def _why(ours: DispatchDump, index: int) -> str:
@@ -337,19 +352,38 @@ def diff_dispatch(ours: DispatchDump, qemu: DispatchDump) -> list[DispatchDiff]:
         else:
             fields = [f for f in SECTION_FIELDS if getattr(o, f) != getattr(q, f)]
             if fields:
-                diffs.append(DispatchDiff(where, "changed", _section_text(q), _section_text(o),
-                                          f"{', '.join(fields)} differ; {_why(ours, i)}"))
+                diffs.append(
+                    DispatchDiff(
+                        where,
+                        "changed",
+                        _section_text(q),
+                        _section_text(o),
+                        f"{', '.join(fields)} differ; {_why(ours, i)}",
+                    )
+                )
     oh, qh = ours.nodes_line, qemu.nodes_line
     if (oh.bits, oh.levels, oh.ptr, oh.skip) != (qh.bits, qh.levels, qh.ptr, qh.skip):
-        diffs.append(DispatchDiff("nodes", "changed", format_dispatch_nodes(qh).strip(),
-                                  format_dispatch_nodes(oh).strip(), "the root entry differs"))
+        diffs.append(
+            DispatchDiff(
+                "nodes",
+                "changed",
+                format_dispatch_nodes(qh).strip(),
+                format_dispatch_nodes(oh).strip(),
+                "the root entry differs",
+            )
+        )
     for i in range(max(len(ours.nodes), len(qemu.nodes))):
         on = ours.nodes[i] if i < len(ours.nodes) else None
         qn = qemu.nodes[i] if i < len(qemu.nodes) else None
         if on is None or qn is None:
-            diffs.append(DispatchDiff(f"node [{i}]", "missing" if on is None else "extra",
-                                      None if qn is None else f"{len(qn.runs)} runs",
-                                      None if on is None else f"{len(on.runs)} runs"))
+            diffs.append(
+                DispatchDiff(
+                    f"node [{i}]",
+                    "missing" if on is None else "extra",
+                    None if qn is None else f"{len(qn.runs)} runs",
+                    None if on is None else f"{len(on.runs)} runs",
+                )
+            )
             continue
         oe, qe = on.entries(), qn.entries()
         j = 0
@@ -361,9 +395,13 @@ def diff_dispatch(ours: DispatchDump, qemu: DispatchDump) -> list[DispatchDiff]:
             while k + 1 < NODE_SIZE and oe[k + 1] == oe[j] and qe[k + 1] == qe[j]:
                 k += 1
             span = f"{j}" if k == j else f"{j}..{k}"
-            diffs.append(DispatchDiff(f"node [{i}] entries {span}", "changed",
-                                      _entry_text(*qe[j]), _entry_text(*oe[j])))
+            diffs.append(
+                DispatchDiff(
+                    f"node [{i}] entries {span}",
+                    "changed",
+                    _entry_text(*qe[j]),
+                    _entry_text(*oe[j]),
+                )
+            )
             j = k + 1
     return diffs
-
-

@@ -222,8 +222,13 @@ def gets_slot(r: FlatRange, *, readonly_mem: bool = True) -> bool:
     return _is_romd(r.mr) and readonly_mem
 
 
-def has_exact_slot(r: FlatRange, *, page_size: int = HOST_PAGE_SIZE,
-                   max_slot_size: int | None = None, readonly_mem: bool = True) -> bool:
+def has_exact_slot(
+    r: FlatRange,
+    *,
+    page_size: int = HOST_PAGE_SIZE,
+    max_slot_size: int | None = None,
+    readonly_mem: bool = True,
+) -> bool:
     """Whether ``kvm_lookup_matching_slot`` finds a slot for this range's extent.
 
     ``kvm_accel_has_memory`` looks for a slot with the range's start and size (capped
@@ -278,10 +283,15 @@ class KvmMemoryListener(MemoryListener):
         listener does not handle them (QEMU gives them to the ``as_id`` 0 one only).
     """
 
-    def __init__(self, as_id: int = 0, config: KvmConfig | None = None, *,
-                 calls: list[SlotCall] | None = None,
-                 ioeventfd_calls: list[IoeventfdCall] | None = None,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        as_id: int = 0,
+        config: KvmConfig | None = None,
+        *,
+        calls: list[SlotCall] | None = None,
+        ioeventfd_calls: list[IoeventfdCall] | None = None,
+        name: str | None = None,
+    ) -> None:
         super().__init__(priority=10)
         self.as_id = as_id
         self.config = config if config is not None else KvmConfig()
@@ -298,8 +308,11 @@ class KvmMemoryListener(MemoryListener):
 
     def table(self) -> list[KvmSlot]:
         """The occupied slots, by slot number."""
-        return [KvmSlot(self.as_id, s.slot, s.gpa, s.size, s.flags, s.mr, s.offset_in_region)
-                for s in self._slots if s.size]
+        return [
+            KvmSlot(self.as_id, s.slot, s.gpa, s.size, s.flags, s.mr, s.offset_in_region)
+            for s in self._slots
+            if s.size
+        ]
 
     def load(self, slots: Iterable[KvmSlot]) -> None:
         """Replace the table with ``slots`` (for example QEMU's, replayed from its trace),
@@ -335,10 +348,14 @@ class KvmMemoryListener(MemoryListener):
         """``kvm_set_user_memory_region``."""
         if s.size and not new and (s.flags ^ s.old_flags) & KVM_MEM_READONLY:
             # KVM cannot flip READONLY in place: delete first (QEMU does not trace this).
-            self.calls.append(SlotCall(self.as_id, s.slot, s.flags, s.gpa, 0, s.mr,
-                                       s.offset_in_region, traced=False))
-        self.calls.append(SlotCall(self.as_id, s.slot, s.flags, s.gpa, s.size, s.mr,
-                                   s.offset_in_region))
+            self.calls.append(
+                SlotCall(
+                    self.as_id, s.slot, s.flags, s.gpa, 0, s.mr, s.offset_in_region, traced=False
+                )
+            )
+        self.calls.append(
+            SlotCall(self.as_id, s.slot, s.flags, s.gpa, s.size, s.mr, s.offset_in_region)
+        )
         s.old_flags = s.flags
 
     def _chunks(self, start: int, size: int) -> Iterable[tuple[int, int]]:
@@ -362,8 +379,9 @@ class KvmMemoryListener(MemoryListener):
                 return  # MMIO: every access exits to QEMU
             if not mr.romd_mode:
                 add = False  # a ROM device in MMIO mode: take its slot away
-        start, size = align_section(section.offset_within_address_space, section.size,
-                                    cfg.page_size)
+        start, size = align_section(
+            section.offset_within_address_space, section.size, cfg.page_size
+        )
         if size == 0:
             return
         offset = section.offset_within_region + (start - section.offset_within_address_space)
@@ -388,14 +406,14 @@ class KvmMemoryListener(MemoryListener):
         mr = section.mr
         if mr is None:
             return
-        start, size = align_section(section.offset_within_address_space, section.size,
-                                    self.config.page_size)
+        start, size = align_section(
+            section.offset_within_address_space, section.size, self.config.page_size
+        )
         for gpa, n in self._chunks(start, size):
             s = self._lookup(gpa, n)
             if s is None:
                 return
-            s.flags = slot_flags(mr, section.dirty_log_mask,
-                                 readonly_mem=self.config.readonly_mem)
+            s.flags = slot_flags(mr, section.dirty_log_mask, readonly_mem=self.config.readonly_mem)
             if s.flags != s.old_flags:
                 self._ioctl(s, new=False)
 
@@ -417,15 +435,31 @@ class KvmMemoryListener(MemoryListener):
 
     def eventfd_add(self, section: Section, match_data: bool, data: int, notifier: int) -> None:
         if self.ioeventfd_calls is not None:
-            self.ioeventfd_calls.append(IoeventfdCall(
-                "mmio", section.offset_within_address_space, section.size, data, match_data,
-                True, notifier))
+            self.ioeventfd_calls.append(
+                IoeventfdCall(
+                    "mmio",
+                    section.offset_within_address_space,
+                    section.size,
+                    data,
+                    match_data,
+                    True,
+                    notifier,
+                )
+            )
 
     def eventfd_del(self, section: Section, match_data: bool, data: int, notifier: int) -> None:
         if self.ioeventfd_calls is not None:
-            self.ioeventfd_calls.append(IoeventfdCall(
-                "mmio", section.offset_within_address_space, section.size, data, match_data,
-                False, notifier))
+            self.ioeventfd_calls.append(
+                IoeventfdCall(
+                    "mmio",
+                    section.offset_within_address_space,
+                    section.size,
+                    data,
+                    match_data,
+                    False,
+                    notifier,
+                )
+            )
 
 
 class KvmIoListener(MemoryListener):
@@ -438,12 +472,30 @@ class KvmIoListener(MemoryListener):
         self.calls: list[IoeventfdCall] = calls if calls is not None else []
 
     def eventfd_add(self, section: Section, match_data: bool, data: int, notifier: int) -> None:
-        self.calls.append(IoeventfdCall("pio", section.offset_within_address_space,
-                                        section.size, data, match_data, True, notifier))
+        self.calls.append(
+            IoeventfdCall(
+                "pio",
+                section.offset_within_address_space,
+                section.size,
+                data,
+                match_data,
+                True,
+                notifier,
+            )
+        )
 
     def eventfd_del(self, section: Section, match_data: bool, data: int, notifier: int) -> None:
-        self.calls.append(IoeventfdCall("pio", section.offset_within_address_space,
-                                        section.size, data, match_data, False, notifier))
+        self.calls.append(
+            IoeventfdCall(
+                "pio",
+                section.offset_within_address_space,
+                section.size,
+                data,
+                match_data,
+                False,
+                notifier,
+            )
+        )
 
 
 class Kvm:
@@ -460,8 +512,9 @@ class Kvm:
         self.calls: list[SlotCall] = []
         #: Every ``KVM_IOEVENTFD``, MMIO and PIO, in order.
         self.ioeventfd_calls: list[IoeventfdCall] = []
-        self.memory = KvmMemoryListener(0, self.config, calls=self.calls,
-                                        ioeventfd_calls=self.ioeventfd_calls)
+        self.memory = KvmMemoryListener(
+            0, self.config, calls=self.calls, ioeventfd_calls=self.ioeventfd_calls
+        )
         self.smram = KvmMemoryListener(1, self.config, calls=self.calls)
         self.io = KvmIoListener(self.ioeventfd_calls)
 
@@ -496,8 +549,9 @@ def _first_by_name(address_spaces: Iterable[AddressSpace]) -> dict[str, AddressS
 def kvm_address_spaces(machine: Machine) -> list[tuple[int, AddressSpace]]:
     """``(as_id, address space)`` for each KVM address space the machine has."""
     by_name = _first_by_name(machine.address_spaces)
-    return [(as_id, by_name[name]) for as_id, name in enumerate(KVM_ADDRESS_SPACES)
-            if name in by_name]
+    return [
+        (as_id, by_name[name]) for as_id, name in enumerate(KVM_ADDRESS_SPACES) if name in by_name
+    ]
 
 
 # -- snapshots -------------------------------------------------------------------------
@@ -520,8 +574,13 @@ def predict_slots(machine: Machine, config: KvmConfig | None = None) -> list[Kvm
     return out
 
 
-def slot_calls_between(old: Machine, new: Machine, *, config: KvmConfig | None = None,
-                       before: Sequence[KvmSlot] | None = None) -> list[SlotCall]:
+def slot_calls_between(
+    old: Machine,
+    new: Machine,
+    *,
+    config: KvmConfig | None = None,
+    before: Sequence[KvmSlot] | None = None,
+) -> list[SlotCall]:
     """The ``KVM_SET_USER_MEMORY_REGION`` calls for the change from ``old`` to ``new``.
 
     QEMU's two topology passes between the two snapshots
@@ -564,8 +623,9 @@ def slot_calls(events: Iterable[TracedSlotCall | TracedIoeventfd]) -> list[Trace
     return [e for e in events if isinstance(e, TracedSlotCall)]
 
 
-def final_slots(calls: Iterable[TracedSlotCall | TracedIoeventfd],
-                start: Iterable[KvmSlot] = ()) -> list[KvmSlot]:
+def final_slots(
+    calls: Iterable[TracedSlotCall | TracedIoeventfd], start: Iterable[KvmSlot] = ()
+) -> list[KvmSlot]:
     """The slot table the calls leave behind (after ``start``), by ``(as_id, slot)``.
 
     A size-0 call frees its slot; any other call (re)defines it. Failed calls

@@ -68,8 +68,17 @@ class Section:
 
     @classmethod
     def of(cls, address_space: AddressSpace, r: FlatRange) -> Section:
-        return cls(address_space, r.mr, r.offset_in_region, r.start, r.size, r.readonly,
-                   r.nonvolatile, r.romd_mode, r.dirty_log_mask)
+        return cls(
+            address_space,
+            r.mr,
+            r.offset_in_region,
+            r.start,
+            r.size,
+            r.readonly,
+            r.nonvolatile,
+            r.romd_mode,
+            r.dirty_log_mask,
+        )
 
     @property
     def end(self) -> int:
@@ -146,8 +155,9 @@ class TopologyEvent:
         return r
 
 
-def topology_diff(old: Sequence[FlatRange], new: Sequence[FlatRange],
-                  same: SameRange = flatrange_equal) -> list[TopologyEvent]:
+def topology_diff(
+    old: Sequence[FlatRange], new: Sequence[FlatRange], same: SameRange = flatrange_equal
+) -> list[TopologyEvent]:
     """The events QEMU's two topology passes produce for ``old`` → ``new``.
 
     Pass 1 (deletions) walks both sorted lists and deletes every old range that is
@@ -162,8 +172,9 @@ def topology_diff(old: Sequence[FlatRange], new: Sequence[FlatRange],
         while i < len(old) or j < len(new):
             fo = old[i] if i < len(old) else None
             fn = new[j] if j < len(new) else None
-            if fo is not None and (fn is None or fo.start < fn.start
-                                   or (fo.start == fn.start and not same(fo, fn))):
+            if fo is not None and (
+                fn is None or fo.start < fn.start or (fo.start == fn.start and not same(fo, fn))
+            ):
                 if not adding:
                     events.append(TopologyEvent("del", None, fo))
                 i += 1
@@ -183,8 +194,9 @@ def topology_diff(old: Sequence[FlatRange], new: Sequence[FlatRange],
     return events
 
 
-def ioeventfd_diff(old: Sequence[IOEventFD], new: Sequence[IOEventFD]) -> Iterator[
-        tuple[str, IOEventFD]]:
+def ioeventfd_diff(
+    old: Sequence[IOEventFD], new: Sequence[IOEventFD]
+) -> Iterator[tuple[str, IOEventFD]]:
     """``address_space_add_del_ioeventfds``: a merge over both sorted lists."""
     i = j = 0
     while i < len(old) or j < len(new):
@@ -232,10 +244,15 @@ class Listeners:
     _global: list[_Registered] = field(default_factory=list)
     _by_as: dict[AddressSpace, list[_Registered]] = field(default_factory=dict)
 
-    def register(self, listener: MemoryListener, address_space: AddressSpace | None,
-                 current: Sequence[FlatRange] = (),
-                 ioeventfds: Sequence[IOEventFD] = (), *,
-                 global_dirty_log: bool = False) -> None:
+    def register(
+        self,
+        listener: MemoryListener,
+        address_space: AddressSpace | None,
+        current: Sequence[FlatRange] = (),
+        ioeventfds: Sequence[IOEventFD] = (),
+        *,
+        global_dirty_log: bool = False,
+    ) -> None:
         """``memory_listener_register``: insert after equal priorities, then replay.
 
         The new listener alone hears ``begin``, ``log_global_start`` if global dirty
@@ -257,12 +274,12 @@ class Listeners:
                 if r.dirty_log_mask:
                     listener.log_start(s, 0, r.dirty_log_mask)
             for fd in ioeventfds:
-                listener.eventfd_add(_fd_section(address_space, fd), fd.match_data, fd.data,
-                                     fd.notifier)
+                listener.eventfd_add(
+                    _fd_section(address_space, fd), fd.match_data, fd.data, fd.notifier
+                )
             listener.commit()
 
-    def unregister(self, listener: MemoryListener,
-                   current: Sequence[FlatRange] = ()) -> None:
+    def unregister(self, listener: MemoryListener, current: Sequence[FlatRange] = ()) -> None:
         """``memory_listener_unregister``: replay the removal of everything, then unlink.
 
         The ranges go in address order (``listener_del_address_space`` walks the view
@@ -287,17 +304,19 @@ class Listeners:
         return bool(self._by_as.get(address_space))
 
     def call_global(self, name: str, *, reverse: bool = False) -> None:
-        for entry in (reversed(self._global) if reverse else list(self._global)):
+        for entry in reversed(self._global) if reverse else list(self._global):
             getattr(entry.listener, name)()
 
-    def call(self, address_space: AddressSpace, name: str, *args: Any,
-             reverse: bool = False) -> None:
+    def call(
+        self, address_space: AddressSpace, name: str, *args: Any, reverse: bool = False
+    ) -> None:
         entries = self._by_as.get(address_space, [])
-        for entry in (reversed(entries) if reverse else list(entries)):
+        for entry in reversed(entries) if reverse else list(entries):
             getattr(entry.listener, name)(*args)
 
-    def deliver_topology(self, address_space: AddressSpace,
-                         events: Iterable[TopologyEvent]) -> None:
+    def deliver_topology(
+        self, address_space: AddressSpace, events: Iterable[TopologyEvent]
+    ) -> None:
         """Call the region callbacks of one address space for a topology diff."""
         for ev in events:
             r = ev.range
@@ -310,29 +329,44 @@ class Listeners:
                 self.call(address_space, "region_nop", s)
             elif ev.kind == "log_start":
                 assert ev.old is not None
-                self.call(address_space, "log_start", s, ev.old.dirty_log_mask,
-                          r.dirty_log_mask)
+                self.call(address_space, "log_start", s, ev.old.dirty_log_mask, r.dirty_log_mask)
             elif ev.kind == "log_stop":
                 assert ev.old is not None
-                self.call(address_space, "log_stop", s, ev.old.dirty_log_mask,
-                          r.dirty_log_mask, reverse=True)
+                self.call(
+                    address_space,
+                    "log_stop",
+                    s,
+                    ev.old.dirty_log_mask,
+                    r.dirty_log_mask,
+                    reverse=True,
+                )
 
-    def deliver_ioeventfds(self, address_space: AddressSpace, old: Sequence[IOEventFD],
-                           new: Sequence[IOEventFD]) -> None:
+    def deliver_ioeventfds(
+        self, address_space: AddressSpace, old: Sequence[IOEventFD], new: Sequence[IOEventFD]
+    ) -> None:
         """``address_space_add_del_ioeventfds``: del Forward, add Reverse (sic)."""
         for kind, fd in ioeventfd_diff(old, new):
             s = _fd_section(address_space, fd)
             if kind == "del":
                 self.call(address_space, "eventfd_del", s, fd.match_data, fd.data, fd.notifier)
             else:
-                self.call(address_space, "eventfd_add", s, fd.match_data, fd.data,
-                          fd.notifier, reverse=True)
+                self.call(
+                    address_space,
+                    "eventfd_add",
+                    s,
+                    fd.match_data,
+                    fd.data,
+                    fd.notifier,
+                    reverse=True,
+                )
 
-    def update(self, transitions: Sequence[tuple[AddressSpace, Sequence[FlatRange] | None,
-                                                 Sequence[FlatRange]]],
-               *, same: SameRange = flatrange_equal,
-               ioeventfds: Sequence[tuple[Sequence[IOEventFD], Sequence[IOEventFD]]] | None
-               = None) -> None:
+    def update(
+        self,
+        transitions: Sequence[tuple[AddressSpace, Sequence[FlatRange] | None, Sequence[FlatRange]]],
+        *,
+        same: SameRange = flatrange_equal,
+        ioeventfds: Sequence[tuple[Sequence[IOEventFD], Sequence[IOEventFD]]] | None = None,
+    ) -> None:
         """The listener side of one transaction commit with a memory update.
 
         :param transitions: per address space in creation order: (AS, old ranges or

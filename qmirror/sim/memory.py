@@ -101,8 +101,12 @@ def ioeventfd_equal(a: IOEventFD, b: IOEventFD) -> bool:
         return False
     if a.size == 0 or b.size == 0:
         return True
-    return (a.size == b.size and a.match_data == b.match_data
-            and (not a.match_data or a.data == b.data) and a.notifier == b.notifier)
+    return (
+        a.size == b.size
+        and a.match_data == b.match_data
+        and (not a.match_data or a.data == b.data)
+        and a.notifier == b.notifier
+    )
 
 
 class MemorySystem:
@@ -163,8 +167,7 @@ class MemorySystem:
         try:
             return self._current[address_space]
         except KeyError:
-            raise ModelError(f"{address_space!r} is not an address space of this "
-                             "system") from None
+            raise ModelError(f"{address_space!r} is not an address space of this system") from None
 
     def ioeventfds(self, address_space: AddressSpace) -> list[IOEventFD]:
         """The address space's current ioeventfds, absolute, in QEMU's list order."""
@@ -177,8 +180,7 @@ class MemorySystem:
 
     def machine(self) -> Machine:
         """The current state as a :class:`~qmirror.core.model.Machine` (shares the regions)."""
-        return Machine(address_spaces=list(self.address_spaces),
-                       accel="tcg" if self.tcg else None)
+        return Machine(address_spaces=list(self.address_spaces), accel="tcg" if self.tcg else None)
 
     def dirty_log_mask(self, mr: MemoryRegion) -> int:
         """``memory_region_get_dirty_log_mask``: the clients logging ``mr`` right now.
@@ -237,11 +239,11 @@ class MemorySystem:
         """``memory_region_init_iommu``."""
         return MemoryRegion(name, RegionKind.IOMMU, _size(size))
 
-    def init_alias(self, name: str | None, orig: MemoryRegion, offset: int,
-                   size: int) -> MemoryRegion:
+    def init_alias(
+        self, name: str | None, orig: MemoryRegion, offset: int, size: int
+    ) -> MemoryRegion:
         """``memory_region_init_alias``: ``size`` bytes of ``orig`` from ``offset``."""
-        return MemoryRegion(name, RegionKind.ALIAS, _size(size), alias=orig,
-                            alias_offset=offset)
+        return MemoryRegion(name, RegionKind.ALIAS, _size(size), alias=orig, alias_offset=offset)
 
     # -- transactions ----------------------------------------------------------------
 
@@ -284,8 +286,9 @@ class MemorySystem:
 
     # -- mapping -----------------------------------------------------------------------
 
-    def add_subregion(self, container: MemoryRegion, offset: int, subregion: MemoryRegion,
-                      *, priority: int = 0) -> None:
+    def add_subregion(
+        self, container: MemoryRegion, offset: int, subregion: MemoryRegion, *, priority: int = 0
+    ) -> None:
         """``memory_region_add_subregion`` (priority 0) or ``…_overlap`` (``priority``).
 
         Pending if the container and the subregion are both enabled (their own flags
@@ -295,20 +298,23 @@ class MemorySystem:
             a container cycle.
         """
         if subregion.container is not None:
-            raise ModelError(f"{subregion.label!r} is already mapped in "
-                             f"{subregion.container.label!r}")
+            raise ModelError(
+                f"{subregion.label!r} is already mapped in {subregion.container.label!r}"
+            )
         up: MemoryRegion | None = container
         while up is not None:
             if up is subregion:
-                raise ModelError(f"mapping {subregion.label!r} into {container.label!r} "
-                                 "makes a container cycle")
+                raise ModelError(
+                    f"mapping {subregion.label!r} into {container.label!r} makes a container cycle"
+                )
             up = up.container
         with self.transaction():
             container.add_subregion(subregion, offset, priority)
             self._memory_update_pending |= container.enabled and subregion.enabled
 
-    def add_subregion_overlap(self, container: MemoryRegion, offset: int,
-                              subregion: MemoryRegion, priority: int) -> None:
+    def add_subregion_overlap(
+        self, container: MemoryRegion, offset: int, subregion: MemoryRegion, priority: int
+    ) -> None:
         """``memory_region_add_subregion_overlap``."""
         self.add_subregion(container, offset, subregion, priority=priority)
 
@@ -410,8 +416,10 @@ class MemorySystem:
         :raise ModelError: another client, or more ``False`` than ``True``.
         """
         if client != DIRTY_MEMORY_VGA:
-            raise ModelError("set_log takes only the VGA client (CODE comes from TCG, "
-                             "MIGRATION from log_global_start)")
+            raise ModelError(
+                "set_log takes only the VGA client (CODE comes from TCG, "
+                "MIGRATION from log_global_start)"
+            )
         before = self._vga_logging.get(mr, 0)
         after = before + (1 if log else -1)
         if after < 0:
@@ -445,8 +453,9 @@ class MemorySystem:
 
     # -- ioeventfds --------------------------------------------------------------------
 
-    def add_eventfd(self, mr: MemoryRegion, addr: int, size: int, match_data: bool,
-                    data: int, notifier: int) -> None:
+    def add_eventfd(
+        self, mr: MemoryRegion, addr: int, size: int, match_data: bool, data: int, notifier: int
+    ) -> None:
         """``memory_region_add_eventfd``: kept sorted; pending (ioeventfds) if enabled.
 
         ``addr`` is region-relative. ``data`` is taken as already in the region's byte
@@ -455,13 +464,15 @@ class MemorySystem:
         fd = IOEventFD(addr, size, match_data, data, notifier)
         with self.transaction():
             fds = mr.ioeventfds
-            i = next((k for k, other in enumerate(fds) if fd.sort_key() < other.sort_key()),
-                     len(fds))
+            i = next(
+                (k for k, other in enumerate(fds) if fd.sort_key() < other.sort_key()), len(fds)
+            )
             fds.insert(i, fd)
             self._ioeventfd_update_pending |= mr.enabled
 
-    def del_eventfd(self, mr: MemoryRegion, addr: int, size: int, match_data: bool,
-                    data: int, notifier: int) -> None:
+    def del_eventfd(
+        self, mr: MemoryRegion, addr: int, size: int, match_data: bool, data: int, notifier: int
+    ) -> None:
         """``memory_region_del_eventfd``: removes the first entry :func:`ioeventfd_equal`
         to this one (size 0 on either side matches any entry at ``addr``).
 
@@ -471,8 +482,9 @@ class MemorySystem:
         fds = mr.ioeventfds
         i = next((k for k, other in enumerate(fds) if ioeventfd_equal(fd, other)), None)
         if i is None:
-            raise ModelError(f"{mr.label!r} has no ioeventfd at {addr:#x} size {size} "
-                             f"data {data:#x}")
+            raise ModelError(
+                f"{mr.label!r} has no ioeventfd at {addr:#x} size {size} data {data:#x}"
+            )
         with self.transaction():
             del fds[i]
             self._ioeventfd_update_pending |= mr.enabled
@@ -496,8 +508,9 @@ class MemorySystem:
         """
         self.flatview(address_space)
         if self.listeners.listening_on(address_space):
-            raise ModelError(f"unregister the listeners of {address_space.name!r} before "
-                             "destroying it")
+            raise ModelError(
+                f"unregister the listeners of {address_space.name!r} before destroying it"
+            )
         root = address_space.root
         with self.transaction():
             address_space.root = None
@@ -518,8 +531,7 @@ class MemorySystem:
 
     # -- listeners ---------------------------------------------------------------------
 
-    def register(self, listener: MemoryListener,
-                 address_space: AddressSpace | None = None) -> None:
+    def register(self, listener: MemoryListener, address_space: AddressSpace | None = None) -> None:
         """``memory_listener_register``, then the replay of the address space's current
         view to this listener alone (``begin``, ``log_global_start`` if tracking,
         ``region_add`` + ``log_start`` per range, ``commit``; no ioeventfds in 7.2).
@@ -532,8 +544,9 @@ class MemorySystem:
             raise ModelError(f"{listener.name!r} is already registered")
         current = self.flatview(address_space).ranges if address_space is not None else []
         self._listening[id(listener)] = address_space
-        self.listeners.register(listener, address_space, current,
-                                global_dirty_log=self._global_dirty_log)
+        self.listeners.register(
+            listener, address_space, current, global_dirty_log=self._global_dirty_log
+        )
 
     def unregister(self, listener: MemoryListener) -> None:
         """``memory_listener_unregister``: replays the removal of the current view."""

@@ -36,11 +36,17 @@ def address_space_keys(machine: Machine) -> list[tuple[ASKey, AddressSpace]]:
 
 def same_by_value(a: FlatRange, b: FlatRange) -> bool:
     """``flatrange_equal`` across two readings: the region by name and owner."""
-    return (a.start == b.start and a.size == b.size
-            and a.offset_in_region == b.offset_in_region and a.readonly == b.readonly
-            and a.nonvolatile == b.nonvolatile and a.romd_mode == b.romd_mode
-            and a.mr.label == b.mr.label and a.mr.ownership == b.mr.ownership
-            and a.mr.kind == b.mr.kind)
+    return (
+        a.start == b.start
+        and a.size == b.size
+        and a.offset_in_region == b.offset_in_region
+        and a.readonly == b.readonly
+        and a.nonvolatile == b.nonvolatile
+        and a.romd_mode == b.romd_mode
+        and a.mr.label == b.mr.label
+        and a.mr.ownership == b.mr.ownership
+        and a.mr.kind == b.mr.kind
+    )
 
 
 @dataclass(slots=True)
@@ -59,8 +65,9 @@ class Transition:
         return any(ev.kind != "nop" for ev in self.events)
 
 
-def views_by_address_space(machine: Machine, views: Sequence[FlatView] | None = None
-                           ) -> dict[AddressSpace, FlatView]:
+def views_by_address_space(
+    machine: Machine, views: Sequence[FlatView] | None = None
+) -> dict[AddressSpace, FlatView]:
     """Map each address space to its rendered FlatView."""
     if views is None:
         views = render_machine(machine)
@@ -68,9 +75,12 @@ def views_by_address_space(machine: Machine, views: Sequence[FlatView] | None = 
     return {a: by_root[flatview_root(a.root)] for a in machine.address_spaces}
 
 
-def transitions(old: Machine | None, new: Machine,
-                old_views: Sequence[FlatView] | None = None,
-                new_views: Sequence[FlatView] | None = None) -> list[Transition]:
+def transitions(
+    old: Machine | None,
+    new: Machine,
+    old_views: Sequence[FlatView] | None = None,
+    new_views: Sequence[FlatView] | None = None,
+) -> list[Transition]:
     """Per address space (in the new reading's creation order, then those that went
     away), the events of QEMU's two topology passes from ``old`` to ``new``.
 
@@ -85,10 +95,14 @@ def transitions(old: Machine | None, new: Machine,
         prev = old_by_key.pop(key, None)
         before = old_map[prev].ranges if prev is not None else []
         after = new_map[a].ranges
-        out.append(Transition(key, prev, a, list(before), list(after),
-                              topology_diff(before, after, same_by_value)))
+        out.append(
+            Transition(
+                key, prev, a, list(before), list(after), topology_diff(before, after, same_by_value)
+            )
+        )
     for key, prev in old_by_key.items():
         before = old_map[prev].ranges
-        out.append(Transition(key, prev, None, list(before), [],
-                              topology_diff(before, [], same_by_value)))
+        out.append(
+            Transition(key, prev, None, list(before), [], topology_diff(before, [], same_by_value))
+        )
     return out

@@ -85,11 +85,29 @@ class Dialect:
 
 
 # Oldest first. Each entry changes only what its version changed.
-_V1_3 = Dialect("1.3", (1, 3), prefixed_headers=False, root_level=0, blank_lines=False,
-                access_letters=True, alias_target_word=False, disabled="skipped",
-                grouped=False, overflow_before_indent=False, flat=None, accel_word=None)
-_V2_4 = replace(_V1_3, name="2.4", since=(2, 4), prefixed_headers=True, root_level=1,
-                blank_lines=True, disabled="shown")
+_V1_3 = Dialect(
+    "1.3",
+    (1, 3),
+    prefixed_headers=False,
+    root_level=0,
+    blank_lines=False,
+    access_letters=True,
+    alias_target_word=False,
+    disabled="skipped",
+    grouped=False,
+    overflow_before_indent=False,
+    flat=None,
+    accel_word=None,
+)
+_V2_4 = replace(
+    _V1_3,
+    name="2.4",
+    since=(2, 4),
+    prefixed_headers=True,
+    root_level=1,
+    blank_lines=True,
+    disabled="shown",
+)
 _V2_9 = replace(_V2_4, name="2.9", since=(2, 9), access_letters=False, flat="per-as")
 _V2_11 = replace(_V2_9, name="2.11", since=(2, 11), flat="flatview")
 _V4_1 = replace(_V2_11, name="4.1", since=(4, 1), accel_word="kvm")
@@ -98,8 +116,7 @@ _V5_1 = replace(_V5_0, name="5.1", since=(5, 1), disabled="hidden", overflow_bef
 _V7_0 = replace(_V5_1, name="7.0", since=(7, 0), grouped=True)
 _V11_0 = replace(_V7_0, name="11.0", since=(11, 0), container_word=True)
 
-DIALECTS: tuple[Dialect, ...] = (_V1_3, _V2_4, _V2_9, _V2_11, _V4_1, _V5_0, _V5_1, _V7_0,
-                                 _V11_0)
+DIALECTS: tuple[Dialect, ...] = (_V1_3, _V2_4, _V2_9, _V2_11, _V4_1, _V5_0, _V5_1, _V7_0, _V11_0)
 #: What QEMU 7.2 (Debian 12, the reference build) prints.
 QEMU_7_2 = _V7_0
 DEFAULT = QEMU_7_2
@@ -140,8 +157,6 @@ class Detection:
 
     def __str__(self) -> str:
         return f"{self.dialect} ({'; '.join(self.evidence) or 'no distinguishing evidence'})"
-
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,9 +219,14 @@ def detect_flat(lines: list[str]) -> Detection:
     ``-d`` dumps, how section ends are printed)."""
     found = _detect_flat_layout(lines)
     if _region_sized_section_ends(lines):
-        return Detection(replace(found.dialect, dispatch_region_ends=True),
-                         (*found.evidence, "dispatch sections ending past their FlatRange "
-                          "(ends printed from the region's size)"))
+        return Detection(
+            replace(found.dialect, dispatch_region_ends=True),
+            (
+                *found.evidence,
+                "dispatch sections ending past their FlatRange "
+                "(ends printed from the region's size)",
+            ),
+        )
     return found
 
 
@@ -240,7 +260,7 @@ def _region_sized_section_ends(lines: list[str]) -> bool:
             ranges.append((int(r[1], 16), int(r[2], 16)))
             continue
         m = _SECTION_LINE.match(ln)
-        if m is None or ln[m.start(3):].startswith("(noname)"):
+        if m is None or ln[m.start(3) :].startswith("(noname)"):
             continue
         start, end = int(m[1], 16), int(m[2], 16)
         if any(lo <= start <= hi < end for lo, hi in ranges):

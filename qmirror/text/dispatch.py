@@ -114,10 +114,16 @@ def parse_dispatch(lines: Sequence[str], lineno: int = 1) -> DispatchDump:
     def expect(i: int, text: str) -> None:
         if line_at(i) != text:
             got = line_at(i)
-            col = next((k for k, (a, b) in enumerate(zip(got, text, strict=False)) if a != b),
-                       min(len(got), len(text)))
-            raise ParseError(f"expected {text.strip()!r}" + ("" if i < n else ", found the end"),
-                             line=lineno + i, column=col + 1, source_line=got)
+            col = next(
+                (k for k, (a, b) in enumerate(zip(got, text, strict=False)) if a != b),
+                min(len(got), len(text)),
+            )
+            raise ParseError(
+                f"expected {text.strip()!r}" + ("" if i < n else ", found the end"),
+                line=lineno + i,
+                column=col + 1,
+                source_line=got,
+            )
 
     expect(0, DISPATCH_HEAD)
     expect(1, DISPATCH_SECTIONS_HEAD)
@@ -127,36 +133,49 @@ def parse_dispatch(lines: Sequence[str], lineno: int = 1) -> DispatchDump:
         sections.append(parse_dispatch_section(lines[i], lineno + i, len(sections)))
         i += 1
     if not sections:
-        raise ParseError("expected section #0", line=lineno + i, column=1,
-                         source_line=line_at(i))
+        raise ParseError("expected section #0", line=lineno + i, column=1, source_line=line_at(i))
     if i >= n:
-        raise ParseError("expected the 'Nodes (...)' line after the sections",
-                         line=lineno + i, column=1)
+        raise ParseError(
+            "expected the 'Nodes (...)' line after the sections", line=lineno + i, column=1
+        )
     head = parse_dispatch_nodes(lines[i], lineno + i)
     i += 1
     nodes: list[DispatchNode] = []
     while i < n:
         index = parse_dispatch_node(lines[i], lineno + i)
         if index != len(nodes):
-            raise ParseError(f"expected node [{len(nodes)}]", line=lineno + i, column=8,
-                             source_line=lines[i])
+            raise ParseError(
+                f"expected node [{len(nodes)}]", line=lineno + i, column=8, source_line=lines[i]
+            )
         node = DispatchNode(index, [], lineno + i)
         i += 1
         while i < n and lines[i].startswith("\t"):
             run = parse_dispatch_entry(lines[i], lineno + i)
             expected = node.runs[-1].last + 1 if node.runs else 0
             if expected == NODE_SIZE:
-                raise ParseError(f"expected a node line '      [{index + 1}]' after the "
-                                 f"{NODE_SIZE} entries of node [{index}]", line=lineno + i,
-                                 column=1, source_line=lines[i])
+                raise ParseError(
+                    f"expected a node line '      [{index + 1}]' after the "
+                    f"{NODE_SIZE} entries of node [{index}]",
+                    line=lineno + i,
+                    column=1,
+                    source_line=lines[i],
+                )
             if run.first != expected or run.last < run.first:
-                raise ParseError(f"expected the run of node [{index}] that starts at entry "
-                                 f"{expected}", line=lineno + i, column=2, source_line=lines[i])
+                raise ParseError(
+                    f"expected the run of node [{index}] that starts at entry {expected}",
+                    line=lineno + i,
+                    column=2,
+                    source_line=lines[i],
+                )
             node.runs.append(run)
             i += 1
         if not node.runs or node.runs[-1].last != NODE_SIZE - 1:
-            raise ParseError(f"node [{index}] ends before entry {NODE_SIZE - 1}",
-                             line=lineno + i, column=1, source_line=line_at(i))
+            raise ParseError(
+                f"node [{index}] ends before entry {NODE_SIZE - 1}",
+                line=lineno + i,
+                column=1,
+                source_line=line_at(i),
+            )
         nodes.append(node)
     return DispatchDump(sections, head, nodes, lineno)
 
@@ -173,8 +192,12 @@ def subpage_sizes(dumps: Sequence[DispatchDump]) -> Counter[int]:
     for dump in dumps:
         for a, b in zip(dump.sections[1:], dump.sections[2:], strict=False):
             size = a.end - a.start + 1
-            if (a.name == "(noname)" and size & (size - 1) == 0 and a.start % size == 0
-                    and a.start <= b.start <= a.end):
+            if (
+                a.name == "(noname)"
+                and size & (size - 1) == 0
+                and a.start % size == 0
+                and a.start <= b.start <= a.end
+            ):
                 sizes[size] += 1
     return sizes
 

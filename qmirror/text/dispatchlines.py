@@ -104,17 +104,21 @@ class DispatchEntryLine:
 
 def format_dispatch_section(line: DispatchSectionLine) -> str:
     """One section line of the dispatch dump, without the line ending."""
-    text = (f"      #{line.index} @{hex16(line.start)}..{hex16(line.end)} {line.name}"
-            f"{line.label}{' [ROOT]' if line.root else ''}{' [MRU]' if line.mru else ''}"
-            f"{' [iommu]' if line.iommu else ''}")
+    text = (
+        f"      #{line.index} @{hex16(line.start)}..{hex16(line.end)} {line.name}"
+        f"{line.label}{' [ROOT]' if line.root else ''}{' [MRU]' if line.mru else ''}"
+        f"{' [iommu]' if line.iommu else ''}"
+    )
     if line.alias is not None:
         text += f" alias={line.alias}"
     return text
 
 
 def format_dispatch_nodes(line: DispatchNodesLine) -> str:
-    return (f"    Nodes ({line.bits} bits per level, {line.levels} levels) "
-            f"ptr=[{line.ptr}] skip={line.skip}")
+    return (
+        f"    Nodes ({line.bits} bits per level, {line.levels} levels) "
+        f"ptr=[{line.ptr}] skip={line.skip}"
+    )
 
 
 def format_dispatch_node(index: int) -> str:
@@ -140,15 +144,19 @@ def _same_as_printed(text: str, printed: str, lineno: int, what: str) -> None:
     """Reject a line whose fields parse but whose spelling is not QEMU's."""
     if text == printed:
         return
-    col = next((i for i, (a, b) in enumerate(zip(text, printed, strict=False)) if a != b),
-               min(len(text), len(printed)))
+    col = next(
+        (i for i, (a, b) in enumerate(zip(text, printed, strict=False)) if a != b),
+        min(len(text), len(printed)),
+    )
     want = repr(printed[col]) if col < len(printed) else "end of line"
-    raise ParseError(f"{what}: QEMU prints {want} here", line=lineno, column=col + 1,
-                     source_line=text)
+    raise ParseError(
+        f"{what}: QEMU prints {want} here", line=lineno, column=col + 1, source_line=text
+    )
 
 
-def parse_dispatch_section(text: str, lineno: int,
-                           expected_index: int | None = None) -> DispatchSectionLine:
+def parse_dispatch_section(
+    text: str, lineno: int, expected_index: int | None = None
+) -> DispatchSectionLine:
     """Parse a section line; the label must be the one QEMU prints for its index.
 
     :param expected_index: the index this line must have (sections come in order).
@@ -159,12 +167,17 @@ def parse_dispatch_section(text: str, lineno: int,
     if m is None:
         if not text.startswith("      #"):
             raise expect_at(text, 0, lineno, "a section line '      #N @START..END NAME'")
-        raise ParseError("expected '#N @START..END NAME' with 16-digit lower-case hex "
-                         "addresses", line=lineno, column=8, source_line=text)
+        raise ParseError(
+            "expected '#N @START..END NAME' with 16-digit lower-case hex addresses",
+            line=lineno,
+            column=8,
+            source_line=text,
+        )
     index = int(m["index"])
     if expected_index is not None and index != expected_index:
-        raise ParseError(f"expected section #{expected_index}", line=lineno, column=8,
-                         source_line=text)
+        raise ParseError(
+            f"expected section #{expected_index}", line=lineno, column=8, source_line=text
+        )
     t = _DISPATCH_SECTION_TAIL.match(m["rest"])
     assert t is not None  # every part is optional
     name, label = t["name"], t["label"] or ""
@@ -174,13 +187,26 @@ def parse_dispatch_section(text: str, lineno: int,
             name, label = name + label, ""  # a name that happens to end like a label
         else:
             col = m.start("rest") + len(name) + 1
-            raise ParseError(f"QEMU labels section #{index} '{expected.strip()}'",
-                             line=lineno, column=col, source_line=text)
+            raise ParseError(
+                f"QEMU labels section #{index} '{expected.strip()}'",
+                line=lineno,
+                column=col,
+                source_line=text,
+            )
     if not name:
         raise expect_at(text, m.start("rest"), lineno, "the section's region name")
-    line = DispatchSectionLine(index, int(m["start"], 16), int(m["end"], 16), name, label,
-                               t["root"] is not None, t["mru"] is not None,
-                               t["iommu"] is not None, t["alias"], lineno)
+    line = DispatchSectionLine(
+        index,
+        int(m["start"], 16),
+        int(m["end"], 16),
+        name,
+        label,
+        t["root"] is not None,
+        t["mru"] is not None,
+        t["iommu"] is not None,
+        t["alias"],
+        lineno,
+    )
     _same_as_printed(text, format_dispatch_section(line), lineno, "section line")
     return line
 
@@ -189,10 +215,15 @@ def parse_dispatch_nodes(text: str, lineno: int) -> DispatchNodesLine:
     """Parse ``    Nodes (9 bits per level, 6 levels) ptr=[3] skip=4``."""
     m = _DISPATCH_NODES.match(text)
     if m is None:
-        raise ParseError("expected '    Nodes (B bits per level, L levels) ptr=[P] skip=S'",
-                         line=lineno, column=1, source_line=text)
-    line = DispatchNodesLine(int(m["bits"]), int(m["levels"]), int(m["ptr"]), int(m["skip"]),
-                             lineno)
+        raise ParseError(
+            "expected '    Nodes (B bits per level, L levels) ptr=[P] skip=S'",
+            line=lineno,
+            column=1,
+            source_line=text,
+        )
+    line = DispatchNodesLine(
+        int(m["bits"]), int(m["levels"]), int(m["ptr"]), int(m["skip"]), lineno
+    )
     _same_as_printed(text, format_dispatch_nodes(line), lineno, "nodes line")
     return line
 
@@ -201,8 +232,9 @@ def parse_dispatch_node(text: str, lineno: int) -> int:
     """Parse ``      [N]`` and return ``N``."""
     m = _DISPATCH_NODE.match(text)
     if m is None:
-        raise ParseError("expected a node line '      [N]'", line=lineno, column=1,
-                         source_line=text)
+        raise ParseError(
+            "expected a node line '      [N]'", line=lineno, column=1, source_line=text
+        )
     index = int(m["index"])
     _same_as_printed(text, format_dispatch_node(index), lineno, "node line")
     return index
@@ -214,8 +246,12 @@ def parse_dispatch_entry(text: str, lineno: int) -> DispatchEntryLine:
     if m is None:
         if not text.startswith("\t"):
             raise expect_at(text, 0, lineno, "a tab (an entry line of a node)")
-        raise ParseError("expected an entry line 'FIRST[..LAST]  skip=S  ptr=NIL|#S|[N]'",
-                         line=lineno, column=2, source_line=text)
+        raise ParseError(
+            "expected an entry line 'FIRST[..LAST]  skip=S  ptr=NIL|#S|[N]'",
+            line=lineno,
+            column=2,
+            source_line=text,
+        )
     first = int(m["first"])
     last = int(m["last"]) if m["last"] is not None else first
     skip = int(m["skip"])
@@ -225,11 +261,19 @@ def parse_dispatch_entry(text: str, lineno: int) -> DispatchEntryLine:
         ptr = int(m["section"] if m["section"] is not None else m["node"])
         if (m["section"] is not None) != (skip == 0):
             col = m.start("section" if m["section"] is not None else "node")
-            raise ParseError("QEMU prints '#S' for skip=0 (a section) and '[N]' otherwise",
-                             line=lineno, column=col, source_line=text)
+            raise ParseError(
+                "QEMU prints '#S' for skip=0 (a section) and '[N]' otherwise",
+                line=lineno,
+                column=col,
+                source_line=text,
+            )
     line = DispatchEntryLine(first, last, skip, ptr, lineno)
     if m["last"] is not None and last == first:
-        raise ParseError("a run of one entry is printed without '..'", line=lineno,
-                         column=m.start("last") - 1, source_line=text)
+        raise ParseError(
+            "a run of one entry is printed without '..'",
+            line=lineno,
+            column=m.start("last") - 1,
+            source_line=text,
+        )
     _same_as_printed(text, format_dispatch_entry(line), lineno, "entry line")
     return line

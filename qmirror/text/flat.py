@@ -90,8 +90,9 @@ class FlatDocument:
         return self.paste is not None and self.paste.partial
 
 
-def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | None = None,
-               lenient: bool = False) -> FlatDocument:
+def parse_flat(
+    text: str, *, filename: str | None = None, dialect: Dialect | None = None, lenient: bool = False
+) -> FlatDocument:
     """Parse ``info mtree -f [-d] [-o]`` output.
 
     :param dialect: the QEMU dialect (found from the text when ``None``).
@@ -111,10 +112,10 @@ def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | Non
         try:
             doc = parse_flat(fixed.text, filename=filename, dialect=dialect)
         except ParseError as err:
-            return forgiving_flat(text, filename=filename, dialect=dialect,
-                                  error=remap_error(err, fixed, text))
-        if not doc.views or len(_RANGE_LIKE.findall(fixed.text)) < len(
-                _RANGE_LIKE.findall(text)):
+            return forgiving_flat(
+                text, filename=filename, dialect=dialect, error=remap_error(err, fixed, text)
+            )
+        if not doc.views or len(_RANGE_LIKE.findall(fixed.text)) < len(_RANGE_LIKE.findall(text)):
             # Empty, or the repair lost range lines: the forgiving reader keeps them.
             return forgiving_flat(text, filename=filename, dialect=dialect)
         doc.repairs = fixed.repairs
@@ -131,8 +132,7 @@ def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | Non
 
     def fail(reason: str, at: int, column: int = 1) -> ParseError:
         src = lines[at] if at < n else ""
-        return ParseError(reason, line=at + 1, column=column, source_line=src,
-                          filename=filename)
+        return ParseError(reason, line=at + 1, column=column, source_line=src, filename=filename)
 
     try:
         while i < n:
@@ -140,19 +140,23 @@ def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | Non
             # Reliability fix (issue 6): ASCII digits, and few enough for int() ("²" is
             # isdigit(), and int() refuses more than 4300 digits).
             number = line[10:]
-            if (not line.startswith(FLATVIEW_HEADER) or not number.isascii()
-                    or not number.isdigit() or len(number) > 9):
+            if (
+                not line.startswith(FLATVIEW_HEADER)
+                or not number.isascii()
+                or not number.isdigit()
+                or len(number) > 9
+            ):
                 raise fail("expected 'FlatView #N'", i)
             block = FlatViewBlock(int(line[10:]), [], None, [], lineno=i + 1)
             i += 1
-            while i < n and lines[i].startswith(" AS \""):
+            while i < n and lines[i].startswith(' AS "'):
                 block.address_spaces.append(parse_as_line(lines[i], i + 1))
                 i += 1
             if not block.address_spaces:
                 raise fail("expected ' AS \"NAME\", root: ROOT' after 'FlatView #N'", i)
             if i >= n or not lines[i].startswith(ROOT_PREFIX):
                 raise fail(f"expected '{ROOT_PREFIX.strip()} NAME'", i)
-            root = lines[i][len(ROOT_PREFIX):]
+            root = lines[i][len(ROOT_PREFIX) :]
             block.root = None if root == "(none)" else root
             i += 1
             if i < n and lines[i] == NO_FLATVIEW:
@@ -165,8 +169,7 @@ def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | Non
                     raise fail(f"expected range lines or '{NO_FLATVIEW.strip()}'", i)
                 while i < n and lines[i] != "":
                     if not lines[i].startswith(("  Dispatch", "    ", "\t")):
-                        raise fail("expected a range line, the dispatch dump or a blank line",
-                                   i)
+                        raise fail("expected a range line, the dispatch dump or a blank line", i)
                     block.dispatch.append(lines[i])
                     i += 1
                 if block.dispatch:
@@ -183,8 +186,13 @@ def parse_flat(text: str, *, filename: str | None = None, dialect: Dialect | Non
     return FlatDocument(views, eol, final_eol, owners, dia)
 
 
-def forgiving_flat(text: str, *, filename: str | None = None, dialect: Dialect | None = None,
-                   error: ParseError | None = None) -> FlatDocument:
+def forgiving_flat(
+    text: str,
+    *,
+    filename: str | None = None,
+    dialect: Dialect | None = None,
+    error: ParseError | None = None,
+) -> FlatDocument:
     """Read the flat text of a paste with the forgiving reader (:mod:`qmirror.text.forgiving`).
 
     :param error: what the strict reading said, raised if the forgiving one fails too.
@@ -201,9 +209,15 @@ def forgiving_flat(text: str, *, filename: str | None = None, dialect: Dialect |
     fixed = Repaired(sec.text(), list(paste.repairs), list(sec.origin))
     others = [s.span for s in paste.sections if s.kind == "flat" and s is not sec]
     if others:
-        fixed.repairs = [*fixed.repairs, Repair(sec.span[0], "the paste holds "
-                         f"{len(others) + 1} flat texts: lines {sec.span[0]}–{sec.span[1]} "
-                         "read (the longest)")]
+        fixed.repairs = [
+            *fixed.repairs,
+            Repair(
+                sec.span[0],
+                "the paste holds "
+                f"{len(others) + 1} flat texts: lines {sec.span[0]}–{sec.span[1]} "
+                "read (the longest)",
+            ),
+        ]
     try:
         doc = parse_flat(fixed.text, filename=filename, dialect=dialect)
     except ParseError as err:
@@ -215,8 +229,9 @@ def forgiving_flat(text: str, *, filename: str | None = None, dialect: Dialect |
     return doc
 
 
-def _parse_per_as(lines: list[str], eol: str, final_eol: bool, dia: Dialect,
-                  filename: str | None) -> FlatDocument:
+def _parse_per_as(
+    lines: list[str], eol: str, final_eol: bool, dia: Dialect, filename: str | None
+) -> FlatDocument:
     """QEMU 2.9/2.10: ``address-space (flat view): NAME`` then its ranges, per AS."""
     ranges = [ln for ln in lines if ln.startswith("  ") and is_region_line(ln)]
     owners = bool(ranges) and all(has_owner_suffix(ln) for ln in ranges)
@@ -225,9 +240,14 @@ def _parse_per_as(lines: list[str], eol: str, final_eol: bool, dia: Dialect,
     while i < n:
         line = lines[i]
         if not line.startswith(FLAT_AS_HEADER):
-            raise ParseError(f"expected '{FLAT_AS_HEADER}NAME'", line=i + 1, column=1,
-                             source_line=line, filename=filename)
-        name = line[len(FLAT_AS_HEADER):]
+            raise ParseError(
+                f"expected '{FLAT_AS_HEADER}NAME'",
+                line=i + 1,
+                column=1,
+                source_line=line,
+                filename=filename,
+            )
+        name = line[len(FLAT_AS_HEADER) :]
         block = FlatViewBlock(len(views), [ASLine(name, "", None)], None, [], lineno=i + 1)
         i += 1
         if i < n and lines[i] == _no_view_for(name):
@@ -237,9 +257,13 @@ def _parse_per_as(lines: list[str], eol: str, final_eol: bool, dia: Dialect,
                 block.ranges.append(parse_flat_range(lines[i], i + 1, owners=owners))
                 i += 1
         if i >= n or lines[i] != "":
-            raise ParseError("expected a range line or the blank line that ends the block",
-                             line=i + 1, column=1, source_line=lines[i] if i < n else "",
-                             filename=filename)
+            raise ParseError(
+                "expected a range line or the blank line that ends the block",
+                line=i + 1,
+                column=1,
+                source_line=lines[i] if i < n else "",
+                filename=filename,
+            )
         i += 1
         views.append(block)
     return FlatDocument(views, eol, final_eol, owners, dia)
@@ -275,10 +299,20 @@ def print_flat(doc: FlatDocument) -> str:
 
 
 def _range_lines(v: FlatViewBlock, doc: FlatDocument) -> list[str]:
-    return [format_flat_range(
-        start=r.start, end=r.end, priority=r.priority, nonvolatile=r.nonvolatile,
-        type_word=r.type_word, name=r.name, offset=r.offset,
-        ownership=r.ownership if doc.owners else None, accel=r.accel) for r in v.ranges]
+    return [
+        format_flat_range(
+            start=r.start,
+            end=r.end,
+            priority=r.priority,
+            nonvolatile=r.nonvolatile,
+            type_word=r.type_word,
+            name=r.name,
+            offset=r.offset,
+            ownership=r.ownership if doc.owners else None,
+            accel=r.accel,
+        )
+        for r in v.ranges
+    ]
 
 
 #: Given a view's address spaces and one of its ranges, the accelerator words QEMU
@@ -308,21 +342,34 @@ def document_from_views(
         views = [FlatView(v.root, v.ranges, [a]) for v in views for a in v.address_spaces]
     blocks: list[FlatViewBlock] = []
     for n, view in enumerate(views):
-        ases = [ASLine(a.name, a.root.label if a.root is not None else "(null)",
-                       a.root.alias.label if a.root is not None and a.root.alias is not None
-                       else None)
-                for a in view.address_spaces]
+        ases = [
+            ASLine(
+                a.name,
+                a.root.label if a.root is not None else "(null)",
+                a.root.alias.label if a.root is not None and a.root.alias is not None else None,
+            )
+            for a in view.address_spaces
+        ]
         if dialect.flat == "per-as":
             ases = [ASLine(a.name, "", None) for a in ases]
         lines: list[FlatRangeLine] = []
         for r in view.ranges:
             mr = r.mr
             word = "rom" if r.readonly else mr.type_word(container_word=container_word)
-            lines.append(FlatRangeLine(
-                lineno=0, start=r.start, end=r.start + last(r.size), priority=mr.priority,
-                nonvolatile=r.nonvolatile, type_word=word, name=mr.label,
-                offset=r.offset_in_region, ownership=mr.ownership if owners else None,
-                accel=accel_suffix(view, r) if accel_suffix is not None else ()))
+            lines.append(
+                FlatRangeLine(
+                    lineno=0,
+                    start=r.start,
+                    end=r.start + last(r.size),
+                    priority=mr.priority,
+                    nonvolatile=r.nonvolatile,
+                    type_word=word,
+                    name=mr.label,
+                    offset=r.offset_in_region,
+                    ownership=mr.ownership if owners else None,
+                    accel=accel_suffix(view, r) if accel_suffix is not None else (),
+                )
+            )
         root = None if view.root is None or dialect.flat == "per-as" else view.root.label
         block = FlatViewBlock(n, ases, root, lines, rendered=list(view.ranges))
         if dispatch_of is not None and view.root is not None and view.ranges:

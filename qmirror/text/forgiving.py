@@ -92,8 +92,10 @@ class Paste:
 
 _PROMPT = re.compile(r"(?:\(qemu\)|\(gdb\)|[$#%]|\S*[@:][^ ]*[$#])(?:\s|\Z)", re.IGNORECASE)
 # Anchored at the end, no `.*`: a line of repeated `): ` must not cost quadratic time.
-_OFFSET_OR_ACCEL = re.compile(r" @[0-9a-f]{16}(?: (?:KVM|kvm)(?::\w+)?)*\Z"
-                              r"| (?:KVM|kvm)(?::\w+)?\Z")
+_OFFSET_OR_ACCEL = re.compile(
+    r" @[0-9a-f]{16}(?: (?:KVM|kvm)(?::\w+)?)*\Z"
+    r"| (?:KVM|kvm)(?::\w+)?\Z"
+)
 _ALIAS_WINDOW = re.compile(r" [0-9a-f]{16}-[0-9a-f]{16}(?: \[disabled\])?\Z")
 _BARE_NAME = re.compile(r"[\w./ -]{1,40}")
 _HEAD_OF_RANGE = re.compile(r"[0-9a-fA-F]{8,16}-[0-9a-fA-F]{8,16}(?: \(prio(?: -?\d+,?)?)?\Z")
@@ -113,8 +115,11 @@ def read_paste(text: str) -> Paste:
 @functools.lru_cache(maxsize=4)
 def _read_paste(text: str) -> Paste:
     if len(text) > PASTE_LIMIT:
-        return Paste([], [Repair(1, f"{len(text)} characters: too large for a paste, not "
-                                    "read forgivingly")], "\n")
+        return Paste(
+            [],
+            [Repair(1, f"{len(text)} characters: too large for a paste, not read forgivingly")],
+            "\n",
+        )
     tokens, repairs, eol = tokenize(text)
     sections = _sections(tokens, repairs)
     source_ranges = sum(1 for t in tokens if t.kind == REGION)
@@ -124,11 +129,18 @@ def _read_paste(text: str) -> Paste:
         old_tokens, _, _ = tokenize(text, side="old")
         old = _sections(old_tokens, [])
         if old:
-            repairs.append(Repair(old[0].span[0], "diff: the old side read as a text of "
-                                                  "its own, the new side as another"))
+            repairs.append(
+                Repair(
+                    old[0].span[0],
+                    "diff: the old side read as a text of its own, the new side as another",
+                )
+            )
         sections = old + sections
-        source_ranges += sum(1 for t in old_tokens if t.kind == REGION
-                             and text.split("\n")[t.line - 1].startswith("-"))
+        source_ranges += sum(
+            1
+            for t in old_tokens
+            if t.kind == REGION and text.split("\n")[t.line - 1].startswith("-")
+        )
     repairs.sort(key=lambda r: r.line)
     return Paste(sections, repairs, eol, source_ranges)
 
@@ -157,8 +169,12 @@ def _join_wrapped(tokens: list[Token], repairs: list[Repair]) -> list[Token]:
                 out[-1].text = joined
                 continue
             prev = out[-1]
-            if prev.kind == JUNK and t.kind == JUNK and len(prev.raw) < 1000 \
-                    and _HEAD_OF_RANGE.search(prev.raw.rstrip()):
+            if (
+                prev.kind == JUNK
+                and t.kind == JUNK
+                and len(prev.raw) < 1000
+                and _HEAD_OF_RANGE.search(prev.raw.rstrip())
+            ):
                 # Wrapped inside the range head (`... (prio 0,` / `i/o): name`).
                 whole = classify(prev.raw.rstrip() + " " + t.text.lstrip(), prev.line)
                 if whole.kind == REGION:
@@ -206,15 +222,22 @@ class _Assembler:
         return [s for s in self.sections if s.ranges]
 
     def _elided(self, t: Token) -> None:
-        self.note(t.line, "elision kept as a marker (the text is partial)"
-                  + (f": {t.text[:40]!r}" if t.text else ""))
+        self.note(
+            t.line,
+            "elision kept as a marker (the text is partial)"
+            + (f": {t.text[:40]!r}" if t.text else ""),
+        )
 
     def _drop(self, t: Token) -> None:
         if t.kind == JUNK:
             # Bounded: a prompt is short, and the regex must not meet 200 kB of junk.
-            what = ("monitor or shell prompt dropped" if _PROMPT.match(t.text[:200])
-                    else "malformed region line dropped" if _RANGE_START.search(t.text)
-                    else "text that is not `info mtree` output dropped")
+            what = (
+                "monitor or shell prompt dropped"
+                if _PROMPT.match(t.text[:200])
+                else "malformed region line dropped"
+                if _RANGE_START.search(t.text)
+                else "text that is not `info mtree` output dropped"
+            )
             self.note(t.line, f"{what}: {t.text[:40]!r}")
 
     def _bare_head(self, i: int) -> bool:
@@ -222,23 +245,33 @@ class _Assembler:
         if not self.bare or i + 1 >= len(self.toks):
             return False
         t, nxt = self.toks[i], self.toks[i + 1]
-        return (t.kind == JUNK and nxt.kind == REGION and len(t.text) <= 40
-                and _BARE_NAME.fullmatch(t.text) is not None and not _PROMPT.match(t.text))
+        return (
+            t.kind == JUNK
+            and nxt.kind == REGION
+            and len(t.text) <= 40
+            and _BARE_NAME.fullmatch(t.text) is not None
+            and not _PROMPT.match(t.text)
+        )
 
     def _looks_flat(self, i: int) -> bool:
         """A run of range lines with no header: flat when offsets or accelerator words
         show, or all lines share one indentation and no alias window shows."""
         run: list[Token] = []
         j = i
-        while j < len(self.toks) and self.toks[j].kind in (REGION, ELISION, BLANK) \
-                and len(run) < 200 and j - i < 400:
+        while (
+            j < len(self.toks)
+            and self.toks[j].kind in (REGION, ELISION, BLANK)
+            and len(run) < 200
+            and j - i < 400
+        ):
             if self.toks[j].kind == REGION:
                 run.append(self.toks[j])
             j += 1
         if any(_OFFSET_OR_ACCEL.search(t.text) for t in run):
             return True
-        if any("): alias " in t.text and " @" in t.text and _ALIAS_WINDOW.search(t.text)
-               for t in run):
+        if any(
+            "): alias " in t.text and " @" in t.text and _ALIAS_WINDOW.search(t.text) for t in run
+        ):
             return False
         return len(run) > 1 and len({t.indent for t in run}) == 1
 
@@ -261,15 +294,23 @@ class _Assembler:
                 # The output starts again: an address space after `memory-region:`
                 # blocks, or the first header again once lines followed it.
                 first = blocks[0].heads[0].text if blocks and blocks[0].heads else None
-                if not is_mr and blocks and (seen_region_block or (
-                        t.text == first and any(b.regions for b in blocks))):
+                if (
+                    not is_mr
+                    and blocks
+                    and (seen_region_block or (t.text == first and any(b.regions for b in blocks)))
+                ):
                     self.note(t.line, "the output starts again here: read as another text")
                     break
                 self._head_name(t)
                 if is_mr or t.kind == JUNK:
                     seen_region_block = seen_region_block or is_mr
-                if block is not None and not block.regions and not is_mr \
-                        and not block.region_block and not blank_before:
+                if (
+                    block is not None
+                    and not block.regions
+                    and not is_mr
+                    and not block.region_block
+                    and not blank_before
+                ):
                     block.heads.append(t)
                 else:
                     if block is not None and not blank_before and block.regions:
@@ -280,8 +321,7 @@ class _Assembler:
                 elided = []
                 blank_before = False
             elif k == REGION:
-                if block is None or (blank_before and block.regions
-                                     and t.indent <= block_min):
+                if block is None or (blank_before and block.regions and t.indent <= block_min):
                     if block is not None and self._looks_flat(self.i):
                         break
                     block = Block([])
@@ -317,8 +357,10 @@ class _Assembler:
 
     def _flat(self, pending: list[Elision]) -> None:
         sec = Section("flat")
-        per_as = any(t.kind == FLAT_HEAD and t.text.startswith(FLAT_AS_HEADER)
-                     for t in self.toks[self.i:self.i + 50])
+        per_as = any(
+            t.kind == FLAT_HEAD and t.text.startswith(FLAT_AS_HEADER)
+            for t in self.toks[self.i : self.i + 50]
+        )
         numbers: set[int] = set()
         view_open = False
         have_as = have_root = False
@@ -329,8 +371,7 @@ class _Assembler:
         def close(line: int) -> None:
             nonlocal view_open
             if view_open:
-                if not ranges_in_view and not per_as and not sec.lines[-1].startswith(
-                        NO_FLATVIEW):
+                if not ranges_in_view and not per_as and not sec.lines[-1].startswith(NO_FLATVIEW):
                     sec.add(NO_FLATVIEW, line, implied=True)
                 sec.add("", line)
             view_open = False
@@ -339,8 +380,7 @@ class _Assembler:
             nonlocal view_open, have_as, have_root, ranges_in_view, root_guess
             close(line)
             if per_as:
-                sec.add(FLAT_AS_HEADER + (name or "memory"), line,
-                        implied=name is None)
+                sec.add(FLAT_AS_HEADER + (name or "memory"), line, implied=name is None)
                 have_as = have_root = True
             else:
                 n = number if number is not None else (max(numbers) + 1 if numbers else 0)
@@ -389,7 +429,7 @@ class _Assembler:
                 if not view_open or have_root or ranges_in_view:
                     self.note(t.line, "missing 'FlatView #N' header implied")
                     open_view(t.line, None)
-                root_guess = t.text[len("Root memory region: "):] or "system"
+                root_guess = t.text[len("Root memory region: ") :] or "system"
                 if not have_as:
                     have_root = True  # only the AS line is missing
                     need_as_and_root(t.line)

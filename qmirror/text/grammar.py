@@ -103,6 +103,8 @@ def _split_accel(body: str) -> tuple[str, tuple[str, ...]]:
         body = body[:-4]
     words.reverse()
     return body, tuple(words)
+
+
 _AS_LINE = re.compile(r' AS "(?P<name>.*)", root: (?P<root>.*?)(?:, alias (?P<alias>.*))?\Z')
 
 
@@ -217,7 +219,7 @@ class TreeLine:
     @property
     def tail(self) -> str:
         """The text after the range (``(prio …): …``)."""
-        return self.text[self.tail_at:]
+        return self.text[self.tail_at :]
 
 
 def strip_overflow(text: str) -> tuple[int, str]:
@@ -241,8 +243,7 @@ def parse_tree_line(text: str, lineno: int, *, owners: bool, root_level: int = 1
 
 
 #: Type words as one shared string each (what the regexes capture is a new string).
-_WORDS: dict[str, str] = {w: w for w in (
-    "i/o", "ram", "rom", "romd", "ramd", "container", "iommu")}
+_WORDS: dict[str, str] = {w: w for w in ("i/o", "ram", "rom", "romd", "ramd", "container", "iommu")}
 
 
 def region_line(text: str, lineno: int, owners: bool, root_level: int) -> TreeLine:
@@ -279,9 +280,24 @@ def region_line(text: str, lineno: int, owners: bool, root_level: int) -> TreeLi
     name = body
     if body.startswith("alias "):
         name, target, astart, aend = _split_alias(body)
-    return TreeLine(lineno, (indent >> 1) + 1 - root_level, overflow, int(start, 16),
-                    int(end, 16), int(prio), nv is not None, word, name, target, astart,
-                    aend, disabled, ownership, rest, indent + len(late) + 33)
+    return TreeLine(
+        lineno,
+        (indent >> 1) + 1 - root_level,
+        overflow,
+        int(start, 16),
+        int(end, 16),
+        int(prio),
+        nv is not None,
+        word,
+        name,
+        target,
+        astart,
+        aend,
+        disabled,
+        ownership,
+        rest,
+        indent + len(late) + 33,
+    )
 
 
 def _required_owners(body: str, text: str, lineno: int) -> tuple[str, Ownership]:
@@ -459,7 +475,7 @@ def parse_as_line(text: str, lineno: int) -> ASLine:
     m = _AS_LINE.match(text)
     if m is None:
         raise ParseError(
-            'expected \' AS "NAME", root: ROOT\'',
+            "expected ' AS \"NAME\", root: ROOT'",
             line=lineno,
             column=1,
             source_line=text,
@@ -507,8 +523,14 @@ def _walk_range_head(text: str, pos: int, lineno: int) -> int:
     if len(m[0].lstrip("-")) > 11:
         # Reliability fix (issue 6): bounded like the line regexes, so that int() never
         # sees thousands of digits (it raises ValueError past 4300).
-        return _raise(ParseError("priority too long: QEMU's priorities are 32-bit",
-                                 line=lineno, column=pos + 1, source_line=text))
+        return _raise(
+            ParseError(
+                "priority too long: QEMU's priorities are 32-bit",
+                line=lineno,
+                column=pos + 1,
+                source_line=text,
+            )
+        )
     pos = m.end()
     if not text.startswith(", ", pos):
         return _raise(expect_at(text, pos, lineno, "', ' after the priority"))
@@ -535,8 +557,12 @@ def _diagnose_region_line(text: str, lineno: int, pos: int) -> ParseError:
     while indent_end < len(text) and text[indent_end] == " ":
         indent_end += 1
     if indent_end == pos:
-        return expect_at(text, pos, lineno, "a header ('address-space: ' or 'memory-region: ') "
-                          "or an indented region line")
+        return expect_at(
+            text,
+            pos,
+            lineno,
+            "a header ('address-space: ' or 'memory-region: ') or an indented region line",
+        )
     try:
         _walk_range_head(text, indent_end, lineno)
     except ParseError as err:

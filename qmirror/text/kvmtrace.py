@@ -31,18 +31,37 @@ __all__ = [
 ]
 
 _PREFIX = r"(?:\d+@\d+\.\d+:)?"
-_EVENT = re.compile(_PREFIX + r"(kvm_set_user_memory|kvm_set_ioeventfd_mmio|"
-                    r"kvm_set_ioeventfd_pio) ")
+_EVENT = re.compile(
+    _PREFIX + r"(kvm_set_user_memory|kvm_set_ioeventfd_mmio|"
+    r"kvm_set_ioeventfd_pio) "
+)
 #: Each format as a sequence of fields, so a bad line can say where it stops matching.
-_SLOT = [re.compile(p) for p in (
-    r"(?:AddrSpace#(?P<as>\d+) )?", r"Slot#(?P<slot>\d+)", r" flags=0x(?P<flags>[0-9a-f]+)",
-    r" gpa=0x(?P<gpa>[0-9a-f]+)", r" size=0x(?P<size>[0-9a-f]+)", r" ua=0x(?P<ua>[0-9a-f]+)",
-    r"(?: guest_memfd=-?\d+ guest_memfd_offset=0x[0-9a-f]+)?",
-    r" ret=(?P<ret>-?\d+)", r"\s*\Z")]
-_IOEVENTFD = [re.compile(p) for p in (
-    r"fd: (?P<fd>-?\d+)", r" @0x(?P<addr>[0-9a-f]+)", r" val=0x(?P<val>[0-9a-f]+)",
-    r" assign: (?P<assign>[01])", r" size: (?P<size>\d+)", r" match: (?P<match>[01])",
-    r"\s*\Z")]
+_SLOT = [
+    re.compile(p)
+    for p in (
+        r"(?:AddrSpace#(?P<as>\d+) )?",
+        r"Slot#(?P<slot>\d+)",
+        r" flags=0x(?P<flags>[0-9a-f]+)",
+        r" gpa=0x(?P<gpa>[0-9a-f]+)",
+        r" size=0x(?P<size>[0-9a-f]+)",
+        r" ua=0x(?P<ua>[0-9a-f]+)",
+        r"(?: guest_memfd=-?\d+ guest_memfd_offset=0x[0-9a-f]+)?",
+        r" ret=(?P<ret>-?\d+)",
+        r"\s*\Z",
+    )
+]
+_IOEVENTFD = [
+    re.compile(p)
+    for p in (
+        r"fd: (?P<fd>-?\d+)",
+        r" @0x(?P<addr>[0-9a-f]+)",
+        r" val=0x(?P<val>[0-9a-f]+)",
+        r" assign: (?P<assign>[01])",
+        r" size: (?P<size>\d+)",
+        r" match: (?P<match>[01])",
+        r"\s*\Z",
+    )
+]
 
 
 def _match_fields(fields: list[re.Pattern[str]], text: str) -> tuple[dict[str, str], int]:
@@ -94,8 +113,9 @@ class TracedIoeventfd:
     line: int
 
 
-def parse_trace(text: str, *, filename: str | None = None
-                ) -> list[TracedSlotCall | TracedIoeventfd]:
+def parse_trace(
+    text: str, *, filename: str | None = None
+) -> list[TracedSlotCall | TracedIoeventfd]:
     """The KVM slot and ioeventfd events of a trace log, in order.
 
     :raise ParseError: a line names one of these events but does not have its format
@@ -106,22 +126,42 @@ def parse_trace(text: str, *, filename: str | None = None
         head = _EVENT.match(raw)
         if head is None:
             continue
-        event, rest = head.group(1), raw[head.end():]
-        m, failed = _match_fields(_SLOT if event == "kvm_set_user_memory" else _IOEVENTFD,
-                                  rest)
+        event, rest = head.group(1), raw[head.end() :]
+        m, failed = _match_fields(_SLOT if event == "kvm_set_user_memory" else _IOEVENTFD, rest)
         if failed >= 0:
-            raise ParseError(f"not a {event} trace line", line=number,
-                             column=head.end() + failed + 1, source_line=raw,
-                             filename=filename)
+            raise ParseError(
+                f"not a {event} trace line",
+                line=number,
+                column=head.end() + failed + 1,
+                source_line=raw,
+                filename=filename,
+            )
         if event == "kvm_set_user_memory":
             field = int(m["slot"])
             as_id = int(m["as"]) if "as" in m else field >> 16
-            out.append(TracedSlotCall(as_id, field & 0xFFFF, int(m["flags"], 16),
-                                      int(m["gpa"], 16), int(m["size"], 16),
-                                      int(m["ua"], 16), int(m["ret"]), number))
+            out.append(
+                TracedSlotCall(
+                    as_id,
+                    field & 0xFFFF,
+                    int(m["flags"], 16),
+                    int(m["gpa"], 16),
+                    int(m["size"], 16),
+                    int(m["ua"], 16),
+                    int(m["ret"]),
+                    number,
+                )
+            )
         else:
-            out.append(TracedIoeventfd(event.rsplit("_", 1)[1], int(m["fd"]),
-                                       int(m["addr"], 16), int(m["val"], 16),
-                                       m["assign"] == "1", int(m["size"]),
-                                       m["match"] == "1", number))
+            out.append(
+                TracedIoeventfd(
+                    event.rsplit("_", 1)[1],
+                    int(m["fd"]),
+                    int(m["addr"], 16),
+                    int(m["val"], 16),
+                    m["assign"] == "1",
+                    int(m["size"]),
+                    m["match"] == "1",
+                    number,
+                )
+            )
     return out

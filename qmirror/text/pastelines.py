@@ -46,8 +46,16 @@ from qmirror.text.repair import Repair
 
 #: Kinds of :class:`Token`.
 BLANK, TREE_HEAD, FLAT_HEAD, AS_LINE, ROOT_LINE, NO_VIEW, REGION, ELISION, JUNK = (
-    "blank", "tree-head", "flat-head", "as-line", "root-line", "no-view", "region",
-    "elision", "junk")
+    "blank",
+    "tree-head",
+    "flat-head",
+    "as-line",
+    "root-line",
+    "no-view",
+    "region",
+    "elision",
+    "junk",
+)
 
 _UNICODE_SPACES = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
 _ZERO_WIDTH = re.compile("[\u200b-\u200d\u2060\ufeff]")
@@ -56,17 +64,34 @@ _MD_ESCAPE = re.compile(r"\\([-#=<>_*\[\]().!+`{}|~\\])")
 _REGION = re.compile(
     r"(?P<markers>(?:\[DETECTED OVERFLOW!\] )*)(?P<start>[0-9a-fA-F]{8,16})-"
     r"(?P<end>[0-9a-fA-F]{8,16}) \(prio (?P<prio>-?\d{1,11}), (?P<type>[^()]{1,20})\):"
-    r"(?: (?P<body>.*))?\Z")
-_REGION_ANYWHERE = re.compile(r"(?<![0-9A-Za-z])(?:\[DETECTED OVERFLOW!\] )*[0-9a-fA-F]{8,16}-"
-                              r"[0-9a-fA-F]{8,16} \(prio -?\d")
+    r"(?: (?P<body>.*))?\Z"
+)
+_REGION_ANYWHERE = re.compile(
+    r"(?<![0-9A-Za-z])(?:\[DETECTED OVERFLOW!\] )*[0-9a-fA-F]{8,16}-"
+    r"[0-9a-fA-F]{8,16} \(prio -?\d"
+)
 _RANGE_DIGITS = re.compile(r"(?<![0-9A-Za-z])([0-9a-fA-F]{8,16})-([0-9a-fA-F]{8,16}) \(prio ")
-_HEAD = re.compile("(?P<kw>" + "|".join(re.escape(k) for k in (
-    FLAT_AS_HEADER, AS_HEADER, MR_HEADER, FLATVIEW_HEADER, ROOT_PREFIX.strip() + " ",
-    NO_FLATVIEW.strip(), 'AS "')) + ")")
+_HEAD = re.compile(
+    "(?P<kw>"
+    + "|".join(
+        re.escape(k)
+        for k in (
+            FLAT_AS_HEADER,
+            AS_HEADER,
+            MR_HEADER,
+            FLATVIEW_HEADER,
+            ROOT_PREFIX.strip() + " ",
+            NO_FLATVIEW.strip(),
+            'AS "',
+        )
+    )
+    + ")"
+)
 _ELISION = re.compile(
     r"(?:\.{3,}|\.\.(?=\s*\Z)|…+|\[\s*(?:\.{2,}|…|snip(?:ped)?)\s*\]|<\s*(?:snip(?:ped)?|\.{3}|…)\s*>"
     r"|\(\s*(?:\.{3}|…|snip(?:ped)?)\s*\)|-+\s*(?:snip|8<|>8)\s*-*)(?P<rest>.*)\Z",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 _QUOTE = re.compile(r"[ \t]*(?:(?:>+|//+|#+|\|)(?:[ \t]|\Z))+")
 _DIFF_HUNK = re.compile(r"@@ -\d+(?:,\d+)? \+\d+(?:,\d+)? @@")
 _DIFF_META = re.compile(r"(?:diff --git |index [0-9a-f]+\.\.|--- |\+\+\+ )")
@@ -103,11 +128,11 @@ def _canon_range(m: re.Match[str]) -> str:
     body = m["body"]
     if body is not None and (len(m["start"]) < 16 or len(m["end"]) < 16):
         # QEMU 1.x on a 32-bit target printed alias windows and offsets short too.
-        body = _SHORT_WINDOW.sub(lambda w: f" {w[1].lower():0>16}-{w[2].lower():0>16}{w[3]}",
-                                 body)
+        body = _SHORT_WINDOW.sub(lambda w: f" {w[1].lower():0>16}-{w[2].lower():0>16}{w[3]}", body)
         body = _SHORT_OFFSET.sub(lambda o: f" @{o[1].lower():0>16}{o[2]}", body)
-    return (f"{m['start'].lower():0>16}-{m['end'].lower():0>16} (prio {m['prio']}, "
-            f"{m['type']}):" + ("" if body is None else " " + body))
+    return f"{m['start'].lower():0>16}-{m['end'].lower():0>16} (prio {m['prio']}, {m['type']}):" + (
+        "" if body is None else " " + body
+    )
 
 
 def classify(content: str, line: int) -> Token:
@@ -117,7 +142,7 @@ def classify(content: str, line: int) -> Token:
     m = _REGION_ANYWHERE.search(content)
     h = _HEAD.search(content)
     if m is not None and (h is None or m.start() <= h.start()):
-        prefix = content[:m.start()].expandtabs(8)
+        prefix = content[: m.start()].expandtabs(8)
         body = _REGION.match(content, m.start())
         if body is not None:
             stripped = prefix.rstrip(" ")
@@ -129,17 +154,17 @@ def classify(content: str, line: int) -> Token:
             if markers:
                 indent = max(0, indent - 1)
             markers += body["markers"].count("[")
-            if "\t" in content[:m.start()]:
+            if "\t" in content[: m.start()]:
                 stripped += "\t"  # reported as a repair by tokenize
-            return Token(line, REGION, _canon_range(body), indent, stripped, markers,
-                         raw=content)
+            return Token(line, REGION, _canon_range(body), indent, stripped, markers, raw=content)
     if h is not None:
-        junk = content[:h.start()].strip()
-        rest = content[h.start():].strip()
+        junk = content[: h.start()].strip()
+        rest = content[h.start() :].strip()
         kw = h["kw"]
         if kw in (AS_HEADER, MR_HEADER):
-            return Token(line, TREE_HEAD, rest, len(content[:h.start()].expandtabs(8)), junk,
-                         raw=content)
+            return Token(
+                line, TREE_HEAD, rest, len(content[: h.start()].expandtabs(8)), junk, raw=content
+            )
         if kw == FLATVIEW_HEADER:
             if re.fullmatch(re.escape(FLATVIEW_HEADER) + r"\d{1,9}", rest):
                 return Token(line, FLAT_HEAD, rest, junk=junk, raw=content)
@@ -154,13 +179,14 @@ def classify(content: str, line: int) -> Token:
             return Token(line, FLAT_HEAD, rest, junk=junk, raw=content)
     stripped = content.strip()
     q = _QUOTE.match(stripped)
-    tail = stripped[q.end():].lstrip() if q is not None else stripped
+    tail = stripped[q.end() :].lstrip() if q is not None else stripped
     if not tail:  # an empty quoted line (`>`) is a blank line
         return Token(line, BLANK, "", raw=content)
     e = _ELISION.match(tail)
     if e is not None and len(tail) <= 120:
-        return Token(line, ELISION, e["rest"].strip(), len(content) - len(content.lstrip()),
-                     raw=content)
+        return Token(
+            line, ELISION, e["rest"].strip(), len(content) - len(content.lstrip()), raw=content
+        )
     return Token(line, JUNK, tail, raw=content)
 
 
@@ -180,12 +206,14 @@ def tokenize(text: str, *, side: str = "new") -> tuple[list[Token], list[Repair]
     eol = "\r\n" if crlf * 2 >= len(raw) and crlf else "\n"
     if 0 < crlf < len(raw):
         odd = next(n for n, ln in enumerate(raw, 1) if ln.endswith("\r") != (eol == "\r\n"))
-        repairs.append(Repair(odd, "mixed line endings: all made "
-                              + ("CR LF" if eol == "\r\n" else "LF")))
+        repairs.append(
+            Repair(odd, "mixed line endings: all made " + ("CR LF" if eol == "\r\n" else "LF"))
+        )
     lines = [ln.rstrip("\r") for ln in raw]
     md = any(_MD_ESCAPED_RANGE.search(ln) for ln in lines)
     literal = any('\\"' in ln for ln in lines) and not any(
-        re.search(r'(?<!\\)"', ln) for ln in lines if "AS " in ln)
+        re.search(r'(?<!\\)"', ln) for ln in lines if "AS " in ln
+    )
     out: list[str] = []
     for n, ln in enumerate(lines, 1):
         if _UNICODE_SPACES.search(ln):
@@ -217,14 +245,26 @@ def tokenize(text: str, *, side: str = "new") -> tuple[list[Token], list[Repair]
         if tok.kind == REGION:
             r = _RANGE_DIGITS.search(ln)
             if r is not None and (len(r[1]) < 16 or len(r[2]) < 16):
-                repairs.append(Repair(n, "addresses of fewer than 16 hex digits (QEMU 1.x on "
-                                         "a 32-bit target) padded"))
-            elif r is not None and not (r[1] + r[2]).islower() and (r[1] + r[2]).isalnum() \
-                    and any(c in "ABCDEF" for c in r[1] + r[2]):
+                repairs.append(
+                    Repair(
+                        n,
+                        "addresses of fewer than 16 hex digits (QEMU 1.x on "
+                        "a 32-bit target) padded",
+                    )
+                )
+            elif (
+                r is not None
+                and not (r[1] + r[2]).islower()
+                and (r[1] + r[2]).isalnum()
+                and any(c in "ABCDEF" for c in r[1] + r[2])
+            ):
                 repairs.append(Repair(n, "upper-case hex digits made lower-case"))
         if tok.junk and tok.kind != JUNK:
-            what = ("quoting" if _QUOTE.fullmatch(tok.junk) else "text before the "
-                    + ("region line" if tok.kind == REGION else "header"))
+            what = (
+                "quoting"
+                if _QUOTE.fullmatch(tok.junk)
+                else "text before the " + ("region line" if tok.kind == REGION else "header")
+            )
             repairs.append(Repair(n, f"{what} removed: {_short(tok.junk)!r}"))
         tokens.append(tok)
     return tokens, repairs, eol
@@ -238,8 +278,13 @@ def _is_diff(lines: list[str]) -> bool:
     """A unified diff: hunk lines, or ``+``/``-`` lines of mtree text among `` ``-lines."""
     if any(_DIFF_HUNK.match(ln) for ln in lines):
         return True
-    marked = [ln for ln in lines if ln[:1] and ln[:1] in "+-" and (
-        _REGION_ANYWHERE.match(ln[1:].lstrip(" ")) or _HEAD.match(ln[1:].lstrip(" ")))]
+    marked = [
+        ln
+        for ln in lines
+        if ln[:1]
+        and ln[:1] in "+-"
+        and (_REGION_ANYWHERE.match(ln[1:].lstrip(" ")) or _HEAD.match(ln[1:].lstrip(" ")))
+    ]
     if not marked:
         return False
     anchored = [ln for ln in lines if _REGION_ANYWHERE.search(ln) or _HEAD.search(ln)]
@@ -251,8 +296,9 @@ def is_diff(text: str) -> bool:
     return _is_diff([ln.rstrip() for ln in text.split("\n")])
 
 
-def _one_side(numbered: list[tuple[int, str]], repairs: list[Repair],
-              side: str) -> list[tuple[int, str]]:
+def _one_side(
+    numbered: list[tuple[int, str]], repairs: list[Repair], side: str
+) -> list[tuple[int, str]]:
     """One side of a unified diff (its own and the context lines), without their
     first column."""
     drop, keep = ("-", "+") if side == "new" else ("+", "-")
@@ -286,7 +332,8 @@ def _one_side(numbered: list[tuple[int, str]], repairs: list[Repair],
 _ALIAS_DONE = re.compile(r" [0-9a-f]{16}-[0-9a-f]{16}(?: \[disabled\])?\Z")
 _TAIL = re.compile(
     r"(?:@[0-9a-f]{16}(?: |\Z)|@\S.* [0-9a-f]{16}-[0-9a-f]{16}|[0-9a-f]{16}-[0-9a-f]{16}\Z"
-    r"|\[disabled\]|(?:owner|parent):\{|orphan\Z|(?:KVM|kvm)\Z|.*\s(?:KVM|kvm)\Z)")
+    r"|\[disabled\]|(?:owner|parent):\{|orphan\Z|(?:KVM|kvm)\Z|.*\s(?:KVM|kvm)\Z)"
+)
 
 
 def continues(prev: Token, nxt: Token) -> str | None:
@@ -303,8 +350,9 @@ def continues(prev: Token, nxt: Token) -> str | None:
     sep = "" if text.endswith(" ") else " "
     if not body.strip():
         return text.rstrip() + " " + cont
-    if body.startswith("alias ") and not (" @" in body
-                                          and _ALIAS_DONE.search(split_owners(body)[0])):
+    if body.startswith("alias ") and not (
+        " @" in body and _ALIAS_DONE.search(split_owners(body)[0])
+    ):
         return text + sep + cont
     if _TAIL.match(cont):
         return text + sep + cont

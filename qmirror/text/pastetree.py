@@ -97,8 +97,10 @@ def _root_for_as(name: str) -> tuple[str, str]:
     """The root region (name, range end) an address space of this name usually has."""
     if name == "I/O":
         return "io", "000000000000ffff"
-    return ("system" if name in ("memory", "") or name.startswith("cpu-") else "(implied root)",
-            "ffffffffffffffff")
+    return (
+        "system" if name in ("memory", "") or name.startswith("cpu-") else "(implied root)",
+        "ffffffffffffffff",
+    )
 
 
 class TreeWriter:
@@ -119,8 +121,11 @@ class TreeWriter:
             # no printing can queue a block without one. Read each as an address space's.
             for b in self.blocks:
                 name = b.heads[0].text[15:]
-                self.note(b.heads[0].line, "a 'memory-region:' block without any "
-                          f"'address-space:' block read as 'address-space: {name}'")
+                self.note(
+                    b.heads[0].line,
+                    "a 'memory-region:' block without any "
+                    f"'address-space:' block read as 'address-space: {name}'",
+                )
                 b.region_block = False
                 b.heads[0].text = AS_HEADER + name
                 have.discard(name)
@@ -131,11 +136,17 @@ class TreeWriter:
         for name, (word, end, line) in missing.items():
             copy = self._subtree_of(name)
             if copy:
-                self.note(line, f"alias target {name!r} has no 'memory-region:' block in the "
-                                "paste: one implied, repeating its lines in the tree")
+                self.note(
+                    line,
+                    f"alias target {name!r} has no 'memory-region:' block in the "
+                    "paste: one implied, repeating its lines in the tree",
+                )
             else:
-                self.note(line, f"alias target {name!r} has no 'memory-region:' block in the "
-                                "paste: one implied (its size covers the alias windows)")
+                self.note(
+                    line,
+                    f"alias target {name!r} has no 'memory-region:' block in the "
+                    "paste: one implied (its size covers the alias windows)",
+                )
                 copy = [f"  0000000000000000-{end} (prio 0, {word}): {name}"]
             sec.add(MR_HEADER + name, line, implied=True)
             for ln in copy:
@@ -149,8 +160,11 @@ class TreeWriter:
             self._parsed = []
             for ln in self.sec.lines:
                 try:
-                    self._parsed.append(parse_tree_line(ln, 0, owners=has_owner_suffix(ln))
-                                        if ln.startswith("  ") else None)
+                    self._parsed.append(
+                        parse_tree_line(ln, 0, owners=has_owner_suffix(ln))
+                        if ln.startswith("  ")
+                        else None
+                    )
                 except ParseError:
                     self._parsed.append(None)
         return self._parsed
@@ -160,9 +174,14 @@ class TreeWriter:
         the tree shows that region: its subtree, from its own address in its container
         (QEMU prints a block's root at offset 0 of nothing)."""
         parsed = self._parse_lines()
-        at = next((i for i, t in enumerate(parsed)
-                   if t is not None and t.name == name and not t.is_alias and not t.overflow),
-                  None)
+        at = next(
+            (
+                i
+                for i, t in enumerate(parsed)
+                if t is not None and t.name == name and not t.is_alias and not t.overflow
+            ),
+            None,
+        )
         if at is None:
             return []
         top = parsed[at]
@@ -180,8 +199,11 @@ class TreeWriter:
             if t is None or (i > at and t.level <= top.level) or t.overflow:
                 break
             level = t.level - top.level + 1
-            out.append("  " * level + f"{hex16(t.start - base)}-{hex16(t.end - base)}"
-                       + self.sec.lines[i].lstrip(" ")[33:])
+            out.append(
+                "  " * level
+                + f"{hex16(t.start - base)}-{hex16(t.end - base)}"
+                + self.sec.lines[i].lstrip(" ")[33:]
+            )
         return out
 
     def _block(self, b: Block) -> list[str]:
@@ -241,14 +263,16 @@ class TreeWriter:
         deltas = Counter(b2 - a for a, b2 in itertools.pairwise(ind) if b2 > a)
         step = min(deltas, key=lambda d: (-deltas[d], d)) if deltas else 2
         if step != 2:
-            first = next(regs[i + 1].line for i in range(len(ind) - 1)
-                         if ind[i + 1] - ind[i] == step)
+            first = next(
+                regs[i + 1].line for i in range(len(ind) - 1) if ind[i + 1] - ind[i] == step
+            )
             self.note(first, f"indentation step of {step} columns (QEMU's is 2) read as one level")
         if all((x - r0) % step == 0 for x in ind):
             levels = [(x - r0) // step + 1 for x in ind]
         else:
-            self.note(regs[0].line, "indentation not a multiple of one step: levels read "
-                                    "from nesting")
+            self.note(
+                regs[0].line, "indentation not a multiple of one step: levels read from nesting"
+            )
             levels = []
             stack: list[int] = []
             for x in ind:
@@ -259,8 +283,12 @@ class TreeWriter:
                 levels.append(len(stack))
         # The header's own indentation says where level 1 is (a fragment may start deeper).
         head = b.heads[0] if b.heads else None
-        if head is not None and head.kind == TREE_HEAD and r0 - head.indent >= 2 * step \
-                and (r0 - head.indent) % step == 0:
+        if (
+            head is not None
+            and head.kind == TREE_HEAD
+            and r0 - head.indent >= 2 * step
+            and (r0 - head.indent) % step == 0
+        ):
             shift = (r0 - head.indent) // step - 1
             levels = [lv + shift for lv in levels]
         return self._fold_roots(regs, levels)
@@ -282,14 +310,18 @@ class TreeWriter:
                 demote = mm is not None and lo <= int(mm[1], 16) and int(mm[2], 16) <= hi
                 if not demote:
                     return levels
-                self.note(regs[i].line, "line at the root's indentation read as a subregion "
-                                        "of the root (it lies inside it)")
+                self.note(
+                    regs[i].line,
+                    "line at the root's indentation read as a subregion "
+                    "of the root (it lies inside it)",
+                )
             if demote:
                 out[i] = levels[i] + 1
         return out
 
-    def _missing_targets(self, written: list[tuple[Block, list[str]]],
-                         have: set[str]) -> dict[str, tuple[str, str, int]]:
+    def _missing_targets(
+        self, written: list[tuple[Block, list[str]]], have: set[str]
+    ) -> dict[str, tuple[str, str, int]]:
         """Alias targets without a block: name -> (type word, end, first line)."""
         missing: dict[str, tuple[str, str, int]] = {}
         # The grammar's own reading of each line: linear, whatever the names contain.

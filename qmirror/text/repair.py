@@ -59,8 +59,10 @@ _UNICODE_SPACES = re.compile("[\u00a0\u2000-\u200a\u202f\u205f\u3000]")
 _PROMPT = re.compile(r"^\s*\(qemu\)\s*(info\s+mtree\b.*)?$")
 _ECHO = re.compile(r"^\s*info\s+mtree(\s+-[fdoD])*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
-_HEADER = re.compile(r"^\s*(address-space: |memory-region: |address-space \(flat view\): "
-                     r"|FlatView #\d+$| AS \"| Root memory region: |  No rendered FlatView)")
+_HEADER = re.compile(
+    r"^\s*(address-space: |memory-region: |address-space \(flat view\): "
+    r"|FlatView #\d+$| AS \"| Root memory region: |  No rendered FlatView)"
+)
 #: A run line of the `-d` dump, which QEMU itself starts with a tab. (Reliability fix,
 #: issue 6: no ` *` before the ` +`, which backtracked quadratically over long runs of
 #: spaces — 15 s on one 200 kB line; the language is the same.)
@@ -114,7 +116,8 @@ def repair(text: str) -> Repaired:
 
     # Escaped quotes of a string literal (` AS \"I/O\"`).
     if any('\\"' in ln for _, ln in lines) and not any(
-            re.search(r'(?<!\\)"', ln) for _, ln in lines):
+        re.search(r'(?<!\\)"', ln) for _, ln in lines
+    ):
         first = next(n for n, ln in lines if '\\"' in ln)
         repairs.append(Repair(first, 'string-literal escapes \\" made "'))
         lines = [(n, ln.replace('\\"', '"')) for n, ln in lines]
@@ -134,8 +137,9 @@ def repair(text: str) -> Repaired:
     if heads:
         extra = min(len(ln) - len(ln.lstrip(" ")) for ln in heads)
         if extra:
-            repairs.append(Repair(lines[0][0], f"uniform extra indentation of {extra} "
-                                  "spaces removed"))
+            repairs.append(
+                Repair(lines[0][0], f"uniform extra indentation of {extra} spaces removed")
+            )
             lines = [(n, ln[extra:] if ln.startswith(" " * extra) else ln) for n, ln in lines]
     out = []
     for n, ln in lines:
@@ -153,15 +157,22 @@ def repair(text: str) -> Repaired:
         lead = ln[: len(ln) - len(ln.lstrip(" \t"))]
         if "\t" in lead and not _RUN_LINE.match(ln):
             repairs.append(Repair(n, "tabs in the indentation expanded to 8 columns"))
-            ln = lead.expandtabs(8) + ln[len(lead):]
+            ln = lead.expandtabs(8) + ln[len(lead) :]
         out.append((n, ln))
     lines = out
 
     # Mail-wrapped lines: a continuation at column 0 that is no line of its own.
     out = []
     for n, ln in lines:
-        if out and ln and not ln.startswith((" ", "\t")) and not ln.startswith(_STARTERS) \
-                and not is_region_line(ln) and ln != "aliases" and is_region_line(out[-1][1]):
+        if (
+            out
+            and ln
+            and not ln.startswith((" ", "\t"))
+            and not ln.startswith(_STARTERS)
+            and not is_region_line(ln)
+            and ln != "aliases"
+            and is_region_line(out[-1][1])
+        ):
             prev_n, prev = out[-1]
             repairs.append(Repair(n, "wrapped line joined to the line before"))
             out[-1] = (prev_n, prev + " " + ln)
@@ -178,21 +189,27 @@ def repair(text: str) -> Repaired:
         if ln.startswith("memory-region: "):
             seen_region_block = True
         elif (ln.startswith("address-space: ") and seen_region_block) or (
-                ln == "FlatView #0" and i > 0 and any(x == "FlatView #0" for _, x in lines[:i])):
+            ln == "FlatView #0" and i > 0 and any(x == "FlatView #0" for _, x in lines[:i])
+        ):
             restart = i
             seen_region_block = False
     if restart is not None:
-        repairs.append(Repair(lines[restart][0], f"the output starts again here: lines "
-                              f"{lines[0][0]}–{lines[restart][0] - 1} dropped"))
+        repairs.append(
+            Repair(
+                lines[restart][0],
+                f"the output starts again here: lines "
+                f"{lines[0][0]}–{lines[restart][0] - 1} dropped",
+            )
+        )
         lines = lines[restart:]
-    first_header = next((i for i, (_, ln) in enumerate(lines) if ln.startswith(_STARTERS)),
-                        None)
+    first_header = next((i for i, (_, ln) in enumerate(lines) if ln.startswith(_STARTERS)), None)
     if first_header:
         first = first_header
         dropped = lines[:first]
         if any(ln.strip() for _, ln in dropped):
-            repairs.append(Repair(dropped[0][0], f"{len(dropped)} lines before the first "
-                                  "header dropped"))
+            repairs.append(
+                Repair(dropped[0][0], f"{len(dropped)} lines before the first header dropped")
+            )
         lines = lines[first:]
 
     # Blank lines at the end: exactly one closes the last block (2.4+ layouts).
@@ -207,11 +224,14 @@ def repair(text: str) -> Repaired:
     return Repaired(fixed, repairs, [n for n, _ in lines])
 
 
-
-
 def remap_error(err: ParseError, fixed: Repaired, original: str | None) -> ParseError:
     """``err`` (about the repaired text) with the line number of the original text."""
     line = fixed.original_line(err.line)
     note = f" (after {len(fixed.repairs)} repairs)" if fixed.repairs else ""
-    return ParseError(err.reason + note, line=line, column=err.column,
-                      source_line=err.source_line, filename=err.filename)
+    return ParseError(
+        err.reason + note,
+        line=line,
+        column=err.column,
+        source_line=err.source_line,
+        filename=err.filename,
+    )

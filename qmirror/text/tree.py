@@ -114,8 +114,9 @@ class TreeDocument:
         """A ParseError at ``lineno``, at the column where ``find`` occurs (else 1)."""
         source = self.lines[lineno - 1] if 0 < lineno <= len(self.lines) else ""
         column = source.rfind(find) + 1 if find and find in source else 1
-        return ParseError(reason, line=lineno, column=column, source_line=source,
-                          filename=self.filename)
+        return ParseError(
+            reason, line=lineno, column=column, source_line=source, filename=self.filename
+        )
 
     @property
     def dialect(self) -> Dialect:
@@ -169,8 +170,9 @@ def _split_mixed(text: str, filename: str | None) -> tuple[list[str], str, bool]
     return parts, "\r\n" if crlf else "\n", final_eol
 
 
-def parse_tree_document(text: str, *, filename: str | None = None,
-                        dialect: Dialect | None = None, lenient: bool = False) -> TreeDocument:
+def parse_tree_document(
+    text: str, *, filename: str | None = None, dialect: Dialect | None = None, lenient: bool = False
+) -> TreeDocument:
     """Check ``text`` against the tree grammar and split it into blocks.
 
     :param dialect: the QEMU dialect the text is in (:mod:`qmirror.text.dialect`); found
@@ -192,8 +194,9 @@ def parse_tree_document(text: str, *, filename: str | None = None,
         try:
             doc = parse_tree_document(fixed.text, filename=filename, dialect=dialect)
         except ParseError as err:
-            return forgiving_tree_document(text, filename=filename, dialect=dialect,
-                                           error=remap_error(err, fixed, text))
+            return forgiving_tree_document(
+                text, filename=filename, dialect=dialect, error=remap_error(err, fixed, text)
+            )
         if _needs_forgiving(doc, text, fixed.text):
             return forgiving_tree_document(text, filename=filename, dialect=dialect)
         doc.repairs = fixed.repairs
@@ -216,17 +219,25 @@ def _needs_forgiving(doc: TreeDocument, text: str, fixed: str) -> bool:
     if fixed is not text and len(_RANGE_LIKE.findall(fixed)) < len(_RANGE_LIKE.findall(text)):
         return True
     # Only for a repaired paste: QEMU without -D hides a disabled root, rarely.
-    if fixed is not text and any(not b.is_region_block and b.lines and b.lines[0].level > 1
-                                 for b in doc.blocks):
+    if fixed is not text and any(
+        not b.is_region_block and b.lines and b.lines[0].level > 1 for b in doc.blocks
+    ):
         return True
     have = {b.names[0] for b in doc.blocks if b.is_region_block}
-    return any(ln.alias_target is not None and ln.alias_target not in have
-               for b in doc.blocks for ln in b.lines)
+    return any(
+        ln.alias_target is not None and ln.alias_target not in have
+        for b in doc.blocks
+        for ln in b.lines
+    )
 
 
-def forgiving_tree_document(text: str, *, filename: str | None = None,
-                            dialect: Dialect | None = None,
-                            error: ParseError | None = None) -> TreeDocument:
+def forgiving_tree_document(
+    text: str,
+    *,
+    filename: str | None = None,
+    dialect: Dialect | None = None,
+    error: ParseError | None = None,
+) -> TreeDocument:
     """Read the tree text of a paste with the forgiving reader (:mod:`qmirror.text.forgiving`).
 
     :param error: what the strict reading said, raised if the forgiving one fails too.
@@ -243,9 +254,15 @@ def forgiving_tree_document(text: str, *, filename: str | None = None,
     fixed = Repaired(sec.text(), list(paste.repairs), list(sec.origin))
     others = [s.span for s in paste.sections if s.kind == "tree" and s is not sec]
     if others:
-        fixed.repairs = [*fixed.repairs, Repair(sec.span[0], "the paste holds "
-                         f"{len(others) + 1} tree texts: lines {sec.span[0]}–{sec.span[1]} "
-                         "read (the longest)")]
+        fixed.repairs = [
+            *fixed.repairs,
+            Repair(
+                sec.span[0],
+                "the paste holds "
+                f"{len(others) + 1} tree texts: lines {sec.span[0]}–{sec.span[1]} "
+                "read (the longest)",
+            ),
+        ]
     try:
         doc = parse_tree_document(fixed.text, filename=filename, dialect=dialect)
     except ParseError as err:
@@ -266,24 +283,34 @@ def _parse_tree(text: str, filename: str | None, dialect: Dialect | None) -> Tre
     lines, eol, final_eol = split_lines(text, filename=filename)
     # Bare headers (QEMU 1.3–2.3) come with roots at indentation 0; anything else is
     # read as 2.4+ output, whose error messages fit malformed modern text best.
-    prefixed = (dialect.prefixed_headers if dialect is not None else
-                text.startswith(("address-space: ", "memory-region: "))
-                or "\naddress-space: " in text or "\nmemory-region: " in text
-                or _UNINDENTED_ROOT.search(text) is None)
+    prefixed = (
+        dialect.prefixed_headers
+        if dialect is not None
+        else text.startswith(("address-space: ", "memory-region: "))
+        or "\naddress-space: " in text
+        or "\nmemory-region: " in text
+        or _UNINDENTED_ROOT.search(text) is None
+    )
     root_level = 1 if prefixed else 0
     first = next((ln for ln in lines if is_region_line(ln)), None)
     owners = first is not None and has_owner_suffix(first)
     try:
         try:
-            blocks = (_prefixed_blocks(lines, owners, root_level, dialect) if prefixed
-                      else _bare_blocks(lines, owners, root_level))
+            blocks = (
+                _prefixed_blocks(lines, owners, root_level, dialect)
+                if prefixed
+                else _bare_blocks(lines, owners, root_level)
+            )
         except ParseError:
             if not owners:
                 raise
             # The first line's name only looked like an owner suffix: read without -o.
             owners = False
-            blocks = (_prefixed_blocks(lines, owners, root_level, dialect) if prefixed
-                      else _bare_blocks(lines, owners, root_level))
+            blocks = (
+                _prefixed_blocks(lines, owners, root_level, dialect)
+                if prefixed
+                else _bare_blocks(lines, owners, root_level)
+            )
     except ParseError as err:
         if err.filename is None:
             err.filename = filename
@@ -305,8 +332,9 @@ def _parse_tree(text: str, filename: str | None, dialect: Dialect | None) -> Tre
     return TreeDocument(blocks, eol, final_eol, owners, shows, filename, lines, detection)
 
 
-def _evidence(text: str, blocks: list[TreeBlock], prefixed: bool,
-              hides: bool) -> dialects.TreeEvidence:
+def _evidence(
+    text: str, blocks: list[TreeBlock], prefixed: bool, hides: bool
+) -> dialects.TreeEvidence:
     """What the parsed blocks show about the text's dialect."""
     letters = container = False
     alias_words: set[str] = set()
@@ -322,10 +350,16 @@ def _evidence(text: str, blocks: list[TreeBlock], prefixed: bool,
                 alias_words.add(word)
                 if word == "i/o":
                     io_aliases.append(ln.alias_target)
-    root_words = {b.names[0]: b.lines[0].type_word for b in blocks
-                  if b.is_region_block and b.lines and b.lines[0].level == 1}
-    group_roots = [(b.lines[0].start, b.lines[0].tail) for b in blocks
-                   if not b.is_region_block and b.lines and b.lines[0].level == 1]
+    root_words = {
+        b.names[0]: b.lines[0].type_word
+        for b in blocks
+        if b.is_region_block and b.lines and b.lines[0].level == 1
+    }
+    group_roots = [
+        (b.lines[0].start, b.lines[0].tail)
+        for b in blocks
+        if not b.is_region_block and b.lines and b.lines[0].level == 1
+    ]
     return dialects.TreeEvidence(
         prefixed_headers=prefixed,
         unindented_roots=not prefixed and bool(blocks),
@@ -333,18 +367,19 @@ def _evidence(text: str, blocks: list[TreeBlock], prefixed: bool,
         container_word=container,
         grouped_headers=any(len(b.names) > 1 for b in blocks if not b.is_region_block),
         # The substring test first: a multiline regex search tries every position.
-        late_overflow_marker=(OVERFLOW_MARKER in text
-                              and _LATE_MARKER.search(text) is not None),
+        late_overflow_marker=(OVERFLOW_MARKER in text and _LATE_MARKER.search(text) is not None),
         target_words=bool(alias_words - {"i/o"}),
-        io_alias_to_ram=any(root_words.get(t) in ("ram", "rom", "romd", "ramd")
-                            for t in io_aliases),
+        io_alias_to_ram=any(
+            root_words.get(t) in ("ram", "rom", "romd", "ramd") for t in io_aliases
+        ),
         orphans=hides,
         repeated_roots=len(set(group_roots)) < len(group_roots),
     )
 
 
-def _prefixed_blocks(lines: list[str], owners: bool, root_level: int,
-                     dialect: Dialect | None) -> list[TreeBlock]:
+def _prefixed_blocks(
+    lines: list[str], owners: bool, root_level: int, dialect: Dialect | None
+) -> list[TreeBlock]:
     """QEMU 2.4+: ``address-space:`` / ``memory-region:`` headers, blank line after each."""
     blocks: list[TreeBlock] = []
     block: TreeBlock | None = None
@@ -357,7 +392,10 @@ def _prefixed_blocks(lines: list[str], owners: bool, root_level: int,
             if append_line is None:
                 raise ParseError(
                     "expected a header ('address-space: NAME' or 'memory-region: NAME')",
-                    line=i + 1, column=1, source_line=raw)
+                    line=i + 1,
+                    column=1,
+                    source_line=raw,
+                )
             append_line(parse_line(raw, i + 1, owners, root_level))
             in_headers = False
             continue
@@ -371,12 +409,17 @@ def _prefixed_blocks(lines: list[str], owners: bool, root_level: int,
             continue
         if raw.startswith("address-space: "):
             if block is not None and (block.is_region_block or not in_headers):
-                raise ParseError("missing blank line before this header",
-                                 line=lineno, column=1, source_line=raw)
+                raise ParseError(
+                    "missing blank line before this header", line=lineno, column=1, source_line=raw
+                )
             if block is not None and dialect is not None and not dialect.grouped:
-                raise ParseError("two address-space headers over one tree: that is QEMU 7.0+ "
-                                 f"output, not {dialect}", line=lineno, column=1,
-                                 source_line=raw)
+                raise ParseError(
+                    "two address-space headers over one tree: that is QEMU 7.0+ "
+                    f"output, not {dialect}",
+                    line=lineno,
+                    column=1,
+                    source_line=raw,
+                )
             if block is None:
                 block = TreeBlock(False, [], lineno)
                 blocks.append(block)
@@ -386,8 +429,9 @@ def _prefixed_blocks(lines: list[str], owners: bool, root_level: int,
             continue
         if raw.startswith("memory-region: "):
             if block is not None:
-                raise ParseError("missing blank line before this header",
-                                 line=lineno, column=1, source_line=raw)
+                raise ParseError(
+                    "missing blank line before this header", line=lineno, column=1, source_line=raw
+                )
             block = TreeBlock(True, [raw[15:]], lineno)
             blocks.append(block)
             append_line = block.lines.append
@@ -396,13 +440,18 @@ def _prefixed_blocks(lines: list[str], owners: bool, root_level: int,
         if block is None:
             raise ParseError(
                 "expected a header ('address-space: NAME' or 'memory-region: NAME')",
-                line=lineno, column=1, source_line=raw)
+                line=lineno,
+                column=1,
+                source_line=raw,
+            )
         block.lines.append(parse_line(raw, lineno, owners, root_level))
         in_headers = False
     if block is not None:
         raise ParseError(
             "the last block is not closed by a blank line (QEMU ends every block with one)",
-            line=len(lines) + 1, column=1)
+            line=len(lines) + 1,
+            column=1,
+        )
     return blocks
 
 
@@ -420,10 +469,10 @@ def _bare_blocks(lines: list[str], owners: bool, root_level: int) -> list[TreeBl
         lineno = i + 1
         if is_region_line(raw):
             if block is None:
-                raise ParseError("a region line before any header", line=lineno, column=1,
-                                 source_line=raw)
-            block.lines.append(parse_tree_line(raw, lineno, owners=owners,
-                                               root_level=root_level))
+                raise ParseError(
+                    "a region line before any header", line=lineno, column=1, source_line=raw
+                )
+            block.lines.append(parse_tree_line(raw, lineno, owners=owners, root_level=root_level))
             continue
         if raw == "":
             raise ParseError("blank line: QEMU before 2.4 prints none", line=lineno, column=1)
@@ -493,8 +542,13 @@ def print_tree(
 
 def print_like(machine: Machine, document: TreeDocument) -> str:
     """Print ``machine`` the way ``document`` was printed: same flags, dialect, line ends."""
-    text = print_tree(machine, owners=document.owners, disabled=document.shows_disabled,
-                      eol=document.eol, dialect=document.dialect)
+    text = print_tree(
+        machine,
+        owners=document.owners,
+        disabled=document.shows_disabled,
+        eol=document.eol,
+        dialect=document.dialect,
+    )
     return text if document.final_eol else text[: -len(document.eol)]
 
 
@@ -518,16 +572,24 @@ _DEEP = 4096
 def _refuse_cycle(mr: MemoryRegion, up: _Path) -> None:
     while up is not None:
         if up[0] is mr:
-            raise ModelError(f"cannot print {mr.label!r}: it is among its own subregions "
-                             "(a cycle of subregions; were the lists edited by hand?)")
+            raise ModelError(
+                f"cannot print {mr.label!r}: it is among its own subregions "
+                "(a cycle of subregions; were the lists edited by hand?)"
+            )
         up = up[1]
 
 
 class _Printer:
     """QEMU's ``mtree_print_mr``, iterative so that deep trees cannot overflow the stack."""
 
-    def __init__(self, out: list[str], queue: list[MemoryRegion], owners: bool,
-                 disabled: bool, dialect: Dialect) -> None:
+    def __init__(
+        self,
+        out: list[str],
+        queue: list[MemoryRegion],
+        owners: bool,
+        disabled: bool,
+        dialect: Dialect,
+    ) -> None:
         self.out = out
         self.queue = queue
         self.queued: set[int] = set()
@@ -535,7 +597,8 @@ class _Printer:
         self.dialect = dialect
         # Which disabled regions print: always (2.4–5.0), with -D (5.1+), never (1.3–2.3).
         self.show_disabled = dialect.disabled == "shown" or (
-            dialect.disabled == "hidden" and disabled)
+            dialect.disabled == "hidden" and disabled
+        )
         self.pending_markers = 0
         #: Type words of aliases already printed, by id (see type_field).
         self.alias_words: dict[int, str] = {}
@@ -568,8 +631,7 @@ class _Printer:
             on_chain.add(id(m))
             chain.append(m)
             m = m.alias
-        word = words[id(m)] if m.alias is not None else m.type_word(
-            container_word=d.container_word)
+        word = words[id(m)] if m.alias is not None else m.type_word(container_word=d.container_word)
         for c in chain:
             words[id(c)] = word
         return word
@@ -596,15 +658,21 @@ class _Printer:
             if mr.synthetic and self.show_disabled:
                 raise ModelError(
                     "cannot print disabled regions: this model was rebuilt from text that "
-                    "hid them (printed without -D), so they are not known")
+                    "hid them (printed without -D), so they are not known"
+                )
             if mr.enabled or self.show_disabled:
                 if mr.ownership is None and self.owners:
                     raise ModelError(
                         f"cannot print owners (-o): region {mr.label!r} has no owner "
-                        "information (the text it came from was printed without -o)")
+                        "information (the text it came from was printed without -o)"
+                    )
                 line = format_tree_line(
-                    level=level, start=start, end=end, priority=mr.priority,
-                    nonvolatile=mr.nonvolatile, type_word=self.type_field(mr),
+                    level=level,
+                    start=start,
+                    end=end,
+                    priority=mr.priority,
+                    nonvolatile=mr.nonvolatile,
+                    type_word=self.type_field(mr),
                     name=mr.label,
                     alias_target=None if mr.alias is None else mr.alias.label,
                     alias_start=mr.alias_offset & MASK64,

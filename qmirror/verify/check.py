@@ -70,14 +70,19 @@ class Loaded:
 def harvest_table_for(doc: TreeDocument, qemu_version: str | None) -> HarvestTable | None:
     """The harvested table for a text: its QEMU version's own, else the nearest one;
     without a version, the one nearest the text's dialect."""
-    return harvest.table_for(qemu_version if qemu_version is not None
-                             else doc.dialect.since[:2])
+    return harvest.table_for(qemu_version if qemu_version is not None else doc.dialect.since[:2])
 
 
-def load_tree(text: str, *, filename: str | None = None, rules: bool = True,
-              dialect: Dialect | None = None, lenient: bool = False,
-              harvested: bool | HarvestTable = True,
-              qemu_version: str | None = None) -> Loaded:
+def load_tree(
+    text: str,
+    *,
+    filename: str | None = None,
+    rules: bool = True,
+    dialect: Dialect | None = None,
+    lenient: bool = False,
+    harvested: bool | HarvestTable = True,
+    qemu_version: str | None = None,
+) -> Loaded:
     """Parse a tree-mode text and rebuild its model, applying the rule table, then the
     facts harvested from the same QEMU version (both only with ``rules``).
 
@@ -102,14 +107,23 @@ def load_tree(text: str, *, filename: str | None = None, rules: bool = True,
     applied = gaps.apply_rules(machine) if rules else []
     table = None
     if rules and harvested is not False:
-        table = harvested if isinstance(harvested, HarvestTable) else \
-            harvest_table_for(doc, qemu_version)
+        table = (
+            harvested
+            if isinstance(harvested, HarvestTable)
+            else harvest_table_for(doc, qemu_version)
+        )
     used = harvest.apply_harvest(machine, table) if table is not None else []
     return Loaded(doc, machine, applied, used, table)
 
 
-def decide_accel(machine: Machine, qemu: FlatDocument | None, requested: str = "auto",
-                 *, strict: bool = False, recorded: str | None = None) -> AccelDecision:
+def decide_accel(
+    machine: Machine,
+    qemu: FlatDocument | None,
+    requested: str = "auto",
+    *,
+    strict: bool = False,
+    recorded: str | None = None,
+) -> AccelDecision:
     """G7: the accelerator whose `` KVM`` words we predict.
 
     ``requested`` other than ``auto`` wins, then the accelerator ``recorded`` with the
@@ -123,26 +137,38 @@ def decide_accel(machine: Machine, qemu: FlatDocument | None, requested: str = "
         return AccelDecision(recorded, Source.TEXT, "recorded with the reading")
     from_tree = gaps.infer_accel_from_tree(machine)
     if from_tree is not None:
-        why = ("x86 TCG creates cpu-smm-N address spaces" if from_tree == "tcg"
-               else "KVM-only regions or address spaces (kvm-*, KVM-SMRAM) in the tree")
+        why = (
+            "x86 TCG creates cpu-smm-N address spaces"
+            if from_tree == "tcg"
+            else "KVM-only regions or address spaces (kvm-*, KVM-SMRAM) in the tree"
+        )
         return AccelDecision(from_tree, Source.RULE, why)
     if qemu is not None and not strict:
         words = {w for b in qemu.views for r in b.ranges for w in r.accel}
         if words:
             shown = ", ".join(sorted(words))
-            return AccelDecision("kvm", Source.INFERRED,
-                                 f"QEMU's -f carries accelerator words ({shown})")
+            return AccelDecision(
+                "kvm", Source.INFERRED, f"QEMU's -f carries accelerator words ({shown})"
+            )
         if any(r.type_word in ("ram", "rom") for b in qemu.views for r in b.ranges):
-            return AccelDecision("tcg", Source.INFERRED,
-                                 "QEMU's -f shows RAM without accelerator words: not KVM")
-    return AccelDecision(None, Source.DEFAULT,
-                         "not known: accelerator words are reported, not compared")
+            return AccelDecision(
+                "tcg", Source.INFERRED, "QEMU's -f shows RAM without accelerator words: not KVM"
+            )
+    return AccelDecision(
+        None, Source.DEFAULT, "not known: accelerator words are reported, not compared"
+    )
 
 
-def render_document(machine: Machine, views: list[FlatView] | None = None, *,
-                    owners: bool = False, accel: str | None = None, dispatch: bool = False,
-                    page_bits: int = DEFAULT_PAGE_BITS,
-                    dialect: Dialect = dialects.DEFAULT) -> FlatDocument:
+def render_document(
+    machine: Machine,
+    views: list[FlatView] | None = None,
+    *,
+    owners: bool = False,
+    accel: str | None = None,
+    dispatch: bool = False,
+    page_bits: int = DEFAULT_PAGE_BITS,
+    dialect: Dialect = dialects.DEFAULT,
+) -> FlatDocument:
     """Our ``info mtree -f`` document for ``machine`` (rendered if ``views`` is None),
     printed the way QEMU of ``dialect`` prints it.
 
@@ -158,13 +184,18 @@ def render_document(machine: Machine, views: list[FlatView] | None = None, *,
 
         def suffix(view: FlatView, r: FlatRange) -> tuple[str, ...]:
             return tuple(word for _ in accel_suffix(view, r))
+
     dispatch_of = None
     if dispatch:
+
         def dispatch_of(view: FlatView) -> DispatchDump:
-            return dump_dispatch(build_dispatch(view, page_bits=page_bits),
-                                 region_ends=dialect.dispatch_region_ends)
-    return document_from_views(views, owners=owners, accel_suffix=suffix, dialect=dialect,
-                               dispatch_of=dispatch_of)
+            return dump_dispatch(
+                build_dispatch(view, page_bits=page_bits), region_ends=dialect.dispatch_region_ends
+            )
+
+    return document_from_views(
+        views, owners=owners, accel_suffix=suffix, dialect=dialect, dispatch_of=dispatch_of
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,13 +217,18 @@ def decide_page_bits(qemu: FlatDocument, requested: int | None = None) -> PageBi
         sizes = subpage_sizes(dumps)
         total, agree = sum(sizes.values()), sizes[1 << seen]
         share = f"all {total}" if agree == total else f"{agree} of the {total}"
-        return PageBitsDecision(seen, Source.INFERRED,
-                                f"{share} subpage sections in QEMU's dump cover {1 << seen} "
-                                "bytes")
-    return PageBitsDecision(DEFAULT_PAGE_BITS, Source.DEFAULT,
-                            "no subpage section in QEMU's dump shows the page size; "
-                            f"{1 << DEFAULT_PAGE_BITS}-byte pages as on x86 and aarch64 virt "
-                            "(give --page-bits otherwise)")
+        return PageBitsDecision(
+            seen,
+            Source.INFERRED,
+            f"{share} subpage sections in QEMU's dump cover {1 << seen} bytes",
+        )
+    return PageBitsDecision(
+        DEFAULT_PAGE_BITS,
+        Source.DEFAULT,
+        "no subpage section in QEMU's dump shows the page size; "
+        f"{1 << DEFAULT_PAGE_BITS}-byte pages as on x86 and aarch64 virt "
+        "(give --page-bits otherwise)",
+    )
 
 
 def infer_iommus(views: list[FlatView], qemu: FlatDocument) -> list[Fact]:
@@ -219,9 +255,12 @@ def require_dispatch(qemu: FlatDocument) -> None:
     """
     for b in qemu.views:
         if b.root is not None and b.ranges and b.dispatch_dump is None:
-            raise ParseError("expected the dispatch dump ('  Dispatch') here: comparing "
-                             "dispatch needs the output of `info mtree -f -d`",
-                             line=b.ranges[-1].lineno + 1, column=1)
+            raise ParseError(
+                "expected the dispatch dump ('  Dispatch') here: comparing "
+                "dispatch needs the output of `info mtree -f -d`",
+                line=b.ranges[-1].lineno + 1,
+                column=1,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,8 +328,14 @@ class Outcome:
         return self.loaded.machine
 
 
-def run(tree_text: str, flat_text: str | None, options: Options = Options(), *,
-        tree_name: str | None = None, flat_name: str | None = None) -> Outcome:
+def run(
+    tree_text: str,
+    flat_text: str | None,
+    options: Options = Options(),
+    *,
+    tree_name: str | None = None,
+    flat_name: str | None = None,
+) -> Outcome:
     """Text -> model -> rules and inference -> render (-> compare): the one pipeline.
 
     :raise ParseError: either text is malformed (or, comparing dispatch, QEMU's text
@@ -298,8 +343,15 @@ def run(tree_text: str, flat_text: str | None, options: Options = Options(), *,
     :raise ModelError: the tree describes a model QEMU could not have (alias loop).
     """
     o = options
-    loaded = load_tree(tree_text, filename=tree_name, rules=o.rules, dialect=o.dialect,
-                       lenient=o.lenient, harvested=o.harvested, qemu_version=o.qemu_version)
+    loaded = load_tree(
+        tree_text,
+        filename=tree_name,
+        rules=o.rules,
+        dialect=o.dialect,
+        lenient=o.lenient,
+        harvested=o.harvested,
+        qemu_version=o.qemu_version,
+    )
     machine = loaded.machine
     qemu = None
     if flat_text is not None:
@@ -308,8 +360,11 @@ def run(tree_text: str, flat_text: str | None, options: Options = Options(), *,
     pages = None
     if o.dispatch:
         if qemu is None:
-            pages = (PageBitsDecision(o.page_bits, Source.TEXT, "given") if o.page_bits
-                     else PageBitsDecision(DEFAULT_PAGE_BITS, Source.DEFAULT, "no dump to read"))
+            pages = (
+                PageBitsDecision(o.page_bits, Source.TEXT, "given")
+                if o.page_bits
+                else PageBitsDecision(DEFAULT_PAGE_BITS, Source.DEFAULT, "no dump to read")
+            )
         else:
             if comparing:
                 try:
@@ -327,8 +382,9 @@ def run(tree_text: str, flat_text: str | None, options: Options = Options(), *,
         inferred += gaps.infer(machine, qemu)
     decision = decide_accel(machine, qemu, o.accel, strict=o.strict, recorded=o.recorded_accel)
     if decision.source is not Source.TEXT:
-        machine.set_fact(Fact("G7", "accelerator", decision.value or "unknown",
-                              decision.source, decision.detail))
+        machine.set_fact(
+            Fact("G7", "accelerator", decision.value or "unknown", decision.source, decision.detail)
+        )
     machine.accel = decision.value
     page_bits = pages.value if pages else DEFAULT_PAGE_BITS
 
@@ -339,16 +395,22 @@ def run(tree_text: str, flat_text: str | None, options: Options = Options(), *,
         out = Outcome(loaded, qemu, views, decision, o, inferred, pages)
         if comparing:
             assert qemu is not None
-            out.ours = render_document(machine, views, owners=qemu.owners,
-                                       accel=decision.value, dispatch=o.dispatch,
-                                       page_bits=page_bits, dialect=qemu.dialect)
-            out.comparison = compare(out.ours, qemu, accel=decision.value is not None,
-                                     dispatch=o.dispatch)
+            out.ours = render_document(
+                machine,
+                views,
+                owners=qemu.owners,
+                accel=decision.value,
+                dispatch=o.dispatch,
+                page_bits=page_bits,
+                dialect=qemu.dialect,
+            )
+            out.comparison = compare(
+                out.ours, qemu, accel=decision.value is not None, dispatch=o.dispatch
+            )
         return out
 
     out = render_now()
-    if (o.inference == "on-mismatch" and out.comparison is not None
-            and not out.comparison.ok):
+    if o.inference == "on-mismatch" and out.comparison is not None and not out.comparison.ok:
         # Inference exists to settle what the rules and defaults leave wrong: only then
         # is it run (a match needs none, and it costs renders).
         assert qemu is not None
@@ -377,8 +439,17 @@ class CheckResult:
     def of(cls, out: Outcome) -> CheckResult:
         """The verdict of a :func:`run` that compared."""
         assert out.qemu is not None and out.ours is not None and out.comparison is not None
-        return cls(out.loaded, out.qemu, out.ours, out.comparison, out.accel, out.inferred,
-                   out.options.strict, out.page_bits, out.views)
+        return cls(
+            out.loaded,
+            out.qemu,
+            out.ours,
+            out.comparison,
+            out.accel,
+            out.inferred,
+            out.options.strict,
+            out.page_bits,
+            out.views,
+        )
 
     @property
     def machine(self) -> Machine:
@@ -421,11 +492,20 @@ def check(
     :raise ParseError: either text is malformed.
     :raise ModelError: the tree describes a model QEMU could not have (alias loop).
     """
-    options = Options(accel=accel, inference="never" if strict else "on-mismatch",
-                      rules=rules, dialect=dialect, lenient=lenient, dispatch=dispatch,
-                      page_bits=page_bits, harvested=harvested, qemu_version=qemu_version)
+    options = Options(
+        accel=accel,
+        inference="never" if strict else "on-mismatch",
+        rules=rules,
+        dialect=dialect,
+        lenient=lenient,
+        dispatch=dispatch,
+        page_bits=page_bits,
+        harvested=harvested,
+        qemu_version=qemu_version,
+    )
     # Every step makes objects by the hundred thousand and none leaves a cycle to
     # collect: the collector scanning them again and again cost up to 4x (issue 13).
     with gc_paused():
-        return CheckResult.of(run(tree_text, flat_text, options, tree_name=tree_name,
-                                  flat_name=flat_name))
+        return CheckResult.of(
+            run(tree_text, flat_text, options, tree_name=tree_name, flat_name=flat_name)
+        )

@@ -87,8 +87,12 @@ class Comparison:
 
 def _record(r: FlatRangeLine, *, owners: bool, accel: bool) -> dict[str, Any]:
     rec: dict[str, Any] = {
-        "end": hex16(r.end), "priority": r.priority, "nonvolatile": r.nonvolatile,
-        "type_word": r.type_word, "name": r.name, "offset": hex16(r.offset),
+        "end": hex16(r.end),
+        "priority": r.priority,
+        "nonvolatile": r.nonvolatile,
+        "type_word": r.type_word,
+        "name": r.name,
+        "offset": hex16(r.offset),
     }
     if owners:
         rec["ownership"] = None if r.ownership is None else repr(r.ownership)
@@ -124,17 +128,23 @@ def _ours_at(rendered: list[FlatRange], addr: int) -> FlatRange | None:
     return None
 
 
-def _explain(start: int, kind: str, fields: list[str], ours_block: FlatViewBlock,
-             qemu_line: FlatRangeLine | None) -> str:
+def _explain(
+    start: int,
+    kind: str,
+    fields: list[str],
+    ours_block: FlatViewBlock,
+    qemu_line: FlatRangeLine | None,
+) -> str:
     mine = _ours_at(ours_block.rendered, start)
     if kind == "missing":
         assert qemu_line is not None
         if mine is None:
-            return (f"QEMU has '{qemu_line.name}' here; our model renders nothing at "
-                    f"{hex16(start)}")
-        return (f"QEMU has '{qemu_line.name}' here; at {hex16(start)} we render "
-                f"'{mine.mr.label}' (from {hex16(mine.start)}) via "
-                f"{describe_path(mine.visit_at(start))}")
+            return f"QEMU has '{qemu_line.name}' here; our model renders nothing at {hex16(start)}"
+        return (
+            f"QEMU has '{qemu_line.name}' here; at {hex16(start)} we render "
+            f"'{mine.mr.label}' (from {hex16(mine.start)}) via "
+            f"{describe_path(mine.visit_at(start))}"
+        )
     assert mine is not None
     how = f"ours comes from {describe_path(mine.visit_at(start))}"
     if kind == "extra":
@@ -142,8 +152,9 @@ def _explain(start: int, kind: str, fields: list[str], ours_block: FlatViewBlock
     return f"{', '.join(fields)} differ; {how}"
 
 
-def compare(ours: FlatDocument, qemu: FlatDocument, *, accel: bool,
-            dispatch: bool = False) -> Comparison:
+def compare(
+    ours: FlatDocument, qemu: FlatDocument, *, accel: bool, dispatch: bool = False
+) -> Comparison:
     """Compare our FlatView document with QEMU's.
 
     :param accel: our document predicts QEMU's accelerator words; when False they are
@@ -160,8 +171,17 @@ def compare(ours: FlatDocument, qemu: FlatDocument, *, accel: bool,
         cands = index.get(block_key(ob), [])
         names = [a.name for a in ob.address_spaces]
         if not cands:
-            results.append(ViewResult(names, "only-ours", None, ob.root, None, len(ob.ranges),
-                                      note=_sharing_note(ob, qemu)))
+            results.append(
+                ViewResult(
+                    names,
+                    "only-ours",
+                    None,
+                    ob.root,
+                    None,
+                    len(ob.ranges),
+                    note=_sharing_note(ob, qemu),
+                )
+            )
             continue
         qb = _best_candidate(ob, cands, owners, accel)
         cands.remove(qb)
@@ -171,9 +191,17 @@ def compare(ours: FlatDocument, qemu: FlatDocument, *, accel: bool,
         results.append(result)
     for blocks in index.values():
         for qb in blocks:
-            results.append(ViewResult([a.name for a in qb.address_spaces], "only-qemu", qb.root,
-                                      None, qb.number, len(qb.ranges),
-                                      note=_sharing_note(qb, ours)))
+            results.append(
+                ViewResult(
+                    [a.name for a in qb.address_spaces],
+                    "only-qemu",
+                    qb.root,
+                    None,
+                    qb.number,
+                    len(qb.ranges),
+                    note=_sharing_note(qb, ours),
+                )
+            )
     return Comparison(results, accel, unpredicted)
 
 
@@ -184,25 +212,26 @@ def _sharing_note(block: FlatViewBlock, other: FlatDocument) -> str:
         for ob in other.views:
             if any(x == a for x in ob.address_spaces):
                 mates = [f'"{x.name}"' for x in ob.address_spaces if x != a]
-                elsewhere.append(f'the other side has "{a.name}" with '
-                                 + (", ".join(mates) if mates else "no other address space"))
+                elsewhere.append(
+                    f'the other side has "{a.name}" with '
+                    + (", ".join(mates) if mates else "no other address space")
+                )
                 break
         else:
             elsewhere.append(f'the other side has no address space "{a.name}"')
     return "; ".join(elsewhere)
 
 
-def _best_candidate(ob: FlatViewBlock, cands: list[FlatViewBlock], owners: bool,
-                    accel: bool) -> FlatViewBlock:
+def _best_candidate(
+    ob: FlatViewBlock, cands: list[FlatViewBlock], owners: bool, accel: bool
+) -> FlatViewBlock:
     """Among QEMU blocks with the same address spaces, the one that matches best."""
     if len(cands) == 1:
         return cands[0]
-    return min(cands, key=lambda qb: len(_compare_view(ob, qb, owners=owners,
-                                                       accel=accel).diffs))
+    return min(cands, key=lambda qb: len(_compare_view(ob, qb, owners=owners, accel=accel).diffs))
 
 
-def _compare_view(ob: FlatViewBlock, qb: FlatViewBlock, *, owners: bool,
-                  accel: bool) -> ViewResult:
+def _compare_view(ob: FlatViewBlock, qb: FlatViewBlock, *, owners: bool, accel: bool) -> ViewResult:
     names = [a.name for a in qb.address_spaces]
     fields_seen = [f for f in FIELDS if (owners or f != "ownership") and (accel or f != "accel")]
     # All compared fields at once: one C call per range instead of a getattr per field.
@@ -210,15 +239,18 @@ def _compare_view(ob: FlatViewBlock, qb: FlatViewBlock, *, owners: bool,
     diffs: list[RangeDiff] = []
     for start, o, q in _paired(ob.ranges, qb.ranges):
         if o is None:
-            diffs.append(RangeDiff(start, "missing", q, None, [],
-                                   _explain(start, "missing", [], ob, q)))
+            diffs.append(
+                RangeDiff(start, "missing", q, None, [], _explain(start, "missing", [], ob, q))
+            )
         elif q is None:
-            diffs.append(RangeDiff(start, "extra", None, o, [],
-                                   _explain(start, "extra", [], ob, None)))
+            diffs.append(
+                RangeDiff(start, "extra", None, o, [], _explain(start, "extra", [], ob, None))
+            )
         elif seen(o) != seen(q):
             fields = [f for f in fields_seen if getattr(o, f) != getattr(q, f)]
-            diffs.append(RangeDiff(start, "changed", q, o, fields,
-                                   _explain(start, "changed", fields, ob, q)))
+            diffs.append(
+                RangeDiff(start, "changed", q, o, fields, _explain(start, "changed", fields, ob, q))
+            )
     status = "match" if not diffs and ob.root == qb.root else "mismatch"
     result = ViewResult(names, status, qb.root, ob.root, qb.number, len(qb.ranges), diffs)
     if ob.root != qb.root:
@@ -238,19 +270,24 @@ def _compare_dispatch(ob: FlatViewBlock, qb: FlatViewBlock, result: ViewResult) 
         result.dispatch_sections, result.dispatch_nodes = len(qd.sections), len(qd.nodes)
     if od is None or qd is None:
         side = "QEMU" if qd is not None else "ours"
-        result.dispatch_diffs.append(DispatchDiff(
-            "dispatch", "missing" if od is None else "extra",
-            "a dispatch dump" if qd is not None else None,
-            "a dispatch dump" if od is not None else None,
-            f"only {side} prints a dispatch dump for this FlatView"))
+        result.dispatch_diffs.append(
+            DispatchDiff(
+                "dispatch",
+                "missing" if od is None else "extra",
+                "a dispatch dump" if qd is not None else None,
+                "a dispatch dump" if od is not None else None,
+                f"only {side} prints a dispatch dump for this FlatView",
+            )
+        )
     else:
         result.dispatch_diffs.extend(diff_dispatch(od, qd))
     if result.dispatch_diffs:
         result.status = "mismatch"
 
 
-def _paired(ours: list[FlatRangeLine], qemu: list[FlatRangeLine]
-            ) -> Iterator[tuple[int, FlatRangeLine | None, FlatRangeLine | None]]:
+def _paired(
+    ours: list[FlatRangeLine], qemu: list[FlatRangeLine]
+) -> Iterator[tuple[int, FlatRangeLine | None, FlatRangeLine | None]]:
     """Both sides' ranges paired by start address, in address order."""
     if not (_ascending(ours) and _ascending(qemu)):
         # Out of order or a start repeated (edited text): keyed by start, the last wins.
@@ -287,10 +324,16 @@ def _ascending(ranges: list[FlatRangeLine]) -> bool:
 
 def _deepdiff(diffs: list[RangeDiff], *, owners: bool, accel: bool) -> dict[str, Any]:
     """DeepDiff of just the differing keys (a pre-pass keeps the rest out: §3.2)."""
-    left = {hex16(d.start): _record(d.qemu, owners=owners, accel=accel)
-            for d in diffs if d.qemu is not None}
-    right = {hex16(d.start): _record(d.ours, owners=owners, accel=accel)
-             for d in diffs if d.ours is not None}
+    left = {
+        hex16(d.start): _record(d.qemu, owners=owners, accel=accel)
+        for d in diffs
+        if d.qemu is not None
+    }
+    right = {
+        hex16(d.start): _record(d.ours, owners=owners, accel=accel)
+        for d in diffs
+        if d.ours is not None
+    }
     from deepdiff import DeepDiff  # here: it costs more to import than a matching check
 
     dd = DeepDiff(left, right, verbose_level=2, threshold_to_diff_deeper=0)

@@ -52,8 +52,10 @@ from qmirror.verify.reading import Reading, from_snapshot
 #: What an expectation may be written as.
 Entry = str | Sequence[Any] | Mapping[str, Any]
 
-_SHORT = re.compile(r"\s*(?:0x)?(?P<start>[0-9a-fA-F]+)\s*-\s*(?:0x)?(?P<last>[0-9a-fA-F]+)"
-                    r"\s+(?P<name>\S.*?)\s*")
+_SHORT = re.compile(
+    r"\s*(?:0x)?(?P<start>[0-9a-fA-F]+)\s*-\s*(?:0x)?(?P<last>[0-9a-fA-F]+)"
+    r"\s+(?P<name>\S.*?)\s*"
+)
 _ATTRS = ("type", "priority", "offset", "owner")
 
 
@@ -69,8 +71,11 @@ class Expected:
     text: str  # as the test wrote it, for messages
 
     def describe(self) -> str:
-        where = ("anywhere" if self.start is None and self.last is None else
-                 f"{_addr(self.start)}-{_addr(self.last)}")
+        where = (
+            "anywhere"
+            if self.start is None and self.last is None
+            else f"{_addr(self.start)}-{_addr(self.last)}"
+        )
         attrs = "".join(f", {k} {v}" for k, v in self.attrs.items())
         return f"{self.name} at {where}{attrs}"
 
@@ -103,17 +108,23 @@ def parse_entry(address_space: str, entry: Entry) -> Expected:
     if isinstance(entry, str):
         line = entry if entry.startswith("  ") else "  " + entry.strip()
         try:
-            r = parse_flat_range(line, 1, owners="owner:" in line or "parent:" in line
-                                 or " orphan" in line)
+            r = parse_flat_range(
+                line, 1, owners="owner:" in line or "parent:" in line or " orphan" in line
+            )
         except ParseError as err:
             m = _SHORT.fullmatch(entry)
             if m is None:
-                raise ExpectationError(f"expectation {entry!r}: write 'START-LAST NAME' or "
-                                       "paste a line of `info mtree -f`") from err
-            return Expected(address_space, int(m["start"], 16), int(m["last"], 16), m["name"],
-                            {}, entry)
-        attrs: dict[str, Any] = {"type": ("nv-" if r.nonvolatile else "") + r.type_word,
-                                 "priority": r.priority}
+                raise ExpectationError(
+                    f"expectation {entry!r}: write 'START-LAST NAME' or "
+                    "paste a line of `info mtree -f`"
+                ) from err
+            return Expected(
+                address_space, int(m["start"], 16), int(m["last"], 16), m["name"], {}, entry
+            )
+        attrs: dict[str, Any] = {
+            "type": ("nv-" if r.nonvolatile else "") + r.type_word,
+            "priority": r.priority,
+        }
         if r.offset:
             attrs["offset"] = r.offset
         if r.ownership is not None:
@@ -122,23 +133,39 @@ def parse_entry(address_space: str, entry: Entry) -> Expected:
     if isinstance(entry, Mapping):
         unknown = set(entry) - {"start", "last", "end", "name", *_ATTRS}
         if unknown or "name" not in entry:
-            raise ExpectationError(f"expectation {dict(entry)!r}: keys are name, start, last, "
-                             f"{', '.join(_ATTRS)}")
+            raise ExpectationError(
+                f"expectation {dict(entry)!r}: keys are name, start, last, {', '.join(_ATTRS)}"
+            )
         last = entry.get("last", entry.get("end"))
         attrs = {k: entry[k] for k in _ATTRS if k in entry}
-        return Expected(address_space, _address(entry.get("start"), "start"),
-                        _address(last, "last"), str(entry["name"]), attrs, repr(dict(entry)))
+        return Expected(
+            address_space,
+            _address(entry.get("start"), "start"),
+            _address(last, "last"),
+            str(entry["name"]),
+            attrs,
+            repr(dict(entry)),
+        )
     items: list[Any] = list(entry) if isinstance(entry, Sequence) else []  # type: ignore[redundant-expr]
     if not 3 <= len(items) <= 4:
-        raise ExpectationError(f"expectation {entry!r}: a (start, last, name[, attributes]) tuple, "
-                         "a dict, or a string")
+        raise ExpectationError(
+            f"expectation {entry!r}: a (start, last, name[, attributes]) tuple, a dict, or a string"
+        )
     attrs = dict(items[3]) if len(items) == 4 else {}
     bad = set(attrs) - set(_ATTRS)
     if bad:
-        raise ExpectationError(f"expectation {tuple(items)!r}: unknown attributes "
-                         f"{', '.join(sorted(bad))} (known: {', '.join(_ATTRS)})")
-    return Expected(address_space, _address(items[0], "start"), _address(items[1], "last"),
-                    str(items[2]), attrs, repr(tuple(items)))
+        raise ExpectationError(
+            f"expectation {tuple(items)!r}: unknown attributes "
+            f"{', '.join(sorted(bad))} (known: {', '.join(_ATTRS)})"
+        )
+    return Expected(
+        address_space,
+        _address(items[0], "start"),
+        _address(items[1], "last"),
+        str(items[2]),
+        attrs,
+        repr(tuple(items)),
+    )
 
 
 @dataclass(slots=True)
@@ -218,8 +245,10 @@ def check_one(e: Expected, block: FlatViewBlock, rendered: list[FlatRange] | Non
             if len(run) == 1:
                 out.append(f"found:   {_line(first)}")
             else:
-                out.append(f"found:   {first.name} at {hex16(first.start)}-{hex16(last.end)} "
-                           f"in {len(run)} ranges, the first: {_line(first)}")
+                out.append(
+                    f"found:   {first.name} at {hex16(first.start)}-{hex16(last.end)} "
+                    f"in {len(run)} ranges, the first: {_line(first)}"
+                )
         if len(runs) > 6:
             out.append(f"         … and {len(runs) - 6} more places")
     probe = e.start if e.start is not None else e.last
@@ -234,7 +263,7 @@ def check_one(e: Expected, block: FlatViewBlock, rendered: list[FlatRange] | Non
                 if why:
                     out.append(f"         qmirror's model: {why}")
         lo = max(0, (i if i is not None else _insertion(ranges, probe)) - 2)
-        near = ranges[lo:lo + 5]
+        near = ranges[lo : lo + 5]
         if near:
             out.append("nearby:")
             out.extend(f"  {'>' if r.start <= probe <= r.end else ' '} {_line(r)}" for r in near)
@@ -278,8 +307,9 @@ def _rendered(views: Iterable[Any]) -> dict[str, list[FlatRange]]:
     return out
 
 
-def check_memory_map(subject: Reading | Machine, expected: Mapping[str, Iterable[Entry]], *,
-                     exact: bool = False) -> tuple[bool, str]:
+def check_memory_map(
+    subject: Reading | Machine, expected: Mapping[str, Iterable[Entry]], *, exact: bool = False
+) -> tuple[bool, str]:
     """Check expectations; return (ok, the report). See the module docstring."""
     doc, truth, rendered = _document(subject)
     blocks: dict[str, list[FlatViewBlock]] = {}
@@ -290,39 +320,44 @@ def check_memory_map(subject: Reading | Machine, expected: Mapping[str, Iterable
     failed = total = 0
     for as_name, entries in expected.items():
         if isinstance(entries, str | bytes):
-            raise TypeError(f"expected[{as_name!r}] must be a list of expectations, not a "
-                            "string")
+            raise TypeError(f"expected[{as_name!r}] must be a list of expectations, not a string")
         wanted = [parse_entry(as_name, e) for e in entries]
         total += len(wanted)
         found = blocks.get(as_name)
         if not found:
             failed += len(wanted)
             names = sorted(blocks)
-            sections.append(f'address space "{as_name}": there is none (address spaces: '
-                            f"{', '.join(names)})")
+            sections.append(
+                f'address space "{as_name}": there is none (address spaces: {", ".join(names)})'
+            )
             continue
         block = found[0]
         outcomes = [check_one(e, block, rendered.get(as_name)) for e in wanted]
-        lines = [f'address space "{as_name}" (FlatView root {block.root or "(none)"}, '
-                 f"{len(block.ranges)} ranges):"]
+        lines = [
+            f'address space "{as_name}" (FlatView root {block.root or "(none)"}, '
+            f"{len(block.ranges)} ranges):"
+        ]
         for o in outcomes:
             mark = "✓" if o.ok else "✗"
             lines.append(f"  {mark} {o.expected.text}")
             lines.extend("      " + ln for ln in o.lines)
         failed += sum(not o.ok for o in outcomes)
         if exact:
-            extra = [r for r in block.ranges
-                     if not any(_covers(o.expected, r) for o in outcomes)]
+            extra = [r for r in block.ranges if not any(_covers(o.expected, r) for o in outcomes)]
             if extra:
                 failed += 1
-                lines.append(f"  ✗ exact: {len(extra)} ranges are mapped that no expectation "
-                             "names:")
+                lines.append(
+                    f"  ✗ exact: {len(extra)} ranges are mapped that no expectation names:"
+                )
                 lines.extend(f"      {_line(r)}" for r in extra[:20])
                 if len(extra) > 20:
                     lines.append(f"      … and {len(extra) - 20} more")
         sections.append("\n".join(lines))
-    head = (f"{failed} of {total} memory-map expectations failed" if failed
-            else f"all {total} memory-map expectations hold")
+    head = (
+        f"{failed} of {total} memory-map expectations failed"
+        if failed
+        else f"all {total} memory-map expectations hold"
+    )
     return failed == 0, f"{head} (checked against {truth})\n\n" + "\n\n".join(sections)
 
 
@@ -334,8 +369,9 @@ def _covers(e: Expected, r: FlatRangeLine) -> bool:
     return lo <= r.start and r.end <= hi
 
 
-def assert_memory_map(subject: Any, expected: Mapping[str, Iterable[Entry]], *,
-                      exact: bool = False) -> None:
+def assert_memory_map(
+    subject: Any, expected: Mapping[str, Iterable[Entry]], *, exact: bool = False
+) -> None:
     """Assert that address spaces map what ``expected`` says (see the module docstring).
 
     :param subject: a :class:`~qmirror.verify.reading.Reading` (the ``mtree`` fixture), a
@@ -361,5 +397,7 @@ def as_reading(subject: Any) -> Reading | Machine:
             return taken
     if hasattr(subject, "tree") and hasattr(subject, "flat") and hasattr(subject, "metadata"):
         return from_snapshot(subject)  # a qmirror.live.snapshot.Snapshot
-    raise TypeError(f"cannot check the memory map of {type(subject).__name__}: give the "
-                    "mtree fixture, a QemuVM, a Snapshot or a Machine")
+    raise TypeError(
+        f"cannot check the memory map of {type(subject).__name__}: give the "
+        "mtree fixture, a QemuVM, a Snapshot or a Machine"
+    )

@@ -25,12 +25,28 @@ from qmirror.verify.compare import Comparison, RangeDiff, ViewResult
 
 
 #: User-facing field name → the name :mod:`qmirror.verify.compare` uses.
-RANGE_FIELDS = {"end": "end", "priority": "priority", "nonvolatile": "nonvolatile",
-                "type": "type_word", "name": "name", "offset": "offset", "owner": "ownership",
-                "accel": "accel"}
+RANGE_FIELDS = {
+    "end": "end",
+    "priority": "priority",
+    "nonvolatile": "nonvolatile",
+    "type": "type_word",
+    "name": "name",
+    "offset": "offset",
+    "owner": "ownership",
+    "accel": "accel",
+}
 #: Region fields compared by ``diff`` (besides the range fields that apply to regions).
-TREE_FIELDS = ("type", "addr", "size", "priority", "enabled", "alias", "readonly",
-               "nonvolatile", "owner")
+TREE_FIELDS = (
+    "type",
+    "addr",
+    "size",
+    "priority",
+    "enabled",
+    "alias",
+    "readonly",
+    "nonvolatile",
+    "owner",
+)
 FIELDS = tuple(dict.fromkeys([*RANGE_FIELDS, *TREE_FIELDS]))
 
 
@@ -42,8 +58,9 @@ class IgnoreRules:
     fields: frozenset[str] = frozenset()
 
     @classmethod
-    def parse(cls, regions: Iterable[str] = (), fields: Iterable[str] = (), *,
-              origin: str = "") -> IgnoreRules:
+    def parse(
+        cls, regions: Iterable[str] = (), fields: Iterable[str] = (), *, origin: str = ""
+    ) -> IgnoreRules:
         """Compile the rules, refusing bad regexes and unknown field names.
 
         :param origin: where they came from, for error messages (``pyproject.toml``).
@@ -60,8 +77,9 @@ class IgnoreRules:
         for name in fields:
             canonical = {"type_word": "type", "ownership": "owner"}.get(name, name)
             if canonical not in FIELDS:
-                raise ConfigError(f"{where}unknown field {name!r} to ignore "
-                                   f"(known: {', '.join(FIELDS)})")
+                raise ConfigError(
+                    f"{where}unknown field {name!r} to ignore (known: {', '.join(FIELDS)})"
+                )
             names.add(canonical)
         return cls(tuple(compiled), frozenset(names))
 

@@ -62,8 +62,10 @@ class Reading:
     partial: bool = False
 
     def __repr__(self) -> str:
-        return (f"<Reading {self.label!r}: {len(self.machine.address_spaces)} address spaces, "
-                f"{len(self.views)} FlatViews>")
+        return (
+            f"<Reading {self.label!r}: {len(self.machine.address_spaces)} address spaces, "
+            f"{len(self.views)} FlatViews>"
+        )
 
     def view_of(self, a: AddressSpace) -> FlatView:
         """The rendered FlatView that address space ``a`` uses."""
@@ -113,41 +115,87 @@ def read(
     meta = dict(meta or {})
     recorded = meta.get("accelerator")
     # Pastes are read forgivingly; intact QEMU output reads exactly as before.
-    options = Options(accel=accel, recorded_accel=str(recorded) if recorded else None,
-                      inference="never" if strict else "always", rules=rules, compare=False,
-                      lenient=True)
+    options = Options(
+        accel=accel,
+        recorded_accel=str(recorded) if recorded else None,
+        inference="never" if strict else "always",
+        rules=rules,
+        compare=False,
+        lenient=True,
+    )
     try:
         out = run(tree_text, flat_text, options, tree_name=tree_name, flat_name=flat_name)
     except ParseError:
         paste = read_paste(tree_text)
-        if not allow_flat or flat_text is not None or paste.pick("tree") is not None \
-                or paste.pick("flat") is None:
+        if (
+            not allow_flat
+            or flat_text is not None
+            or paste.pick("tree") is not None
+            or paste.pick("flat") is None
+        ):
             raise
-        return _from_flat(tree_text, label=label, meta=meta, tree_name=tree_name,
-                          ramblock_text=ramblock_text)
+        return _from_flat(
+            tree_text, label=label, meta=meta, tree_name=tree_name, ramblock_text=ramblock_text
+        )
     repairs = [(tree_name or label, r) for r in out.loaded.document.repairs]
     if out.qemu is not None:
         repairs += [(flat_name or label, r) for r in out.qemu.repairs]
-    return Reading(label, tree_text, flat_text, out.machine, out.views, out.qemu, out.accel,
-                   out.inferred, meta, ramblock_text, repairs, out.loaded.document.partial)
+    return Reading(
+        label,
+        tree_text,
+        flat_text,
+        out.machine,
+        out.views,
+        out.qemu,
+        out.accel,
+        out.inferred,
+        meta,
+        ramblock_text,
+        repairs,
+        out.loaded.document.partial,
+    )
 
 
-def _from_flat(text: str, *, label: str, meta: dict[str, Any], tree_name: str | None,
-               ramblock_text: str | None) -> Reading:
+def _from_flat(
+    text: str, *, label: str, meta: dict[str, Any], tree_name: str | None, ramblock_text: str | None
+) -> Reading:
     """A partial reading of a paste that holds ``info mtree -f`` output only."""
     qemu = parse_flat(text, filename=tree_name, lenient=True)
     machine = machine_from_flat(qemu)
     word = next((w for v in qemu.views for r in v.ranges for w in r.accel), None)
-    decision = AccelDecision("kvm" if word else None, Source.INFERRED,
-                             "from the -f text's accelerator words" if word else "unknown")
+    decision = AccelDecision(
+        "kvm" if word else None,
+        Source.INFERRED,
+        "from the -f text's accelerator words" if word else "unknown",
+    )
     machine.accel = decision.value
     name = tree_name or label
     repairs = [(name, r) for r in qemu.repairs]
-    repairs.append((name, Repair(1, "no tree text: the model is rebuilt from the `info "
-                                    "mtree -f` text alone (one alias per range; the tree's "
-                                    "nesting is unknown)")))
-    return Reading(label, text, text, machine, render_machine(machine), qemu, decision, [],
-                   meta, ramblock_text, repairs, True)
+    repairs.append(
+        (
+            name,
+            Repair(
+                1,
+                "no tree text: the model is rebuilt from the `info "
+                "mtree -f` text alone (one alias per range; the tree's "
+                "nesting is unknown)",
+            ),
+        )
+    )
+    return Reading(
+        label,
+        text,
+        text,
+        machine,
+        render_machine(machine),
+        qemu,
+        decision,
+        [],
+        meta,
+        ramblock_text,
+        repairs,
+        True,
+    )
 
 
 def snapshot_meta(snap: Snapshot) -> dict[str, Any]:
@@ -158,17 +206,33 @@ def snapshot_meta(snap: Snapshot) -> dict[str, Any]:
     return meta
 
 
-def from_snapshot(snap: Snapshot, *, label: str | None = None, accel: str = "auto",
-                  strict: bool = False, rules: bool = True,
-                  ramblock_text: str | None = None) -> Reading:
+def from_snapshot(
+    snap: Snapshot,
+    *,
+    label: str | None = None,
+    accel: str = "auto",
+    strict: bool = False,
+    rules: bool = True,
+    ramblock_text: str | None = None,
+) -> Reading:
     """A :class:`Reading` of a :class:`qmirror.live.snapshot.Snapshot` (see :func:`read`).
 
     :param label: how to call it (default: the capture's ``config`` name, else the
         directory's name or the target it was read from).
     """
     meta = snapshot_meta(snap)
-    name = label or str(meta.get("config") or snap.label.rstrip("/").rsplit("/", 1)[-1]
-                        or snap.label)
-    return read(snap.tree, snap.flat, label=name, meta=meta, accel=accel, strict=strict,
-                rules=rules, tree_name=f"{snap.label}: info mtree -o -D",
-                flat_name=f"{snap.label}: info mtree -f -o", ramblock_text=ramblock_text)
+    name = label or str(
+        meta.get("config") or snap.label.rstrip("/").rsplit("/", 1)[-1] or snap.label
+    )
+    return read(
+        snap.tree,
+        snap.flat,
+        label=name,
+        meta=meta,
+        accel=accel,
+        strict=strict,
+        rules=rules,
+        tree_name=f"{snap.label}: info mtree -o -D",
+        flat_name=f"{snap.label}: info mtree -f -o",
+        ramblock_text=ramblock_text,
+    )

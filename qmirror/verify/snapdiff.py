@@ -95,10 +95,11 @@ class SnapshotDiff:
         return not (self.added or self.removed or self.changed or self.views)
 
 
-def _pair(old: list[MemoryRegion], new: list[MemoryRegion],
-          keys: Iterable[Callable[[MemoryRegion], Hashable]]
-          ) -> tuple[list[tuple[MemoryRegion, MemoryRegion]], list[MemoryRegion],
-                     list[MemoryRegion]]:
+def _pair(
+    old: list[MemoryRegion],
+    new: list[MemoryRegion],
+    keys: Iterable[Callable[[MemoryRegion], Hashable]],
+) -> tuple[list[tuple[MemoryRegion, MemoryRegion]], list[MemoryRegion], list[MemoryRegion]]:
     """Pair regions of one identity group, strictest key first; the rest stay unpaired."""
     pairs: list[tuple[MemoryRegion, MemoryRegion]] = []
     for key in keys:
@@ -125,11 +126,13 @@ _PASSES: tuple[Callable[[MemoryRegion], Hashable], ...] = (
 )
 
 
-def diff_trees(old: Machine, new: Machine, ignore: IgnoreRules = NO_IGNORES
-               ) -> tuple[list[MemoryRegion], list[MemoryRegion], list[RegionChange], int]:
+def diff_trees(
+    old: Machine, new: Machine, ignore: IgnoreRules = NO_IGNORES
+) -> tuple[list[MemoryRegion], list[MemoryRegion], list[RegionChange], int]:
     """(added, removed, changed, ignored) regions from ``old`` to ``new``."""
-    groups: dict[tuple[tuple[str, ...], str | None], tuple[list[MemoryRegion],
-                                                         list[MemoryRegion]]] = {}
+    groups: dict[
+        tuple[tuple[str, ...], str | None], tuple[list[MemoryRegion], list[MemoryRegion]]
+    ] = {}
     order: list[tuple[tuple[str, ...], str | None]] = []
     for side, machine in ((0, old), (1, new)):
         for mr in machine.regions():
@@ -163,13 +166,21 @@ def diff_trees(old: Machine, new: Machine, ignore: IgnoreRules = NO_IGNORES
 
 
 def _range_fields(r: FlatRange) -> dict[str, Any]:
-    return {"end": r.end, "type": range_kind(r), "name": r.mr.label,
-            "offset": r.offset_in_region, "priority": r.mr.priority, "owner": owner_of(r.mr),
-            "readonly": r.readonly, "nonvolatile": r.nonvolatile}
+    return {
+        "end": r.end,
+        "type": range_kind(r),
+        "name": r.mr.label,
+        "offset": r.offset_in_region,
+        "priority": r.mr.priority,
+        "owner": owner_of(r.mr),
+        "readonly": r.readonly,
+        "nonvolatile": r.nonvolatile,
+    }
 
 
-def _filter_ranges(removed: list[FlatRange], added: list[FlatRange], ignore: IgnoreRules
-                   ) -> tuple[list[FlatRange], list[FlatRange], int]:
+def _filter_ranges(
+    removed: list[FlatRange], added: list[FlatRange], ignore: IgnoreRules
+) -> tuple[list[FlatRange], list[FlatRange], int]:
     """Drop ranges of ignored regions, and replacements that differ only in ignored fields."""
     if not ignore:
         return removed, added, 0
@@ -191,8 +202,9 @@ def _filter_ranges(removed: list[FlatRange], added: list[FlatRange], ignore: Ign
     return removed, added, before - len(removed) - len(added)
 
 
-def diff_views(old: Reading, new: Reading, ignore: IgnoreRules = NO_IGNORES
-               ) -> tuple[list[ViewChange], int]:
+def diff_views(
+    old: Reading, new: Reading, ignore: IgnoreRules = NO_IGNORES
+) -> tuple[list[ViewChange], int]:
     """Per group of address spaces, the ranges QEMU's update would delete and add."""
     grouped: dict[tuple[object, ...], ViewChange] = {}
     ignored = 0
@@ -205,8 +217,11 @@ def diff_views(old: Reading, new: Reading, ignore: IgnoreRules = NO_IGNORES
         if not (removed or added or status):
             continue
         name = t.key[0]
-        sig = (status, tuple((r.start, r.size, r.mr.label, r.offset_in_region) for r in removed),
-               tuple((r.start, r.size, r.mr.label, r.offset_in_region) for r in added))
+        sig = (
+            status,
+            tuple((r.start, r.size, r.mr.label, r.offset_in_region) for r in removed),
+            tuple((r.start, r.size, r.mr.label, r.offset_in_region) for r in added),
+        )
         if sig in grouped:
             grouped[sig].address_spaces.append(name)
         else:
@@ -214,8 +229,7 @@ def diff_views(old: Reading, new: Reading, ignore: IgnoreRules = NO_IGNORES
     return list(grouped.values()), ignored
 
 
-def diff_readings(old: Reading, new: Reading, ignore: IgnoreRules = NO_IGNORES
-                  ) -> SnapshotDiff:
+def diff_readings(old: Reading, new: Reading, ignore: IgnoreRules = NO_IGNORES) -> SnapshotDiff:
     """The whole difference from ``old`` to ``new``."""
     added, removed, changed, ignored_regions = diff_trees(old.machine, new.machine, ignore)
     views, ignored_ranges = diff_views(old, new, ignore)
@@ -264,9 +278,16 @@ def range_line(r: FlatRange) -> str:
 
 def _region_json(mr: MemoryRegion) -> dict[str, Any]:
     f = region_fields(mr)
-    return {"path": region_path(mr), "owner": owner_of(mr), "type": f["type"],
-            "addr": hexs(f["addr"]), "size": hexs(mr.size), "priority": mr.priority,
-            "enabled": mr.enabled, "alias": f["alias"]}
+    return {
+        "path": region_path(mr),
+        "owner": owner_of(mr),
+        "type": f["type"],
+        "addr": hexs(f["addr"]),
+        "size": hexs(mr.size),
+        "priority": mr.priority,
+        "enabled": mr.enabled,
+        "alias": f["alias"],
+    }
 
 
 def _value_json(name: str, value: Any) -> Any:
@@ -276,8 +297,14 @@ def _value_json(name: str, value: Any) -> Any:
 
 
 def _range_json(r: FlatRange) -> dict[str, Any]:
-    return {"start": hexs(r.start), "last": hexs(r.end - 1), "type": range_kind(r),
-            "name": r.mr.label, "offset": hexs(r.offset_in_region), "owner": owner_of(r.mr)}
+    return {
+        "start": hexs(r.start),
+        "last": hexs(r.end - 1),
+        "type": range_kind(r),
+        "name": r.mr.label,
+        "offset": hexs(r.offset_in_region),
+        "owner": owner_of(r.mr),
+    }
 
 
 def to_json(d: SnapshotDiff, old: Reading, new: Reading, ignore: IgnoreRules) -> dict[str, Any]:
@@ -290,14 +317,27 @@ def to_json(d: SnapshotDiff, old: Reading, new: Reading, ignore: IgnoreRules) ->
         "regions": {
             "added": [_region_json(mr) for mr in d.added],
             "removed": [_region_json(mr) for mr in d.removed],
-            "changed": [{"path": region_path(c.new), "owner": owner_of(c.new),
-                         "addr": hexs(c.new.addr & MASK64),
-                         "fields": {k: {"old": _value_json(k, a), "new": _value_json(k, b)}
-                                    for k, (a, b) in c.fields.items()}}
-                        for c in d.changed],
+            "changed": [
+                {
+                    "path": region_path(c.new),
+                    "owner": owner_of(c.new),
+                    "addr": hexs(c.new.addr & MASK64),
+                    "fields": {
+                        k: {"old": _value_json(k, a), "new": _value_json(k, b)}
+                        for k, (a, b) in c.fields.items()
+                    },
+                }
+                for c in d.changed
+            ],
         },
-        "flatviews": [{"address_spaces": v.address_spaces, "status": v.status or "changed",
-                       "removed": [_range_json(r) for r in v.removed],
-                       "added": [_range_json(r) for r in v.added]} for v in d.views],
+        "flatviews": [
+            {
+                "address_spaces": v.address_spaces,
+                "status": v.status or "changed",
+                "removed": [_range_json(r) for r in v.removed],
+                "added": [_range_json(r) for r in v.added],
+            }
+            for v in d.views
+        ],
         "ignored": {"rules": ignore.describe(), "differences": d.ignored},
     }

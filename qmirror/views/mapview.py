@@ -46,8 +46,13 @@ GAP_WEIGHT = 0.5
 #: Kinds a range can have on the map, in legend order, with their colours (shared
 #: with the SVG; colour-blind-safe families).
 KIND_COLOURS = {
-    "ram": "#3a9d5d", "rom": "#d6a21e", "romd": "#b65fc4", "ramd": "#66c2a5",
-    "i/o": "#d9534f", "iommu": "#3474c4", "gap": "#e9ecef",
+    "ram": "#3a9d5d",
+    "rom": "#d6a21e",
+    "romd": "#b65fc4",
+    "ramd": "#66c2a5",
+    "i/o": "#d9534f",
+    "iommu": "#3474c4",
+    "gap": "#e9ecef",
 }
 
 
@@ -82,11 +87,19 @@ class _Tree:
             nid = f"n{len(self.ids)}"
             self.ids[mr] = nid
             start = (base + mr.addr) & MASK64
-            slot.update({
-                "id": nid, "name": mr.label, "kind": kind_word(mr), "start": hexs(start),
-                "size": human_size(mr.size), "priority": mr.priority,
-                "enabled": mr.enabled, "owner": owner_text(mr), "children": [],
-            })
+            slot.update(
+                {
+                    "id": nid,
+                    "name": mr.label,
+                    "kind": kind_word(mr),
+                    "start": hexs(start),
+                    "size": human_size(mr.size),
+                    "priority": mr.priority,
+                    "enabled": mr.enabled,
+                    "owner": owner_text(mr),
+                    "children": [],
+                }
+            )
             kids: list[tuple[MemoryRegion, int]] = []
             if mr.alias is not None:
                 target = mr.alias
@@ -113,20 +126,41 @@ def _segment(r: FlatRange, tree: _Tree, change: str | None) -> dict[str, Any]:
     visit = r.via
     via = [] if visit is None else [tree.node_of(m) for m in visit.path()]
     return {
-        "gap": False, "start": hexs(r.start), "last": hexs(r.end - 1), "size": hexs(r.size),
-        "n": float(r.size), "s": float(r.start), "human": human_size(r.size),
-        "w": weight(r.size), "kind": range_kind(r), "name": mr.label,
-        "offset": hexs(r.offset_in_region), "readonly": r.readonly,
-        "nonvolatile": r.nonvolatile, "priority": mr.priority, "owner": owner_text(mr),
-        "path": describe_path(visit), "node": tree.node_of(mr),
-        "via": [n for n in via if n is not None], "change": change,
+        "gap": False,
+        "start": hexs(r.start),
+        "last": hexs(r.end - 1),
+        "size": hexs(r.size),
+        "n": float(r.size),
+        "s": float(r.start),
+        "human": human_size(r.size),
+        "w": weight(r.size),
+        "kind": range_kind(r),
+        "name": mr.label,
+        "offset": hexs(r.offset_in_region),
+        "readonly": r.readonly,
+        "nonvolatile": r.nonvolatile,
+        "priority": mr.priority,
+        "owner": owner_text(mr),
+        "path": describe_path(visit),
+        "node": tree.node_of(mr),
+        "via": [n for n in via if n is not None],
+        "change": change,
     }
 
 
 def _gap(start: int, end: int) -> dict[str, Any]:
-    return {"gap": True, "start": hexs(start), "last": hexs(end - 1), "size": hexs(end - start),
-            "n": float(end - start), "s": float(start), "human": human_size(end - start),
-            "w": weight(end - start, gap=True), "kind": "gap", "change": None}
+    return {
+        "gap": True,
+        "start": hexs(start),
+        "last": hexs(end - 1),
+        "size": hexs(end - start),
+        "n": float(end - start),
+        "s": float(start),
+        "human": human_size(end - start),
+        "w": weight(end - start, gap=True),
+        "kind": "gap",
+        "change": None,
+    }
 
 
 def _changes(events: list[TopologyEvent]) -> tuple[dict[FlatRange, str], list[FlatRange]]:
@@ -140,8 +174,9 @@ def _changes(events: list[TopologyEvent]) -> tuple[dict[FlatRange, str], list[Fl
     return marks, removed
 
 
-def _lay_out(ranges: list[FlatRange], removed: list[FlatRange], tree: _Tree,
-             marks: dict[FlatRange, str]) -> list[dict[str, Any]]:
+def _lay_out(
+    ranges: list[FlatRange], removed: list[FlatRange], tree: _Tree, marks: dict[FlatRange, str]
+) -> list[dict[str, Any]]:
     """Segments in address order: the ranges, and gaps split at removed ranges' edges."""
     cuts = sorted({b for o in removed for b in (o.start, o.end)})
     segments: list[dict[str, Any]] = []
@@ -160,14 +195,27 @@ def _lay_out(ranges: list[FlatRange], removed: list[FlatRange], tree: _Tree,
 
 
 def _removed_json(removed: list[FlatRange]) -> list[dict[str, Any]]:
-    return [{"start": hexs(o.start), "last": hexs(o.end - 1), "size": hexs(o.size),
-             "s": float(o.start), "n": float(o.size), "human": human_size(o.size),
-             "name": o.mr.label, "kind": range_kind(o), "offset": hexs(o.offset_in_region),
-             "owner": owner_text(o.mr), "path": describe_path(o.via)} for o in removed]
+    return [
+        {
+            "start": hexs(o.start),
+            "last": hexs(o.end - 1),
+            "size": hexs(o.size),
+            "s": float(o.start),
+            "n": float(o.size),
+            "human": human_size(o.size),
+            "name": o.mr.label,
+            "kind": range_kind(o),
+            "offset": hexs(o.offset_in_region),
+            "owner": owner_text(o.mr),
+            "path": describe_path(o.via),
+        }
+        for o in removed
+    ]
 
 
-def _view_json(index: int, view: FlatView, ases: list[AddressSpace],
-               transition: Transition | None, status: str) -> dict[str, Any]:
+def _view_json(
+    index: int, view: FlatView, ases: list[AddressSpace], transition: Transition | None, status: str
+) -> dict[str, Any]:
     # The tree of the region the view is rendered from; an empty view shows its first
     # address space's root (whose regions are all disabled or empty).
     tree = _Tree(view.root if view.root is not None or not ases else ases[0].root)
@@ -180,10 +228,15 @@ def _view_json(index: int, view: FlatView, ases: list[AddressSpace],
     segments = _lay_out(ranges, removed, tree, marks)
     end = max([r.end for r in ranges] + [o.end for o in removed] + [0])
     return {
-        "id": f"v{index}", "address_spaces": [a.name for a in ases],
+        "id": f"v{index}",
+        "address_spaces": [a.name for a in ases],
         "root": view.root.label if view.root is not None else None,
-        "end": hexs(end), "ranges": len(ranges), "status": status,
-        "segments": segments, "removed": _removed_json(removed), "tree": tree.nodes,
+        "end": hexs(end),
+        "ranges": len(ranges),
+        "status": status,
+        "segments": segments,
+        "removed": _removed_json(removed),
+        "tree": tree.nodes,
         "changes": sum(1 for s in segments if s.get("change")) + len(removed),
     }
 
@@ -208,12 +261,14 @@ def _closest(by_as: dict[AddressSpace, Transition], ases: list[AddressSpace]) ->
     found = [by_as[a] for a in ases if a in by_as]
     if not found:
         return None
-    return min(found, key=lambda t: (t.old is None,
-                                     sum(ev.kind in ("add", "del") for ev in t.events)))
+    return min(
+        found, key=lambda t: (t.old is None, sum(ev.kind in ("add", "del") for ev in t.events))
+    )
 
 
-def prepare(new: Reading, old: Reading | None = None, *,
-            address_spaces: Collection[str] = ()) -> dict[str, Any]:
+def prepare(
+    new: Reading, old: Reading | None = None, *, address_spaces: Collection[str] = ()
+) -> dict[str, Any]:
     """The picture's data for ``new`` (changes since ``old`` marked when given).
 
     :param address_spaces: only the FlatViews serving address spaces of these names.
@@ -228,8 +283,9 @@ def prepare(new: Reading, old: Reading | None = None, *,
             else:
                 gone.append(t)
     # The system memory view first, empty views (devices with bus mastering off) last.
-    order = sorted(new.views, key=lambda v: (not v.ranges,
-                                             all(a.name != "memory" for a in v.address_spaces)))
+    order = sorted(
+        new.views, key=lambda v: (not v.ranges, all(a.name != "memory" for a in v.address_spaces))
+    )
     for view in order:
         ases = view.address_spaces
         if address_spaces and not any(a.name in address_spaces for a in ases):
@@ -246,8 +302,7 @@ def prepare(new: Reading, old: Reading | None = None, *,
         if view in seen:
             continue
         seen.add(view)
-        views_json.append(_view_json(len(views_json), view, view.address_spaces, t,
-                                     "removed"))
+        views_json.append(_view_json(len(views_json), view, view.address_spaces, t, "removed"))
     return {
         "schema": SCHEMA,
         "generator": f"qmirror {__version__}",
@@ -276,10 +331,12 @@ def to_html(data: dict[str, Any]) -> str:
     """One self-contained HTML page (inline CSS and JS, no network at view time)."""
     page = _template("map.html")
     title = data["title"] + (" — changes" if data.get("old_title") else "")
-    return (page.replace("{{TITLE}}", _escape(f"qmirror map: {title}"))
-                .replace("{{DATA}}", to_json(data)))
+    return page.replace("{{TITLE}}", _escape(f"qmirror map: {title}")).replace(
+        "{{DATA}}", to_json(data)
+    )
 
 
 def _escape(text: str) -> str:
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-                .replace('"', "&quot;"))
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )

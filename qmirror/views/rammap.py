@@ -63,8 +63,21 @@ from qmirror.verify.reading import Reading
 
 SCHEMA = "qmirror.ram-map/1"
 RAM_KINDS = ("ram", "rom", "romd", "ramd")
-CSV_COLUMNS = ("start", "size", "last", "block", "block_exact", "block_offset", "ram_addr",
-               "region", "kind", "readonly", "nonvolatile", "owner", "address_spaces")
+CSV_COLUMNS = (
+    "start",
+    "size",
+    "last",
+    "block",
+    "block_exact",
+    "block_offset",
+    "ram_addr",
+    "region",
+    "kind",
+    "readonly",
+    "nonvolatile",
+    "owner",
+    "address_spaces",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +94,8 @@ class RamBlock:
 _RAMBLOCK_HEAD = re.compile(r"\s*Block Name\s+PSize\s+Offset\s+Used\s+Total\s*")
 _RAMBLOCK_LINE = re.compile(
     r"\s*(?P<name>\S(?:.*\S)?)\s+(?P<psize>\d+(?:\.\d+)? ?[KMGT]?i?B)\s+"
-    r"0x(?P<offset>[0-9a-f]+)\s+0x(?P<used>[0-9a-f]+)\s+0x(?P<total>[0-9a-f]+)\s*")
+    r"0x(?P<offset>[0-9a-f]+)\s+0x(?P<used>[0-9a-f]+)\s+0x(?P<total>[0-9a-f]+)\s*"
+)
 
 
 def parse_ramblock(text: str) -> list[RamBlock]:
@@ -93,17 +107,24 @@ def parse_ramblock(text: str) -> list[RamBlock]:
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines or not _RAMBLOCK_HEAD.fullmatch(lines[0]):
-        raise ParseError("expected the 'Block Name PSize Offset Used Total' header of "
-                         "`info ramblock`", line=1, column=1,
-                         source_line=lines[0] if lines else "")
+        raise ParseError(
+            "expected the 'Block Name PSize Offset Used Total' header of `info ramblock`",
+            line=1,
+            column=1,
+            source_line=lines[0] if lines else "",
+        )
     blocks = []
     for n, line in enumerate(lines[1:], start=2):
         m = _RAMBLOCK_LINE.fullmatch(line)
         if m is None:
-            raise ParseError("expected 'NAME PSIZE 0xOFFSET 0xUSED 0xTOTAL'", line=n, column=1,
-                             source_line=line)
-        blocks.append(RamBlock(m["name"], m["psize"], int(m["offset"], 16),
-                               int(m["used"], 16), int(m["total"], 16)))
+            raise ParseError(
+                "expected 'NAME PSIZE 0xOFFSET 0xUSED 0xTOTAL'", line=n, column=1, source_line=line
+            )
+        blocks.append(
+            RamBlock(
+                m["name"], m["psize"], int(m["offset"], 16), int(m["used"], 16), int(m["total"], 16)
+            )
+        )
     return blocks
 
 
@@ -129,8 +150,11 @@ def _block_for(mr: MemoryRegion, blocks: list[RamBlock] | None) -> tuple[str, bo
     """(block name, exact, block's ram_addr offset) for a RAM region."""
     owner = mr.ownership.owner if mr.ownership is not None else None
     if blocks is not None:
-        found = [b for b in blocks
-                 if (b.name == mr.label or b.name.endswith("/" + mr.label)) and b.used == mr.size]
+        found = [
+            b
+            for b in blocks
+            if (b.name == mr.label or b.name.endswith("/" + mr.label)) and b.used == mr.size
+        ]
         if len(found) == 1:
             return found[0].name, True, found[0].offset
         if len(found) > 1:
@@ -173,22 +197,34 @@ def _row(r: FlatRange, kind: str, blocks: list[RamBlock] | None) -> RamRange:
     mr = r.mr
     name, exact, base = _block_for(mr, blocks)
     return RamRange(
-        start=r.start, size=r.size, block=name, block_exact=exact,
+        start=r.start,
+        size=r.size,
+        block=name,
+        block_exact=exact,
         block_offset=r.offset_in_region,
         ram_addr=None if base is None else base + r.offset_in_region,
-        region=mr.label, kind=kind, readonly=r.readonly or kind == "romd",
+        region=mr.label,
+        kind=kind,
+        readonly=r.readonly or kind == "romd",
         nonvolatile=r.nonvolatile,
-        owner=None if mr.ownership is None else format_owners(mr.ownership).strip())
+        owner=None if mr.ownership is None else format_owners(mr.ownership).strip(),
+    )
 
 
 def _record(row: RamRange) -> dict[str, Any]:
     return {
-        "start": hexs(row.start), "size": hexs(row.size), "last": hexs(row.start + row.size - 1),
-        "block": row.block, "block_exact": row.block_exact,
+        "start": hexs(row.start),
+        "size": hexs(row.size),
+        "last": hexs(row.start + row.size - 1),
+        "block": row.block,
+        "block_exact": row.block_exact,
         "block_offset": hexs(row.block_offset),
         "ram_addr": None if row.ram_addr is None else hexs(row.ram_addr),
-        "region": row.region, "kind": row.kind, "readonly": row.readonly,
-        "nonvolatile": row.nonvolatile, "owner": row.owner,
+        "region": row.region,
+        "kind": row.kind,
+        "readonly": row.readonly,
+        "nonvolatile": row.nonvolatile,
+        "owner": row.owner,
         "address_spaces": list(row.address_spaces),
     }
 
@@ -198,9 +234,12 @@ def to_json(reading: Reading, rows: list[RamRange]) -> dict[str, Any]:
     meta = reading.meta
     return {
         "schema": SCHEMA,
-        "source": {"label": reading.label, "machine": meta.get("machine"),
-                   "qemu_version": meta.get("qemu_version"),
-                   "accelerator": reading.accel.value},
+        "source": {
+            "label": reading.label,
+            "machine": meta.get("machine"),
+            "qemu_version": meta.get("qemu_version"),
+            "accelerator": reading.accel.value,
+        },
         "ramblocks": reading.ramblock_text is not None,
         "ranges": [_record(row) for row in rows],
     }

@@ -40,11 +40,20 @@ def region_path(mr: MemoryRegion) -> str:
 def fact_rows(machine: Machine) -> list[tuple[str, Fact]]:
     """Every attribute not read from the text, per region (path, fact), rules and
     inferences first."""
-    rows = [(region_path(mr), f) for mr in machine.regions() for f in mr.facts
-            if f.source is not Source.TEXT]
+    rows = [
+        (region_path(mr), f)
+        for mr in machine.regions()
+        for f in mr.facts
+        if f.source is not Source.TEXT
+    ]
     rows += [("(machine)", f) for f in machine.facts]
-    order = {Source.RULE: 0, Source.HARVESTED: 1, Source.INFERRED: 2, Source.DEFAULT: 3,
-             Source.TEXT: 4}
+    order = {
+        Source.RULE: 0,
+        Source.HARVESTED: 1,
+        Source.INFERRED: 2,
+        Source.DEFAULT: 3,
+        Source.TEXT: 4,
+    }
     rows.sort(key=lambda row: order[row[1].source])
     return rows
 
@@ -53,8 +62,11 @@ def _range_json(r: FlatRangeLine | None) -> dict[str, Any] | None:
     if r is None:
         return None
     return {
-        "start": hexs(r.start), "end": hexs(r.end), "priority": r.priority,
-        "type": ("nv-" if r.nonvolatile else "") + r.type_word, "name": r.name,
+        "start": hexs(r.start),
+        "end": hexs(r.end),
+        "priority": r.priority,
+        "type": ("nv-" if r.nonvolatile else "") + r.type_word,
+        "name": r.name,
         "offset": hexs(r.offset),
         "owner": None if r.ownership is None else format_owners(r.ownership).strip(),
         "accel": list(r.accel),
@@ -62,26 +74,43 @@ def _range_json(r: FlatRangeLine | None) -> dict[str, Any] | None:
 
 
 def _diff_json(d: RangeDiff) -> dict[str, Any]:
-    return {"start": hexs(d.start), "kind": d.kind, "fields": d.fields,
-            "qemu": _range_json(d.qemu), "ours": _range_json(d.ours),
-            "explanation": d.explanation}
+    return {
+        "start": hexs(d.start),
+        "kind": d.kind,
+        "fields": d.fields,
+        "qemu": _range_json(d.qemu),
+        "ours": _range_json(d.ours),
+        "explanation": d.explanation,
+    }
 
 
 def _dispatch_diff_json(d: DispatchDiff) -> dict[str, Any]:
-    return {"where": d.where, "kind": d.kind, "qemu": d.qemu, "ours": d.ours,
-            "explanation": d.explanation}
+    return {
+        "where": d.where,
+        "kind": d.kind,
+        "qemu": d.qemu,
+        "ours": d.ours,
+        "explanation": d.explanation,
+    }
 
 
 def _view_json(v: ViewResult) -> dict[str, Any]:
     out = {
-        "address_spaces": v.address_spaces, "status": v.status,
-        "qemu_flatview_number": v.qemu_number, "root": {"qemu": v.qemu_root, "ours": v.our_root},
-        "ranges": v.ranges, "differences": [_diff_json(d) for d in v.diffs],
-        "deepdiff": v.deepdiff, "note": v.note,
+        "address_spaces": v.address_spaces,
+        "status": v.status,
+        "qemu_flatview_number": v.qemu_number,
+        "root": {"qemu": v.qemu_root, "ours": v.our_root},
+        "ranges": v.ranges,
+        "differences": [_diff_json(d) for d in v.diffs],
+        "deepdiff": v.deepdiff,
+        "note": v.note,
     }
     if v.dispatch_compared:
-        out["dispatch"] = {"sections": v.dispatch_sections, "nodes": v.dispatch_nodes,
-                           "differences": [_dispatch_diff_json(d) for d in v.dispatch_diffs]}
+        out["dispatch"] = {
+            "sections": v.dispatch_sections,
+            "nodes": v.dispatch_nodes,
+            "differences": [_dispatch_diff_json(d) for d in v.dispatch_diffs],
+        }
     return out
 
 
@@ -94,16 +123,32 @@ def to_json(result: CheckResult, *, inputs: dict[str, str] | None = None) -> dic
         "result": result.comparison.result,
         "inputs": inputs or {},
         "strict": result.strict,
-        "accelerator": {"value": result.accel.value, "source": result.accel.source.value,
-                        "detail": result.accel.detail,
-                        "compared": result.comparison.accel_compared,
-                        "unpredicted_words": result.comparison.accel_unpredicted},
+        "accelerator": {
+            "value": result.accel.value,
+            "source": result.accel.source.value,
+            "detail": result.accel.detail,
+            "compared": result.comparison.accel_compared,
+            "unpredicted_words": result.comparison.accel_unpredicted,
+        },
         "flatviews": [_view_json(v) for v in result.comparison.views],
-        "dispatch_page_bits": None if result.page_bits is None else {
-            "value": result.page_bits.value, "source": result.page_bits.source.value,
-            "detail": result.page_bits.detail},
-        "facts": [{"region": path, "gap": f.gap, "attribute": f.attribute, "value": f.value,
-                   "source": f.source.value, "detail": f.detail} for path, f in rows],
+        "dispatch_page_bits": None
+        if result.page_bits is None
+        else {
+            "value": result.page_bits.value,
+            "source": result.page_bits.source.value,
+            "detail": result.page_bits.detail,
+        },
+        "facts": [
+            {
+                "region": path,
+                "gap": f.gap,
+                "attribute": f.attribute,
+                "value": f.value,
+                "source": f.source.value,
+                "detail": f.detail,
+            }
+            for path, f in rows
+        ],
         "fact_counts": dict(counts),
     }
 
@@ -111,11 +156,17 @@ def to_json(result: CheckResult, *, inputs: dict[str, str] | None = None) -> dic
 def write_junit(result: CheckResult, path: Path, *, name: str = "qmirror.check") -> None:
     """One ``<testsuite>``, one ``<testcase>`` per FlatView, ``<failure>`` for mismatches."""
     views = result.comparison.views
-    suite = ET.Element("testsuite", name=name, tests=str(len(views)),
-                       failures=str(sum(not v.ok for v in views)), errors="0")
+    suite = ET.Element(
+        "testsuite",
+        name=name,
+        tests=str(len(views)),
+        failures=str(sum(not v.ok for v in views)),
+        errors="0",
+    )
     for v in views:
-        case = ET.SubElement(suite, "testcase", classname=name,
-                             name="FlatView " + ", ".join(v.address_spaces))
+        case = ET.SubElement(
+            suite, "testcase", classname=name, name="FlatView " + ", ".join(v.address_spaces)
+        )
         if not v.ok:
             message = f"{v.status}: {len(v.diffs)} ranges differ"
             if v.dispatch_diffs:
@@ -178,8 +229,10 @@ def _diff_lines(v: ViewResult) -> list[str]:
         if dd.explanation:
             out.append(f"  {dd.explanation}")
     if len(v.dispatch_diffs) > len(shown):
-        out.append(f"… and {len(v.dispatch_diffs) - len(shown)} more dispatch differences "
-                   "(all of them in --format json)")
+        out.append(
+            f"… and {len(v.dispatch_diffs) - len(shown)} more dispatch differences "
+            "(all of them in --format json)"
+        )
     return out
 
 
@@ -197,13 +250,18 @@ def match_summary(result: CheckResult) -> str:
     counts = Counter(f.source for _, f in fact_rows(result.machine))
     inferred = counts[Source.INFERRED]
     harvested = counts[Source.HARVESTED]
-    return (f"{len(comp.views)} FlatViews, {n_ranges} QEMU ranges; accelerator "
-            f"{result.accel.value or 'unknown'} ({result.accel.source.value}); "
-            f"{counts[Source.RULE]} attributes from rules, "
-            + (f"{harvested} harvested from QEMU {result.loaded.harvest_table.version}, "
-               if harvested and result.loaded.harvest_table is not None else "")
-            + (f"{inferred} inferred from QEMU's -f, " if inferred else "")
-            + f"{counts[Source.DEFAULT]} defaults (-v: per FlatView, with sources)")
+    return (
+        f"{len(comp.views)} FlatViews, {n_ranges} QEMU ranges; accelerator "
+        f"{result.accel.value or 'unknown'} ({result.accel.source.value}); "
+        f"{counts[Source.RULE]} attributes from rules, "
+        + (
+            f"{harvested} harvested from QEMU {result.loaded.harvest_table.version}, "
+            if harvested and result.loaded.harvest_table is not None
+            else ""
+        )
+        + (f"{inferred} inferred from QEMU's -f, " if inferred else "")
+        + f"{counts[Source.DEFAULT]} defaults (-v: per FlatView, with sources)"
+    )
 
 
 def print_text(result: CheckResult, console: Console, *, verbose: bool = False) -> None:
@@ -217,46 +275,67 @@ def print_text(result: CheckResult, console: Console, *, verbose: bool = False) 
         return
     n_ranges = sum(v.ranges for v in comp.views)
     style = "bold green" if comp.ok else "bold red"
-    console.print(f"[{style}]{comp.result.upper()}[/]: {len(comp.views)} FlatViews, "
-                  f"{n_ranges} QEMU ranges", highlight=False)
+    console.print(
+        f"[{style}]{comp.result.upper()}[/]: {len(comp.views)} FlatViews, {n_ranges} QEMU ranges",
+        highlight=False,
+    )
     for v in comp.views:
         names = ", ".join(f'"{n}"' for n in v.address_spaces[:4])
         if len(v.address_spaces) > 4:
             names += f" and {len(v.address_spaces) - 4} more"
         mark = "[green]✓[/]" if v.ok else "[red]✗[/]"
         root = v.qemu_root if v.qemu_root is not None else v.our_root
-        what = {"match": f"{v.ranges} ranges match",
-                "mismatch": f"{len(v.diffs)} of {v.ranges} ranges differ",
-                "only-qemu": "only in QEMU's output", "only-ours": "only in our rendering"}
+        what = {
+            "match": f"{v.ranges} ranges match",
+            "mismatch": f"{len(v.diffs)} of {v.ranges} ranges differ",
+            "only-qemu": "only in QEMU's output",
+            "only-ours": "only in our rendering",
+        }
         state = what[v.status]
         if v.dispatch_compared and v.status in ("match", "mismatch"):
             if v.status == "match":
-                state = (f"{v.ranges} ranges and the dispatch ({v.dispatch_sections} sections, "
-                         f"{v.dispatch_nodes} nodes) match")
+                state = (
+                    f"{v.ranges} ranges and the dispatch ({v.dispatch_sections} sections, "
+                    f"{v.dispatch_nodes} nodes) match"
+                )
             elif v.dispatch_diffs:
-                state = (f"{v.ranges} ranges match" if not v.diffs else state) + \
-                    f"; {len(v.dispatch_diffs)} dispatch differences"
-        console.print(f"  {mark} FlatView of {escape(names)} (root {escape(root or '(none)')}): "
-                      f"{state}", highlight=False)
+                state = (
+                    f"{v.ranges} ranges match" if not v.diffs else state
+                ) + f"; {len(v.dispatch_diffs)} dispatch differences"
+        console.print(
+            f"  {mark} FlatView of {escape(names)} (root {escape(root or '(none)')}): {state}",
+            highlight=False,
+        )
         if not v.ok:
             _print_mismatch(v, console, verbose=verbose)
     acc = result.accel
-    console.print(f"Accelerator: {acc.value or 'unknown'} ({acc.source.value}: "
-                  f"{escape(acc.detail)})", highlight=False)
+    console.print(
+        f"Accelerator: {acc.value or 'unknown'} ({acc.source.value}: {escape(acc.detail)})",
+        highlight=False,
+    )
     if result.page_bits is not None:
         pb = result.page_bits
-        console.print(f"Dispatch: {1 << pb.value}-byte target pages ({pb.source.value}: "
-                      f"{pb.detail}); [MRU] ignored", highlight=False, markup=False)
+        console.print(
+            f"Dispatch: {1 << pb.value}-byte target pages ({pb.source.value}: "
+            f"{pb.detail}); [MRU] ignored",
+            highlight=False,
+            markup=False,
+        )
     if comp.accel_unpredicted:
-        console.print(f"  {comp.accel_unpredicted} accelerator words in QEMU's output were "
-                      "not predicted (reported, not compared)", highlight=False)
+        console.print(
+            f"  {comp.accel_unpredicted} accelerator words in QEMU's output were "
+            "not predicted (reported, not compared)",
+            highlight=False,
+        )
     rows = fact_rows(result.machine)
     counts = Counter(f.source for _, f in rows)
-    console.print(f"Not read from the tree: {counts[Source.RULE]} from rules, "
-                  f"{counts[Source.HARVESTED]} harvested from the same QEMU version, "
-                  f"{counts[Source.INFERRED]} inferred from QEMU's -f, "
-                  f"{counts[Source.DEFAULT]} defaults"
-                  + (" (strict: no inference)" if result.strict else ""), highlight=False)
+    console.print(
+        f"Not read from the tree: {counts[Source.RULE]} from rules, "
+        f"{counts[Source.HARVESTED]} harvested from the same QEMU version, "
+        f"{counts[Source.INFERRED]} inferred from QEMU's -f, "
+        f"{counts[Source.DEFAULT]} defaults" + (" (strict: no inference)" if result.strict else ""),
+        highlight=False,
+    )
     grouped: dict[tuple[str, str, str, str, str, str], int] = {}
     for path, f in rows:
         if f.source is Source.DEFAULT and not verbose:
@@ -266,8 +345,11 @@ def print_text(result: CheckResult, console: Console, *, verbose: bool = False) 
         grouped[key] = grouped.get(key, 0) + 1
     for (source, gap, path, attribute, value, detail), n in grouped.items():
         times = f" (×{n})" if n > 1 else ""
-        console.print(f"  {source:8} {gap} {escape(path)}{times}: {attribute} = {escape(value)}"
-                      f"  [dim]— {escape(detail)}[/]", highlight=False)
+        console.print(
+            f"  {source:8} {gap} {escape(path)}{times}: {attribute} = {escape(value)}"
+            f"  [dim]— {escape(detail)}[/]",
+            highlight=False,
+        )
     if not verbose and counts[Source.DEFAULT]:
         console.print("  (defaults, and rule sources in full, with --verbose)", highlight=False)
 
@@ -278,8 +360,7 @@ _RANGES_SHOWN = 40
 _QEMU_STYLE, _OURS_STYLE = "bold red", "bold green"
 
 
-def _cells(r: FlatRangeLine | None, fields: list[str], width: int, style: str,
-           whole: bool) -> Text:
+def _cells(r: FlatRangeLine | None, fields: list[str], width: int, style: str, whole: bool) -> Text:
     """One side of a table row: ``end prio type name @offset words``, differing fields
     highlighted (all of it for a range only this side has)."""
     if r is None:
@@ -293,8 +374,10 @@ def _cells(r: FlatRangeLine | None, fields: list[str], width: int, style: str,
 
     part(f"{r.end:0{width}x}", "end")
     part(f"prio {r.priority}", "priority")
-    part(("nv-" if r.nonvolatile else "") + r.type_word,
-         "type_word" if "type_word" in fields else "nonvolatile")
+    part(
+        ("nv-" if r.nonvolatile else "") + r.type_word,
+        "type_word" if "type_word" in fields else "nonvolatile",
+    )
     part(r.name, "name")
     if r.offset or "offset" in fields:
         part(f"@{r.offset:x}", "offset")
@@ -312,8 +395,9 @@ def _print_mismatch(v: ViewResult, console: Console, *, verbose: bool) -> None:
         console.print("      " + escape(v.note), highlight=False)
     diffs = v.diffs if verbose else v.diffs[:_RANGES_SHOWN]
     if diffs:
-        top = max(max([d.start] + [r.end for r in (d.qemu, d.ours) if r is not None])
-                  for d in diffs)
+        top = max(
+            max([d.start] + [r.end for r in (d.qemu, d.ours) if r is not None]) for d in diffs
+        )
         width = next(w for w in (4, 8, 12, 16) if top < 1 << (4 * w))
         table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False)
         table.add_column("#", justify="right", style="dim")
@@ -321,31 +405,50 @@ def _print_mismatch(v: ViewResult, console: Console, *, verbose: bool) -> None:
         table.add_column("QEMU: end, prio, type, name")
         table.add_column("ours")
         for n, d in enumerate(diffs, 1):
-            table.add_row(str(n), f"{d.start:0{width}x}",
-                          _cells(d.qemu, d.fields, width, _QEMU_STYLE, d.kind == "missing"),
-                          _cells(d.ours, d.fields, width, _OURS_STYLE, d.kind == "extra"))
+            table.add_row(
+                str(n),
+                f"{d.start:0{width}x}",
+                _cells(d.qemu, d.fields, width, _QEMU_STYLE, d.kind == "missing"),
+                _cells(d.ours, d.fields, width, _OURS_STYLE, d.kind == "extra"),
+            )
         print_wide(console, table, indent=6)
-        nothing = [n for n, d in enumerate(diffs, 1) if d.kind == "missing" and d.ours is None
-                   and "renders nothing" in d.explanation]
+        nothing = [
+            n
+            for n, d in enumerate(diffs, 1)
+            if d.kind == "missing" and d.ours is None and "renders nothing" in d.explanation
+        ]
         if nothing:
-            console.print(f"      [dim]{_runs(nothing)}[/]: QEMU has a range there and our "
-                          "model renders nothing", highlight=False)
+            console.print(
+                f"      [dim]{_runs(nothing)}[/]: QEMU has a range there and our "
+                "model renders nothing",
+                highlight=False,
+            )
         for n, d in enumerate(diffs, 1):
             if n not in nothing:
-                console.print(f"      [dim]{n:>3}[/] {d.kind}: {escape(d.explanation)}",
-                              highlight=False)
+                console.print(
+                    f"      [dim]{n:>3}[/] {d.kind}: {escape(d.explanation)}", highlight=False
+                )
         if len(v.diffs) > len(diffs):
-            console.print(f"      … {len(v.diffs) - len(diffs)} more ranges differ (all of "
-                          "them with --verbose or --format json)", highlight=False)
+            console.print(
+                f"      … {len(v.diffs) - len(diffs)} more ranges differ (all of "
+                "them with --verbose or --format json)",
+                highlight=False,
+            )
     shown = v.dispatch_diffs[:_DISPATCH_SHOWN]
     for dd in shown:
-        for line in (f"dispatch {dd.where}: {dd.kind}", f"  QEMU: {dd.qemu or '—'}",
-                     f"  ours: {dd.ours or '—'}", *([f"  {dd.explanation}"] if dd.explanation
-                                                    else [])):
+        for line in (
+            f"dispatch {dd.where}: {dd.kind}",
+            f"  QEMU: {dd.qemu or '—'}",
+            f"  ours: {dd.ours or '—'}",
+            *([f"  {dd.explanation}"] if dd.explanation else []),
+        ):
             console.print("      " + escape(line), highlight=False)
     if len(v.dispatch_diffs) > len(shown):
-        console.print(f"      … and {len(v.dispatch_diffs) - len(shown)} more dispatch "
-                      "differences (all of them in --format json)", highlight=False)
+        console.print(
+            f"      … and {len(v.dispatch_diffs) - len(shown)} more dispatch "
+            "differences (all of them in --format json)",
+            highlight=False,
+        )
 
 
 def _runs(numbers: list[int]) -> str:

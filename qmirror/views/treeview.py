@@ -22,8 +22,14 @@ from qmirror.text.grammar import format_owners, hex16, last
 
 #: Colour of each kind (the map uses the same families).
 KIND_STYLES = {
-    "ram": "green", "rom": "yellow", "romd": "magenta", "ramd": "bright_green",
-    "i/o": "red", "container": "blue", "iommu": "bright_magenta", "alias": "cyan",
+    "ram": "green",
+    "rom": "yellow",
+    "romd": "magenta",
+    "ramd": "bright_green",
+    "i/o": "red",
+    "container": "blue",
+    "iommu": "bright_magenta",
+    "alias": "cyan",
 }
 
 
@@ -46,8 +52,9 @@ def region_label(mr: MemoryRegion, start: int, *, owners: bool = False) -> Text:
         text.append(f"  prio {mr.priority}", style="bold")
     if mr.alias is not None:
         target = mr.alias
-        text.append(f"  → {target.label} @{mr.alias_offset & MASK64:#x}",
-                    style=KIND_STYLES["alias"])
+        text.append(
+            f"  → {target.label} @{mr.alias_offset & MASK64:#x}", style=KIND_STYLES["alias"]
+        )
         final = target.final_target()
         if final is not target:
             text.append(f" ⇒ {final.label}", style=KIND_STYLES["alias"])
@@ -110,9 +117,17 @@ def build_tree(
     return top
 
 
-def _add_region(parent: Tree, root: MemoryRegion, base: int, owners: bool, depth: int | None,
-                show_disabled: bool, queue: list[MemoryRegion], queued: set[MemoryRegion],
-                shown: set[MemoryRegion]) -> None:
+def _add_region(
+    parent: Tree,
+    root: MemoryRegion,
+    base: int,
+    owners: bool,
+    depth: int | None,
+    show_disabled: bool,
+    queue: list[MemoryRegion],
+    queued: set[MemoryRegion],
+    shown: set[MemoryRegion],
+) -> None:
     # Iterative: real trees are shallow, but a generated one need not be.
     stack: list[tuple[Tree, MemoryRegion, int, int]] = [(parent, root, base, 0)]
     while stack:

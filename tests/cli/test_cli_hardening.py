@@ -17,38 +17,57 @@ from qmirror.cli import EXAMPLES, build_parser, main
 
 
 FIXTURE = REPO / "fixtures/qemu-7.2/x86_64/pc"
-OFFLINE = ["check", "--tree", str(FIXTURE / "info-mtree-o-D.txt"),
-           "--flat", str(FIXTURE / "info-mtree-f-o.txt")]
+OFFLINE = [
+    "check",
+    "--tree",
+    str(FIXTURE / "info-mtree-o-D.txt"),
+    "--flat",
+    str(FIXTURE / "info-mtree-f-o.txt"),
+]
 
 
 # -- defect 3: --junit-xml --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("where", ["missing-dir/report.xml", "."])
-def test_unwritable_junit_path_is_trouble(where: str, short_tmp: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_unwritable_junit_path_is_trouble(
+    where: str, short_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = short_tmp / where
     assert main(["--color", "never", *OFFLINE, "--junit-xml", str(path)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""  # refused before the check ran
     (line,) = captured.err.splitlines()
     assert line.startswith("qmirror check: --junit-xml ") and (
-        "no such directory" in line or "is a directory" in line)
+        "no such directory" in line or "is a directory" in line
+    )
 
 
 def test_junit_trouble_never_masks_a_connection_error(
-        short_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    short_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     gone = str(short_tmp / "no-vm.qmp")
     # The report can be written: it records the error, and the status is 2.
     report = short_tmp / "report.xml"
-    assert main(["--color", "never", "check", "--socket", gone,
-                 "--junit-xml", str(report)]) == 2
+    assert main(["--color", "never", "check", "--socket", gone, "--junit-xml", str(report)]) == 2
     xml = report.read_text()
     assert 'errors="1"' in xml and "cannot connect" in xml
     capsys.readouterr()
     # It cannot: still 2 (trouble), never 1 (which a CI reads as "mismatch").
-    assert main(["--color", "never", "check", "--socket", gone,
-                 "--junit-xml", str(short_tmp / "nowhere" / "r.xml")]) == 2
+    assert (
+        main(
+            [
+                "--color",
+                "never",
+                "check",
+                "--socket",
+                gone,
+                "--junit-xml",
+                str(short_tmp / "nowhere" / "r.xml"),
+            ]
+        )
+        == 2
+    )
     assert "Traceback" not in capsys.readouterr().err
 
 
@@ -116,8 +135,7 @@ def test_readme_examples_found() -> None:
     assert sum("--boot" in w for w in words) >= 2
 
 
-async def test_readme_check_snapshot_and_boot_lines_run(short_tmp: Path, qemu_binary: str
-                                                         ) -> None:
+async def test_readme_check_snapshot_and_boot_lines_run(short_tmp: Path, qemu_binary: str) -> None:
     """Every README example of check, snapshot or --boot runs as written (run from a
     scratch directory; the repository's fixtures stand where the README says)."""
     (short_tmp / "fixtures").symlink_to(REPO / "fixtures")
@@ -139,12 +157,23 @@ async def test_readme_check_snapshot_and_boot_lines_run(short_tmp: Path, qemu_bi
 # -- defect 5: the `qemu` setting --------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [
-    ["check"], ["snapshot", "--out", "snap"], ["tree"], ["watch", "--count", "1"],
-    ["ram-map"], ["map", "--svg", "m.svg"]])
-def test_qemu_setting_is_honoured_by_every_launch(command: list[str], short_tmp: Path,
-                                                  capsys: pytest.CaptureFixture[str],
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["check"],
+        ["snapshot", "--out", "snap"],
+        ["tree"],
+        ["watch", "--count", "1"],
+        ["ram-map"],
+        ["map", "--svg", "m.svg"],
+    ],
+)
+def test_qemu_setting_is_honoured_by_every_launch(
+    command: list[str],
+    short_tmp: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A binary that cannot exist, chosen in the project's pyproject.toml: every command
     that launches must try exactly it (and say so), not the default QEMU."""
     monkeypatch.delenv("QMIRROR_QEMU", raising=False)
@@ -152,7 +181,8 @@ def test_qemu_setting_is_honoured_by_every_launch(command: list[str], short_tmp:
     project = short_tmp / "project"
     (project / "sub").mkdir(parents=True)
     (project / "pyproject.toml").write_text(
-        '[tool.qmirror]\nqemu = "/nonexistent/qemu-from-pyproject"\n')
+        '[tool.qmirror]\nqemu = "/nonexistent/qemu-from-pyproject"\n'
+    )
     monkeypatch.chdir(project / "sub")  # found walking up, as `qmirror config` finds it
     assert main(["--color", "never", *command, "--launch", "--", "-machine", "pc"]) == 2
     err = capsys.readouterr().err
@@ -166,8 +196,17 @@ async def test_qemu_setting_runs_that_qemu(short_tmp: Path, qemu_binary: str) ->
     mine = short_tmp / "project-qemu"
     mine.symlink_to(real)
     (short_tmp / "pyproject.toml").write_text(f'[tool.qmirror]\nqemu = "{mine}"\n')
-    run = await run_qmirror("check", "--launch", "--", "-machine", "pc", "-nic", "none",
-                            cwd=short_tmp, unset=("QMIRROR_QEMU", "QMIRROR_CONFIG"))
+    run = await run_qmirror(
+        "check",
+        "--launch",
+        "--",
+        "-machine",
+        "pc",
+        "-nic",
+        "none",
+        cwd=short_tmp,
+        unset=("QMIRROR_QEMU", "QMIRROR_CONFIG"),
+    )
     assert run.code == 0, run.err
     assert f"MATCH launch:{mine} -machine pc" in run.out
 
@@ -177,8 +216,9 @@ def test_config_dev_null_is_empty(capsys: pytest.CaptureFixture[str]) -> None:
     assert "does not exist" not in capsys.readouterr().err
 
 
-def test_config_that_is_not_text_is_trouble(short_tmp: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_that_is_not_text_is_trouble(
+    short_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     binary = short_tmp / "settings.toml"
     binary.write_bytes(b"\xff\xfe\x00qemu")
     assert main(["--color", "never", "--config", str(binary), "config"]) == 2
@@ -222,7 +262,7 @@ def test_help_has_examples_that_parse() -> None:
         for line in lines:
             assert f"  {line}\n" in text
             words = shlex.split(line)[1:]
-            before = words[:words.index("--")] if "--" in words else words
+            before = words[: words.index("--")] if "--" in words else words
             parser.parse_args(before)  # exits (SystemExit) on a bad example
 
 
@@ -231,16 +271,28 @@ def test_a_missing_target_is_no_such_file(capsys: pytest.CaptureFixture[str]) ->
     assert "no such file or directory" in capsys.readouterr().err
 
 
-def test_slots_of_a_tcg_vm_say_they_are_a_prediction(capsys: pytest.CaptureFixture[str]
-                                                      ) -> None:
+def test_slots_of_a_tcg_vm_say_they_are_a_prediction(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--color", "never", "slots", str(FIXTURE)]) == 0
     out = capsys.readouterr().out
     assert "runs with tcg, not KVM: this is the table QEMU would give KVM" in out
 
 
 async def test_watch_summarises_the_first_reading(qemu_binary: str) -> None:
-    run = await run_qmirror("watch", "--count", "2", "--interval", "0.3", "--launch", "--",
-                            qemu_binary, "-machine", "pc", "-nic", "none", timeout=60)
+    run = await run_qmirror(
+        "watch",
+        "--count",
+        "2",
+        "--interval",
+        "0.3",
+        "--launch",
+        "--",
+        qemu_binary,
+        "-machine",
+        "pc",
+        "-nic",
+        "none",
+        timeout=60,
+    )
     assert run.code == 0, run.err
     lines = run.out.splitlines()
     second = next((n for n, ln in enumerate(lines) if " reading 2 " in ln), None)

@@ -29,9 +29,11 @@ def run(*argv: str) -> int:
 
 
 def test_check_reads_a_pasted_dump_leniently_and_says_what_it_repaired(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pasted = write(tmp_path / "tree.txt", "(qemu) info mtree -o -D\r\n"
-                   + read(Q35 / "info-mtree-o-D.txt"))
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pasted = write(
+        tmp_path / "tree.txt", "(qemu) info mtree -o -D\r\n" + read(Q35 / "info-mtree-o-D.txt")
+    )
     flat = str(Q35 / "info-mtree-f-o.txt")
     assert run("check", "--tree", str(pasted), "--flat", flat) == 2
     err = capsys.readouterr().err
@@ -42,14 +44,22 @@ def test_check_reads_a_pasted_dump_leniently_and_says_what_it_repaired(
 
 def test_a_given_qemu_version_is_held_to(capsys: pytest.CaptureFixture[str]) -> None:
     """7.2's grouped headers are not what QEMU 5.1 prints: trouble, with the line."""
-    code = run("check", "--qemu-version", "5.1", "--tree", str(Q35 / "info-mtree.txt"),
-               "--flat", str(Q35 / "info-mtree-f.txt"))
+    code = run(
+        "check",
+        "--qemu-version",
+        "5.1",
+        "--tree",
+        str(Q35 / "info-mtree.txt"),
+        "--flat",
+        str(Q35 / "info-mtree-f.txt"),
+    )
     assert code == 2
     assert "QEMU 7.0+ output" in capsys.readouterr().err
 
 
 def test_render_prints_the_flat_text_of_an_older_qemu(
-        capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
     assert run("render", "--print-as", "2.9", "--tree", str(Q35 / "info-mtree.txt")) == 0
     out = capsysbinary.readouterr().out.decode()
     assert out.startswith("address-space (flat view): ")
@@ -57,10 +67,11 @@ def test_render_prints_the_flat_text_of_an_older_qemu(
 
 
 def test_ignore_rules_from_the_environment_apply_to_check(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    text = read(Q35 / "info-mtree-o-D.txt").replace("(prio 4096, i/o): apic-msi",
-                                                    "(prio 4095, i/o): apic-msi")
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = read(Q35 / "info-mtree-o-D.txt").replace(
+        "(prio 4096, i/o): apic-msi", "(prio 4095, i/o): apic-msi"
+    )
     tree = write(tmp_path / "tree.txt", text)
     flat = str(Q35 / "info-mtree-f-o.txt")
     assert run("check", "--tree", str(tree), "--flat", flat) == 1

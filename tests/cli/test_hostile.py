@@ -44,8 +44,11 @@ CASES: list[tuple[str, int, str]] = [
     ("check --boot -1 --launch -- -machine pc", 2, "finite and >= 0"),
     ("check --timeout nan --socket /x", 2, "finite and >= 0"),
     ("check --launch -- /nonexistent/qemu", 2, "cannot run /nonexistent/qemu"),
-    (f"check --junit-xml /nonexistent/dir/x.xml --tree {TREE} --flat {FLAT}", 2,
-     "no such directory"),
+    (
+        f"check --junit-xml /nonexistent/dir/x.xml --tree {TREE} --flat {FLAT}",
+        2,
+        "no such directory",
+    ),
     ("check --junit-xml {d}/empty --socket /x", 2, "is a directory"),
     ("check --junit-xml /proc/version --socket /nonexistent", 2, "cannot write /proc/version"),
     ("check --format json --socket /nonexistent", 2, "cannot connect"),
@@ -95,9 +98,14 @@ def scratch(short_tmp: Path) -> Path:
 
 
 @pytest.mark.parametrize(("line", "code", "words"), CASES, ids=[c[0][:60] for c in CASES])
-def test_hostile_invocation(line: str, code: int, words: str, scratch: Path,
-                            capsys: pytest.CaptureFixture[str],
-                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hostile_invocation(
+    line: str,
+    code: int,
+    words: str,
+    scratch: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("QMIRROR_CONFIG", raising=False)
     monkeypatch.chdir(scratch)
     argv = ["--color", "never", *line.replace("{d}", str(scratch)).split()]

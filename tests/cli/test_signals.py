@@ -53,8 +53,9 @@ class Running:
         """Live processes with the marker that are QEMU by now: between fork and exec
         the child is a copy of qmirror, marker and all, and while it execs its command
         line cannot be read."""
-        return [p for p in pids_with(self.marker)
-                if p != self.proc.pid and not _dead(p) and _is_qemu(p)]
+        return [
+            p for p in pids_with(self.marker) if p != self.proc.pid and not _dead(p) and _is_qemu(p)
+        ]
 
     async def wait_for_qemu(self) -> int:
         found: list[int] = []
@@ -79,8 +80,9 @@ def _ignore_sigint() -> None:
 
 
 @contextlib.asynccontextmanager
-async def qmirror_launch(qemu_binary: str, *command: str, sigint_ignored: bool = False
-                         ) -> AsyncIterator[Running]:
+async def qmirror_launch(
+    qemu_binary: str, *command: str, sigint_ignored: bool = False
+) -> AsyncIterator[Running]:
     """``qmirror COMMAND --launch -- QEMU -name MARKER`` (default ``check --boot 600``):
     busy until signalled.
 
@@ -91,12 +93,28 @@ async def qmirror_launch(qemu_binary: str, *command: str, sigint_ignored: bool =
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "qmirror", "--color", "never",
-        *(command or ("check", "--boot", "600", "--timeout", "60")), "--launch", "--",
-        qemu_binary, "-machine", "pc", "-nic", "none", "-name", marker,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env,
-        preexec_fn=_ignore_sigint if sigint_ignored else None)
+        sys.executable,
+        "-m",
+        "qmirror",
+        "--color",
+        "never",
+        *(command or ("check", "--boot", "600", "--timeout", "60")),
+        "--launch",
+        "--",
+        qemu_binary,
+        "-machine",
+        "pc",
+        "-nic",
+        "none",
+        "-name",
+        marker,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        env=env,
+        preexec_fn=_ignore_sigint if sigint_ignored else None,
+    )
     running = Running(proc, marker)
     try:
         yield running
@@ -108,8 +126,9 @@ async def qmirror_launch(qemu_binary: str, *command: str, sigint_ignored: bool =
             await proc.wait()
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129),
-                                              (signal.SIGINT, 130)])
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)]
+)
 async def test_stop_signal_shuts_qemu_down(qemu_binary: str, signum: int, code: int) -> None:
     async with qmirror_launch(qemu_binary) as run:
         qemu = await run.wait_for_qemu()
@@ -133,10 +152,12 @@ async def test_sigterm_to_a_background_job(qemu_binary: str) -> None:
         assert _state(qemu) is None
 
 
-@pytest.mark.parametrize("command", [("snapshot", "--out", "never", "--boot", "600"),
-                                     ("watch", "--interval", "0.5")])
-async def test_sigterm_during_snapshot_and_watch(qemu_binary: str, short_tmp: Path,
-                                                 command: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    "command", [("snapshot", "--out", "never", "--boot", "600"), ("watch", "--interval", "0.5")]
+)
+async def test_sigterm_during_snapshot_and_watch(
+    qemu_binary: str, short_tmp: Path, command: tuple[str, ...]
+) -> None:
     if command[0] == "snapshot":
         command = ("snapshot", "--out", str(short_tmp / "snap"), *command[3:])
     async with qmirror_launch(qemu_binary, *command) as run:
@@ -183,9 +204,16 @@ async def test_ctrl_c_while_importing_is_quiet() -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _INTERRUPT_DURING_IMPORT, "--version",
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
+        sys.executable,
+        "-c",
+        _INTERRUPT_DURING_IMPORT,
+        "--version",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        env=env,
+    )
     async with asyncio.timeout(60):
         out, err = await proc.communicate()
     assert proc.returncode == 130, err.decode()

@@ -43,12 +43,14 @@ W = "0000000000000000-0000000000000fff"
 SYS = "  0000000000000000-000000000000ffff (prio 0, i/o): sys"
 
 HANDWRITTEN_DANGLING = text(
-    "address-space: memory", SYS,
+    "address-space: memory",
+    SYS,
     f"    {W} (prio 0, ram): alias a @missing {W}",
     "",
 )
 HANDWRITTEN_ONE_BLOCK_OF_TWO_MISSING = text(
-    "address-space: memory", SYS,
+    "address-space: memory",
+    SYS,
     f"    {W} (prio 0, ram): alias a @x {W}",
     f"    0000000000001000-0000000000001fff (prio 0, ram): alias b @y {W}",
     "",
@@ -57,7 +59,8 @@ HANDWRITTEN_ONE_BLOCK_OF_TWO_MISSING = text(
     "",
 )
 HANDWRITTEN_ALIAS_LOOP = text(
-    "address-space: memory", SYS,
+    "address-space: memory",
+    SYS,
     f"    {W} (prio 0, i/o): alias a @b {W}",
     "",
     "memory-region: b",
@@ -68,7 +71,8 @@ HANDWRITTEN_ALIAS_LOOP = text(
     "",
 )
 HANDWRITTEN_ALIAS_OF_ITSELF = text(
-    "address-space: memory", SYS,
+    "address-space: memory",
+    SYS,
     f"    {W} (prio 0, i/o): alias a @a {W}",
     "",
     "memory-region: a",
@@ -76,40 +80,52 @@ HANDWRITTEN_ALIAS_OF_ITSELF = text(
     "",
 )
 HANDWRITTEN_ALIAS_INTO_ITS_CONTAINER = text(
-    "address-space: memory", SYS,
+    "address-space: memory",
+    SYS,
     f"    {W} (prio 0, i/o): alias back @sys {W}",
     "",
-    "memory-region: sys", SYS,
+    "memory-region: sys",
+    SYS,
     f"    {W} (prio 0, i/o): alias back @sys {W}",
     "",
 )
 HANDWRITTEN_ALIAS_INTO_A_GRANDPARENT = text(
-    "address-space: memory", SYS,
+    "address-space: memory",
+    SYS,
     "    0000000000000000-0000000000007fff (prio 0, i/o): mid",
     f"      {W} (prio 0, i/o): alias up @sys {W}",
     "",
-    "memory-region: sys", SYS,
+    "memory-region: sys",
+    SYS,
     "    0000000000000000-0000000000007fff (prio 0, i/o): mid",
     f"      {W} (prio 0, i/o): alias up @sys {W}",
     "",
 )
 HANDWRITTEN_BLOCK_NOBODY_ALIASES = text(  # -D shown, so no hidden alias can explain it
-    "address-space: memory", SYS,
+    "address-space: memory",
+    SYS,
     f"    {W} (prio 0, ram): r [disabled]",
     "",
     "memory-region: orphan",
     f"  {W} (prio 0, ram): orphan",
     "",
 )
-FLAT = text("FlatView #0", ' AS "memory", root: sys', " Root memory region: sys",
-            "  No rendered FlatView", "")
+FLAT = text(
+    "FlatView #0",
+    ' AS "memory", root: sys',
+    " Root memory region: sys",
+    "  No rendered FlatView",
+    "",
+)
 
 
 @contextmanager
 def deadline(seconds: int = 10) -> Iterator[None]:
     """Fail instead of hanging (an infinite walk is the bug these tests look for)."""
+
     def fire(signum: int, frame: object) -> None:
         raise AssertionError(f"still running after {seconds} s: an endless walk")
+
     old = signal.signal(signal.SIGALRM, fire)
     outer = signal.alarm(seconds)  # pytest-timeout's own alarm, if any: re-armed after
     try:
@@ -129,8 +145,13 @@ TEXT_CASES: dict[str, tuple[str, type[Exception], str, int, int]] = {
     "alias of itself": (HANDWRITTEN_ALIAS_OF_ITSELF, ModelError, "a", 0, 0),
     "alias into its container": (HANDWRITTEN_ALIAS_INTO_ITS_CONTAINER, ModelError, "back", 0, 0),
     "alias into a grandparent": (HANDWRITTEN_ALIAS_INTO_A_GRANDPARENT, ModelError, "up", 0, 0),
-    "block nobody aliases": (HANDWRITTEN_BLOCK_NOBODY_ALIASES, ParseError,
-                             "memory-region: orphan", 5, 1),
+    "block nobody aliases": (
+        HANDWRITTEN_BLOCK_NOBODY_ALIASES,
+        ParseError,
+        "memory-region: orphan",
+        5,
+        1,
+    ),
 }
 
 
@@ -147,18 +168,20 @@ def test_hand_written_text_is_refused_with_the_region_named(case: str) -> None:
             assert err.column == column
         else:
             # Points into the alias line at the dangling name.
-            assert tree.splitlines()[line - 1][err.column - 1:].startswith(f"@{name} ")
+            assert tree.splitlines()[line - 1][err.column - 1 :].startswith(f"@{name} ")
 
 
 @pytest.mark.parametrize("case", list(TEXT_CASES))
-def test_cli_reports_the_refusal_without_a_traceback(case: str, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_the_refusal_without_a_traceback(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     tree, _, name, _, _ = TEXT_CASES[case]
     (tmp_path / "tree.txt").write_text(tree)
     (tmp_path / "flat.txt").write_text(FLAT)
     with deadline():
-        code = main(["check", "--tree", str(tmp_path / "tree.txt"),
-                     "--flat", str(tmp_path / "flat.txt")])
+        code = main(
+            ["check", "--tree", str(tmp_path / "tree.txt"), "--flat", str(tmp_path / "flat.txt")]
+        )
     err = capsys.readouterr().err
     assert code == 2
     assert f"'{name}'" in err
@@ -237,8 +260,9 @@ def test_model_rendering_refuses_with_the_region_named(case: str) -> None:
         flatview_root(root)  # terminates, whatever it answers
 
 
-@pytest.mark.parametrize("case", ["alias loop", "alias of itself", "alias without a target",
-                                  "container cycle"])
+@pytest.mark.parametrize(
+    "case", ["alias loop", "alias of itself", "alias without a target", "container cycle"]
+)
 def test_model_check_refuses_what_qemu_would_hang_on(case: str) -> None:
     make, name = MODEL_CASES[case]
     machine, _ = make()
@@ -335,8 +359,7 @@ def test_long_acyclic_alias_chain_renders() -> None:
     assert again == text
 
 
-def test_printing_an_alias_chain_follows_each_link_once(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_printing_an_alias_chain_follows_each_link_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """An alias prints its final target's type word: memoized, a chain of n aliases is
     followed O(n) times in all, not once per alias (O(n^2), 4 s for 10k before)."""
     bottom = ram("bottom", 0x1000)
@@ -375,5 +398,7 @@ def test_alias_chain_past_the_cycle_checks_renders() -> None:
     sys.add_subregion(x, 0x100000)
     with deadline(60):
         (view,) = render_machine(Machine([AddressSpace("memory", sys)]))
-    assert [(r.mr, r.start, r.size) for r in view.ranges] == [(bottom, 0x5000, 0x1000),
-                                                              (x, 0x100000, 1)]
+    assert [(r.mr, r.start, r.size) for r in view.ranges] == [
+        (bottom, 0x5000, 0x1000),
+        (x, 0x100000, 1),
+    ]

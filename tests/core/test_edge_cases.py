@@ -34,15 +34,23 @@ HANDWRITTEN_EQUAL_PRIORITY_OVERLAP = text(
     "",
 )
 # QEMU when b was added last (the documented default: the higher address is newer).
-FLAT_B_NEWER = flat([' AS "memory", root: sys'], "sys", [
-    "  0000000000001000-00000000000017ff (prio 0, i/o): a",
-    "  0000000000001800-00000000000027ff (prio 0, i/o): b",
-])
+FLAT_B_NEWER = flat(
+    [' AS "memory", root: sys'],
+    "sys",
+    [
+        "  0000000000001000-00000000000017ff (prio 0, i/o): a",
+        "  0000000000001800-00000000000027ff (prio 0, i/o): b",
+    ],
+)
 # QEMU when a was added last.
-FLAT_A_NEWER = flat([' AS "memory", root: sys'], "sys", [
-    "  0000000000001000-0000000000001fff (prio 0, i/o): a",
-    "  0000000000002000-00000000000027ff (prio 0, i/o): b @0000000000000800",
-])
+FLAT_A_NEWER = flat(
+    [' AS "memory", root: sys'],
+    "sys",
+    [
+        "  0000000000001000-0000000000001fff (prio 0, i/o): a",
+        "  0000000000002000-00000000000027ff (prio 0, i/o): b @0000000000000800",
+    ],
+)
 
 HANDWRITTEN_NEGATIVE_PRIORITY = text(
     "address-space: memory",
@@ -52,11 +60,15 @@ HANDWRITTEN_NEGATIVE_PRIORITY = text(
     "    0000000000008000-0000000000008fff (prio -5, i/o): buried",
     "",
 )
-FLAT_NEGATIVE_PRIORITY = flat([' AS "memory", root: sys'], "sys", [
-    "  0000000000000000-0000000000003fff (prio -1, ram): low",
-    "  0000000000004000-0000000000004fff (prio 0, i/o): mmio",
-    "  0000000000005000-000000000000ffff (prio -1, ram): low @0000000000005000",
-])
+FLAT_NEGATIVE_PRIORITY = flat(
+    [' AS "memory", root: sys'],
+    "sys",
+    [
+        "  0000000000000000-0000000000003fff (prio -1, ram): low",
+        "  0000000000004000-0000000000004fff (prio 0, i/o): mmio",
+        "  0000000000005000-000000000000ffff (prio -1, ram): low @0000000000005000",
+    ],
+)
 
 HANDWRITTEN_ALIAS_OF_ALIAS = text(
     "address-space: memory",
@@ -72,9 +84,13 @@ HANDWRITTEN_ALIAS_OF_ALIAS = text(
     "  0000000000000000-000000000000ffff (prio 0, ram): ram",
     "",
 )
-FLAT_ALIAS_OF_ALIAS = flat([' AS "memory", root: sys'], "sys", [
-    "  0000000000100000-0000000000101fff (prio 0, ram): ram @0000000000001800",
-])
+FLAT_ALIAS_OF_ALIAS = flat(
+    [' AS "memory", root: sys'],
+    "sys",
+    [
+        "  0000000000100000-0000000000101fff (prio 0, ram): ram @0000000000001800",
+    ],
+)
 
 HANDWRITTEN_ALIAS_INTO_CONTAINER = text(
     "address-space: memory",
@@ -88,10 +104,14 @@ HANDWRITTEN_ALIAS_INTO_CONTAINER = text(
     "    0000000000000800-0000000000000fff (prio 0, ram): dev2",
     "",
 )
-FLAT_ALIAS_INTO_CONTAINER = flat([' AS "memory", root: sys'], "sys", [
-    "  0000000000010000-000000000001007f (prio 0, i/o): dev1 @0000000000000080",
-    "  0000000000010680-00000000000107ff (prio 0, ram): dev2",
-])
+FLAT_ALIAS_INTO_CONTAINER = flat(
+    [' AS "memory", root: sys'],
+    "sys",
+    [
+        "  0000000000010000-000000000001007f (prio 0, i/o): dev1 @0000000000000080",
+        "  0000000000010680-00000000000107ff (prio 0, ram): dev2",
+    ],
+)
 
 HANDWRITTEN_ALIAS_WINDOW_CLIPPED = text(
     "address-space: memory",
@@ -104,9 +124,13 @@ HANDWRITTEN_ALIAS_WINDOW_CLIPPED = text(
     "  0000000000000000-000000000000ffff (prio 0, ram): r",
     "",
 )
-FLAT_ALIAS_WINDOW_CLIPPED = flat([' AS "memory", root: sys'], "sys", [
-    "  0000000000002800-0000000000002fff (prio 0, ram): r @0000000000000100",
-])
+FLAT_ALIAS_WINDOW_CLIPPED = flat(
+    [' AS "memory", root: sys'],
+    "sys",
+    [
+        "  0000000000002800-0000000000002fff (prio 0, ram): r @0000000000000100",
+    ],
+)
 
 HANDWRITTEN_2_64_AND_OVERFLOW = text(
     "address-space: memory",
@@ -116,12 +140,16 @@ HANDWRITTEN_2_64_AND_OVERFLOW = text(
     "[DETECTED OVERFLOW!]     ffffffffffff0000-000000000000ffff (prio 0, i/o): over",
     "",
 )
-FLAT_2_64_AND_OVERFLOW = flat([' AS "memory", root: system'], "system", [
-    "  0000000000000000-0000000000000fff (prio -1, i/o): all",
-    "  0000000000001000-0000000000001fff (prio 0, ram): ram",
-    "  0000000000002000-fffffffffffeffff (prio -1, i/o): all @0000000000002000",
-    "  ffffffffffff0000-ffffffffffffffff (prio 0, i/o): over",
-])
+FLAT_2_64_AND_OVERFLOW = flat(
+    [' AS "memory", root: system'],
+    "system",
+    [
+        "  0000000000000000-0000000000000fff (prio -1, i/o): all",
+        "  0000000000001000-0000000000001fff (prio 0, ram): ram",
+        "  0000000000002000-fffffffffffeffff (prio -1, i/o): all @0000000000002000",
+        "  ffffffffffff0000-ffffffffffffffff (prio 0, i/o): over",
+    ],
+)
 
 HANDWRITTEN_ZERO_SIZE = text(
     "address-space: memory",
@@ -131,9 +159,13 @@ HANDWRITTEN_ZERO_SIZE = text(
     "",
 )
 # QEMU, where `zero` really has size 0: it renders nothing.
-FLAT_ZERO_SIZE = flat([' AS "memory", root: sys'], "sys", [
-    "  0000000000001000-0000000000001fff (prio 0, ram): r",
-])
+FLAT_ZERO_SIZE = flat(
+    [' AS "memory", root: sys'],
+    "sys",
+    [
+        "  0000000000001000-0000000000001fff (prio 0, ram): r",
+    ],
+)
 
 HANDWRITTEN_DUPLICATE_NAMES = text(
     "address-space: memory",
@@ -152,11 +184,15 @@ HANDWRITTEN_DUPLICATE_NAMES = text(
     "  0000000000000000-0000000000003fff (prio 0, ram): dup",
     "",
 )
-FLAT_DUPLICATE_NAMES = flat([' AS "memory", root: sys'], "sys", [
-    "  0000000000001000-0000000000001fff (prio 0, rom): dup",
-    "  0000000000004000-0000000000005fff (prio 0, ram): dup @0000000000001000",
-    "  0000000000008000-0000000000008fff (prio 0, rom): dup",
-])
+FLAT_DUPLICATE_NAMES = flat(
+    [' AS "memory", root: sys'],
+    "sys",
+    [
+        "  0000000000001000-0000000000001fff (prio 0, rom): dup",
+        "  0000000000004000-0000000000005fff (prio 0, ram): dup @0000000000001000",
+        "  0000000000008000-0000000000008fff (prio 0, rom): dup",
+    ],
+)
 
 HANDWRITTEN_READONLY_ALIAS_OVER_RAM = text(
     "address-space: memory",
@@ -170,10 +206,14 @@ HANDWRITTEN_READONLY_ALIAS_OVER_RAM = text(
     "  0000000000000000-00000000000fffff (prio 0, ram): mem",
     "",
 )
-FLAT_READONLY_ALIAS_OVER_RAM = flat([' AS "memory", root: sys'], "sys", [
-    "  0000000000000000-00000000000effff (prio 0, ram): mem",
-    "  00000000000f0000-00000000000fffff (prio 0, rom): mem @00000000000f0000",
-])
+FLAT_READONLY_ALIAS_OVER_RAM = flat(
+    [' AS "memory", root: sys'],
+    "sys",
+    [
+        "  0000000000000000-00000000000effff (prio 0, ram): mem",
+        "  00000000000f0000-00000000000fffff (prio 0, rom): mem @00000000000f0000",
+    ],
+)
 
 HANDWRITTEN_HIDDEN_PARENT = text(  # printed without -D: `pm` is disabled and hidden
     "address-space: I/O",
@@ -192,11 +232,15 @@ HANDWRITTEN_HIDDEN_PARENT_D = text(  # the same machine printed with -D
     "    0000000000000010-0000000000000017 (prio 0, i/o): dev",
     "",
 )
-FLAT_HIDDEN_PARENT = flat([' AS "I/O", root: io'], "io", [
-    "  0000000000000000-000000000000000f (prio 0, i/o): io",
-    "  0000000000000010-0000000000000017 (prio 0, i/o): dev",
-    "  0000000000000018-000000000000ffff (prio 0, i/o): io @0000000000000018",
-])
+FLAT_HIDDEN_PARENT = flat(
+    [' AS "I/O", root: io'],
+    "io",
+    [
+        "  0000000000000000-000000000000000f (prio 0, i/o): io",
+        "  0000000000000010-0000000000000017 (prio 0, i/o): dev",
+        "  0000000000000018-000000000000ffff (prio 0, i/o): io @0000000000000018",
+    ],
+)
 
 HANDWRITTEN_ODD_NAMES = text(
     "address-space: my space",
@@ -209,10 +253,14 @@ HANDWRITTEN_ODD_NAMES = text(
     "  0000000000000000-0000000000000fff (prio 0, ram): target name",
     "",
 )
-FLAT_ODD_NAMES = flat([' AS "my space", root: root [r] @x'], "root [r] @x", [
-    "  0000000000000000-0000000000000fff (prio 0, ram): target name",
-    "  0000000000002000-0000000000002fff (prio 0, i/o): ((hwaddr)0x1fe00100 | off)",
-])
+FLAT_ODD_NAMES = flat(
+    [' AS "my space", root: root [r] @x'],
+    "root [r] @x",
+    [
+        "  0000000000000000-0000000000000fff (prio 0, ram): target name",
+        "  0000000000002000-0000000000002fff (prio 0, i/o): ((hwaddr)0x1fe00100 | off)",
+    ],
+)
 
 #: (name, tree, QEMU's flat) that the tree alone decides.
 DECIDED_BY_THE_TREE = [
@@ -230,44 +278,71 @@ DECIDED_BY_THE_TREE = [
 
 #: (name, tree, QEMU's flat, gap, region, attribute value) the tree text cannot decide.
 NEEDS_EVIDENCE = [
-    ("equal-priority overlap, other order", HANDWRITTEN_EQUAL_PRIORITY_OVERLAP, FLAT_A_NEWER,
-     "G3", "b", "below a"),
+    (
+        "equal-priority overlap, other order",
+        HANDWRITTEN_EQUAL_PRIORITY_OVERLAP,
+        FLAT_A_NEWER,
+        "G3",
+        "b",
+        "below a",
+    ),
     ("zero-size region", HANDWRITTEN_ZERO_SIZE, FLAT_ZERO_SIZE, "G4", "zero", "0x0"),
-    ("read-only alias over RAM", HANDWRITTEN_READONLY_ALIAS_OVER_RAM,
-     FLAT_READONLY_ALIAS_OVER_RAM, "G2", "ro-win", "yes"),
+    (
+        "read-only alias over RAM",
+        HANDWRITTEN_READONLY_ALIAS_OVER_RAM,
+        FLAT_READONLY_ALIAS_OVER_RAM,
+        "G2",
+        "ro-win",
+        "yes",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "tree", "qemu_flat"), DECIDED_BY_THE_TREE,
-                         ids=[c[0] for c in DECIDED_BY_THE_TREE])
-def test_tree_alone_renders_the_hand_derived_flatviews(name: str, tree: str,
-                                                       qemu_flat: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "tree", "qemu_flat"), DECIDED_BY_THE_TREE, ids=[c[0] for c in DECIDED_BY_THE_TREE]
+)
+def test_tree_alone_renders_the_hand_derived_flatviews(
+    name: str, tree: str, qemu_flat: str
+) -> None:
     result = check(tree, qemu_flat, strict=True)
-    problems = [(v.address_spaces, [(hex(d.start), d.kind, d.fields) for d in v.diffs])
-                for v in result.comparison.views if not v.ok]
+    problems = [
+        (v.address_spaces, [(hex(d.start), d.kind, d.fields) for d in v.diffs])
+        for v in result.comparison.views
+        if not v.ok
+    ]
     assert result.ok, problems
 
 
-@pytest.mark.parametrize(("name", "tree"),
-                         [(c[0], c[1]) for c in DECIDED_BY_THE_TREE + NEEDS_EVIDENCE],
-                         ids=[c[0] for c in DECIDED_BY_THE_TREE + NEEDS_EVIDENCE])
+@pytest.mark.parametrize(
+    ("name", "tree"),
+    [(c[0], c[1]) for c in DECIDED_BY_THE_TREE + NEEDS_EVIDENCE],
+    ids=[c[0] for c in DECIDED_BY_THE_TREE + NEEDS_EVIDENCE],
+)
 def test_hand_written_trees_round_trip(name: str, tree: str) -> None:
     doc = parse_tree_document(tree)
     machine = load_tree(tree).machine
     assert print_like(machine, doc) == tree
 
 
-@pytest.mark.parametrize(("name", "tree", "qemu_flat", "gap", "region", "value"),
-                         NEEDS_EVIDENCE, ids=[c[0] for c in NEEDS_EVIDENCE])
+@pytest.mark.parametrize(
+    ("name", "tree", "qemu_flat", "gap", "region", "value"),
+    NEEDS_EVIDENCE,
+    ids=[c[0] for c in NEEDS_EVIDENCE],
+)
 def test_gaps_fail_strictly_and_are_inferred_from_qemus_flat(
-        name: str, tree: str, qemu_flat: str, gap: str, region: str, value: str | None) -> None:
+    name: str, tree: str, qemu_flat: str, gap: str, region: str, value: str | None
+) -> None:
     assert not check(tree, qemu_flat, strict=True).ok
     result = check(tree, qemu_flat)
     assert result.ok
     facts = [f for f in result.inferred if f.gap == gap]
     assert facts, f"no {gap} inference"
-    holders = [mr for mr in result.machine.regions() for f in mr.facts
-               if f.gap == gap and f.source is Source.INFERRED]
+    holders = [
+        mr
+        for mr in result.machine.regions()
+        for f in mr.facts
+        if f.gap == gap and f.source is Source.INFERRED
+    ]
     assert [mr.label for mr in holders] == [region]
     if value is not None:
         assert facts[0].value == value

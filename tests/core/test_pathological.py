@@ -58,13 +58,12 @@ def wide_pair(megabytes: int, name_len: int = 150) -> tuple[str, str, int]:
     names padded to ``name_len``; and QEMU's ``-f`` for it: each leaf, in address order
     (different regions never merge). Returns (tree, flat, leaves)."""
     pad = "x" * name_len
-    tree = ["address-space: memory",
-            f"  {0:016x}-{MASK64:016x} (prio 0, i/o): system"]
+    tree = ["address-space: memory", f"  {0:016x}-{MASK64:016x} (prio 0, i/o): system"]
     flat = ["FlatView #0", ' AS "memory", root: system', " Root memory region: system"]
     size = n = 0
     while size < megabytes * 1_000_000:
         start = n * 0x1000
-        rng = f"{start:016x}-{start + 0xfff:016x} (prio 0, ram): r{n}-{pad}"
+        rng = f"{start:016x}-{start + 0xFFF:016x} (prio 0, ram): r{n}-{pad}"
         tree.append("    " + rng)
         flat.append("  " + rng)
         size += len(rng) + 6
@@ -85,17 +84,23 @@ def deep_pair(depth: int, leaf_priority: int = 0) -> tuple[str, str]:
     tree = ["address-space: memory"]
     for k in range(depth - 1):
         tree.append("  " * (k + 1) + f"{0:016x}-{MASK64:016x} (prio 0, i/o): c{k}")
-    tree.append("  " * depth + f"{0:016x}-{0xfff:016x} (prio 0, ram): bottom")
+    tree.append("  " * depth + f"{0:016x}-{0xFFF:016x} (prio 0, ram): bottom")
     for k in reversed(range(depth - 1)):
         start = (k + 1) * 0x1000
-        tree.append("  " * (k + 2) + f"{start:016x}-{start + 0xfff:016x} "
-                    f"(prio {leaf_priority}, i/o): leaf{k}")
+        tree.append(
+            "  " * (k + 2) + f"{start:016x}-{start + 0xFFF:016x} "
+            f"(prio {leaf_priority}, i/o): leaf{k}"
+        )
     tree.append("")
-    flat = ["FlatView #0", ' AS "memory", root: c0', " Root memory region: c0",
-            f"  {0:016x}-{0xfff:016x} (prio 0, ram): bottom"]
+    flat = [
+        "FlatView #0",
+        ' AS "memory", root: c0',
+        " Root memory region: c0",
+        f"  {0:016x}-{0xFFF:016x} (prio 0, ram): bottom",
+    ]
     for k in range(depth - 1):
         start = (k + 1) * 0x1000
-        flat.append(f"  {start:016x}-{start + 0xfff:016x} (prio {leaf_priority}, i/o): leaf{k}")
+        flat.append(f"  {start:016x}-{start + 0xFFF:016x} (prio {leaf_priority}, i/o): leaf{k}")
     flat.append("")
     return EOL.join(tree) + EOL, EOL.join(flat) + EOL
 
@@ -104,10 +109,23 @@ def hidden_depth_pair(depth: int) -> tuple[str, str]:
     """One RAM line ``depth`` levels below ``system`` with every level between hidden
     (disabled, printed without ``-D``). Nothing enabled is left under ``system``, so
     its FlatView root is ``(none)`` (§3.1) with no rendered view."""
-    tree = (f"address-space: memory{EOL}  {0:016x}-{MASK64:016x} (prio 0, i/o): system{EOL}"
-            + "  " * depth + f"{0x1000:016x}-{0x1fff:016x} (prio 0, ram): deep{EOL}{EOL}")
-    flat = EOL.join(["FlatView #0", ' AS "memory", root: system', " Root memory region: (none)",
-                     "  No rendered FlatView", ""]) + EOL
+    tree = (
+        f"address-space: memory{EOL}  {0:016x}-{MASK64:016x} (prio 0, i/o): system{EOL}"
+        + "  " * depth
+        + f"{0x1000:016x}-{0x1FFF:016x} (prio 0, ram): deep{EOL}{EOL}"
+    )
+    flat = (
+        EOL.join(
+            [
+                "FlatView #0",
+                ' AS "memory", root: system',
+                " Root memory region: (none)",
+                "  No rendered FlatView",
+                "",
+            ]
+        )
+        + EOL
+    )
     return tree, flat
 
 
@@ -145,9 +163,17 @@ def workload_wide(megabytes: int = 10) -> dict[str, object]:
     ranges, tree_same = _tree_stages(tree, st)
     flat_same = _flat_stages(flat, st)
     result = _timed(st, "check", lambda: check(tree, flat))
-    return {"megabytes": round(len(tree) / 1e6), "regions": leaves + 1, "stages": st,
-            "ranges": ranges, "tree reprinted": tree_same, "flat reprinted": flat_same,
-            "check ok": result.ok, "rss before MB": round(base), "peak rss MB": round(_rss_mb())}
+    return {
+        "megabytes": round(len(tree) / 1e6),
+        "regions": leaves + 1,
+        "stages": st,
+        "ranges": ranges,
+        "tree reprinted": tree_same,
+        "flat reprinted": flat_same,
+        "check ok": result.ok,
+        "rss before MB": round(base),
+        "peak rss MB": round(_rss_mb()),
+    }
 
 
 def workload_deep(depth: int = 10_000) -> dict[str, object]:
@@ -166,12 +192,19 @@ def workload_deep(depth: int = 10_000) -> dict[str, object]:
     tree1, flat1 = deep_pair(depth, leaf_priority=1)
     wrong = flat1.replace("(prio 1, i/o): leaf0", "(prio 1, i/o): leafX")
     mismatch = _timed(st, "check with inference", lambda: check(tree1, wrong))
-    return {"megabytes": round(len(tree) / 1e6), "depth": depth,
-            "recursion limit": sys.getrecursionlimit(), "stages": st,
-            "ranges": sum(len(v.ranges) for v in views),
-            "reprinted": again == tree, "check ok": result.ok,
-            "hidden check ok": hidden.ok, "mismatch found": not mismatch.ok,
-            "rss before MB": round(base), "peak rss MB": round(_rss_mb())}
+    return {
+        "megabytes": round(len(tree) / 1e6),
+        "depth": depth,
+        "recursion limit": sys.getrecursionlimit(),
+        "stages": st,
+        "ranges": sum(len(v.ranges) for v in views),
+        "reprinted": again == tree,
+        "check ok": result.ok,
+        "hidden check ok": hidden.ok,
+        "mismatch found": not mismatch.ok,
+        "rss before MB": round(base),
+        "peak rss MB": round(_rss_mb()),
+    }
 
 
 WORKLOADS: dict[str, Callable[..., dict[str, object]]] = {
@@ -185,13 +218,21 @@ def run_workload(name: str, **options: int) -> dict[str, Any]:
 
     :param options: keyword arguments of the workload (``megabytes=100``).
     """
-    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
-            f"import test_pathological as t; "
-            f"print(json.dumps(t.WORKLOADS[{name!r}](**{options!r})))")
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+        f"import test_pathological as t; "
+        f"print(json.dumps(t.WORKLOADS[{name!r}](**{options!r})))"
+    )
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=900, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
     out["wall s"] = round(time.perf_counter() - t, 1)
@@ -243,12 +284,23 @@ MEGABYTE_NAME = "n" * 1_000_000
 @pytest.mark.parametrize("owners", [False, True])
 def test_a_one_megabyte_line_that_is_valid(owners: bool) -> None:
     suffix = " orphan" if owners else ""
-    tree = (f"address-space: memory{EOL}  {0:016x}-{MASK64:016x} (prio 0, i/o): system{suffix}{EOL}"
-            f"    {0:016x}-{0xfff:016x} (prio 0, ram): {MEGABYTE_NAME}{suffix}{EOL}{EOL}")
+    tree = (
+        f"address-space: memory{EOL}  {0:016x}-{MASK64:016x} (prio 0, i/o): system{suffix}{EOL}"
+        f"    {0:016x}-{0xFFF:016x} (prio 0, ram): {MEGABYTE_NAME}{suffix}{EOL}{EOL}"
+    )
     # system's only child is mapped at 0 and fits: the FlatView root descends to it (§3.1).
-    flat = EOL.join(["FlatView #0", ' AS "memory", root: system',
-                     f" Root memory region: {MEGABYTE_NAME}",
-                     f"  {0:016x}-{0xfff:016x} (prio 0, ram): {MEGABYTE_NAME}{suffix}", ""]) + EOL
+    flat = (
+        EOL.join(
+            [
+                "FlatView #0",
+                ' AS "memory", root: system',
+                f" Root memory region: {MEGABYTE_NAME}",
+                f"  {0:016x}-{0xFFF:016x} (prio 0, ram): {MEGABYTE_NAME}{suffix}",
+                "",
+            ]
+        )
+        + EOL
+    )
     if not owners:
         tracemalloc.start()  # slows everything down: once is enough
     try:
@@ -269,17 +321,25 @@ def _bad_megabyte_lines() -> dict[str, tuple[str, str, int, int]]:
     """(text, which parser, line, column) of texts with one broken 1 MB line."""
     head = f"address-space: memory{EOL}  {0:016x}-{MASK64:016x} (prio 0, i/o): system{EOL}"
     junk = "z" * 1_000_000
-    fhead = EOL.join(["FlatView #0", ' AS "memory", root: system',
-                      " Root memory region: system", ""])
+    fhead = EOL.join(
+        ["FlatView #0", ' AS "memory", root: system', " Root memory region: system", ""]
+    )
     return {
         "tree: junk instead of a region line": (head + junk + EOL + EOL, "tree", 3, 1),
-        "tree: junk inside the range": (
-            head + f"    {0:016x}-{junk}{EOL}{EOL}", "tree", 3, 22),
+        "tree: junk inside the range": (head + f"    {0:016x}-{junk}{EOL}{EOL}", "tree", 3, 22),
         "tree: a 1 MB dangling alias target": (
-            head + f"    {0:016x}-{0xfff:016x} (prio 0, ram): alias a @{junk} "
-            f"{0:016x}-{0xfff:016x}{EOL}{EOL}", "tree", 3, 0),
+            head + f"    {0:016x}-{0xFFF:016x} (prio 0, ram): alias a @{junk} "
+            f"{0:016x}-{0xFFF:016x}{EOL}{EOL}",
+            "tree",
+            3,
+            0,
+        ),
         "flat: junk in a range line": (
-            fhead + f"  {0:016x}-{0xfff:016x} (prio {junk}, ram): x{EOL}{EOL}", "flat", 4, 0),
+            fhead + f"  {0:016x}-{0xFFF:016x} (prio {junk}, ram): x{EOL}{EOL}",
+            "flat",
+            4,
+            0,
+        ),
         "flat: a 1 MB block header": (f"FlatView #{'9' * 1_000_000}{EOL}", "flat", 1, 1),
     }
 
@@ -323,10 +383,14 @@ def _huge_numbers() -> dict[str, tuple[str, str]]:
     flat = _fixture("info-mtree-f.txt")
     dump = _fixture("info-mtree-f-d.txt")
     return {
-        "tree priority": ("tree", tree.replace("(prio 0, ram): pc.ram", f"(prio {digits}, ram): "
-                                               "pc.ram", 1)),
-        "flat priority": ("flat", flat.replace("(prio 0, ram): pc.ram", f"(prio {digits}, ram): "
-                                               "pc.ram", 1)),
+        "tree priority": (
+            "tree",
+            tree.replace("(prio 0, ram): pc.ram", f"(prio {digits}, ram): pc.ram", 1),
+        ),
+        "flat priority": (
+            "flat",
+            flat.replace("(prio 0, ram): pc.ram", f"(prio {digits}, ram): pc.ram", 1),
+        ),
         "flat view number": ("flat", flat.replace("FlatView #0", f"FlatView #{digits}", 1)),
         "flat view number in superscript": ("flat", flat.replace("FlatView #0", "FlatView #²", 1)),
         "dispatch node": ("flat", dump.replace("      [0]", f"      [{digits}]", 1)),
@@ -353,11 +417,13 @@ def test_lenient_reading_of_long_runs_stays_linear(lenient_tree: bool) -> None:
     the alarm only turns a regression into a failure instead of a hang."""
     line = "\t1..2" + " " * 1_000_000 + "x"
     flat = _fixture("info-mtree-f.txt")
-    text = (_fixture("info-mtree.txt") if lenient_tree else flat).replace(EOL + EOL,
-                                                                         EOL + line + EOL + EOL, 1)
+    text = (_fixture("info-mtree.txt") if lenient_tree else flat).replace(
+        EOL + EOL, EOL + line + EOL + EOL, 1
+    )
 
     def fire(signum: int, frame: object) -> None:
         raise AssertionError("lenient reading took more than 30 s")
+
     old = signal.signal(signal.SIGALRM, fire)
     outer = signal.alarm(30)
     bad = text[: text.index(line)].count(EOL) + 1

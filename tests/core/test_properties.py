@@ -54,10 +54,17 @@ from qmirror.verify.check import check, render_document
 from qmirror.verify.compare import compare
 
 
-settings.register_profile("ci", deadline=None, derandomize=True, database=None,
-                          print_blob=True, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("thorough", deadline=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci",
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough", deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
+)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 SCALE = 20 if PROFILE == "thorough" else 1
 
@@ -70,9 +77,12 @@ def examples(n: int) -> settings:
 def show(ranges: Sequence[FlatRange] | Sequence[OracleRange], drawn: Drawn) -> list[str]:
     """Ranges as readable lines, regions named as in the drawn code (``r3``)."""
     names = {id(r): f"r{i}" for i, r in enumerate(drawn.regions)}
-    return [f"{r.start:#x}+{r.size:#x} {names.get(id(r.mr), r.mr.label)}@{r.offset_in_region:#x}"
-            f"{' ro' if r.readonly else ''}{' nv' if r.nonvolatile else ''}"
-            f"{'' if r.romd_mode else ' !romd'} log={r.dirty_log_mask}" for r in ranges]
+    return [
+        f"{r.start:#x}+{r.size:#x} {names.get(id(r.mr), r.mr.label)}@{r.offset_in_region:#x}"
+        f"{' ro' if r.readonly else ''}{' nv' if r.nonvolatile else ''}"
+        f"{'' if r.romd_mode else ' !romd'} log={r.dirty_log_mask}"
+        for r in ranges
+    ]
 
 
 # -- the renderer against the oracle ----------------------------------------------------
@@ -84,8 +94,9 @@ def test_render_equals_oracle(drawn: Drawn) -> None:
     got = render_machine(drawn.machine)
     want = render_machine_oracle(drawn.machine)
     names = {id(r): f"r{i}" for i, r in enumerate(drawn.regions)}
-    assert [(names.get(id(v.root)), [id(a) for a in v.address_spaces]) for v in got] == \
-        [(names.get(id(v.root)), [id(a) for a in v.address_spaces]) for v in want]
+    assert [(names.get(id(v.root)), [id(a) for a in v.address_spaces]) for v in got] == [
+        (names.get(id(v.root)), [id(a) for a in v.address_spaces]) for v in want
+    ]
     for g, w in zip(got, want, strict=True):
         assert show(g.ranges, drawn) == show(w.ranges, drawn)
         # show() names regions; identity must agree too (names repeat).
@@ -94,22 +105,33 @@ def test_render_equals_oracle(drawn: Drawn) -> None:
 
 @examples(200)
 @given(machines(), st.data())
-def test_render_of_a_stretch_is_the_whole_render_cut_there(drawn: Drawn,
-                                                           data: st.DataObject) -> None:
+def test_render_of_a_stretch_is_the_whole_render_cut_there(
+    drawn: Drawn, data: st.DataObject
+) -> None:
     """What G3 inference re-renders per trial: ``render(root, lo, hi)`` is the whole
     render cut at ``lo`` and ``hi`` (merged inside, not across them)."""
     for view in render_machine(drawn.machine):
         if view.root is None:
             continue
-        edges = sorted({0, 1 << 64, *(r.start for r in view.ranges),
-                        *(r.end for r in view.ranges)})
+        edges = sorted({0, 1 << 64, *(r.start for r in view.ranges), *(r.end for r in view.ranges)})
         point = st.one_of(st.sampled_from(edges), st.integers(0, 1 << 64))
         lo, hi = sorted((data.draw(point), data.draw(point)))
-        cut = [(max(r.start, lo), min(r.end, hi), id(r.mr),
-                r.offset_in_region + max(r.start, lo) - r.start, r.readonly, r.nonvolatile)
-               for r in view.ranges if max(r.start, lo) < min(r.end, hi)]
-        got = [(r.start, r.end, id(r.mr), r.offset_in_region, r.readonly, r.nonvolatile)
-               for r in render(view.root, lo, hi)]
+        cut = [
+            (
+                max(r.start, lo),
+                min(r.end, hi),
+                id(r.mr),
+                r.offset_in_region + max(r.start, lo) - r.start,
+                r.readonly,
+                r.nonvolatile,
+            )
+            for r in view.ranges
+            if max(r.start, lo) < min(r.end, hi)
+        ]
+        got = [
+            (r.start, r.end, id(r.mr), r.offset_in_region, r.readonly, r.nonvolatile)
+            for r in render(view.root, lo, hi)
+        ]
         note(f"[{lo:#x}, {hi:#x})")
         assert got == cut
 
@@ -128,21 +150,26 @@ def _hand_picked() -> dict[str, Machine]:
     system = container("system", 1 << 64)
     pci = container("pci", 1 << 64)
     bios = MemoryRegion("pc.bios", RegionKind.ROM, 0x40000)
-    pci.add_subregion(bios, 0xfffc0000)
-    pci.add_subregion(alias("isa-bios", bios, 0x20000, 0x20000), 0xe0000, 1)
+    pci.add_subregion(bios, 0xFFFC0000)
+    pci.add_subregion(alias("isa-bios", bios, 0x20000, 0x20000), 0xE0000, 1)
     system.add_subregion(pci, 0, -1)
-    for addr, size in ((0xe0000, 0x4000), (0xe4000, 0x4000), (0xe8000, 0x4000),
-                       (0xec000, 0x4000), (0xf0000, 0x10000)):
+    for addr, size in (
+        (0xE0000, 0x4000),
+        (0xE4000, 0x4000),
+        (0xE8000, 0x4000),
+        (0xEC000, 0x4000),
+        (0xF0000, 0x10000),
+    ):
         system.add_subregion(alias("pam-pci", pci, addr, size), addr, 1)
     out["isa-bios"] = Machine([AddressSpace("memory", system)])
     # Example 3: readonly through an alias, merging across aliases of one region.
     system = container("system", 1 << 64)
     pcram = ram("pc.ram", 0x8000000)
-    system.add_subregion(alias("ram-below-4g", pcram, 0, 0xc0000), 0)
-    system.add_subregion(alias("pam-ram", pcram, 0xc0000, 0x4000), 0xc0000, 1)
-    system.add_subregion(alias("pam-ram", pcram, 0xc4000, 0x4000), 0xc4000, 1)
-    system.add_subregion(alias("pam-rom", pcram, 0xf0000, 0x10000, readonly=True), 0xf0000, 1)
-    system.add_subregion(alias("ram-above", pcram, 0x100000, 0x7f00000), 0x100000)
+    system.add_subregion(alias("ram-below-4g", pcram, 0, 0xC0000), 0)
+    system.add_subregion(alias("pam-ram", pcram, 0xC0000, 0x4000), 0xC0000, 1)
+    system.add_subregion(alias("pam-ram", pcram, 0xC4000, 0x4000), 0xC4000, 1)
+    system.add_subregion(alias("pam-rom", pcram, 0xF0000, 0x10000, readonly=True), 0xF0000, 1)
+    system.add_subregion(alias("ram-above", pcram, 0x100000, 0x7F00000), 0x100000)
     out["pam"] = Machine([AddressSpace("memory", system)])
     return out
 
@@ -153,15 +180,16 @@ def test_render_equals_oracle_on_hand_picked_trees(name: str) -> None:
     (got,) = render_machine(machine)
     (want,) = render_machine_oracle(machine)
     key = [(r.mr.label, r.start, r.size, r.offset_in_region, r.readonly) for r in got.ranges]
-    assert key == [(r.mr.label, r.start, r.size, r.offset_in_region, r.readonly)
-                   for r in want.ranges]
+    assert key == [
+        (r.mr.label, r.start, r.size, r.offset_in_region, r.readonly) for r in want.ranges
+    ]
     assert [id(r.mr) for r in got.ranges] == [id(r.mr) for r in want.ranges]
     if name == "isa-bios":
         # The spec's own conclusion: one merged line at offset 0x20000.
-        assert ("pc.bios", 0xe0000, 0x20000, 0x20000, True) in key
+        assert ("pc.bios", 0xE0000, 0x20000, 0x20000, True) in key
     if name == "pam":
-        assert ("pc.ram", 0xf0000, 0x10000, 0xf0000, True) in key
-        assert ("pc.ram", 0, 0xc8000, 0, False) in key
+        assert ("pc.ram", 0xF0000, 0x10000, 0xF0000, True) in key
+        assert ("pc.ram", 0, 0xC8000, 0, False) in key
 
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -186,12 +214,33 @@ def test_oracle_equals_qemu_on_real_captures(capture: Path) -> None:
     # qmirror's own check failing here is a regression, never a reason to skip.
     bad = [(v.address_spaces, v.status) for v in result.comparison.views if not v.ok]
     assert result.ok, f"qmirror's own check of {capture} fails: {bad}"
-    views = [FlatView(v.root, [FlatRange(r.mr, r.start, r.size, r.offset_in_region, r.readonly,
-                                         r.nonvolatile, r.romd_mode, r.dirty_log_mask)
-                               for r in v.ranges], v.address_spaces)
-             for v in render_machine_oracle(result.machine)]
-    ours = render_document(result.machine, views, owners=result.qemu.owners,
-                           accel=result.accel.value, dialect=result.qemu.dialect)
+    views = [
+        FlatView(
+            v.root,
+            [
+                FlatRange(
+                    r.mr,
+                    r.start,
+                    r.size,
+                    r.offset_in_region,
+                    r.readonly,
+                    r.nonvolatile,
+                    r.romd_mode,
+                    r.dirty_log_mask,
+                )
+                for r in v.ranges
+            ],
+            v.address_spaces,
+        )
+        for v in render_machine_oracle(result.machine)
+    ]
+    ours = render_document(
+        result.machine,
+        views,
+        owners=result.qemu.owners,
+        accel=result.accel.value,
+        dialect=result.qemu.dialect,
+    )
     assert compare(ours, result.qemu, accel=result.accel.value is not None).ok
 
 
@@ -205,8 +254,13 @@ def test_oracle_alone_on_the_documented_example() -> None:
     a.add_subregion(b, 0x2000, priority=2)
     (view,) = render_machine_oracle(Machine([AddressSpace("x", a)]))
     got = [(r.mr.label, r.start, r.size, r.offset_in_region) for r in view.ranges]
-    assert got == [("C", 0, 0x2000, 0), ("D", 0x2000, 0x1000, 0), ("C", 0x3000, 0x1000, 0x3000),
-                   ("E", 0x4000, 0x1000, 0), ("C", 0x5000, 0x1000, 0x5000)]
+    assert got == [
+        ("C", 0, 0x2000, 0),
+        ("D", 0x2000, 0x1000, 0),
+        ("C", 0x3000, 0x1000, 0x3000),
+        ("E", 0x4000, 0x1000, 0),
+        ("C", 0x5000, 0x1000, 0x5000),
+    ]
 
 
 # -- tree text: print -> parse -> print -----------------------------------------------------
@@ -220,8 +274,7 @@ UNIQUE_NAMES: st.SearchStrategy[str | None] = st.builds(lambda: f"mr{next(_count
 def _round_trip(drawn: Drawn, *, owners: bool, disabled: bool) -> None:
     first = print_tree(drawn.machine, owners=owners, disabled=disabled)
     note(first)
-    again = print_tree(build_machine(parse_tree_document(first)), owners=owners,
-                       disabled=disabled)
+    again = print_tree(build_machine(parse_tree_document(first)), owners=owners, disabled=disabled)
     assert again == first
 
 
@@ -266,11 +319,12 @@ def _found_by_the_properties() -> dict[str, Machine]:
     # A hidden child's overflow marker glued to the closing line of two blocks that
     # print `dev`: the two printings had different stand-ins (ValueError from zip).
     dev = MemoryRegion("dev", RegionKind.RAMD, 0x423)
-    dev.add_subregion(io("hidden", 0x3360, enabled=False), 0xfffffffffffff000, -2)
+    dev.add_subregion(io("hidden", 0x3360, enabled=False), 0xFFFFFFFFFFFFF000, -2)
     sys = container("sys", 1 << 64)
     sys.add_subregion(dev, 0)
-    out["marker in two printings"] = Machine([AddressSpace("memory", sys),
-                                              AddressSpace("dma", dev)])
+    out["marker in two printings"] = Machine(
+        [AddressSpace("memory", sys), AddressSpace("dma", dev)]
+    )
     # The same with a hidden alias queued from the other printing (ValueError from index).
     n7 = io("n7", 0x1000)
     n6 = container("n6", 0x1000)
@@ -281,18 +335,18 @@ def _found_by_the_properties() -> dict[str, Machine]:
     n2 = io("n2", 0x1000)
     n2.add_subregion(n3, 0)
     n0 = io("n0", 0x1000)
-    n0.add_subregion(alias("n1", n7, 0, 0x1000, enabled=False), 0xfffffffffffff800)
+    n0.add_subregion(alias("n1", n7, 0, 0x1000, enabled=False), 0xFFFFFFFFFFFFF800)
     n0.add_subregion(n2, 0)
-    out["hidden alias beside two printings"] = Machine([AddressSpace("memory", n0),
-                                                        AddressSpace("io", n2)])
+    out["hidden alias beside two printings"] = Machine(
+        [AddressSpace("memory", n0), AddressSpace("io", n2)]
+    )
     # A hidden root whose stand-in wrapped past 2**64 and printed a marker of its own.
     top = container("sys", 1 << 64, enabled=False)
-    top.add_subregion(ram("top", 0x3000), 0xffffffffffffffff, -(2**31))
+    top.add_subregion(ram("top", 0x3000), 0xFFFFFFFFFFFFFFFF, -(2**31))
     out["wrapping stand-in"] = Machine([AddressSpace("memory", top)])
     # A hidden alias target: the alias line still says `ramd`, the stand-in said `i/o`.
-    target = MemoryRegion("target", RegionKind.RAMD, 0x19d, enabled=False)
-    out["hidden alias target"] = Machine([AddressSpace("memory",
-                                                       alias("a", target, 1, 0x800))])
+    target = MemoryRegion("target", RegionKind.RAMD, 0x19D, enabled=False)
+    out["hidden alias target"] = Machine([AddressSpace("memory", alias("a", target, 1, 0x800))])
     return out
 
 
@@ -328,8 +382,9 @@ def replay(old: Sequence[FlatRange], events: list[TopologyEvent]) -> list[FlatRa
     kinds = [e.kind for e in events]
     # Pass 1 (deletions) entirely before pass 2 (additions).
     if "del" in kinds and any(k != "del" for k in kinds):
-        assert max(i for i, k in enumerate(kinds) if k == "del") < \
-            min(i for i, k in enumerate(kinds) if k != "del")
+        assert max(i for i, k in enumerate(kinds) if k == "del") < min(
+            i for i, k in enumerate(kinds) if k != "del"
+        )
     deleted = {id(e.old) for e in events if e.kind == "del"}
     assert len(deleted) == kinds.count("del"), "a range deleted twice"
     kept = [r for r in old if id(r) not in deleted]
@@ -339,8 +394,9 @@ def replay(old: Sequence[FlatRange], events: list[TopologyEvent]) -> list[FlatRa
     return out
 
 
-def check_replay(old: Sequence[FlatRange], new: Sequence[FlatRange], events: list[TopologyEvent],
-                 same: Same) -> None:
+def check_replay(
+    old: Sequence[FlatRange], new: Sequence[FlatRange], events: list[TopologyEvent], same: Same
+) -> None:
     got = replay(old, events)
     assert len(got) == len(new)
     for g, n in zip(got, new, strict=True):
@@ -354,8 +410,20 @@ def check_replay(old: Sequence[FlatRange], new: Sequence[FlatRange], events: lis
             assert e.old.dirty_log_mask != e.new.dirty_log_mask
 
 
-OPS = st.sampled_from(["toggle", "move", "priority", "readonly", "nonvolatile", "alias_offset",
-                       "size", "romd", "log", "remove"])
+OPS = st.sampled_from(
+    [
+        "toggle",
+        "move",
+        "priority",
+        "readonly",
+        "nonvolatile",
+        "alias_offset",
+        "size",
+        "romd",
+        "log",
+        "remove",
+    ]
+)
 
 
 def transact(drawn: Drawn, ops: list[tuple[str, int, int]]) -> list[str]:
@@ -395,15 +463,17 @@ def transact(drawn: Drawn, ops: list[tuple[str, int, int]]) -> list[str]:
 
 
 @examples(300)
-@given(machines(null_roots=False),
-       st.lists(st.tuples(OPS, st.integers(0, 20), st.integers(-3, 3)), min_size=1, max_size=5))
+@given(
+    machines(null_roots=False),
+    st.lists(st.tuples(OPS, st.integers(0, 20), st.integers(-3, 3)), min_size=1, max_size=5),
+)
 def test_listener_diff_replayed_on_the_old_view_gives_the_new_one(
-        drawn: Drawn, ops: list[tuple[str, int, int]]) -> None:
+    drawn: Drawn, ops: list[tuple[str, int, int]]
+) -> None:
     """A transaction on the same regions (QEMU's case: ranges compared by identity)."""
     machine = drawn.machine
     before = {id(v.root): v for v in render_machine(machine)}
-    old_ranges = {id(a): before[id(flatview_root(a.root))].ranges
-                  for a in machine.address_spaces}
+    old_ranges = {id(a): before[id(flatview_root(a.root))].ranges for a in machine.address_spaces}
     note("\n".join(transact(drawn, ops)))
     after = {id(v.root): v for v in render_machine(machine)}
     for a in machine.address_spaces:
@@ -438,6 +508,6 @@ def test_replay_helper_can_fail(n: int) -> None:
     (after,) = render_machine(machine)
     events = topology_diff(before.ranges, after.ranges)
     assert [e.kind for e in events] == ["del", "add", "add", "add"]
-    broken = events[:n] + events[n + 1:]
+    broken = events[:n] + events[n + 1 :]
     with pytest.raises(AssertionError):
         check_replay(before.ranges, after.ranges, broken, lambda x, y: x.same_as(y))

@@ -78,8 +78,13 @@ def _q35_bios_area() -> MemoryRegion:
     pci.add_subregion(bios, 0xFFFC0000)
     pci.add_subregion(isa_bios, 0xE0000, priority=1)
     system.add_subregion(pci, 0, priority=-1)
-    for start, size in ((0xE0000, 0x4000), (0xE4000, 0x4000), (0xE8000, 0x4000),
-                        (0xEC000, 0x4000), (0xF0000, 0x10000)):
+    for start, size in (
+        (0xE0000, 0x4000),
+        (0xE4000, 0x4000),
+        (0xE8000, 0x4000),
+        (0xEC000, 0x4000),
+        (0xF0000, 0x10000),
+    ):
         system.add_subregion(alias("pam-pci", pci, start, size), start, priority=1)
     return system
 
@@ -239,11 +244,19 @@ def test_flatview_root_resolution_and_sharing() -> None:
     assert flatview_root(bm) is None
     assert flatview_root(bm2) is system
     assert flatview_root(smm) is system
-    m = Machine([AddressSpace("memory", system), AddressSpace("dev0", bm),
-                 AddressSpace("dev1", bm2), AddressSpace("cpu-smm-0", smm)])
+    m = Machine(
+        [
+            AddressSpace("memory", system),
+            AddressSpace("dev0", bm),
+            AddressSpace("dev1", bm2),
+            AddressSpace("cpu-smm-0", smm),
+        ]
+    )
     views = render_machine(m)
     assert [[a.name for a in v.address_spaces] for v in views] == [
-        ["memory", "dev1", "cpu-smm-0"], ["dev0"]]
+        ["memory", "dev1", "cpu-smm-0"],
+        ["dev0"],
+    ]
     assert views[1].root is None and views[1].ranges == []
 
 

@@ -23,9 +23,20 @@ pytestmark = pytest.mark.qemu
 MACHINES = [
     ("qemu-system-aarch64", ["-machine", "virt"]),
     ("qemu-system-aarch64", ["-machine", "virt,secure=on,mte=on", "-cpu", "max"]),
-    ("qemu-system-aarch64", ["-machine", "virt,gic-version=3,virtualization=on", "-cpu", "max",
-                             "-nodefaults", "-device", "virtio-net-pci", "-device",
-                             "virtio-rng-device"]),
+    (
+        "qemu-system-aarch64",
+        [
+            "-machine",
+            "virt,gic-version=3,virtualization=on",
+            "-cpu",
+            "max",
+            "-nodefaults",
+            "-device",
+            "virtio-net-pci",
+            "-device",
+            "virtio-rng-device",
+        ],
+    ),
     ("qemu-system-arm", ["-machine", "vexpress-a9"]),
 ]
 
@@ -38,9 +49,15 @@ async def test_captured_now_checks_clean_with_rules_alone(binary: str, args: lis
     if shutil.which(binary) is None:
         skip_live(f"{binary} is not installed (Debian package qemu-system-arm)")
     async with QemuInstance(args, binary=binary, paused=True) as vm:
-        texts = [await vm.monitor.info_mtree(**flags) for flags in (
-            {}, {"owners": True, "disabled": True}, {"flatview": True},
-            {"flatview": True, "owners": True})]
+        texts = [
+            await vm.monitor.info_mtree(**flags)
+            for flags in (
+                {},
+                {"owners": True, "disabled": True},
+                {"flatview": True},
+                {"flatview": True, "owners": True},
+            )
+        ]
     tree, tree_od, flat, flat_o = texts
     for t, f in ((tree, flat), (tree_od, flat_o)):
         result = check(t, f, strict=True)

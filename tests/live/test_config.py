@@ -44,7 +44,11 @@ def project(tmp_path: Path) -> Path:
 def test_defaults_without_a_file(tmp_path: Path) -> None:
     c = config.load(env={}, cwd=tmp_path)
     assert (c.qemu, c.machine_args, c.connect_timeout, c.boot_seconds) == (
-        DEFAULT_BINARY, (), 30.0, None)
+        DEFAULT_BINARY,
+        (),
+        30.0,
+        None,
+    )
     assert c.file is None and c.origin("qemu") == "default"
     assert not c.ignore
 
@@ -69,8 +73,11 @@ def test_a_pyproject_without_our_table_is_passed_by(tmp_path: Path) -> None:
 
 
 def test_precedence_cli_over_env_over_file(project: Path) -> None:
-    env = {"QMIRROR_QEMU": "/env/qemu", "QMIRROR_MACHINE_ARGS": "-machine pc -m '1G'",
-           "QMIRROR_IGNORE_FIELDS": "priority, offset"}
+    env = {
+        "QMIRROR_QEMU": "/env/qemu",
+        "QMIRROR_MACHINE_ARGS": "-machine pc -m '1G'",
+        "QMIRROR_IGNORE_FIELDS": "priority, offset",
+    }
     c = config.load(env=env, cwd=project)
     assert c.qemu == "/env/qemu" and c.origin("qemu") == "env QMIRROR_QEMU"
     assert c.machine_args == ("-machine", "pc", "-m", "1G")
@@ -90,15 +97,23 @@ def test_explicit_file_and_top_level_keys(tmp_path: Path, project: Path) -> None
     assert c.qemu == "/own/qemu"
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("[tool.qmirror]\nqemu-binary = 'x'\n", "unknown key 'qemu-binary'"),
-    ("[tool.qmirror]\ncommand-timeout = 'soon'\n",
-     "command-timeout must be a number of seconds > 0"),
-    ("[tool.qmirror]\nmachine-args = '-machine q35'\n", "machine-args must be a list of strings"),
-    ("[tool.qmirror.ignore]\nregions = ['(unclosed']\n", "ignore regex '(unclosed'"),
-    ("[tool.qmirror.ignore]\nfields = ['colour']\n", "unknown field 'colour'"),
-    ("[tool.qmirror\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[tool.qmirror]\nqemu-binary = 'x'\n", "unknown key 'qemu-binary'"),
+        (
+            "[tool.qmirror]\ncommand-timeout = 'soon'\n",
+            "command-timeout must be a number of seconds > 0",
+        ),
+        (
+            "[tool.qmirror]\nmachine-args = '-machine q35'\n",
+            "machine-args must be a list of strings",
+        ),
+        ("[tool.qmirror.ignore]\nregions = ['(unclosed']\n", "ignore regex '(unclosed'"),
+        ("[tool.qmirror.ignore]\nfields = ['colour']\n", "unknown field 'colour'"),
+        ("[tool.qmirror\n", "not valid TOML"),
+    ],
+)
 def test_mistakes_name_the_file_and_key(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "settings.toml"
     path.write_text(content)
@@ -114,8 +129,9 @@ def test_bad_environment_values(tmp_path: Path) -> None:
         config.load(env={"QMIRROR_COMMAND_TIMEOUT": "-1"}, cwd=tmp_path)
 
 
-def test_config_command(project: Path, capsys: pytest.CaptureFixture[str],
-                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_command(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(project)
     monkeypatch.setenv("QMIRROR_BOOT_SECONDS", "5")
     monkeypatch.delenv("QMIRROR_QEMU", raising=False)

@@ -36,13 +36,16 @@ def open_fds() -> set[str]:
 # -- a monitor that breaks the protocol ------------------------------------------------
 
 
-@pytest.mark.parametrize(("how", "expected"), [
-    ("invalid-json", "QMP protocol error: Failed to deserialize QMP message. (Expecting value"),
-    ("endless", "a QMP reply longer than 10485760 bytes during info"),
-])
-async def test_broken_protocol_is_trouble_not_a_hang(short_tmp: Path, how: str,
-                                                     expected: str,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("invalid-json", "QMP protocol error: Failed to deserialize QMP message. (Expecting value"),
+        ("endless", "a QMP reply longer than 10485760 bytes during info"),
+    ],
+)
+async def test_broken_protocol_is_trouble_not_a_hang(
+    short_tmp: Path, how: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     async with BrokenQmp(short_tmp / "broken.sock", how) as peer:
         assert isinstance(peer, BrokenQmp)
         run = await run_main(capsys, "check", f"unix:{peer.path}", "--timeout", "10")
@@ -66,8 +69,7 @@ async def test_broken_protocol_leaks_no_descriptor(short_tmp: Path) -> None:
             (o,) = await check_targets([target], timeout=10)
             assert o.error is not None and o.result is None
         # The peer (in this process too) closes its ends once it sees ours close.
-        await wait_for(lambda: open_fds() == before, what="descriptors to be closed",
-                       timeout=5)
+        await wait_for(lambda: open_fds() == before, what="descriptors to be closed", timeout=5)
 
 
 # -- the map changing between the tree and the flat reading ----------------------------
@@ -93,13 +95,13 @@ class PamToggler:
             await self.control.hmp(f"o /b 0xcfd {next(self.values):#x}")
 
 
-async def test_a_change_between_readings_is_read_again(launch_vm: LaunchVM,
-                                                       short_tmp: Path) -> None:
+async def test_a_change_between_readings_is_read_again(
+    launch_vm: LaunchVM, short_tmp: Path
+) -> None:
     vm = await launch_vm("-machine", "pc", "-nic", "none")
     before = await vm.control.info_mtree(flatview=True)
     toggle = PamToggler(vm, times=1)
-    async with RecordingProxy(short_tmp / "proxy.sock", vm.socket,
-                              before_forward=toggle) as proxy:
+    async with RecordingProxy(short_tmp / "proxy.sock", vm.socket, before_forward=toggle) as proxy:
         (o,) = await check_targets([Target.unix(proxy.path)], timeout=20)
     assert toggle.flips == 1
     assert o.error is None, o.error
@@ -110,12 +112,12 @@ async def test_a_change_between_readings_is_read_again(launch_vm: LaunchVM,
     assert after != before and o.snapshot.flat == after
 
 
-async def test_a_map_that_never_holds_still_is_a_clear_error(launch_vm: LaunchVM,
-                                                             short_tmp: Path) -> None:
+async def test_a_map_that_never_holds_still_is_a_clear_error(
+    launch_vm: LaunchVM, short_tmp: Path
+) -> None:
     vm = await launch_vm("-machine", "pc", "-nic", "none")
     toggle = PamToggler(vm, times=1000)
-    async with RecordingProxy(short_tmp / "proxy.sock", vm.socket,
-                              before_forward=toggle) as proxy:
+    async with RecordingProxy(short_tmp / "proxy.sock", vm.socket, before_forward=toggle) as proxy:
         monitor = Monitor(command_timeout=10)
         await monitor.connect(proxy.path, timeout=10)
         try:

@@ -34,7 +34,8 @@ def load_script() -> ModuleType:
 
 
 async def test_a_fresh_harvest_of_one_device_vm_agrees_with_the_shipped_table(
-        qemu_binary: str) -> None:
+    qemu_binary: str,
+) -> None:
     script = load_script()
     version = "7.2"
     table = harvest.load_table(version)
@@ -43,9 +44,13 @@ async def test_a_fresh_harvest_of_one_device_vm_agrees_with_the_shipped_table(
     if not info["qemu_version"].startswith(version + "."):
         pytest.fail(f"the system QEMU is {info['qemu_version']}, the table is {version}")
     # As the script does it: SeaBIOS runs until it has mapped the BARs, then stop.
-    vm = script.VM("x86_64 q35 +e1000e booted", qemu_binary,
-                   ["-machine", "q35", "-nodefaults", "-device", "e1000e,id=hv0"], "device",
-                   boot=True)
+    vm = script.VM(
+        "x86_64 q35 +e1000e booted",
+        qemu_binary,
+        ["-machine", "q35", "-nodefaults", "-device", "e1000e,id=hv0"],
+        "device",
+        boot=True,
+    )
     texts = await script.capture(vm, 15.0)
     fresh = script.Harvest(version, "")
     assert script.analyse(fresh, vm, texts) is None

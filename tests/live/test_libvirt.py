@@ -66,8 +66,13 @@ def own_dom(conn: Any) -> Iterator[Any]:
 
 def virsh_hmp(uri: str, name: str, command: str) -> str:
     """QEMU's answer through virsh: independent of qmirror's code."""
-    out = subprocess.run(["virsh", "-c", uri, "qemu-monitor-command", name, "--hmp", command],
-                         check=True, capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        ["virsh", "-c", uri, "qemu-monitor-command", name, "--hmp", command],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     return out.replace("\r\n", "\n").rstrip("\n") + "\n"
 
 
@@ -87,14 +92,19 @@ async def test_check_by_name_and_by_uuid(uri: str, dom: Any) -> None:
         assert run.code == 0, run.err
         doc = json.loads(run.out)
         assert doc["result"] == "match"
-        assert doc["target"] == {"label": spec, "kind": "libvirt", "uri": uri,
-                                 "domain": spec.removeprefix("libvirt:")}
+        assert doc["target"] == {
+            "label": spec,
+            "kind": "libvirt",
+            "uri": uri,
+            "domain": spec.removeprefix("libvirt:"),
+        }
 
 
 async def test_snapshot_is_qemus_own_text(uri: str, dom: Any, tmp_path: Path) -> None:
     out = tmp_path / "snap"
-    run = await run_qmirror("snapshot", f"libvirt:{dom.name()}", "--connect", uri,
-                            "--out", str(out))
+    run = await run_qmirror(
+        "snapshot", f"libvirt:{dom.name()}", "--connect", uri, "--out", str(out)
+    )
     assert run.code == 0, run.err
     snap = load(str(out))
     assert snap.info is not None and snap.info["accelerator"] == "tcg"
@@ -119,19 +129,24 @@ async def test_tree_names_the_machine(uri: str, dom: Any, by: str) -> None:
     # Every address space QEMU lists appears in the tree (those sharing a root on one
     # line, comma-separated).
     text = virsh_hmp(uri, dom.name(), "info mtree")
-    spaces = {ln.split(": ", 1)[1] for ln in text.splitlines()
-              if ln.startswith("address-space: ")}
-    shown = {name for ln in run.out.splitlines() if "address-space: " in ln
-             for name in ln.split("address-space: ", 1)[1].split(", ")}
+    spaces = {ln.split(": ", 1)[1] for ln in text.splitlines() if ln.startswith("address-space: ")}
+    shown = {
+        name
+        for ln in run.out.splitlines()
+        if "address-space: " in ln
+        for name in ln.split("address-space: ", 1)[1].split(", ")
+    }
     assert spaces and shown == spaces
 
 
 async def test_targets_file_with_libvirt_lines(uri: str, dom: Any, tmp_path: Path) -> None:
     listing = tmp_path / "targets"
-    listing.write_text(f"# two ways to name one domain\nlibvirt:{dom.name()}\n"
-                       f"libvirt:{dom.UUIDString()}\n")
-    run = await run_qmirror("check", "--connect", uri, "--targets-file", str(listing),
-                            "--format", "json")
+    listing.write_text(
+        f"# two ways to name one domain\nlibvirt:{dom.name()}\nlibvirt:{dom.UUIDString()}\n"
+    )
+    run = await run_qmirror(
+        "check", "--connect", uri, "--targets-file", str(listing), "--format", "json"
+    )
     assert run.code == 0, run.err
     doc = json.loads(run.out)
     assert [t["result"] for t in doc["targets"]] == ["match", "match"]
@@ -139,12 +154,10 @@ async def test_targets_file_with_libvirt_lines(uri: str, dom: Any, tmp_path: Pat
 
 async def test_map_and_ram_map(uri: str, dom: Any, tmp_path: Path) -> None:
     svg = tmp_path / "map.svg"
-    run = await run_qmirror("map", f"libvirt:{dom.name()}", "--connect", uri, "--svg",
-                            str(svg))
+    run = await run_qmirror("map", f"libvirt:{dom.name()}", "--connect", uri, "--svg", str(svg))
     assert run.code == 0, run.err
     assert (await asyncio.to_thread(svg.read_text)).lstrip().startswith(("<svg", "<?xml"))
-    run = await run_qmirror("ram-map", f"libvirt:{dom.name()}", "--connect", uri,
-                            "--format", "csv")
+    run = await run_qmirror("ram-map", f"libvirt:{dom.name()}", "--connect", uri, "--format", "csv")
     assert run.code == 0, run.err
     rows = list(csv.DictReader(io.StringIO(run.out)))
     # QEMU's own RAMBlock table (through virsh) gives pc.ram's length: the domain's 32 MiB.
@@ -160,8 +173,9 @@ async def test_map_and_ram_map(uri: str, dom: Any, tmp_path: Path) -> None:
 # --------------------------------------------------------------- allow-list
 
 
-async def test_allow_list_refuses_before_sending(uri: str, dom: Any,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_allow_list_refuses_before_sending(
+    uri: str, dom: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import libvirt_qemu  # noqa: PLC0415
 
     sent: list[str] = []
@@ -249,10 +263,22 @@ class WatchProc:
     async def __aenter__(self) -> WatchProc:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "qmirror", "--color", "never",
-            "watch", "--format", "jsonl", "--no-nop", *self.args,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
+            sys.executable,
+            "-m",
+            "qmirror",
+            "--color",
+            "never",
+            "watch",
+            "--format",
+            "jsonl",
+            "--no-nop",
+            *self.args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=REPO,
+            env=env,
+        )
         return self
 
     async def until(self, event: str, timeout: float = 60.0) -> dict[str, Any]:
@@ -291,8 +317,9 @@ class WatchProc:
 
 async def test_watch_reads_on_a_lifecycle_event(uri: str, own_dom: Any) -> None:
     """With polls an hour apart, only a libvirt event can cause the second reading."""
-    async with WatchProc(f"libvirt:{own_dom.name()}", "--connect", uri,
-                         "--interval", "3600", "--count", "2") as w:
+    async with WatchProc(
+        f"libvirt:{own_dom.name()}", "--connect", uri, "--interval", "3600", "--count", "2"
+    ) as w:
         start = await w.until("start")
         assert start["metadata"]["status"] == "prelaunch"
         await asyncio.to_thread(own_dom.resume)
@@ -313,14 +340,12 @@ async def test_monitor_feeds_suspend_and_resume(uri: str, own_dom: Any) -> None:
             await asyncio.to_thread(own_dom.suspend)
             async with asyncio.timeout(30):
                 second = await feed.get()
-    got = [(e.name, json.loads(json.dumps(e.data))["libvirt"]["event"])
-           for e in (first, second)]
+    got = [(e.name, json.loads(json.dumps(e.data))["libvirt"]["event"]) for e in (first, second)]
     assert got == [("RESUME", "lifecycle:RESUMED"), ("STOP", "lifecycle:SUSPENDED")]
 
 
 async def test_watch_reports_a_destroyed_domain_as_gone(uri: str, own_dom: Any) -> None:
-    async with WatchProc(f"libvirt:{own_dom.name()}", "--connect", uri,
-                         "--interval", "3600") as w:
+    async with WatchProc(f"libvirt:{own_dom.name()}", "--connect", uri, "--interval", "3600") as w:
         await w.until("start")
         await asyncio.to_thread(own_dom.destroy)
         code, err = await w.finish()
@@ -336,15 +361,18 @@ async def test_watch_reads_on_a_device_added_event(uri: str, conn: Any) -> None:
     (q35: its PCIe root ports take a hot-plugged device while the VM is paused.)"""
     rng = "<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>"
     with transient_domain(conn, QEMU, machine="q35") as dom:
-        async with WatchProc(f"libvirt:{dom.name()}", "--connect", uri,
-                             "--interval", "3600", "--count", "2") as w:
+        async with WatchProc(
+            f"libvirt:{dom.name()}", "--connect", uri, "--interval", "3600", "--count", "2"
+        ) as w:
             await w.until("start")
-            await asyncio.to_thread(dom.attachDeviceFlags, rng,
-                                    libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            await asyncio.to_thread(dom.attachDeviceFlags, rng, libvirt.VIR_DOMAIN_AFFECT_LIVE)
             code, err = await w.finish()
         assert code == 0, err
         end = w.records[-1]
-        assert (end["reason"], end["readings"], end["trigger"]) == ("count", 2,
-                                                                     "event:DEVICE_ADDED")
+        assert (end["reason"], end["readings"], end["trigger"]) == (
+            "count",
+            2,
+            "event:DEVICE_ADDED",
+        )
         # libvirt's own record of the device agrees that it is there now.
         assert "<rng model='virtio'>" in dom.XMLDesc(0)

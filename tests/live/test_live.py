@@ -39,16 +39,14 @@ def assert_round_trips(tree: str, flat: str) -> None:
     """Our printers give back QEMU's texts byte for byte."""
     doc = parse_tree_document(tree)
     machine = load_tree(tree, rules=False).machine
-    assert print_tree(machine, owners=doc.owners, disabled=doc.shows_disabled,
-                      eol=doc.eol) == tree
+    assert print_tree(machine, owners=doc.owners, disabled=doc.shows_disabled, eol=doc.eol) == tree
     assert print_flat(parse_flat(flat)) == flat
 
 
 def assert_matches(o: Outcome) -> None:
     assert o.error is None, o.error
     assert o.result is not None and o.snapshot is not None
-    bad = [(v.address_spaces, v.status, v.diffs[:3]) for v in o.result.comparison.views
-           if not v.ok]
+    bad = [(v.address_spaces, v.status, v.diffs[:3]) for v in o.result.comparison.views if not v.ok]
     assert not bad, f"{o.target.label}: {bad}"
 
 
@@ -56,15 +54,19 @@ def assert_matches(o: Outcome) -> None:
 
 
 #: QEMU's ``-f`` line of the BIOS shadowed in RAM (pc and q35 alike, SeaBIOS in QEMU 7.2).
-SHADOWED_BIOS = re.compile(r"^  00000000000f0000-00000000000fffff \(prio \d+, rom\): "
-                           r"pc\.ram @00000000000f0000\b", re.M)
+SHADOWED_BIOS = re.compile(
+    r"^  00000000000f0000-00000000000fffff \(prio \d+, rom\): "
+    r"pc\.ram @00000000000f0000\b",
+    re.M,
+)
 
 
 async def check_and_recapture(boot: float | None) -> list[Outcome]:
     """pc and q35, launched by qmirror, checked concurrently with rules only (strict)."""
-    targets = [Target.launch(["-machine", m], binary=os.environ.get("QMIRROR_QEMU",
-                                                                    "qemu-system-x86_64"))
-               for m in ("pc", "q35")]
+    targets = [
+        Target.launch(["-machine", m], binary=os.environ.get("QMIRROR_QEMU", "qemu-system-x86_64"))
+        for m in ("pc", "q35")
+    ]
     outcomes = await check_targets(targets, boot=boot, strict=True)
     for o in outcomes:
         assert_matches(o)
@@ -97,8 +99,7 @@ async def test_live_check_after_seabios_boot(qemu_binary: str) -> None:
         assert SHADOWED_BIOS.search(snap.flat), snap.flat[:2000]
 
 
-async def test_socket_check_reads_a_stable_map_while_the_guest_runs(
-        launch_vm: LaunchVM) -> None:
+async def test_socket_check_reads_a_stable_map_while_the_guest_runs(launch_vm: LaunchVM) -> None:
     vm = await launch_vm("-machine", "q35", paused=False)
     o = (await check_targets([Target.unix(vm.socket)]))[0]
     assert_matches(o)
@@ -112,8 +113,9 @@ async def test_socket_check_reads_a_stable_map_while_the_guest_runs(
 
 async def test_cli_launch_q35_exits_0_and_leaves_nothing(qemu_binary: str) -> None:
     marker = f"qmirror-test-{uuid.uuid4().hex[:12]}"
-    run = await run_qmirror("check", "--launch", "--", qemu_binary, "-machine", "q35",
-                            "-name", marker, timeout=120)
+    run = await run_qmirror(
+        "check", "--launch", "--", qemu_binary, "-machine", "q35", "-name", marker, timeout=120
+    )
     assert run.code == 0, run.err
     first = run.out.splitlines()[0]
     assert first.startswith(f"MATCH launch:{qemu_binary} -machine q35"), first
@@ -132,8 +134,16 @@ async def test_cli_json_and_junit_per_target(launch_vm: LaunchVM, short_tmp: Pat
     a = await launch_vm("-machine", "pc")
     b = await launch_vm("-machine", "q35")
     junit = short_tmp / "junit.xml"
-    run = await run_qmirror("check", "--socket", a.socket, f"unix:{b.socket}", "--format",
-                            "json", "--junit-xml", str(junit))
+    run = await run_qmirror(
+        "check",
+        "--socket",
+        a.socket,
+        f"unix:{b.socket}",
+        "--format",
+        "json",
+        "--junit-xml",
+        str(junit),
+    )
     assert run.code == 0, run.err
     doc = json.loads(run.out)
     assert doc["result"] == "match" and len(doc["targets"]) == 2
@@ -152,11 +162,21 @@ async def test_cli_json_and_junit_per_target(launch_vm: LaunchVM, short_tmp: Pat
 
 
 async def test_cli_one_bad_target_is_trouble_the_others_still_reported(
-        launch_vm: LaunchVM, short_tmp: Path) -> None:
+    launch_vm: LaunchVM, short_tmp: Path
+) -> None:
     vm = await launch_vm("-machine", "pc")
     missing = short_tmp / "nobody.sock"
-    run = await run_qmirror("check", "--socket", vm.socket, "--socket", str(missing),
-                            "--format", "json", "--timeout", "5")
+    run = await run_qmirror(
+        "check",
+        "--socket",
+        vm.socket,
+        "--socket",
+        str(missing),
+        "--format",
+        "json",
+        "--timeout",
+        "5",
+    )
     assert run.code == 2
     doc = json.loads(run.out)
     assert doc["result"] == "error"
@@ -165,8 +185,7 @@ async def test_cli_one_bad_target_is_trouble_the_others_still_reported(
     assert "cannot connect" in run.err
 
 
-async def test_cli_snapshot_then_check_the_directory(launch_vm: LaunchVM,
-                                                     short_tmp: Path) -> None:
+async def test_cli_snapshot_then_check_the_directory(launch_vm: LaunchVM, short_tmp: Path) -> None:
     vm = await launch_vm("-machine", "pc", "-m", "1G,slots=2,maxmem=4G")
     out = short_tmp / "snap"
     run = await run_qmirror("snapshot", vm.socket, "--out", str(out))
@@ -178,9 +197,11 @@ async def test_cli_snapshot_then_check_the_directory(launch_vm: LaunchVM,
         assert hashlib.sha256(data).hexdigest() == info["sha256"]
     # Byte for byte what QEMU says (the VM is paused: nothing changed since).
     assert (out / "info-mtree-o-D.txt").read_bytes() == (
-        await vm.control.info_mtree(owners=True, disabled=True)).encode()
+        await vm.control.info_mtree(owners=True, disabled=True)
+    ).encode()
     assert (out / "info-mtree-f.txt").read_bytes() == (
-        await vm.control.info_mtree(flatview=True)).encode()
+        await vm.control.info_mtree(flatview=True)
+    ).encode()
     snap = load(out)
     assert snap.info is not None and snap.info["machine"].startswith("pc-i440fx-")
     model = machine_from_json(json.loads((out / "model.json").read_text()))
@@ -198,8 +219,7 @@ async def test_cli_snapshot_then_check_the_directory(launch_vm: LaunchVM,
 # ---------------------------------------------------------- read-only access
 
 
-async def test_check_without_pause_never_sends_stop(launch_vm: LaunchVM,
-                                                    short_tmp: Path) -> None:
+async def test_check_without_pause_never_sends_stop(launch_vm: LaunchVM, short_tmp: Path) -> None:
     vm = await launch_vm("-machine", "pc", paused=False)
     async with RecordingProxy(short_tmp / "proxy.sock", vm.socket) as proxy:
         assert isinstance(proxy, RecordingProxy)
@@ -207,15 +227,15 @@ async def test_check_without_pause_never_sends_stop(launch_vm: LaunchVM,
     assert run.code == 0, run.err
     sent = proxy.commands
     assert sent[0] == "qmp_capabilities"
-    assert all(c == "qmp_capabilities" or c.startswith(("query-", "hmp:info "))
-               for c in sent), sent
+    assert all(c == "qmp_capabilities" or c.startswith(("query-", "hmp:info ")) for c in sent), sent
     assert "hmp:info mtree -o -D" in sent and "hmp:info mtree -f -o" in sent
     status = await vm.control.execute("query-status")
     assert isinstance(status, dict) and status["running"] is True
 
 
-async def test_pause_stops_and_resumes_only_a_running_vm(launch_vm: LaunchVM,
-                                                          short_tmp: Path) -> None:
+async def test_pause_stops_and_resumes_only_a_running_vm(
+    launch_vm: LaunchVM, short_tmp: Path
+) -> None:
     running = await launch_vm("-machine", "pc", paused=False)
     async with RecordingProxy(short_tmp / "p1.sock", running.socket) as proxy:
         assert isinstance(proxy, RecordingProxy)
@@ -238,8 +258,7 @@ async def test_pause_stops_and_resumes_only_a_running_vm(launch_vm: LaunchVM,
 # -------------------------------------------------------------- concurrency
 
 
-async def test_eight_vms_checked_at_once(launch_vm: LaunchVM,
-                                         record_property: Any) -> None:
+async def test_eight_vms_checked_at_once(launch_vm: LaunchVM, record_property: Any) -> None:
     machines = ["pc", "q35"] * 4
     vms = [await launch_vm("-machine", m) for m in machines]
     started = time.perf_counter()
@@ -252,15 +271,18 @@ async def test_eight_vms_checked_at_once(launch_vm: LaunchVM,
     assert run.out.splitlines()[-1] == "8 targets: 8 match, 0 mismatch, 0 error"
     record_property("eight_vms_api_seconds", round(api_seconds, 3))
     record_property("eight_vms_cli_seconds", round(run.seconds, 3))
-    print(f"\n8 concurrent checks: {api_seconds * 1000:.0f} ms (API), "
-          f"{run.seconds * 1000:.0f} ms (CLI process incl. start-up)")
+    print(
+        f"\n8 concurrent checks: {api_seconds * 1000:.0f} ms (API), "
+        f"{run.seconds * 1000:.0f} ms (CLI process incl. start-up)"
+    )
 
 
 # ------------------------------------------------------------------- faults
 
 
-async def test_qemu_killed_mid_read(launch_vm: LaunchVM, short_tmp: Path,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+async def test_qemu_killed_mid_read(
+    launch_vm: LaunchVM, short_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     vm = await launch_vm("-machine", "q35")
     killed: list[int] = []
 
@@ -298,8 +320,9 @@ async def test_launched_qemu_killed_while_booting(qemu_binary: str) -> None:
     assert pids_with(marker) == []
 
 
-async def test_monitor_that_never_greets(short_tmp: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+async def test_monitor_that_never_greets(
+    short_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     async with SilentServer(short_tmp / "silent.sock") as server:
         run = await run_main(capsys, "check", f"unix:{server.path}", "--timeout", "2")
     assert run.code == 2
@@ -307,20 +330,36 @@ async def test_monitor_that_never_greets(short_tmp: Path,
     assert run.seconds < 10
 
 
-_FLAT = ('FlatView #0\r\n AS "memory", root: system\r\n Root memory region: system\r\n'
-         '  0000000000000000-ffffffffffffffff (prio 0, i/o): system\r\n\r\n')
+_FLAT = (
+    'FlatView #0\r\n AS "memory", root: system\r\n Root memory region: system\r\n'
+    "  0000000000000000-ffffffffffffffff (prio 0, i/o): system\r\n\r\n"
+)
 
 
-@pytest.mark.parametrize(("tree", "flat", "expected"), [
-    ("Hello, I am not QEMU\r\n", None,
-     "info mtree -o -D: reply does not start with address-space: or memory-region:"),
-    ("address-space: memory\r\n  0000000000000000-ffffffffffffffff (prio 0, i/o): system\r\n"
-     "\r\n", "Hello\r\n", "info mtree -f -o: reply does not start with FlatView #"),
-    ("address-space: memory\r\n  this is not a region line\r\n\r\n", _FLAT,
-     "info mtree -o -D:2:"),
-])
-async def test_garbage_hmp_reply(short_tmp: Path, tree: str, flat: str | None,
-                                 expected: str) -> None:
+@pytest.mark.parametrize(
+    ("tree", "flat", "expected"),
+    [
+        (
+            "Hello, I am not QEMU\r\n",
+            None,
+            "info mtree -o -D: reply does not start with address-space: or memory-region:",
+        ),
+        (
+            "address-space: memory\r\n  0000000000000000-ffffffffffffffff (prio 0, i/o): system\r\n"
+            "\r\n",
+            "Hello\r\n",
+            "info mtree -f -o: reply does not start with FlatView #",
+        ),
+        (
+            "address-space: memory\r\n  this is not a region line\r\n\r\n",
+            _FLAT,
+            "info mtree -o -D:2:",
+        ),
+    ],
+)
+async def test_garbage_hmp_reply(
+    short_tmp: Path, tree: str, flat: str | None, expected: str
+) -> None:
     async with FakeQmp(short_tmp / "fake.sock", tree, flat) as fake:
         run = await run_qmirror("check", f"unix:{fake.path}", "--timeout", "10")
     assert run.code == 2

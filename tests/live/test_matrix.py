@@ -72,16 +72,22 @@ def is_version(reported: str, wanted: str) -> bool:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize(("arch", "args"), MACHINES,
-                         ids=[f"{a}-{m[1]}" for a, m in MACHINES])
+@pytest.mark.parametrize(("arch", "args"), MACHINES, ids=[f"{a}-{m[1]}" for a, m in MACHINES])
 async def test_live_texts_check_with_rules_alone_and_round_trip(
-        version: str, arch: str, args: tuple[str, ...]) -> None:
+    version: str, arch: str, args: tuple[str, ...]
+) -> None:
     binary = matrix_qemu(version, arch)
     async with QemuInstance(args, binary=binary, paused=True) as vm:
         info = await vm.monitor.describe()
-        texts = [await vm.monitor.info_mtree(**flags) for flags in (
-            {}, {"owners": True, "disabled": True}, {"flatview": True},
-            {"flatview": True, "owners": True})]
+        texts = [
+            await vm.monitor.info_mtree(**flags)
+            for flags in (
+                {},
+                {"owners": True, "disabled": True},
+                {"flatview": True},
+                {"flatview": True, "owners": True},
+            )
+        ]
         pid = vm.pid
     assert_gone(pid)
     assert is_version(info["qemu_version"], version), info["qemu_version"]
@@ -89,8 +95,9 @@ async def test_live_texts_check_with_rules_alone_and_round_trip(
     tree, tree_od, flat, flat_o = texts
     for t, f in ((tree, flat), (tree_od, flat_o)):
         result = check(t, f, strict=True)
-        assert result.ok, [(v.address_spaces, v.status, v.diffs[:2])
-                           for v in result.comparison.views if not v.ok]
+        assert result.ok, [
+            (v.address_spaces, v.status, v.diffs[:2]) for v in result.comparison.views if not v.ok
+        ]
         loaded = load_tree(t)
         assert print_like(loaded.machine, loaded.document) == t
         assert print_flat(parse_flat(f)) == f
@@ -107,8 +114,9 @@ async def test_live_texts_check_with_rules_alone_and_round_trip(
 async def test_cli_check_launch_names_the_version_and_leaves_nothing(version: str) -> None:
     binary = matrix_qemu(version)
     marker = f"qmirror-matrix-{uuid.uuid4().hex[:12]}"
-    run = await run_qmirror("check", "--launch", "--", binary, "-machine", "q35",
-                            "-name", marker, timeout=120)
+    run = await run_qmirror(
+        "check", "--launch", "--", binary, "-machine", "q35", "-name", marker, timeout=120
+    )
     assert run.code == 0, run.err + run.out
     first = run.out.splitlines()[0]
     assert first.startswith(f"MATCH launch:{binary} -machine q35"), first
@@ -120,8 +128,18 @@ async def test_cli_check_launch_names_the_version_and_leaves_nothing(version: st
 async def test_cli_qemu_version_option_picks_the_matrix_qemu(version: str) -> None:
     matrix_qemu(version)
     marker = f"qmirror-matrix-{uuid.uuid4().hex[:12]}"
-    run = await run_qmirror("check", "--qemu-version", version, "--launch", "--",
-                            "-machine", "pc", "-name", marker, timeout=120)
+    run = await run_qmirror(
+        "check",
+        "--qemu-version",
+        version,
+        "--launch",
+        "--",
+        "-machine",
+        "pc",
+        "-name",
+        marker,
+        timeout=120,
+    )
     assert run.code == 0, run.err + run.out
     first = run.out.splitlines()[0]
     assert f"(QEMU {version}." in first and "pc-i440fx-" in first, first
@@ -129,8 +147,7 @@ async def test_cli_qemu_version_option_picks_the_matrix_qemu(version: str) -> No
 
 
 async def test_cli_qemu_version_not_in_the_matrix_is_trouble() -> None:
-    run = await run_qmirror("check", "--qemu-version", "1.4", "--launch", "--",
-                            "-machine", "pc")
+    run = await run_qmirror("check", "--qemu-version", "1.4", "--launch", "--", "-machine", "pc")
     assert run.code == 2
     assert "QEMU 1.4 with qemu-system-x86_64 is not provided" in run.err
     assert "Traceback" not in run.err
@@ -138,11 +155,13 @@ async def test_cli_qemu_version_not_in_the_matrix_is_trouble() -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_cli_snapshot_then_offline_check_states_the_version(
-        version: str, short_tmp: Path) -> None:
+    version: str, short_tmp: Path
+) -> None:
     binary = matrix_qemu(version)
     out = short_tmp / "snap"
-    run = await run_qmirror("snapshot", "--out", str(out), "--launch", "--", binary,
-                            "-machine", "q35", timeout=120)
+    run = await run_qmirror(
+        "snapshot", "--out", str(out), "--launch", "--", binary, "-machine", "q35", timeout=120
+    )
     assert run.code == 0, run.err
     meta = json.loads((out / "meta.json").read_text())
     assert is_version(meta["qemu_version"], version), meta["qemu_version"]
@@ -158,9 +177,23 @@ async def test_cli_snapshot_then_offline_check_states_the_version(
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_cli_watch_launch_validates_each_reading(version: str) -> None:
     binary = matrix_qemu(version)
-    run = await run_qmirror("watch", "--count", "2", "--interval", "0.3", "--format", "jsonl",
-                            "--launch", "--", binary, "-machine", "pc", "-nic", "none",
-                            timeout=120)
+    run = await run_qmirror(
+        "watch",
+        "--count",
+        "2",
+        "--interval",
+        "0.3",
+        "--format",
+        "jsonl",
+        "--launch",
+        "--",
+        binary,
+        "-machine",
+        "pc",
+        "-nic",
+        "none",
+        timeout=120,
+    )
     assert run.code == 0, run.err
     records = [json.loads(line) for line in run.out.splitlines()]
     assert records[0]["event"] == "start"
@@ -182,8 +215,10 @@ async def test_kvm_slot_table_is_qemus(version: str, machine: str, tmp_path: Pat
         pytest.skip(f"KVM not usable: {problem}")
     binary = matrix_qemu(version)
     log = tmp_path / "trace.log"
-    async with QemuInstance(["-machine", machine, "-accel", "kvm", "-trace",
-                             "kvm_set_user_memory", "-D", str(log)], binary=binary) as vm:
+    async with QemuInstance(
+        ["-machine", machine, "-accel", "kvm", "-trace", "kvm_set_user_memory", "-D", str(log)],
+        binary=binary,
+    ) as vm:
         model = load_tree(await vm.monitor.info_mtree(owners=True, disabled=True)).machine
         events = parse_trace(log.read_text(), filename=str(log))
     qemu = final_slots(events)

@@ -39,8 +39,14 @@ def need(tool: str) -> str:
 
 
 def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([need("promtool"), *args], input=stdin, capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [need("promtool"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def free_port() -> int:
@@ -88,10 +94,23 @@ class Watcher:
     async def __aenter__(self) -> Watcher:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "qmirror", "--color", "never", "watch", "--format", "none",
-            "--metrics", "127.0.0.1:0", *self.args,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
+            sys.executable,
+            "-m",
+            "qmirror",
+            "--color",
+            "never",
+            "watch",
+            "--format",
+            "none",
+            "--metrics",
+            "127.0.0.1:0",
+            *self.args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=REPO,
+            env=env,
+        )
         assert self.proc.stderr is not None
         async with asyncio.timeout(30):
             line = (await self.proc.stderr.readline()).decode()
@@ -115,13 +134,23 @@ def prometheus(tmp: Path, scrape: str) -> Iterator[str]:
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         "scrape_configs:\n  - job_name: qmirror\n    static_configs:\n"
-        f"      - targets: ['{scrape}']\n")
+        f"      - targets: ['{scrape}']\n"
+    )
     port = free_port()
     log = (tmp / "prometheus.log").open("wb")
     proc = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=tmp)
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        cwd=tmp,
+    )
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -142,16 +171,19 @@ async def two_vms(launch_vm: LaunchVM, tmp_path: Path) -> AsyncIterator[tuple[An
     yield a, b, listing
 
 
-async def test_served_metrics_pass_promtool_and_match_qemu(
-        two_vms: tuple[Any, Any, Path]) -> None:
+async def test_served_metrics_pass_promtool_and_match_qemu(two_vms: tuple[Any, Any, Path]) -> None:
     a, b, listing = two_vms
     async with Watcher("--targets-file", str(listing), "--interval", "0.5") as w:
+
         def ready() -> str | None:
             text = http_get(w.url)
             got = samples(text)
-            done = all(got.get(f'qmirror_readings_total{{target="{t}"}}', 0) >= 2
-                       for t in (a.socket, f"unix:{b.socket}"))
+            done = all(
+                got.get(f'qmirror_readings_total{{target="{t}"}}', 0) >= 2
+                for t in (a.socket, f"unix:{b.socket}")
+            )
             return text if done else None
+
         text = await poll("two readings of each VM", ready)
     lint = await asyncio.to_thread(promtool, "check", "metrics", stdin=text)
     assert lint.returncode == 0, lint.stdout + lint.stderr
@@ -177,6 +209,7 @@ async def test_real_prometheus_scrapes_the_series(launch_vm: LaunchVM, tmp_path:
     async with Watcher(vm.socket, "--interval", "1") as w:
         scrape = urllib.parse.urlsplit(w.url).netloc
         with prometheus(tmp_path, scrape) as api:
+
             def query(q: str) -> list[Any] | None:
                 url = f"{api}/api/v1/query?" + urllib.parse.urlencode({"query": q})
                 doc = json.loads(http_get(url))
@@ -185,8 +218,9 @@ async def test_real_prometheus_scrapes_the_series(launch_vm: LaunchVM, tmp_path:
 
             match = await poll("qmirror_match in Prometheus", lambda: query("qmirror_match"))
             readings = await poll("readings", lambda: query("qmirror_readings_total > 1"))
-            ranges = await poll("ranges", lambda: query(
-                'qmirror_flatview_ranges{address_space="memory"}'))
+            ranges = await poll(
+                "ranges", lambda: query('qmirror_flatview_ranges{address_space="memory"}')
+            )
     assert match[0]["metric"]["target"] == vm.socket
     assert match[0]["metric"]["job"] == "qmirror"
     assert match[0]["value"][1] == "1"
@@ -201,13 +235,15 @@ async def test_port_in_use_is_one_line_exit_2(launch_vm: LaunchVM) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        run = await run_qmirror("watch", vm.socket, "--metrics", f"127.0.0.1:{port}",
-                                "--count", "1")
+        run = await run_qmirror(
+            "watch", vm.socket, "--metrics", f"127.0.0.1:{port}", "--count", "1"
+        )
     assert run.code == 2
     assert "Traceback" not in run.err
     lines = run.err.strip().splitlines()
-    assert lines == [f"qmirror watch: --metrics 127.0.0.1:{port}: cannot listen: "
-                     "address already in use"]
+    assert lines == [
+        f"qmirror watch: --metrics 127.0.0.1:{port}: cannot listen: address already in use"
+    ]
 
 
 async def test_bad_metrics_address_is_exit_2() -> None:
@@ -228,8 +264,7 @@ def test_fleet_docs_rules_and_config_validate(tmp_path: Path) -> None:
     # The alert fires on a mismatch that lasts, and not on a match (promtool's own
     # rule unit tests).
     test = tmp_path / "alerts-test.yml"
-    description = ("Run `qmirror check libvirt:web01 -v` on hv01:9464 to see the differing "
-                   "ranges.")
+    description = "Run `qmirror check libvirt:web01 -v` on hv01:9464 to see the differing ranges."
     test.write_text(f"""rule_files: [{rules}]
 evaluation_interval: 1m
 tests:
@@ -272,9 +307,23 @@ def test_systemd_unit_runs_a_fleet_watch() -> None:
 
 def start_qemu(binary: str, sock: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [binary, "-machine", "pc", "-m", "16", "-nodefaults", "-S", "-display", "none",
-         "-qmp", f"unix:{sock},server=on,wait=off"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            binary,
+            "-machine",
+            "pc",
+            "-m",
+            "16",
+            "-nodefaults",
+            "-S",
+            "-display",
+            "none",
+            "-qmp",
+            f"unix:{sock},server=on,wait=off",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def stop_qemu(proc: subprocess.Popen[bytes]) -> None:
@@ -296,21 +345,26 @@ async def test_reconnect_keeps_the_series(qemu_binary: str, short_tmp: Path) -> 
 
     try:
         async with Watcher(label, "--reconnect", "0.2", "--interval", "0.3") as w:
+
             def when(what: str, pred: Callable[[str], bool]) -> Awaitable[str]:
                 def check() -> str | None:
                     text = http_get(w.url)
                     return text if pred(text) else None
+
                 return poll(what, check)
 
             def count(text: str, name: str, **labels: str) -> float:
                 return value(text, name, **labels) or 0.0
 
-            text = await when("a connect error",
-                              lambda t: count(t, "qmirror_errors_total", kind="connect") >= 1)
+            text = await when(
+                "a connect error", lambda t: count(t, "qmirror_errors_total", kind="connect") >= 1
+            )
             assert value(text, "qmirror_up") == 0
             procs.append(start_qemu(qemu_binary, sock))
-            text = await when("readings of the new VM", lambda t: count(
-                t, "qmirror_readings_total") >= 2 and value(t, "qmirror_up") == 1)
+            text = await when(
+                "readings of the new VM",
+                lambda t: count(t, "qmirror_readings_total") >= 2 and value(t, "qmirror_up") == 1,
+            )
             assert value(text, "qmirror_match") == 1
             stop_qemu(procs[0])
             text = await when("the VM gone", lambda t: value(t, "qmirror_up") == 0)
@@ -319,8 +373,12 @@ async def test_reconnect_keeps_the_series(qemu_binary: str, short_tmp: Path) -> 
             assert value(text, "qmirror_match") is None  # no verdict for a VM not followed
             sock.unlink(missing_ok=True)
             procs.append(start_qemu(qemu_binary, sock))
-            text = await when("readings after reconnecting", lambda t: count(
-                t, "qmirror_readings_total") > before and value(t, "qmirror_up") == 1)
+            text = await when(
+                "readings after reconnecting",
+                lambda t: (
+                    count(t, "qmirror_readings_total") > before and value(t, "qmirror_up") == 1
+                ),
+            )
             lint = await asyncio.to_thread(promtool, "check", "metrics", stdin=text)
             assert lint.returncode == 0, lint.stdout
             assert text.count("qmirror_up{") == 1

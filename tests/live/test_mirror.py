@@ -50,8 +50,9 @@ class Recorder(MemoryListener, MirrorObserver):
         key = self.mirror.key_of(s.address_space)
         self.spaces.add(id(s.address_space))
         start = s.offset_within_address_space
-        self.calls.append((event, key, start, start + s.size - 1, s.mr.label,
-                           s.offset_within_region, s.readonly))
+        self.calls.append(
+            (event, key, start, start + s.size - 1, s.mr.label, s.offset_within_region, s.readonly)
+        )
 
     def begin(self) -> None:
         self.calls.append(("begin",))
@@ -82,8 +83,7 @@ class Recorder(MemoryListener, MirrorObserver):
 
     def since(self, mark: int, event: str, key: ASKey | None = MEMORY) -> set[tuple[Any, ...]]:
         """``(start, last, name, offset)`` of the *event* calls after *mark*."""
-        return {c[2:6] for c in self.calls[mark:] if c[0] == event and (key is None or
-                                                                         c[1] == key)}
+        return {c[2:6] for c in self.calls[mark:] if c[0] == event and (key is None or c[1] == key)}
 
 
 def as_calls(ranges: set[tuple[int, int, str, str, int]]) -> set[tuple[Any, ...]]:
@@ -130,26 +130,30 @@ async def test_hotplug_dimm_and_pci_device(launch_vm: LaunchVM) -> None:
 
             # A pc-dimm: QEMU picks its address; its -f says where it went.
             mark = rec.mark()
-            await ctl.execute("object-add", {"qom-type": "memory-backend-ram", "id": "mem1",
-                                             "size": 256 << 20})
-            await ctl.execute("device_add", {"driver": "pc-dimm", "id": "dimm1",
-                                             "memdev": "mem1"})
+            await ctl.execute(
+                "object-add", {"qom-type": "memory-backend-ram", "id": "mem1", "size": 256 << 20}
+            )
+            await ctl.execute("device_add", {"driver": "pc-dimm", "id": "dimm1", "memdev": "mem1"})
             mirror.kick()  # device_add raises no QMP event
             plugged = await ctl.info_mtree(flatview=True)
             dimm = {r for r in qemu_ranges(plugged, "memory") if r[3] == "mem1"}
             assert len(dimm) == 1 and dimm == qemu_ranges(plugged, "memory") - qemu_ranges(
-                before, "memory")
-            await wait_for(lambda: rec.since(mark, "add") == as_calls(dimm),
-                           what="region_add of the DIMM")
+                before, "memory"
+            )
+            await wait_for(
+                lambda: rec.since(mark, "add") == as_calls(dimm), what="region_add of the DIMM"
+            )
             assert rec.since(mark, "del") == set()
-            (start, last, _, _, _), = dimm
+            ((start, last, _, _, _),) = dimm
             assert last - start + 1 == 256 << 20 and start >= 1 << 32
 
             # An e1000: a new bus-master address space, but no BAR mapped yet.
             mark = rec.mark()
             await ctl.execute("device_add", {"driver": "e1000", "id": "nic1"})
-            await wait_for(lambda: any(k[0] == "e1000" for k, _ in mirror.address_spaces()),
-                           what="the e1000 address space")
+            await wait_for(
+                lambda: any(k[0] == "e1000" for k, _ in mirror.address_spaces()),
+                what="the e1000 address space",
+            )
             assert rec.since(mark, "add") == set()  # nothing new in "memory"
             assert not any("e1000" in c[4] for c in rec.calls[mark:] if c[0] == "add")
 
@@ -163,9 +167,10 @@ async def test_hotplug_dimm_and_pci_device(launch_vm: LaunchVM) -> None:
             await ctl.hmp("o /h 0xcfc 0x0002")
             mapped = await ctl.info_mtree(flatview=True)
             bar = {r for r in qemu_ranges(mapped, "memory") if r[3] == "e1000-mmio"}
-            assert {(s, e) for s, e, *_ in bar} == {(0xfeb00000, 0xfeb1ffff)}
-            await wait_for(lambda: as_calls(bar) <= rec.since(mark, "add"),
-                           what="region_add of the e1000 BAR")
+            assert {(s, e) for s, e, *_ in bar} == {(0xFEB00000, 0xFEB1FFFF)}
+            await wait_for(
+                lambda: as_calls(bar) <= rec.since(mark, "add"), what="region_add of the e1000 BAR"
+            )
             bar_frame = rec.frames[-1]
             assert bar_frame.trigger.kind == "poll"
 
@@ -175,11 +180,13 @@ async def test_hotplug_dimm_and_pci_device(launch_vm: LaunchVM) -> None:
             mark = rec.mark()
             await ctl.execute("device_del", {"id": "nic1"})
             await ctl.hmp(f"o /w 0xae08 {1 << slot:#x}")
-            await wait_for(lambda: as_calls(bar) <= rec.since(mark, "del"),
-                           what="region_del of the e1000 BAR")
+            await wait_for(
+                lambda: as_calls(bar) <= rec.since(mark, "del"), what="region_del of the e1000 BAR"
+            )
             assert rec.frames[-1].trigger.kind == "poll"
-            assert not any(k[0] == "e1000" for k, a in mirror.address_spaces()
-                           if a.root is not None)
+            assert not any(
+                k[0] == "e1000" for k, a in mirror.address_spaces() if a.root is not None
+            )
 
             # From here on only events may trigger a reading: no poll for a minute (the
             # one already scheduled with the short interval goes first).
@@ -190,16 +197,24 @@ async def test_hotplug_dimm_and_pci_device(launch_vm: LaunchVM) -> None:
             # An e1000 whose BAR was never mapped is finalized at once: DEVICE_DELETED.
             await ctl.execute("device_add", {"driver": "e1000", "id": "nic2"})
             mirror.kick()
-            await wait_for(lambda: any(k[0] == "e1000" and a.root is not None
-                                       for k, a in mirror.address_spaces()),
-                           what="the second e1000's address space")
+            await wait_for(
+                lambda: any(
+                    k[0] == "e1000" and a.root is not None for k, a in mirror.address_spaces()
+                ),
+                what="the second e1000's address space",
+            )
             slot2 = await pci_slot(ctl, "nic2")
             frames = len(rec.frames)
             await ctl.execute("device_del", {"id": "nic2"})
             await ctl.hmp(f"o /w 0xae08 {1 << slot2:#x}")
-            await wait_for(lambda: not any(k[0] == "e1000" and a.root is not None
-                                           for k, a in mirror.address_spaces()),
-                           what="the second e1000's address space to go")
+            await wait_for(
+                lambda: (
+                    not any(
+                        k[0] == "e1000" and a.root is not None for k, a in mirror.address_spaces()
+                    )
+                ),
+                what="the second e1000's address space to go",
+            )
             gone = rec.frames[frames:]
             assert [f.trigger.label for f in gone] == ["event:DEVICE_DELETED"]
             assert gone[0].trigger.qemu_timestamp is not None
@@ -211,18 +226,21 @@ async def test_hotplug_dimm_and_pci_device(launch_vm: LaunchVM) -> None:
             await ctl.execute("device_del", {"id": "dimm1"})
             await ctl.hmp("o /w 0xa00 0")
             await ctl.hmp("o /b 0xa14 8")
-            await wait_for(lambda: rec.since(mark, "del") == as_calls(dimm),
-                           what="region_del of the DIMM")
+            await wait_for(
+                lambda: rec.since(mark, "del") == as_calls(dimm), what="region_del of the DIMM"
+            )
             assert rec.frames[-1].trigger.label == "event:DEVICE_DELETED"
-            assert qemu_ranges(await ctl.info_mtree(flatview=True), "memory") == \
-                qemu_ranges(before, "memory")
+            assert qemu_ranges(await ctl.info_mtree(flatview=True), "memory") == qemu_ranges(
+                before, "memory"
+            )
             run.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await run
     finally:
         await mon.close()
     assert rec.frames and all(f.ok for f in rec.frames), [
-        (f.number, f.result.comparison.result) for f in rec.frames]
+        (f.number, f.result.comparison.result) for f in rec.frames
+    ]
     assert mirror.mismatches == 0 and not rec.errors
     assert rec.ends == ["interrupted"]
 
@@ -255,7 +273,7 @@ async def test_pam_change_found_by_polling(launch_vm: LaunchVM) -> None:
             gone = as_calls(qemu_ranges(before, "memory") - qemu_ranges(after, "memory"))
             new = as_calls(qemu_ranges(after, "memory") - qemu_ranges(before, "memory"))
             assert gone and new
-            assert any(n == "pc.ram" and s <= 0xf0000 <= e for s, e, n, _ in new)
+            assert any(n == "pc.ram" and s <= 0xF0000 <= e for s, e, n, _ in new)
             await wait_for(lambda: rec.since(mark, "add") == new, what="the PAM update")
             assert rec.since(mark, "del") == gone
             frame = rec.frames[-1]
@@ -288,8 +306,9 @@ async def test_pam_change_found_by_polling(launch_vm: LaunchVM) -> None:
 async def test_stalled_monitor_is_reported_and_retried(launch_vm: LaunchVM) -> None:
     vm = await launch_vm("-machine", "pc", "-nic", "none")
     mon = await read_only_monitor(vm.socket)
-    mirror = Mirror(mon, label="pc", interval=0.2, read_timeout=0.5, max_failures=20,
-                    backoff_max=0.8)
+    mirror = Mirror(
+        mon, label="pc", interval=0.2, read_timeout=0.5, max_failures=20, backoff_max=0.8
+    )
     rec = Recorder(mirror)
     mirror.observers.append(rec)
     try:
@@ -302,7 +321,7 @@ async def test_stalled_monitor_is_reported_and_retried(launch_vm: LaunchVM) -> N
                 await wait_for(lambda: len(rec.errors) >= seen + 2, what="two timeouts")
             finally:
                 os.kill(vm.pid, signal.SIGCONT)
-            first, second = rec.errors[seen:seen + 2]
+            first, second = rec.errors[seen : seen + 2]
             assert first.kind == second.kind == "timeout"
             assert not first.fatal and first.retry_in is not None
             assert second.retry_in is not None and second.retry_in > first.retry_in
@@ -398,8 +417,9 @@ class Watch:
         self.proc = proc
         self.records: list[dict[str, Any]] = []
 
-    async def until(self, wanted: Callable[[dict[str, Any]], bool], what: str,
-                    timeout: float = 30) -> dict[str, Any]:
+    async def until(
+        self, wanted: Callable[[dict[str, Any]], bool], what: str, timeout: float = 30
+    ) -> dict[str, Any]:
         """Read records until one satisfies *wanted*; return it."""
         assert self.proc.stdout is not None
         try:
@@ -428,19 +448,40 @@ async def test_watch_jsonl_until_qemu_goes_away(launch_vm: LaunchVM) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "qmirror", "--color", "never", "watch", f"unix:{vm.socket}",
-        "--format", "jsonl", "--interval", "0.2", stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
+        sys.executable,
+        "-m",
+        "qmirror",
+        "--color",
+        "never",
+        "watch",
+        f"unix:{vm.socket}",
+        "--format",
+        "jsonl",
+        "--interval",
+        "0.2",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        env=env,
+    )
     watch = Watch(proc)
     try:
-        await watch.until(lambda r: r["event"] == "commit" and r["reading"] == 1,
-                          "the first reading")
+        await watch.until(
+            lambda r: r["event"] == "commit" and r["reading"] == 1, "the first reading"
+        )
         # PAM: the BIOS area 0xf0000 now reads from RAM (a guest-side change, no event).
         await vm.control.hmp("o /w 0xcf8 0x80000058")
         await vm.control.hmp("o /b 0xcfd 0x30")
-        await watch.until(lambda r: r["event"] == "region_add" and r["reading"] != 1
-                          and r["region"] == "pc.ram" and r["start"] == "0x00000000000f0000",
-                          "the PAM change")
+        await watch.until(
+            lambda r: (
+                r["event"] == "region_add"
+                and r["reading"] != 1
+                and r["region"] == "pc.ram"
+                and r["start"] == "0x00000000000f0000"
+            ),
+            "the PAM change",
+        )
         os.kill(vm.pid, signal.SIGKILL)
         code, err = await watch.finish()
     finally:
@@ -458,17 +499,37 @@ async def test_watch_jsonl_until_qemu_goes_away(launch_vm: LaunchVM) -> None:
     assert events[-2:] == ["error", "end"]
     assert records[-2]["kind"] == "gone" and records[-2]["fatal"] is True
     assert records[-1]["reason"] == "gone"
-    pam = [r for r in records if r["event"] == "region_add" and r["reading"] != 1
-           and r["address_space"] == ["memory", "system"]]
+    pam = [
+        r
+        for r in records
+        if r["event"] == "region_add"
+        and r["reading"] != 1
+        and r["address_space"] == ["memory", "system"]
+    ]
     assert any(r["region"] == "pc.ram" and r["start"] == "0x00000000000f0000" for r in pam)
     assert {r["trigger"] for r in pam} == {"poll"}
     assert all(r["result"] == "match" for r in records if r["event"] == "validation")
 
 
 async def test_watch_launch_count(qemu_binary: str) -> None:
-    run = await run_qmirror("watch", "--count", "2", "--interval", "0.3", "--format", "jsonl",
-                            "--no-nop", "--launch", "--", qemu_binary, "-machine", "pc",
-                            "-nic", "none", timeout=60)
+    run = await run_qmirror(
+        "watch",
+        "--count",
+        "2",
+        "--interval",
+        "0.3",
+        "--format",
+        "jsonl",
+        "--no-nop",
+        "--launch",
+        "--",
+        qemu_binary,
+        "-machine",
+        "pc",
+        "-nic",
+        "none",
+        timeout=60,
+    )
     assert run.code == 0, run.err
     records = [json.loads(line) for line in run.out.splitlines()]
     for r in records:

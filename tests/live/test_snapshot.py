@@ -35,8 +35,10 @@ def read(path: Path) -> str:
 
 
 def views_of(machine: Any) -> list[list[tuple[int, int, str, int, bool]]]:
-    return [[(r.start, r.size, r.mr.label, r.offset_in_region, r.readonly) for r in v.ranges]
-            for v in render_machine(machine)]
+    return [
+        [(r.start, r.size, r.mr.label, r.offset_in_region, r.readonly) for r in v.ranges]
+        for v in render_machine(machine)
+    ]
 
 
 # ----------------------------------------------------------------- model JSON
@@ -50,8 +52,16 @@ def test_model_json_round_trip(directory: Path) -> None:
         doc = machine_to_json(result.machine)
         back = machine_from_json(json.loads(json.dumps(doc)))
         parsed = parse_tree_document(tree)
-        assert print_tree(back, owners=parsed.owners, disabled=parsed.shows_disabled,
-                          eol=parsed.eol, dialect=parsed.dialect) == tree
+        assert (
+            print_tree(
+                back,
+                owners=parsed.owners,
+                disabled=parsed.shows_disabled,
+                eol=parsed.eol,
+                dialect=parsed.dialect,
+            )
+            == tree
+        )
         assert views_of(back) == views_of(result.machine)
         assert machine_to_json(back) == doc
 
@@ -81,19 +91,23 @@ def test_model_json_shape() -> None:
     assert prios == sorted(prios, reverse=True)
 
 
-@pytest.mark.parametrize(("mutate", "message"), [
-    (lambda d: d.update(schema="something/9"), "schema is 'something/9'"),
-    (lambda d: d["regions"][1].update(kind="blob"), r"regions\[1\]\.kind is 'blob'"),
-    (lambda d: d["regions"][2].update(size="12"), r"regions\[2\]\.size is not a hex number"),
-    (lambda d: d["regions"][0]["subregions"].append("r99999"), "unknown region 'r99999'"),
-    (lambda d: d["address_spaces"][0].update(root="nope"), "unknown region 'nope'"),
-    (lambda d: d["regions"][3].pop("enabled"), r"regions\[3\] has no 'enabled'"),
-    (lambda d: d["regions"][3].update(enabled=1), r"regions\[3\]\.enabled is 1"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(schema="something/9"), "schema is 'something/9'"),
+        (lambda d: d["regions"][1].update(kind="blob"), r"regions\[1\]\.kind is 'blob'"),
+        (lambda d: d["regions"][2].update(size="12"), r"regions\[2\]\.size is not a hex number"),
+        (lambda d: d["regions"][0]["subregions"].append("r99999"), "unknown region 'r99999'"),
+        (lambda d: d["address_spaces"][0].update(root="nope"), "unknown region 'nope'"),
+        (lambda d: d["regions"][3].pop("enabled"), r"regions\[3\] has no 'enabled'"),
+        (lambda d: d["regions"][3].update(enabled=1), r"regions\[3\]\.enabled is 1"),
+    ],
+)
 def test_model_json_errors_say_where(mutate: Any, message: str) -> None:
     pc = FIXTURES / "qemu-7.2/x86_64/pc"
-    doc = machine_to_json(check(read(pc / "info-mtree-o-D.txt"),
-                                read(pc / "info-mtree-f-o.txt")).machine)
+    doc = machine_to_json(
+        check(read(pc / "info-mtree-o-D.txt"), read(pc / "info-mtree-f-o.txt")).machine
+    )
     mutate(doc)
     with pytest.raises(ModelError, match=message):
         machine_from_json(doc)
@@ -115,8 +129,7 @@ def test_save_load_byte_exact(short_tmp: Path) -> None:
     source = FIXTURES / "qemu-7.2/x86_64/q35-booted"
     snap = load(source)
     out = save(snap, short_tmp / "copy")
-    for name in ("info-mtree.txt", "info-mtree-o-D.txt", "info-mtree-f.txt",
-                 "info-mtree-f-o.txt"):
+    for name in ("info-mtree.txt", "info-mtree-o-D.txt", "info-mtree-f.txt", "info-mtree-f-o.txt"):
         assert (out / name).read_bytes() == (source / name).read_bytes()
     meta = json.loads((out / "meta.json").read_text())
     assert meta["schema"] == "qmirror.snapshot/1" and meta["check"] == {"result": "match"}
@@ -124,7 +137,11 @@ def test_save_load_byte_exact(short_tmp: Path) -> None:
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == info["sha256"]
     again = load(out)
     assert (again.tree, again.flat, again.tree_plain, again.flat_plain) == (
-        snap.tree, snap.flat, snap.tree_plain, snap.flat_plain)
+        snap.tree,
+        snap.flat,
+        snap.tree_plain,
+        snap.flat_plain,
+    )
     assert again.info == snap.info
     model = machine_from_json(json.loads((out / "model.json").read_text()))
     assert print_tree(model, owners=True, disabled=True) == snap.tree
@@ -140,8 +157,11 @@ def test_save_refuses_to_clobber(short_tmp: Path) -> None:
     (busy / "notes.txt").write_text("mine")
     with pytest.raises(QmirrorError, match="not empty"):
         save(_snap(), busy)
-    with pytest.raises(QmirrorError, match="not replaced: it holds files qmirror snapshot "
-                                           r"does not write \(notes\.txt\)"):
+    with pytest.raises(
+        QmirrorError,
+        match="not replaced: it holds files qmirror snapshot "
+        r"does not write \(notes\.txt\)",
+    ):
         save(_snap(), busy, overwrite=True)
     assert (busy / "notes.txt").read_text() == "mine"
     empty = short_tmp / "empty"
@@ -153,12 +173,15 @@ def test_save_refuses_to_clobber(short_tmp: Path) -> None:
 
 
 def _tree(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() if p.is_file() else b"<dir>"
-            for p in sorted(directory.rglob("*"))}
+    return {
+        str(p.relative_to(directory)): p.read_bytes() if p.is_file() else b"<dir>"
+        for p in sorted(directory.rglob("*"))
+    }
 
 
-def test_force_replaces_only_what_qmirror_wrote(short_tmp: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_force_replaces_only_what_qmirror_wrote(
+    short_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Issue 17 defect 2: --force used to delete any directory with a meta.json in it."""
     pc = str(FIXTURES / "qemu-7.2/x86_64/pc")
     # Someone else's directory that happens to hold a meta.json, plus their files.
@@ -175,9 +198,11 @@ def test_force_replaces_only_what_qmirror_wrote(short_tmp: Path,
     # A snapshot qmirror wrote, into which a user then put a file of their own.
     grown = save(_snap(), short_tmp / "grown")
     (grown / "notes.md").write_text("my notes on this VM")
-    for victim, why in ((theirs, "holds files qmirror snapshot does not write"),
-                        (capture, "holds files|was not written by qmirror snapshot"),
-                        (grown, r"holds files qmirror snapshot does not write \(notes\.md\)")):
+    for victim, why in (
+        (theirs, "holds files qmirror snapshot does not write"),
+        (capture, "holds files|was not written by qmirror snapshot"),
+        (grown, r"holds files qmirror snapshot does not write \(notes\.md\)"),
+    ):
         before = _tree(victim)
         assert main(["--color", "never", "snapshot", pc, "--out", str(victim), "--force"]) == 2
         err = capsys.readouterr().err
@@ -235,8 +260,11 @@ def test_load_errors(short_tmp: Path) -> None:
         load(short_tmp)
     (short_tmp / "meta.json").write_text("{}")
     (short_tmp / "info-mtree-o-D.txt").write_text("address-space: memory\r\n")
-    with pytest.raises(QmirrorError, match=r"info-mtree-f-o\.txt \(info mtree -f -o\) is "
-                                           "missing"):
+    with pytest.raises(
+        QmirrorError,
+        match=r"info-mtree-f-o\.txt \(info mtree -f -o\) is "
+        "missing",
+    ):
         load(short_tmp)
     (short_tmp / "info-mtree-f-o.txt").write_bytes(b"\xff\xfe")
     with pytest.raises(QmirrorError, match="not UTF-8"):

@@ -27,14 +27,17 @@ def host() -> str:
     return f"vm-{uuid.uuid4().hex[:8]}.example"
 
 
-@pytest.mark.parametrize(("spec", "kind", "where"), [
-    ("unix:/run/vm.qmp", "unix", "/run/vm.qmp"),
-    ("unix:relative.sock", "unix", "relative.sock"),
-    ("tcp:127.0.0.1:4444", "tcp", ("127.0.0.1", 4444)),
-    ("localhost:4444", "tcp", ("localhost", 4444)),
-    ("tcp:[::1]:5555", "tcp", ("::1", 5555)),
-    ("[::1]:5555", "tcp", ("::1", 5555)),
-])
+@pytest.mark.parametrize(
+    ("spec", "kind", "where"),
+    [
+        ("unix:/run/vm.qmp", "unix", "/run/vm.qmp"),
+        ("unix:relative.sock", "unix", "relative.sock"),
+        ("tcp:127.0.0.1:4444", "tcp", ("127.0.0.1", 4444)),
+        ("localhost:4444", "tcp", ("localhost", 4444)),
+        ("tcp:[::1]:5555", "tcp", ("::1", 5555)),
+        ("[::1]:5555", "tcp", ("::1", 5555)),
+    ],
+)
 def test_parse_target(spec: str, kind: str, where: object) -> None:
     warnings: list[str] = []
     t = parse_target(spec, warn=warnings.append)
@@ -54,13 +57,16 @@ def test_existing_socket_and_snapshot_directory(short_tmp: Path) -> None:
         _ = Target.snapshot(str(FIXTURE)).address
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("", "TARGET is empty"),
-    ("unix:", "no socket path"),
-    ("tcp:nohost", "expected HOST:PORT"),
-    ("tcp:host:99999", "port 99999 is out of range"),
-    ("/no/such/thing", "no such file or directory"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("", "TARGET is empty"),
+        ("unix:", "no socket path"),
+        ("tcp:nohost", "expected HOST:PORT"),
+        ("tcp:host:99999", "port 99999 is out of range"),
+        ("/no/such/thing", "no such file or directory"),
+    ],
+)
 def test_bad_targets(spec: str, message: str) -> None:
     with pytest.raises(QmirrorError, match=message):
         parse_target(spec)
@@ -81,11 +87,25 @@ def test_non_loopback_tcp_warns_once_per_host() -> None:
     parse_target(f"{name}:4445", warn=warnings.append)
     assert len(warnings) == 1
     assert "not a loopback address" in warnings[0] and "no authentication" in warnings[0]
-    assert all(is_loopback(h) for h in ("localhost", "127.0.0.2", "::1", "a.localhost",
-                                        "127.1", "127.0.1", "0x7f.1", "2130706433",
-                                        "::ffff:127.0.0.1", "LOCALHOST."))
-    assert not any(is_loopback(h) for h in ("10.0.0.1", "example.com", "::2", "128.1",
-                                            "::ffff:10.0.0.1", "127.example.com"))
+    assert all(
+        is_loopback(h)
+        for h in (
+            "localhost",
+            "127.0.0.2",
+            "::1",
+            "a.localhost",
+            "127.1",
+            "127.0.1",
+            "0x7f.1",
+            "2130706433",
+            "::ffff:127.0.0.1",
+            "LOCALHOST.",
+        )
+    )
+    assert not any(
+        is_loopback(h)
+        for h in ("10.0.0.1", "example.com", "::2", "128.1", "::ffff:10.0.0.1", "127.example.com")
+    )
 
 
 def test_targets_file(short_tmp: Path) -> None:
@@ -104,8 +124,16 @@ def parse(*words: str, passthrough: list[str] | None = None) -> list[Target]:
 
 
 def test_targets_from_args_order_and_launch() -> None:
-    got = parse("check", "unix:/a", "--tcp", "127.0.0.1:1", "--socket", "/b", "--launch",
-                passthrough=["qemu-system-x86_64", "-machine", "q35"])
+    got = parse(
+        "check",
+        "unix:/a",
+        "--tcp",
+        "127.0.0.1:1",
+        "--socket",
+        "/b",
+        "--launch",
+        passthrough=["qemu-system-x86_64", "-machine", "q35"],
+    )
     assert [t.kind for t in got] == ["unix", "unix", "tcp", "launch"]
     assert got[-1].binary == "qemu-system-x86_64" and got[-1].args == ("-machine", "q35")
     (only,) = parse("check", "--qemu", "/opt/qemu", "--launch", passthrough=["-machine", "pc"])
@@ -131,10 +159,18 @@ def test_command_line_mistakes_are_trouble(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_offline_check_unchanged(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--color", "never", "check", "--tree", str(FIXTURE / "info-mtree-o-D.txt"),
-                 "--flat", str(FIXTURE / "info-mtree-f-o.txt")])
+    code = main(
+        [
+            "--color",
+            "never",
+            "check",
+            "--tree",
+            str(FIXTURE / "info-mtree-o-D.txt"),
+            "--flat",
+            str(FIXTURE / "info-mtree-f-o.txt"),
+        ]
+    )
     assert code == 0
     assert capsys.readouterr().out.startswith("MATCH: ")
     assert main(["check"]) == 2
-    assert "give --tree TREE.txt and --flat FLAT.txt, or a live target" in \
-        capsys.readouterr().err
+    assert "give --tree TREE.txt and --flat FLAT.txt, or a live target" in capsys.readouterr().err

@@ -44,11 +44,25 @@ def known_rule_failures() -> dict[str, str]:
 
 
 KNOWN_RULES = known_rule_failures()
-PAIRS = [pytest.param(d, t, id=f"{d.relative_to(ROOT)}/{t}", marks=[
-    pytest.mark.xfail(strict=False, reason="rule table alone known to fail: " + why)
-    for why in [KNOWN_RULES.get(f"{d.relative_to(ROOT)}/{t}",
-                                KNOWN_RULES.get(str(d.relative_to(ROOT))))] if why])
-    for d in DIRS for t in FLAT_FOR if (d / t).exists()]
+PAIRS = [
+    pytest.param(
+        d,
+        t,
+        id=f"{d.relative_to(ROOT)}/{t}",
+        marks=[
+            pytest.mark.xfail(strict=False, reason="rule table alone known to fail: " + why)
+            for why in [
+                KNOWN_RULES.get(
+                    f"{d.relative_to(ROOT)}/{t}", KNOWN_RULES.get(str(d.relative_to(ROOT)))
+                )
+            ]
+            if why
+        ],
+    )
+    for d in DIRS
+    for t in FLAT_FOR
+    if (d / t).exists()
+]
 VERSIONS = harvest.available_versions()
 
 
@@ -93,8 +107,9 @@ def test_architecture_families_take_their_siblings_along() -> None:
     assert harvest.arch_family("aarch64") == harvest.arch_family("arm")
     assert harvest.arch_family("riscv32") == "riscv" != harvest.arch_family("ppc64")
     table = harvest.load_table("7.2").without_boards_of("x86_64")
-    assert table.vms and all("+" in vm or vm.split()[0] not in ("x86_64", "i386")
-                             for vm in table.vms)
+    assert table.vms and all(
+        "+" in vm or vm.split()[0] not in ("x86_64", "i386") for vm in table.vms
+    )
 
 
 def test_a_table_ships_for_the_system_qemu() -> None:
@@ -122,12 +137,21 @@ def test_every_fact_carries_provenance_and_agrees(version: str) -> None:
 
 @pytest.mark.parametrize(("directory", "tree"), PAIRS)
 def test_harvest_from_other_vms_renders_the_fixture_from_the_tree_alone(
-        directory: Path, tree: str) -> None:
+    directory: Path, tree: str
+) -> None:
     table = table_without_own_machines(directory)
-    result = check(read(directory / tree), read(directory / FLAT_FOR[tree]), strict=True,
-                   harvested=table, qemu_version=version_of(directory))
-    bad = [(v.address_spaces[:2], v.status, [(hex(d.start), d.kind) for d in v.diffs[:3]])
-           for v in result.comparison.views if not v.ok]
+    result = check(
+        read(directory / tree),
+        read(directory / FLAT_FOR[tree]),
+        strict=True,
+        harvested=table,
+        qemu_version=version_of(directory),
+    )
+    bad = [
+        (v.address_spaces[:2], v.status, [(hex(d.start), d.kind) for d in v.diffs[:3]])
+        for v in result.comparison.views
+        if not v.ok
+    ]
     assert result.ok, bad
 
 
@@ -154,14 +178,31 @@ def test_rules_come_first_and_harvest_only_fills_what_they_left() -> None:
 
 def test_cli_check_lists_harvested_facts(capsys: pytest.CaptureFixture[str]) -> None:
     directory = ROOT / "qemu-7.2" / "x86_64" / "q35"
-    code = main(["check", "--strict", "--tree", str(directory / "info-mtree-o-D.txt"),
-                 "--flat", str(directory / "info-mtree-f-o.txt")])
+    code = main(
+        [
+            "check",
+            "--strict",
+            "--tree",
+            str(directory / "info-mtree-o-D.txt"),
+            "--flat",
+            str(directory / "info-mtree-f-o.txt"),
+        ]
+    )
     brief = capsys.readouterr().out
     assert code == 0, brief
     # A match is one line: it counts the harvested facts; -v lists them with provenance.
     assert brief.count("\n") == 1 and " harvested from QEMU 7.2, " in brief, brief
-    code = main(["check", "-v", "--strict", "--tree", str(directory / "info-mtree-o-D.txt"),
-                 "--flat", str(directory / "info-mtree-f-o.txt")])
+    code = main(
+        [
+            "check",
+            "-v",
+            "--strict",
+            "--tree",
+            str(directory / "info-mtree-o-D.txt"),
+            "--flat",
+            str(directory / "info-mtree-f-o.txt"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "harvested from the same QEMU version" in out
@@ -170,8 +211,16 @@ def test_cli_check_lists_harvested_facts(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_cli_render_lists_harvested_facts_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     directory = ROOT / "qemu-7.2" / "x86_64" / "q35"
-    code = main(["render", "--strict", "--qemu-version", "7.2",
-                 "--tree", str(directory / "info-mtree-o-D.txt")])
+    code = main(
+        [
+            "render",
+            "--strict",
+            "--qemu-version",
+            "7.2",
+            "--tree",
+            str(directory / "info-mtree-o-D.txt"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0
     assert captured.out.startswith("FlatView #0")

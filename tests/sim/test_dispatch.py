@@ -44,24 +44,31 @@ def region(name: str | None, kind: RegionKind = RegionKind.IO, size: int = 0x100
 
 def view(root: MemoryRegion, *ranges: tuple[MemoryRegion, int, int]) -> FlatView:
     """A FlatView with the given ``(region, start, size)`` ranges, offset 0."""
-    return FlatView(root, [FlatRange(mr, start, size, 0, False, False, True, 0)
-                           for mr, start, size in ranges])
+    return FlatView(
+        root, [FlatRange(mr, start, size, 0, False, False, True, 0) for mr, start, size in ranges]
+    )
 
 
 def dump_text(v: FlatView, page_bits: int = 12) -> list[str]:
     return format_dispatch(dump_dispatch(build_dispatch(v, page_bits=page_bits)))
 
 
-SECTIONS_HEAD = ["  Dispatch", "    Physical sections",
-                 "      #0 @0000000000000000..ffffffffffffffff (noname) [unassigned]"]
+SECTIONS_HEAD = [
+    "  Dispatch",
+    "    Physical sections",
+    "      #0 @0000000000000000..ffffffffffffffff (noname) [unassigned]",
+]
 
 
 def chain(skips: list[int], target: int) -> list[str]:
     """Nodes [0]..[n-1] orphaned by compaction: entry 0 skips down to node ``target``."""
     out = []
     for i, skip in enumerate(skips):
-        out += [f"      [{i}]", f"\t  0       skip={skip}  ptr=[{target}]",
-                "\t  1..511  skip=1  ptr=NIL"]
+        out += [
+            f"      [{i}]",
+            f"\t  0       skip={skip}  ptr=[{target}]",
+            "\t  1..511  skip=1  ptr=NIL",
+        ]
     return out
 
 
@@ -123,7 +130,7 @@ def test_a_range_splits_into_first_subpage_whole_pages_and_last_subpage() -> Non
 def test_ranges_sharing_a_page_share_its_container() -> None:
     io = region("io", RegionKind.IO, 0x10000)
     a, b = region("a"), region("b")
-    lines = dump_text(view(io, (a, 0, 8), (io, 8, 0x1ff8), (b, 0x2000, 4)))
+    lines = dump_text(view(io, (a, 0, 8), (io, 8, 0x1FF8), (b, 0x2000, 4)))
     assert lines[2:10] == [
         "      #0 @0000000000000000..ffffffffffffffff (noname) [unassigned]",
         "      #1 @0000000000000000..0000000000000fff (noname) [not dirty]",
@@ -228,10 +235,20 @@ QEMU_DUMP = [  # from QEMU 7.2 `info mtree -f -d`, pc, FlatView of "memory"
 def test_parse_reads_every_field() -> None:
     lines = QEMU_DUMP[:11]
     dump = parse_dispatch(lines, lineno=40)
-    assert [s.name for s in dump.sections] == ["(noname)", "pc.ram", "vga-lowmem", "pc.rom",
-                                               "pc.bios"]
-    assert [s.label for s in dump.sections] == [" [unassigned]", " [not dirty]", " [ROM]",
-                                                " [watch]", ""]
+    assert [s.name for s in dump.sections] == [
+        "(noname)",
+        "pc.ram",
+        "vga-lowmem",
+        "pc.rom",
+        "pc.bios",
+    ]
+    assert [s.label for s in dump.sections] == [
+        " [unassigned]",
+        " [not dirty]",
+        " [ROM]",
+        " [watch]",
+        "",
+    ]
     assert dump.sections[4].mru and not dump.sections[4].root
     assert (dump.sections[3].start, dump.sections[3].end) == (0xC0000, 0xDFFFF)
     head = dump.nodes_line
@@ -241,23 +258,39 @@ def test_parse_reads_every_field() -> None:
     assert format_dispatch(dump) == lines
 
 
-@pytest.mark.parametrize(("lines", "line", "column", "reason"), [
-    (QEMU_DUMP[:1], 41, 1, "Physical sections"),
-    ([*QEMU_DUMP[:2], "      #0 @0000000000000000..ffffffffffffffff (noname)"], 42, 54,
-     "QEMU labels section #0 '[unassigned]'"),
-    ([*QEMU_DUMP[:3], "      #2 @0000000000000000..000000000009ffff pc.ram [not dirty]"], 43,
-     8, "expected section #1"),
-    ([*QEMU_DUMP[:3], "      #1 @00000000000000..000000000009ffff pc.ram [not dirty]"], 43,
-     8, "16-digit"),
-    ([*QEMU_DUMP[:10], "\t  1..511 skip=1  ptr=NIL"], 50, 11, "entry line"),
-    ([*QEMU_DUMP[:10], "\t  1..511  skip=1  ptr=#5"], 50, 24, "'#S' for skip=0"),
-    (QEMU_DUMP[:10], 50, 1, "node [0] ends before entry 511"),
-    (QEMU_DUMP[:11] + QEMU_DUMP[12:13], 51, 1, "expected a node line"),
-    (QEMU_DUMP[:12] + QEMU_DUMP[12:13], 52, 2, "starts at entry 0"),
-    ([*QEMU_DUMP[:7], "    Nodes (9 bits per level, 6 levels) ptr=[3]"], 47, 1, "Nodes"),
-])
-def test_parse_errors_have_line_and_column(lines: list[str], line: int, column: int,
-                                           reason: str) -> None:
+@pytest.mark.parametrize(
+    ("lines", "line", "column", "reason"),
+    [
+        (QEMU_DUMP[:1], 41, 1, "Physical sections"),
+        (
+            [*QEMU_DUMP[:2], "      #0 @0000000000000000..ffffffffffffffff (noname)"],
+            42,
+            54,
+            "QEMU labels section #0 '[unassigned]'",
+        ),
+        (
+            [*QEMU_DUMP[:3], "      #2 @0000000000000000..000000000009ffff pc.ram [not dirty]"],
+            43,
+            8,
+            "expected section #1",
+        ),
+        (
+            [*QEMU_DUMP[:3], "      #1 @00000000000000..000000000009ffff pc.ram [not dirty]"],
+            43,
+            8,
+            "16-digit",
+        ),
+        ([*QEMU_DUMP[:10], "\t  1..511 skip=1  ptr=NIL"], 50, 11, "entry line"),
+        ([*QEMU_DUMP[:10], "\t  1..511  skip=1  ptr=#5"], 50, 24, "'#S' for skip=0"),
+        (QEMU_DUMP[:10], 50, 1, "node [0] ends before entry 511"),
+        (QEMU_DUMP[:11] + QEMU_DUMP[12:13], 51, 1, "expected a node line"),
+        (QEMU_DUMP[:12] + QEMU_DUMP[12:13], 52, 2, "starts at entry 0"),
+        ([*QEMU_DUMP[:7], "    Nodes (9 bits per level, 6 levels) ptr=[3]"], 47, 1, "Nodes"),
+    ],
+)
+def test_parse_errors_have_line_and_column(
+    lines: list[str], line: int, column: int, reason: str
+) -> None:
     with pytest.raises(ParseError) as info:
         parse_dispatch(lines, lineno=40)
     assert (info.value.line, info.value.column) == (line, column), str(info.value)
@@ -265,13 +298,15 @@ def test_parse_errors_have_line_and_column(lines: list[str], line: int, column: 
 
 
 def test_a_bad_dump_inside_a_flat_document_points_into_the_document() -> None:
-    text = ("FlatView #0\r\n AS \"I/O\", root: io\r\n Root memory region: io\r\n"
-            "  0000000000000000-000000000000ffff (prio 0, i/o): io\r\n"
-            "  Dispatch\r\n    Physical sections\r\n"
-            "      #0 @0000000000000000..ffffffffffffffff (noname) [unassigned]\r\n"
-            "      #1 @0000000000000000..000000000000ffff io [not dirty] [ROOT]\r\n"
-            "    Nodes (9 bits per level, 6 levels) ptr=[0] skip=6\r\n"
-            "      [0]\r\n\t  0..15   skip=0  ptr=#1\r\n\t 16..511  skip=0  ptr=#0\r\n\r\n")
+    text = (
+        'FlatView #0\r\n AS "I/O", root: io\r\n Root memory region: io\r\n'
+        "  0000000000000000-000000000000ffff (prio 0, i/o): io\r\n"
+        "  Dispatch\r\n    Physical sections\r\n"
+        "      #0 @0000000000000000..ffffffffffffffff (noname) [unassigned]\r\n"
+        "      #1 @0000000000000000..000000000000ffff io [not dirty] [ROOT]\r\n"
+        "    Nodes (9 bits per level, 6 levels) ptr=[0] skip=6\r\n"
+        "      [0]\r\n\t  0..15   skip=0  ptr=#1\r\n\t 16..511  skip=0  ptr=#0\r\n\r\n"
+    )
     assert print_flat(parse_flat(text)) == text
     with pytest.raises(ParseError) as info:
         parse_flat(text.replace("  ptr=#0", "  ptr=#0 "), filename="f.txt")
@@ -291,8 +326,9 @@ def test_diff_ignores_mru_and_names_what_differs() -> None:
     text[4] += " [MRU]"
     assert diff_dispatch(ours, parse_dispatch(text)) == []
     # QEMU without the subpage container: every later section shifts.
-    shifted = parse_dispatch(format_dispatch(dump_dispatch(build_dispatch(
-        view(sysmem, (ram, 0x4000, 0x2000))))))
+    shifted = parse_dispatch(
+        format_dispatch(dump_dispatch(build_dispatch(view(sysmem, (ram, 0x4000, 0x2000)))))
+    )
     diffs = diff_dispatch(ours, shifted)
     assert [d.where for d in diffs][:3] == ["section #1", "section #2", "section #3"]
     assert diffs[0].kind == "changed" and "start, end, name" in diffs[0].explanation
@@ -309,8 +345,9 @@ def read(path: Path) -> str:
         return f.read()
 
 
-def assert_dispatch_equals_qemus(tree: str, flat_d: str, page_bits: int | None = 12,
-                                 *, give_page_bits: bool = False) -> int:
+def assert_dispatch_equals_qemus(
+    tree: str, flat_d: str, page_bits: int | None = 12, *, give_page_bits: bool = False
+) -> int:
     """Check with --dispatch, then compare our dumps with QEMU's byte for byte (no MRU).
 
     :param page_bits: the page size QEMU used (the check infers it from QEMU's dump);
@@ -325,8 +362,11 @@ def assert_dispatch_equals_qemus(tree: str, flat_d: str, page_bits: int | None =
         if b.dispatch_dump is not None:
             assert format_dispatch(b.dispatch_dump) == b.dispatch
     result = check(tree, flat_d, dispatch=True, page_bits=page_bits if give_page_bits else None)
-    problems = [(v.address_spaces, v.diffs[:3], v.dispatch_diffs[:3])
-                for v in result.comparison.views if not v.ok]
+    problems = [
+        (v.address_spaces, v.diffs[:3], v.dispatch_diffs[:3])
+        for v in result.comparison.views
+        if not v.ok
+    ]
     assert result.ok, problems
     assert result.page_bits is not None
     assert page_bits is None or result.page_bits.value == page_bits
@@ -346,8 +386,9 @@ def _key(block: FlatViewBlock) -> tuple[tuple[str, str, str | None], ...]:
     return tuple(sorted((a.name, a.root, a.alias) for a in block.address_spaces))
 
 
-def _by_address_spaces(doc: FlatDocument) -> dict[tuple[tuple[str, str, str | None], ...],
-                                                  list[list[str]]]:
+def _by_address_spaces(
+    doc: FlatDocument,
+) -> dict[tuple[tuple[str, str, str | None], ...], list[list[str]]]:
     """Our dumps by address spaces; a list each, as keys repeat (QEMU 10 has one
     `virtio-pci-cfg-mem-as` per virtio-pci device)."""
     out: dict[tuple[tuple[str, str, str | None], ...], list[list[str]]] = {}
@@ -356,8 +397,9 @@ def _by_address_spaces(doc: FlatDocument) -> dict[tuple[tuple[str, str, str | No
     return out
 
 
-def _take(ours: dict[tuple[tuple[str, str, str | None], ...], list[list[str]]],
-          block: FlatViewBlock) -> list[str]:
+def _take(
+    ours: dict[tuple[tuple[str, str, str | None], ...], list[list[str]]], block: FlatViewBlock
+) -> list[str]:
     """Our dump for QEMU's *block*: the equal one among those of the same key, if any
     (each used once), else the first, for the assertion to show."""
     dumps = ours.get(_key(block), [])
@@ -372,17 +414,62 @@ LIVE = [  # name, binary, arguments, seconds to boot first, QEMU's page bits
     ("pc", "qemu-system-x86_64", ["-machine", "pc"], 0.0, 12),
     ("q35", "qemu-system-x86_64", ["-machine", "q35"], 0.0, 12),
     # Firmware programs BARs and bridge windows: more sub-pages, in the memory view too.
-    ("q35-pci-booted", "qemu-system-x86_64",
-     ["-machine", "q35", "-nic", "none", "-device", "e1000e", "-device", "virtio-net-pci",
-      "-device", "virtio-rng-pci", "-device", "qemu-xhci"], 3.0, 12),
+    (
+        "q35-pci-booted",
+        "qemu-system-x86_64",
+        [
+            "-machine",
+            "q35",
+            "-nic",
+            "none",
+            "-device",
+            "e1000e",
+            "-device",
+            "virtio-net-pci",
+            "-device",
+            "virtio-rng-pci",
+            "-device",
+            "qemu-xhci",
+        ],
+        3.0,
+        12,
+    ),
     ("virt", AARCH64, ["-machine", "virt", "-cpu", "cortex-a57"], 0.0, 12),
-    ("virt-gicv3-secure", AARCH64,
-     ["-machine", "virt,gic-version=3,secure=on,virtualization=on", "-cpu", "max", "-nic", "none",
-      "-device", "virtio-net-pci", "-device", "virtio-rng-device"], 0.0, 12),
+    (
+        "virt-gicv3-secure",
+        AARCH64,
+        [
+            "-machine",
+            "virt,gic-version=3,secure=on,virtualization=on",
+            "-cpu",
+            "max",
+            "-nic",
+            "none",
+            "-device",
+            "virtio-net-pci",
+            "-device",
+            "virtio-rng-device",
+        ],
+        0.0,
+        12,
+    ),
     # SMMUv3: IOMMU regions, which only the dump's ` [iommu]` tells from i/o regions.
-    ("virt-smmuv3", AARCH64,
-     ["-machine", "virt,iommu=smmuv3", "-cpu", "max", "-nic", "none",
-      "-device", "virtio-rng-pci"], 0.0, 12),
+    (
+        "virt-smmuv3",
+        AARCH64,
+        [
+            "-machine",
+            "virt,iommu=smmuv3",
+            "-cpu",
+            "max",
+            "-nic",
+            "none",
+            "-device",
+            "virtio-rng-pci",
+        ],
+        0.0,
+        12,
+    ),
     # Observed: QEMU 7.2 runs raspi3b with 1 KiB target pages.
     ("raspi3b", AARCH64, ["-machine", "raspi3b"], 0.0, 10),
 ]
@@ -400,10 +487,12 @@ async def capture(binary: str, args: list[str], boot: float) -> tuple[str, str]:
 
 
 @pytest.mark.qemu
-@pytest.mark.parametrize(("binary", "args", "boot", "page_bits"), [c[1:] for c in LIVE],
-                         ids=[c[0] for c in LIVE])
-async def test_live_dispatch_equals_qemus(binary: str, args: list[str], boot: float,
-                                          page_bits: int, qemu_binary: str) -> None:
+@pytest.mark.parametrize(
+    ("binary", "args", "boot", "page_bits"), [c[1:] for c in LIVE], ids=[c[0] for c in LIVE]
+)
+async def test_live_dispatch_equals_qemus(
+    binary: str, args: list[str], boot: float, page_bits: int, qemu_binary: str
+) -> None:
     if binary == AARCH64 and shutil.which(binary) is None:
         skip_live(f"{binary} not installed (Debian package qemu-system-arm)")
     if binary == "qemu-system-x86_64":
@@ -420,8 +509,7 @@ async def test_live_dispatch_equals_qemus(binary: str, args: list[str], boot: fl
 FIXTURES = sorted(p.parent for p in ROOT.glob("qemu-*/*/*/info-mtree-f-d.txt"))
 
 
-@pytest.mark.parametrize("directory", FIXTURES,
-                         ids=[str(p.relative_to(ROOT)) for p in FIXTURES])
+@pytest.mark.parametrize("directory", FIXTURES, ids=[str(p.relative_to(ROOT)) for p in FIXTURES])
 def test_fixture_dispatch_equals_qemus(directory: Path) -> None:
     page_bits = 12 if directory.parent.name in ("x86_64", "i386") else None
     give = False
@@ -429,9 +517,12 @@ def test_fixture_dispatch_equals_qemus(directory: Path) -> None:
         # QEMU 5.2's tricore dump has no subpage: nothing in the text gives the page
         # size, so it is given as a user would with --page-bits (TARGET_PAGE_BITS 14).
         page_bits, give = 14, True
-    assert_dispatch_equals_qemus(read(directory / "info-mtree.txt"),
-                                 read(directory / "info-mtree-f-d.txt"), page_bits,
-                                 give_page_bits=give)
+    assert_dispatch_equals_qemus(
+        read(directory / "info-mtree.txt"),
+        read(directory / "info-mtree-f-d.txt"),
+        page_bits,
+        give_page_bits=give,
+    )
 
 
 # -- the command line ---------------------------------------------------------------
@@ -439,19 +530,30 @@ def test_fixture_dispatch_equals_qemus(directory: Path) -> None:
 
 def test_check_dispatch_exit_codes(tmp_path: Path) -> None:
     sysmem = region("system", RegionKind.CONTAINER, SIZE_2_64)
-    tree = ("address-space: memory\r\n"
-            "  0000000000000000-ffffffffffffffff (prio 0, i/o): system\r\n"
-            "    0000000000001000-000000000000100f (prio 0, i/o): dev\r\n\r\n")
-    flat = ("FlatView #0\r\n AS \"memory\", root: system\r\n Root memory region: system\r\n"
-            "  0000000000001000-000000000000100f (prio 0, i/o): dev\r\n")
+    tree = (
+        "address-space: memory\r\n"
+        "  0000000000000000-ffffffffffffffff (prio 0, i/o): system\r\n"
+        "    0000000000001000-000000000000100f (prio 0, i/o): dev\r\n\r\n"
+    )
+    flat = (
+        'FlatView #0\r\n AS "memory", root: system\r\n Root memory region: system\r\n'
+        "  0000000000001000-000000000000100f (prio 0, i/o): dev\r\n"
+    )
     dump = dump_text(view(sysmem, (region("dev"), 0x1000, 0x10)))
     (tmp_path / "tree.txt").write_bytes(tree.encode())
     (tmp_path / "f.txt").write_bytes((flat + "\r\n").encode())
     (tmp_path / "f-d.txt").write_bytes((flat + "\r\n".join(dump) + "\r\n\r\n").encode())
     bad = [ln.replace("ptr=[5] skip=6", "ptr=[5] skip=5") for ln in dump]
     (tmp_path / "f-d-bad.txt").write_bytes((flat + "\r\n".join(bad) + "\r\n\r\n").encode())
-    args = ["--color", "never", "check", "--tree", str(tmp_path / "tree.txt"), "--dispatch",
-            "--flat"]
+    args = [
+        "--color",
+        "never",
+        "check",
+        "--tree",
+        str(tmp_path / "tree.txt"),
+        "--dispatch",
+        "--flat",
+    ]
     assert main([*args, str(tmp_path / "f-d.txt")]) == 0
     assert main([*args, str(tmp_path / "f-d-bad.txt")]) == 1
     assert main([*args, str(tmp_path / "f.txt")]) == 2  # no -d dump to compare with
@@ -459,7 +561,8 @@ def test_check_dispatch_exit_codes(tmp_path: Path) -> None:
 
 @pytest.mark.qemu
 async def test_render_dispatch_prints_qemus_dump(
-        tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes], qemu_binary: str) -> None:
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes], qemu_binary: str
+) -> None:
     """`qmirror render --dispatch` prints `-f -d` whose dumps are QEMU's (live pc)."""
     tree, flat_d = await capture(qemu_binary, ["-machine", "pc"], 0.0)
     (tmp_path / "tree.txt").write_bytes(tree.encode())

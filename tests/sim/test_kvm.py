@@ -78,8 +78,9 @@ def calls(kvm: Kvm) -> list[tuple[int, int, int, int, int]]:
     return [(c.slot, c.as_id, c.flags, c.gpa, c.size) for c in kvm.calls]
 
 
-def machine_with(*regions: tuple[int, MemoryRegion], config: KvmConfig | None = None
-                 ) -> tuple[MemorySystem, MemoryRegion, Kvm]:
+def machine_with(
+    *regions: tuple[int, MemoryRegion], config: KvmConfig | None = None
+) -> tuple[MemorySystem, MemoryRegion, Kvm]:
     """``system`` with the regions mapped at their addresses, AS ``memory``, KVM attached."""
     mem = MemorySystem()
     system = mem.init_container("system", UINT64_MAX)
@@ -98,8 +99,8 @@ def test_ram_is_aligned_inward_to_the_host_page() -> None:
     mem = MemorySystem()
     ram = mem.init_ram("ram", 0x10000)
     part = mem.init_alias("part", ram, 0x800, 0x3000)
-    tiny = mem.init_alias("tiny", ram, 0x8000, 0xfff)
-    page = mem.init_ram("page", 0x1fff)
+    tiny = mem.init_alias("tiny", ram, 0x8000, 0xFFF)
+    page = mem.init_ram("page", 0x1FFF)
     _, _, kvm = machine_with((0x1800, part), (0x9000, tiny), (0x20000, page))
     # [0x1800, 0x4800) → [0x2000, 0x4000); a 0xfff-byte piece holds no whole page;
     # 0x1fff bytes from an aligned start keep one page.
@@ -110,9 +111,11 @@ def test_ram_is_aligned_inward_to_the_host_page() -> None:
 
 def test_mmio_iommu_and_containers_never_get_slots() -> None:
     mem = MemorySystem()
-    _, _, kvm = machine_with((0, mem.init_io("mmio", 0x1000)),
-                             (0x1000, mem.init_iommu("dmar", 0x1000)),
-                             (0x2000, mem.init_ram_device("bar", 0x1000)))
+    _, _, kvm = machine_with(
+        (0, mem.init_io("mmio", 0x1000)),
+        (0x1000, mem.init_iommu("dmar", 0x1000)),
+        (0x2000, mem.init_ram_device("bar", 0x1000)),
+    )
     assert calls(kvm) == [(0, 0, 0, 0x2000, 0x1000)]
 
 
@@ -154,23 +157,26 @@ def test_a_read_only_flip_in_place_deletes_the_slot_first_without_tracing_it() -
     # (size 0, the new flags) before the slot is set again. QEMU traces only the second.
     mem2.set_log(ram, True)
     assert [(c.slot, c.flags, c.size, c.traced) for c in kvm.calls] == [
-        (0, RO | LOG, 0, False), (0, RO | LOG, 0x2000, True)]
+        (0, RO | LOG, 0, False),
+        (0, RO | LOG, 0x2000, True),
+    ]
 
 
 def test_dirty_logging_rewrites_the_flags_of_the_matching_slot() -> None:
     mem = MemorySystem()
     vram = mem.init_ram("vga.vram", 0x4000)
-    mem2, _, kvm = machine_with((0xa0000, vram))
+    mem2, _, kvm = machine_with((0xA0000, vram))
     kvm.calls.clear()
     mem2.set_log(vram, True)
     mem2.set_log(vram, False)
-    assert calls(kvm) == [(0, 0, LOG, 0xa0000, 0x4000), (0, 0, 0, 0xa0000, 0x4000)]
+    assert calls(kvm) == [(0, 0, LOG, 0xA0000, 0x4000), (0, 0, 0, 0xA0000, 0x4000)]
 
 
 def test_global_dirty_logging_logs_every_ram_slot() -> None:
     mem = MemorySystem()
-    mem2, _, kvm = machine_with((0, mem.init_ram("ram", 0x1000)),
-                                (0x1000, mem.init_rom("rom", 0x1000)))
+    mem2, _, kvm = machine_with(
+        (0, mem.init_ram("ram", 0x1000)), (0x1000, mem.init_rom("rom", 0x1000))
+    )
     kvm.calls.clear()
     mem2.log_global_start()
     assert calls(kvm) == [(0, 0, LOG, 0, 0x1000), (1, 0, RO | LOG, 0x1000, 0x1000)]
@@ -179,14 +185,15 @@ def test_global_dirty_logging_logs_every_ram_slot() -> None:
 def test_rom_devices_have_a_read_only_slot_only_in_romd_mode() -> None:
     mem = MemorySystem()
     flash = mem.init_rom_device("system.flash0", 0x4000)
-    mem2, _, kvm = machine_with((0xffffc000, flash))
-    assert calls(kvm) == [(0, 0, RO, 0xffffc000, 0x4000)]
+    mem2, _, kvm = machine_with((0xFFFFC000, flash))
+    assert calls(kvm) == [(0, 0, RO, 0xFFFFC000, 0x4000)]
     kvm.calls.clear()
     mem2.set_romd(flash, False)  # the guest writes a flash command: MMIO mode
     mem2.set_romd(flash, True)
-    assert calls(kvm) == [(0, 0, 0, 0xffffc000, 0), (0, 0, RO, 0xffffc000, 0x4000)]
-    _, _, without = machine_with((0, MemorySystem().init_rom_device("f", 0x1000)),
-                                 config=KvmConfig(readonly_mem=False))
+    assert calls(kvm) == [(0, 0, 0, 0xFFFFC000, 0), (0, 0, RO, 0xFFFFC000, 0x4000)]
+    _, _, without = machine_with(
+        (0, MemorySystem().init_rom_device("f", 0x1000)), config=KvmConfig(readonly_mem=False)
+    )
     assert without.calls == []
 
 
@@ -198,7 +205,10 @@ def test_slots_are_allocated_first_free() -> None:
     mem2.add_subregion(system, 0x30000, mem2.init_ram("d", 0x1000))
     assert calls(kvm)[3:] == [(0, 0, 0, 0, 0), (0, 0, 0, 0x30000, 0x1000)]
     assert [(s.slot, s.mr.label if s.mr else None) for s in kvm.slots()] == [
-        (0, "d"), (1, "b"), (2, "c")]
+        (0, "d"),
+        (1, "b"),
+        (2, "c"),
+    ]
 
 
 def test_a_maximum_slot_size_splits_sections_and_their_removal() -> None:
@@ -206,20 +216,25 @@ def test_a_maximum_slot_size_splits_sections_and_their_removal() -> None:
     ram = mem.init_ram("ram", 0x5000)
     config = KvmConfig(max_slot_size=0x2000)
     mem2, system, kvm = machine_with((0x100000, ram), config=config)
-    assert calls(kvm) == [(0, 0, 0, 0x100000, 0x2000), (1, 0, 0, 0x102000, 0x2000),
-                          (2, 0, 0, 0x104000, 0x1000)]
+    assert calls(kvm) == [
+        (0, 0, 0, 0x100000, 0x2000),
+        (1, 0, 0, 0x102000, 0x2000),
+        (2, 0, 0, 0x104000, 0x1000),
+    ]
     assert [s.offset_in_region for s in kvm.slots()] == [0, 0x2000, 0x4000]
     kvm.calls.clear()
     mem2.del_subregion(system, ram)
-    assert calls(kvm) == [(0, 0, 0, 0x100000, 0), (1, 0, 0, 0x102000, 0),
-                          (2, 0, 0, 0x104000, 0)]
+    assert calls(kvm) == [(0, 0, 0, 0x100000, 0), (1, 0, 0, 0x102000, 0), (2, 0, 0, 0x104000, 0)]
 
 
 def test_running_out_of_slots_is_an_error() -> None:
     mem = MemorySystem()
     with pytest.raises(ModelError, match="no free KVM slot"):
-        machine_with((0, mem.init_ram("a", 0x1000)), (0x2000, mem.init_ram("b", 0x1000)),
-                     config=KvmConfig(nr_slots=1))
+        machine_with(
+            (0, mem.init_ram("a", 0x1000)),
+            (0x2000, mem.init_ram("b", 0x1000)),
+            config=KvmConfig(nr_slots=1),
+        )
 
 
 def test_kvm_smram_is_as_id_1_with_its_own_slots() -> None:
@@ -227,11 +242,11 @@ def test_kvm_smram_is_as_id_1_with_its_own_slots() -> None:
     system = mem.init_container("system", UINT64_MAX)
     ram = mem.init_ram("pc.ram", 0x100000)
     mem.add_subregion(system, 0, mem.init_alias("ram-below-4g", ram, 0, 0x100000))
-    mem.add_subregion(system, 0xa0000, mem.init_io("vga-lowmem", 0x20000), priority=1)
-    smram = mem.init_alias("smram-low", ram, 0xa0000, 0x20000)
+    mem.add_subregion(system, 0xA0000, mem.init_io("vga-lowmem", 0x20000), priority=1)
+    smram = mem.init_alias("smram-low", ram, 0xA0000, 0x20000)
     root = mem.init_container("mem-container-smram", UINT64_MAX)
     mem.add_subregion(root, 0, mem.init_alias("mem-smram", system, 0, UINT64_MAX))
-    mem.add_subregion(root, 0xa0000, smram, priority=10)
+    mem.add_subregion(root, 0xA0000, smram, priority=10)
     mem.address_space_init(system, "memory")
     mem.address_space_init(mem.init_io("io", 0x10000), "I/O")
     mem.address_space_init(root, "KVM-SMRAM")
@@ -240,9 +255,15 @@ def test_kvm_smram_is_as_id_1_with_its_own_slots() -> None:
     # System memory has VGA's hole; in SMRAM the hole is RAM, and the three pieces
     # of pc.ram merge into one range: one slot in as_id 1, numbered from 0 again.
     assert [(c.slot_field, c.gpa, c.size) for c in kvm.calls] == [
-        (0, 0, 0xa0000), (1, 0xc0000, 0x40000), (0x10000, 0, 0x100000)]
-    assert [s.key for s in kvm.slots()] == [(0, 0, 0xa0000, 0), (0, 0xc0000, 0x40000, 0),
-                                            (1, 0, 0x100000, 0)]
+        (0, 0, 0xA0000),
+        (1, 0xC0000, 0x40000),
+        (0x10000, 0, 0x100000),
+    ]
+    assert [s.key for s in kvm.slots()] == [
+        (0, 0, 0xA0000, 0),
+        (0, 0xC0000, 0x40000, 0),
+        (1, 0, 0x100000, 0),
+    ]
     assert [s.key for s in predict_slots(mem.machine())] == [s.key for s in kvm.slots()]
 
 
@@ -250,10 +271,10 @@ def test_ioeventfds_go_to_kvm_as_mmio_and_pio() -> None:
     mem = MemorySystem()
     system = mem.init_container("system", UINT64_MAX)
     notify = mem.init_io("virtio-pci-notify", 0x1000)
-    mem.add_subregion(system, 0xfe003000, notify)
+    mem.add_subregion(system, 0xFE003000, notify)
     io = mem.init_io("io", 0x10000)
     legacy = mem.init_io("virtio-pci", 0x20)
-    mem.add_subregion(io, 0xc000, legacy)
+    mem.add_subregion(io, 0xC000, legacy)
     mem.address_space_init(system, "memory")
     mem.address_space_init(io, "I/O")
     kvm = Kvm()
@@ -263,10 +284,11 @@ def test_ioeventfds_go_to_kvm_as_mmio_and_pio() -> None:
             mem.add_eventfd(notify, 4 * q, 0, False, q, notifier=q)
             mem.add_eventfd(legacy, 16, 2, True, q, notifier=q)
     assert kvm.ioeventfd_calls == [
-        IoeventfdCall("mmio", 0xfe003000, 0, 0, False, True, 0),
-        IoeventfdCall("mmio", 0xfe003004, 0, 1, False, True, 1),
-        IoeventfdCall("pio", 0xc010, 2, 0, True, True, 0),
-        IoeventfdCall("pio", 0xc010, 2, 1, True, True, 1)]
+        IoeventfdCall("mmio", 0xFE003000, 0, 0, False, True, 0),
+        IoeventfdCall("mmio", 0xFE003004, 0, 1, False, True, 1),
+        IoeventfdCall("pio", 0xC010, 2, 0, True, True, 0),
+        IoeventfdCall("pio", 0xC010, 2, 1, True, True, 1),
+    ]
     no_fds = Kvm(KvmConfig(eventfds=False))
     mem.unregister(kvm.memory)
     mem.unregister(kvm.io)
@@ -297,11 +319,23 @@ def test_kvm_hears_a_pam_change_after_priority_0_listeners_and_deletes_before_th
         pc.mem.set_enabled(pc.pam_pci, False)
         pc.mem.set_enabled(pc.pam_ram, True)
     assert [e[:2] for e in log] == [
-        ("begin", "p0"), ("kvm del", 0), ("region_del", "p0"), ("kvm del", 0xf0000),
-        ("region_del", "p0"), ("kvm del", 0x100000), ("region_del", "p0"),
-        ("region_add", "p0"), ("kvm add", 0), ("commit", "p0")]
+        ("begin", "p0"),
+        ("kvm del", 0),
+        ("region_del", "p0"),
+        ("kvm del", 0xF0000),
+        ("region_del", "p0"),
+        ("kvm del", 0x100000),
+        ("region_del", "p0"),
+        ("region_add", "p0"),
+        ("kvm add", 0),
+        ("commit", "p0"),
+    ]
     assert [(c.slot, c.flags, c.gpa, c.size) for c in kvm.calls] == [
-        (0, 0, 0, 0), (1, 0, 0xf0000, 0), (2, 0, 0x100000, 0), (0, 0, 0, 0x8000000)]
+        (0, 0, 0, 0),
+        (1, 0, 0xF0000, 0),
+        (2, 0, 0x100000, 0),
+        (0, 0, 0, 0x8000000),
+    ]
 
 
 # -- the KVM suffix and snapshots ------------------------------------------------------
@@ -325,8 +359,11 @@ def test_has_exact_slot_follows_alignment_and_the_maximum_slot_size() -> None:
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "fixtures" / "qemu-7.2" / "x86_64"
 KVM_FIXTURES = sorted(
-    d for d in FIXTURES.iterdir() if (d / "meta.json").exists()
-    and "kvm" in json.loads((d / "meta.json").read_text()).get("qemu_args", []))
+    d
+    for d in FIXTURES.iterdir()
+    if (d / "meta.json").exists()
+    and "kvm" in json.loads((d / "meta.json").read_text()).get("qemu_args", [])
+)
 
 
 def read(path: Path) -> str:
@@ -339,71 +376,87 @@ def test_predicted_slots_are_the_ranges_qemu_marks_kvm(directory: Path) -> None:
     tree, flat = read(directory / "info-mtree-o-D.txt"), read(directory / "info-mtree-f-o.txt")
     machine = load_tree(tree).machine  # rule table only: no inference from QEMU's -f
     slots = predict_slots(machine)
-    marked = {(r.start, r.end - r.start + 1) for v in parse_flat(flat).views
-              for r in v.ranges if r.accel}
+    marked = {
+        (r.start, r.end - r.start + 1) for v in parse_flat(flat).views for r in v.ranges if r.accel
+    }
     # Every slot of these machines is a whole FlatRange, so the two sets are equal.
     assert {(s.gpa, s.size) for s in slots} == marked
     assert len(slots) >= 4
     # And our own suffix (check.py) says the same range by range.
     result = check(tree, flat, accel="kvm")
-    ours = {(r.start, r.size) for v in render_machine(result.machine) for r in v.ranges
-            if accel_suffix(v, r)}
+    ours = {
+        (r.start, r.size)
+        for v in render_machine(result.machine)
+        for r in v.ranges
+        if accel_suffix(v, r)
+    }
     assert ours == marked
 
 
-def test_slots_cli_prints_the_table_as_text_and_json(capsys: pytest.CaptureFixture[str]
-                                                      ) -> None:
+def test_slots_cli_prints_the_table_as_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     directory = FIXTURES / "q35-kvm"
     flat = read(directory / "info-mtree-f-o.txt")
-    marked = sorted((r.start, r.end - r.start + 1) for v in parse_flat(flat).views
-                    for r in v.ranges if r.accel)
-    assert main(["slots", "--tree", str(directory / "info-mtree-o-D.txt"),
-                 "--format", "json"]) == 0
+    marked = sorted(
+        (r.start, r.end - r.start + 1) for v in parse_flat(flat).views for r in v.ranges if r.accel
+    )
+    assert main(["slots", "--tree", str(directory / "info-mtree-o-D.txt"), "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [(int(s["gpa"], 16), int(s["size"], 16)) for s in doc["slots"]] == marked
     assert all(s["gpa"].startswith("0x") and len(s["gpa"]) == 18 for s in doc["slots"])
     bios = [s for s in doc["slots"] if s["region"] == "pc.bios"]
     # pc.bios at 4 GiB - 256 KiB, and its last 128 KiB at 0xe0000 (isa-bios): a ROM.
-    assert [(s["gpa"], s["flags"]) for s in bios] == [("0x00000000000e0000", "0x2"),
-                                                      ("0x00000000fffc0000", "0x2")]
+    assert [(s["gpa"], s["flags"]) for s in bios] == [
+        ("0x00000000000e0000", "0x2"),
+        ("0x00000000fffc0000", "0x2"),
+    ]
     assert doc["address_spaces"] == [{"as_id": 0, "name": "memory"}]
     assert main(["slots", str(directory)]) == 0
     text = capsys.readouterr().out
     assert f"{len(marked)} slots" in text
     assert "0x2 READONLY" in text and "pc.bios @0000000000000000" in text
     assert main(["slots"]) == 2
-    assert main(["slots", "--tree", str(directory / "info-mtree-o-D.txt"),
-                 "--max-slot-size", "0x1800"]) == 2
+    assert (
+        main(
+            ["slots", "--tree", str(directory / "info-mtree-o-D.txt"), "--max-slot-size", "0x1800"]
+        )
+        == 2
+    )
 
 
 # -- QEMU's trace log ------------------------------------------------------------------
 
 
 def test_trace_lines_of_72_and_later_formats_parse() -> None:
-    text = "\n".join([
-        "kvm_set_user_memory Slot#3 flags=0x2 gpa=0xe0000 size=0x20000 ua=0x7f5b9cc20000 ret=0",
-        "12345@1700000000.123456:kvm_set_user_memory Slot#65537 flags=0x1 gpa=0xa0000 "
-        "size=0x0 ua=0x7f00 ret=0",
-        "kvm_set_user_memory AddrSpace#1 Slot#2 flags=0x0 gpa=0x0 size=0x1000 ua=0x1 ret=-22",
-        "kvm_set_ioeventfd_mmio fd: 14 @0xfe003000 val=0x0 assign: 1 size: 0 match: 0",
-        "kvm_set_ioeventfd_pio fd: 15 @0xc010 val=0x1 assign: 0 size: 2 match: 1",
-        "qemu-system-x86_64: some warning",
-        "kvm_slots_grow 32 -> 64"])
+    text = "\n".join(
+        [
+            "kvm_set_user_memory Slot#3 flags=0x2 gpa=0xe0000 size=0x20000 ua=0x7f5b9cc20000 ret=0",
+            "12345@1700000000.123456:kvm_set_user_memory Slot#65537 flags=0x1 gpa=0xa0000 "
+            "size=0x0 ua=0x7f00 ret=0",
+            "kvm_set_user_memory AddrSpace#1 Slot#2 flags=0x0 gpa=0x0 size=0x1000 ua=0x1 ret=-22",
+            "kvm_set_ioeventfd_mmio fd: 14 @0xfe003000 val=0x0 assign: 1 size: 0 match: 0",
+            "kvm_set_ioeventfd_pio fd: 15 @0xc010 val=0x1 assign: 0 size: 2 match: 1",
+            "qemu-system-x86_64: some warning",
+            "kvm_slots_grow 32 -> 64",
+        ]
+    )
     events = parse_trace(text)
     assert events == [
-        TracedSlotCall(0, 3, 2, 0xe0000, 0x20000, 0x7f5b9cc20000, 0, 1),
-        TracedSlotCall(1, 1, 1, 0xa0000, 0, 0x7f00, 0, 2),
+        TracedSlotCall(0, 3, 2, 0xE0000, 0x20000, 0x7F5B9CC20000, 0, 1),
+        TracedSlotCall(1, 1, 1, 0xA0000, 0, 0x7F00, 0, 2),
         TracedSlotCall(1, 2, 0, 0, 0x1000, 1, -22, 3),
-        TracedIoeventfd("mmio", 14, 0xfe003000, 0, True, 0, False, 4),
-        TracedIoeventfd("pio", 15, 0xc010, 1, False, 2, True, 5)]
+        TracedIoeventfd("mmio", 14, 0xFE003000, 0, True, 0, False, 4),
+        TracedIoeventfd("pio", 15, 0xC010, 1, False, 2, True, 5),
+    ]
 
 
 def test_trace_lines_with_guest_memfd_fields_parse() -> None:
     """The line as QEMU 10.0 (Debian trixie) wrote it in tests/test_matrix.py's run."""
-    events = parse_trace("kvm_set_user_memory AddrSpace#0 Slot#0 flags=0x0 gpa=0x0 "
-                         "size=0x8000000 ua=0x7f0547e00000 guest_memfd=-1 "
-                         "guest_memfd_offset=0x0 ret=0\n")
-    assert events == [TracedSlotCall(0, 0, 0, 0, 0x8000000, 0x7f0547e00000, 0, 1)]
+    events = parse_trace(
+        "kvm_set_user_memory AddrSpace#0 Slot#0 flags=0x0 gpa=0x0 "
+        "size=0x8000000 ua=0x7f0547e00000 guest_memfd=-1 "
+        "guest_memfd_offset=0x0 ret=0\n"
+    )
+    assert events == [TracedSlotCall(0, 0, 0, 0, 0x8000000, 0x7F0547E00000, 0, 1)]
 
 
 def test_a_malformed_trace_line_says_where() -> None:
@@ -415,22 +468,36 @@ def test_a_malformed_trace_line_says_where() -> None:
 
 
 def test_final_slots_replays_creations_and_deletions() -> None:
-    events = parse_trace("\n".join([
-        "kvm_set_user_memory Slot#0 flags=0x0 gpa=0x0 size=0x8000000 ua=0x1 ret=0",
-        "kvm_set_user_memory Slot#1 flags=0x2 gpa=0xfffc0000 size=0x40000 ua=0x2 ret=0",
-        "kvm_set_user_memory Slot#0 flags=0x0 gpa=0x0 size=0x0 ua=0x1 ret=0",
-        "kvm_set_user_memory Slot#0 flags=0x0 gpa=0x0 size=0xc0000 ua=0x1 ret=0",
-        "kvm_set_user_memory Slot#2 flags=0x0 gpa=0x100000 size=0x1000 ua=0x3 ret=-1",
-        "kvm_set_user_memory Slot#65536 flags=0x0 gpa=0x0 size=0x1000 ua=0x1 ret=0"]))
+    events = parse_trace(
+        "\n".join(
+            [
+                "kvm_set_user_memory Slot#0 flags=0x0 gpa=0x0 size=0x8000000 ua=0x1 ret=0",
+                "kvm_set_user_memory Slot#1 flags=0x2 gpa=0xfffc0000 size=0x40000 ua=0x2 ret=0",
+                "kvm_set_user_memory Slot#0 flags=0x0 gpa=0x0 size=0x0 ua=0x1 ret=0",
+                "kvm_set_user_memory Slot#0 flags=0x0 gpa=0x0 size=0xc0000 ua=0x1 ret=0",
+                "kvm_set_user_memory Slot#2 flags=0x0 gpa=0x100000 size=0x1000 ua=0x3 ret=-1",
+                "kvm_set_user_memory Slot#65536 flags=0x0 gpa=0x0 size=0x1000 ua=0x1 ret=0",
+            ]
+        )
+    )
     assert [s.key for s in final_slots(events)] == [
-        (0, 0, 0xc0000, 0), (0, 0xfffc0000, 0x40000, 2), (1, 0, 0x1000, 0)]
+        (0, 0, 0xC0000, 0),
+        (0, 0xFFFC0000, 0x40000, 2),
+        (1, 0, 0x1000, 0),
+    ]
 
 
 # -- real QEMU under KVM ---------------------------------------------------------------
 
 
-TRACE_ARGS = ("-trace", "kvm_set_user_memory", "-trace", "kvm_set_ioeventfd_mmio",
-              "-trace", "kvm_set_ioeventfd_pio")
+TRACE_ARGS = (
+    "-trace",
+    "kvm_set_user_memory",
+    "-trace",
+    "kvm_set_ioeventfd_mmio",
+    "-trace",
+    "kvm_set_ioeventfd_pio",
+)
 
 
 class Traced:
@@ -454,16 +521,18 @@ class Traced:
 
 
 @asynccontextmanager
-async def traced(binary: str, directory: Path, args: Sequence[str],
-                 boot: int | None = None) -> AsyncIterator[Traced]:
+async def traced(
+    binary: str, directory: Path, args: Sequence[str], boot: int | None = None
+) -> AsyncIterator[Traced]:
     """QEMU under KVM, tracing slot and ioeventfd calls; paused (``-S``).
 
     :param boot: let the guest run until the trace shows this many slots (the
         firmware at work), or 20 s, then stop it.
     """
     log = directory / "trace.log"
-    async with QemuInstance([*args, "-accel", "kvm", *TRACE_ARGS, "-D", str(log)],
-                            binary=binary) as vm:
+    async with QemuInstance(
+        [*args, "-accel", "kvm", *TRACE_ARGS, "-D", str(log)], binary=binary
+    ) as vm:
         t = Traced(vm, log)
         if boot is not None:
             await vm.monitor.execute("cont")
@@ -480,21 +549,32 @@ CONFIGS: list[tuple[str, list[str], int | None]] = [
     ("pc", ["-machine", "pc"], None),
     ("q35", ["-machine", "q35,smm=off"], None),
     ("q35-6g", ["-machine", "q35,smm=off", "-m", "6G"], None),
-    ("pc-dimm", ["-machine", "pc", "-m", "1G,slots=2,maxmem=4G",
-                 "-object", "memory-backend-ram,id=m1,size=512M",
-                 "-device", "pc-dimm,id=d1,memdev=m1"], None),
+    (
+        "pc-dimm",
+        [
+            "-machine",
+            "pc",
+            "-m",
+            "1G,slots=2,maxmem=4G",
+            "-object",
+            "memory-backend-ram,id=m1,size=512M",
+            "-device",
+            "pc-dimm,id=d1,memdev=m1",
+        ],
+        None,
+    ),
     # SeaBIOS runs (no disk: it ends at "no bootable device") until it has made
     # the PAM areas it shadowed read-only (more than 7 slots) and mapped VGA's
     # logged VRAM BAR.
     ("pc-booted", ["-machine", "pc", "-nic", "none"], 8),
     ("q35-booted", ["-machine", "q35,smm=off", "-nic", "none"], 8),
 ]
-CONFIG_PARAMS = [pytest.param(*c, id=c[0], marks=[pytest.mark.slow] if c[2] else [])
-                 for c in CONFIGS]
+CONFIG_PARAMS = [
+    pytest.param(*c, id=c[0], marks=[pytest.mark.slow] if c[2] else []) for c in CONFIGS
+]
 
 
-def ua_bases(predicted: Sequence[KvmSlot], traced: Sequence[TracedSlotCall]
-             ) -> dict[int, set[int]]:
+def ua_bases(predicted: Sequence[KvmSlot], traced: Sequence[TracedSlotCall]) -> dict[int, set[int]]:
     """Per region (by identity): ``userspace_addr - offset_in_region`` of its slots."""
     last: dict[tuple[int, int, int, int], int] = {}
     for c in traced:
@@ -511,8 +591,8 @@ def ua_bases(predicted: Sequence[KvmSlot], traced: Sequence[TracedSlotCall]
 @pytest.mark.kvm
 @pytest.mark.parametrize(("name", "args", "boot"), CONFIG_PARAMS)
 async def test_the_slot_table_of_a_snapshot_is_qemus(
-        qemu_binary: str, kvm: None, tmp_path: Path, name: str, args: list[str],
-        boot: int | None) -> None:
+    qemu_binary: str, kvm: None, tmp_path: Path, name: str, args: list[str], boot: int | None
+) -> None:
     async with traced(qemu_binary, tmp_path, args, boot) as vm:
         machine = await vm.snapshot()
         events = vm.events()
@@ -549,11 +629,12 @@ def as_tuple(c: SlotCall | TracedSlotCall) -> tuple[int, int, int, int, int]:
 
 @pytest.mark.qemu
 @pytest.mark.kvm
-@pytest.mark.parametrize(("machine", "changes"), [("pc", PC_CHANGES), ("q35,smm=off", Q35_CHANGES)],
-                         ids=["pc", "q35"])
+@pytest.mark.parametrize(
+    ("machine", "changes"), [("pc", PC_CHANGES), ("q35,smm=off", Q35_CHANGES)], ids=["pc", "q35"]
+)
 async def test_live_changes_make_the_calls_the_listener_predicts(
-        qemu_binary: str, kvm: None, tmp_path: Path, machine: str,
-        changes: list[tuple[str, list[str]]]) -> None:
+    qemu_binary: str, kvm: None, tmp_path: Path, machine: str, changes: list[tuple[str, list[str]]]
+) -> None:
     args = ["-machine", machine, "-m", "1G,slots=2,maxmem=4G"]
     matched = 0
     async with traced(qemu_binary, tmp_path, args) as vm:
@@ -563,20 +644,21 @@ async def test_live_changes_make_the_calls_the_listener_predicts(
             if commands:
                 await vm.hmp(*commands)
             else:
-                await vm.vm.monitor.execute("object-add", {
-                    "qom-type": "memory-backend-ram", "id": "hot", "size": 256 << 20})
-                await vm.vm.monitor.execute("device_add", {
-                    "driver": "pc-dimm", "id": "hot-dimm", "memdev": "hot"})
+                await vm.vm.monitor.execute(
+                    "object-add", {"qom-type": "memory-backend-ram", "id": "hot", "size": 256 << 20}
+                )
+                await vm.vm.monitor.execute(
+                    "device_add", {"driver": "pc-dimm", "id": "hot-dimm", "memdev": "hot"}
+                )
             after = await vm.snapshot()
-            qemu = slot_calls(vm.events()[len(history):])
+            qemu = slot_calls(vm.events()[len(history) :])
             assert qemu, f"{label}: QEMU made no slot calls"
             # From the snapshots alone: the calls without their slot numbers.
             ours = [c for c in slot_calls_between(before, after) if c.traced]
             assert [c.key for c in ours] == [c.key for c in qemu], label
             # Given QEMU's table before the change, the slot numbers too.
             seeded = slot_calls_between(before, after, before=final_slots(history))
-            assert [as_tuple(c) for c in seeded if c.traced] == [as_tuple(c) for c in qemu], \
-                label
+            assert [as_tuple(c) for c in seeded if c.traced] == [as_tuple(c) for c in qemu], label
             matched += len(qemu)
     assert matched >= 6
 
@@ -584,7 +666,8 @@ async def test_live_changes_make_the_calls_the_listener_predicts(
 @pytest.mark.qemu
 @pytest.mark.kvm
 async def test_virtio_ioeventfds_are_registered_as_the_model_predicts(
-        qemu_binary: str, kvm: None, tmp_path: Path) -> None:
+    qemu_binary: str, kvm: None, tmp_path: Path
+) -> None:
     """A legacy-capable virtio-net on pc, driven from the host through port I/O.
 
     ``info mtree`` does not show ioeventfds, so the model gets them the way QEMU's
@@ -601,10 +684,16 @@ async def test_virtio_ioeventfds_are_registered_as_the_model_predicts(
     async with traced(qemu_binary, tmp_path, args) as vm:
         # BAR0 (I/O) at 0xc000, BAR4 (64-bit memory) at 0xfe000000, then I/O and
         # memory decoding on (config space of 00:05.0).
-        await vm.hmp("o /w 0xcf8 0x80002810", "o /w 0xcfc 0xc000",
-                     "o /w 0xcf8 0x80002820", "o /w 0xcfc 0xfe000000",
-                     "o /w 0xcf8 0x80002824", "o /w 0xcfc 0x0",
-                     "o /w 0xcf8 0x80002804", "o /h 0xcfc 0x0003")
+        await vm.hmp(
+            "o /w 0xcf8 0x80002810",
+            "o /w 0xcfc 0xc000",
+            "o /w 0xcf8 0x80002820",
+            "o /w 0xcfc 0xfe000000",
+            "o /w 0xcf8 0x80002824",
+            "o /w 0xcfc 0x0",
+            "o /w 0xcf8 0x80002804",
+            "o /h 0xcfc 0x0003",
+        )
         machine = await vm.snapshot()
         start = len(vm.events())
         await vm.hmp("o /b 0xc012 0x4")  # legacy VIRTIO_PCI_STATUS = DRIVER_OK
@@ -623,9 +712,15 @@ async def test_virtio_ioeventfds_are_registered_as_the_model_predicts(
     kvm_model.attach(mem)
 
     def region(name: str, kind: RegionKind) -> MemoryRegion:
-        found = [mr for mr in machine.regions() if mr.label == name and mr.kind is kind
-                 and mr.ownership is not None and mr.ownership.owner is not None
-                 and mr.ownership.owner.value == "n1"]
+        found = [
+            mr
+            for mr in machine.regions()
+            if mr.label == name
+            and mr.kind is kind
+            and mr.ownership is not None
+            and mr.ownership.owner is not None
+            and mr.ownership.owner.value == "n1"
+        ]
         assert len(found) == 1, name
         return found[0]
 
@@ -655,7 +750,8 @@ async def test_virtio_ioeventfds_are_registered_as_the_model_predicts(
 @pytest.mark.qemu
 @pytest.mark.kvm
 async def test_slots_command_on_a_live_vm_prints_qemus_table(
-        qemu_binary: str, kvm: None, tmp_path: Path) -> None:
+    qemu_binary: str, kvm: None, tmp_path: Path
+) -> None:
     sock_dir = Path(tempfile.mkdtemp(prefix="qm-slots-"))  # short: sun_path is 108 bytes
     sock = sock_dir / "qmp.sock"
     args = ["-machine", "q35,smm=off", "-m", "6G", "-qmp", f"unix:{sock},server=on,wait=off"]
@@ -663,9 +759,18 @@ async def test_slots_command_on_a_live_vm_prints_qemus_table(
         async with traced(qemu_binary, tmp_path, args) as vm:
             env = {**os.environ, "PYTHONPATH": str(REPO)}
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "qmirror", "slots", f"unix:{sock}", "--format", "json",
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=env)
+                sys.executable,
+                "-m",
+                "qmirror",
+                "slots",
+                f"unix:{sock}",
+                "--format",
+                "json",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+            )
             try:
                 async with asyncio.timeout(60):
                     out, err = await proc.communicate()
@@ -678,7 +783,9 @@ async def test_slots_command_on_a_live_vm_prints_qemus_table(
         shutil.rmtree(sock_dir, ignore_errors=True)
     assert proc.returncode == 0, err.decode()
     doc = json.loads(out)
-    got = sorted((s["as_id"], int(s["gpa"], 16), int(s["size"], 16), int(s["flags"], 16))
-                 for s in doc["slots"])
+    got = sorted(
+        (s["as_id"], int(s["gpa"], 16), int(s["size"], 16), int(s["flags"], 16))
+        for s in doc["slots"]
+    )
     assert got == sorted(s.key for s in qemu)
     assert (0, 0x100000000, 0x100000000, 0) in got  # ram-above-4g: 6G - 2G below 4 GiB

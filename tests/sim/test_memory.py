@@ -28,8 +28,9 @@ from qmirror.sim.memory import (
 from qmirror.text.tree import print_tree
 
 
-def listen(mem: MemorySystem, a: AddressSpace | None, *specs: tuple[str, int]
-           ) -> list[tuple[Any, ...]]:
+def listen(
+    mem: MemorySystem, a: AddressSpace | None, *specs: tuple[str, int]
+) -> list[tuple[Any, ...]]:
     """Register recorders (tag, priority) on ``a``; return their log, emptied."""
     log: list[tuple[Any, ...]] = []
     for tag, prio in specs:
@@ -39,8 +40,10 @@ def listen(mem: MemorySystem, a: AddressSpace | None, *specs: tuple[str, int]
 
 
 def spans(mem: MemorySystem, a: AddressSpace) -> list[tuple[str, int, int, int, bool]]:
-    return [(r.mr.label, r.start, r.size, r.offset_in_region, r.readonly)
-            for r in mem.flatview(a).ranges]
+    return [
+        (r.mr.label, r.start, r.size, r.offset_in_region, r.readonly)
+        for r in mem.flatview(a).ranges
+    ]
 
 
 # -- the commit, in QEMU's order -------------------------------------------------------
@@ -49,9 +52,10 @@ def spans(mem: MemorySystem, a: AddressSpace) -> list[tuple[str, int, int, int, 
 def test_initial_view_of_the_small_pc() -> None:
     pc = small_pc()
     assert spans(pc.mem, pc.memory) == [
-        ("pc.ram", 0, 0xf0000, 0, False),
-        ("pc.bios", 0xf0000, 0x10000, 0, True),
-        ("pc.ram", 0x100000, 0x7f00000, 0x100000, False)]
+        ("pc.ram", 0, 0xF0000, 0, False),
+        ("pc.bios", 0xF0000, 0x10000, 0, True),
+        ("pc.ram", 0x100000, 0x7F00000, 0x100000, False),
+    ]
 
 
 def test_pam_reprogramming_with_two_listeners_follows_qemus_sequence() -> None:
@@ -62,16 +66,21 @@ def test_pam_reprogramming_with_two_listeners_follows_qemus_sequence() -> None:
         pc.mem.set_enabled(pc.pam_ram, True)
     # The RAM alias joins both RAM neighbours into one range: every old range is
     # deleted (Reverse: 10 then 0), then the merged one added (Forward: 0 then 10).
-    a, b, c = ("pc.ram", 0, 0xf0000), ("pc.bios", 0xf0000, 0x10000), \
-        ("pc.ram", 0x100000, 0x7f00000)
+    a, b, c = ("pc.ram", 0, 0xF0000), ("pc.bios", 0xF0000, 0x10000), ("pc.ram", 0x100000, 0x7F00000)
     assert log == [
-        ("begin", "p0"), ("begin", "p10"),
-        ("region_del", "p10", *a), ("region_del", "p0", *a),
-        ("region_del", "p10", *b), ("region_del", "p0", *b),
-        ("region_del", "p10", *c), ("region_del", "p0", *c),
+        ("begin", "p0"),
+        ("begin", "p10"),
+        ("region_del", "p10", *a),
+        ("region_del", "p0", *a),
+        ("region_del", "p10", *b),
+        ("region_del", "p0", *b),
+        ("region_del", "p10", *c),
+        ("region_del", "p0", *c),
         ("region_add", "p0", "pc.ram", 0, 0x8000000),
         ("region_add", "p10", "pc.ram", 0, 0x8000000),
-        ("commit", "p0"), ("commit", "p10")]
+        ("commit", "p0"),
+        ("commit", "p10"),
+    ]
 
 
 def test_pam_read_only_mode_keeps_the_neighbours_as_nops() -> None:
@@ -80,18 +89,23 @@ def test_pam_read_only_mode_keeps_the_neighbours_as_nops() -> None:
     with pc.mem.transaction():  # PCI -> read-only RAM (pam-rom)
         pc.mem.set_enabled(pc.pam_pci, False)
         pc.mem.set_enabled(pc.pam_rom, True)
-    low, high = ("pc.ram", 0, 0xf0000), ("pc.ram", 0x100000, 0x7f00000)
+    low, high = ("pc.ram", 0, 0xF0000), ("pc.ram", 0x100000, 0x7F00000)
     # The read-only piece does not merge with its writable neighbours.
     assert log == [
-        ("begin", "p0"), ("begin", "p10"),
-        ("region_del", "p10", "pc.bios", 0xf0000, 0x10000),
-        ("region_del", "p0", "pc.bios", 0xf0000, 0x10000),
-        ("region_nop", "p0", *low), ("region_nop", "p10", *low),
-        ("region_add", "p0", "pc.ram", 0xf0000, 0x10000),
-        ("region_add", "p10", "pc.ram", 0xf0000, 0x10000),
-        ("region_nop", "p0", *high), ("region_nop", "p10", *high),
-        ("commit", "p0"), ("commit", "p10")]
-    assert spans(pc.mem, pc.memory)[1] == ("pc.ram", 0xf0000, 0x10000, 0xf0000, True)
+        ("begin", "p0"),
+        ("begin", "p10"),
+        ("region_del", "p10", "pc.bios", 0xF0000, 0x10000),
+        ("region_del", "p0", "pc.bios", 0xF0000, 0x10000),
+        ("region_nop", "p0", *low),
+        ("region_nop", "p10", *low),
+        ("region_add", "p0", "pc.ram", 0xF0000, 0x10000),
+        ("region_add", "p10", "pc.ram", 0xF0000, 0x10000),
+        ("region_nop", "p0", *high),
+        ("region_nop", "p10", *high),
+        ("commit", "p0"),
+        ("commit", "p10"),
+    ]
+    assert spans(pc.mem, pc.memory)[1] == ("pc.ram", 0xF0000, 0x10000, 0xF0000, True)
 
 
 def test_begin_and_commit_go_to_every_listener_and_passes_run_per_address_space() -> None:
@@ -106,13 +120,15 @@ def test_begin_and_commit_go_to_every_listener_and_passes_run_per_address_space(
     # view was re-rendered: a new object); on I/O the terminating `io` region now
     # fills around the port, so its one old range is replaced by three.
     assert watcher == [("begin", "global"), ("commit", "global")]
-    assert log == [("begin", "io0"), ("region_del", "io0", "io", 0, 0x10000),
-                   ("region_add", "io0", "io", 0, 0x60),
-                   ("region_add", "io0", "i8042-data", 0x60, 1),
-                   ("region_add", "io0", "io", 0x61, 0x10000 - 0x61),
-                   ("commit", "io0")]
-    assert [e[0] for e in log2] == ["begin", "region_nop", "region_nop", "region_nop",
-                                    "commit"]
+    assert log == [
+        ("begin", "io0"),
+        ("region_del", "io0", "io", 0, 0x10000),
+        ("region_add", "io0", "io", 0, 0x60),
+        ("region_add", "io0", "i8042-data", 0x60, 1),
+        ("region_add", "io0", "io", 0x61, 0x10000 - 0x61),
+        ("commit", "io0"),
+    ]
+    assert [e[0] for e in log2] == ["begin", "region_nop", "region_nop", "region_nop", "commit"]
 
 
 def test_address_spaces_are_diffed_in_creation_order_and_see_old_views_until_switched() -> None:
@@ -125,8 +141,13 @@ def test_address_spaces_are_diffed_in_creation_order_and_see_old_views_until_swi
 
     class Peeker(MemoryListener):
         def region_add(self, section: Section) -> None:
-            seen.append((section.address_space.name, len(mem.flatview(first).ranges),
-                         len(mem.flatview(second).ranges)))
+            seen.append(
+                (
+                    section.address_space.name,
+                    len(mem.flatview(first).ranges),
+                    len(mem.flatview(second).ranges),
+                )
+            )
 
     mem.register(Peeker(), first)
     mem.register(Peeker(), second)
@@ -142,35 +163,53 @@ def test_a_commit_with_only_ioeventfd_changes_has_no_begin_or_commit() -> None:
     pc = small_pc()
     log = listen(pc.mem, pc.io_as, ("a", 0), ("b", 10))
     port = pc.mem.init_io("virtio-pci", 0x20)
-    pc.mem.add_subregion(pc.io, 0xc000, port)
+    pc.mem.add_subregion(pc.io, 0xC000, port)
     log.clear()
     pc.mem.add_eventfd(port, 0x10, 2, True, 0, notifier=1)
     # eventfd_add is Reverse: priority 10 first.
-    assert log == [("eventfd_add", "b", None, 0xc010, 2, True, 0, 1),
-                   ("eventfd_add", "a", None, 0xc010, 2, True, 0, 1)]
+    assert log == [
+        ("eventfd_add", "b", None, 0xC010, 2, True, 0, 1),
+        ("eventfd_add", "a", None, 0xC010, 2, True, 0, 1),
+    ]
     log.clear()
     pc.mem.del_eventfd(port, 0x10, 2, True, 0, notifier=1)
-    assert log == [("eventfd_del", "a", None, 0xc010, 2, True, 0, 1),
-                   ("eventfd_del", "b", None, 0xc010, 2, True, 0, 1)]
+    assert log == [
+        ("eventfd_del", "a", None, 0xC010, 2, True, 0, 1),
+        ("eventfd_del", "b", None, 0xC010, 2, True, 0, 1),
+    ]
     assert pc.mem.ioeventfds(pc.io_as) == []
 
 
 def test_ioeventfds_follow_their_region_when_it_moves() -> None:
     pc = small_pc()
     port = pc.mem.init_io("virtio-pci", 0x20)
-    pc.mem.add_subregion(pc.io, 0xc000, port)
+    pc.mem.add_subregion(pc.io, 0xC000, port)
     pc.mem.add_eventfd(port, 0x10, 2, True, 0, notifier=1)
     pc.mem.add_eventfd(port, 0x10, 2, True, 1, notifier=2)
     log = listen(pc.mem, pc.io_as, ("l", 0))
-    pc.mem.set_address(port, 0xd000)  # a BAR reprogrammed
+    pc.mem.set_address(port, 0xD000)  # a BAR reprogrammed
     # All three I/O ranges move (io below, the port, io above); the diff of the
     # AS's ioeventfds follows its passes, inside the same begin/commit.
-    assert [e[0] for e in log] == ["begin", "region_del", "region_del", "region_del",
-                                   "region_add", "region_add", "region_add",
-                                   "eventfd_del", "eventfd_del",
-                                   "eventfd_add", "eventfd_add", "commit"]
+    assert [e[0] for e in log] == [
+        "begin",
+        "region_del",
+        "region_del",
+        "region_del",
+        "region_add",
+        "region_add",
+        "region_add",
+        "eventfd_del",
+        "eventfd_del",
+        "eventfd_add",
+        "eventfd_add",
+        "commit",
+    ]
     assert [(e[3], e[6]) for e in log if e[0].startswith("eventfd")] == [
-        (0xc010, 0), (0xc010, 1), (0xd010, 0), (0xd010, 1)]
+        (0xC010, 0),
+        (0xC010, 1),
+        (0xD010, 0),
+        (0xD010, 1),
+    ]
 
 
 # -- what sets a pending flag (docs/memory-semantics-notes.md §1.5) ----------------------------
@@ -181,8 +220,7 @@ def test_adding_to_a_disabled_container_or_a_disabled_subregion_updates_nothing(
     log = listen(pc.mem, pc.memory, ("l", 0))
     off = pc.mem.init_container("off", 0x1000)
     pc.mem.set_enabled(off, False)  # not mapped: a commit (set_enabled always sets it)
-    assert [e[0] for e in log] == ["begin", "region_nop", "region_nop", "region_nop",
-                                   "commit"]
+    assert [e[0] for e in log] == ["begin", "region_nop", "region_nop", "region_nop", "commit"]
     log.clear()
     pc.mem.add_subregion(pc.system, 0x1000000, off)
     hidden = pc.mem.init_ram("hidden", 0x1000)
@@ -195,8 +233,7 @@ def test_adding_to_a_disabled_container_or_a_disabled_subregion_updates_nothing(
     pc.mem.add_subregion(off, 0, inner, priority=1)
     log.clear()
     pc.mem.add_subregion(inner, 0, pc.mem.init_ram("deep", 0x10))
-    assert [e[0] for e in log] == ["begin", "region_nop", "region_nop", "region_nop",
-                                   "commit"]
+    assert [e[0] for e in log] == ["begin", "region_nop", "region_nop", "region_nop", "commit"]
 
 
 def test_attribute_changes_of_disabled_regions_update_nothing() -> None:
@@ -226,8 +263,7 @@ def test_set_size_and_set_enabled_always_commit_when_they_change_something() -> 
     assert log == []
     pc.mem.set_size(loose, UINT64_MAX)
     assert loose.size == SIZE_2_64
-    assert [e[0] for e in log] == ["begin", "region_nop", "region_nop", "region_nop",
-                                   "commit"]
+    assert [e[0] for e in log] == ["begin", "region_nop", "region_nop", "region_nop", "commit"]
 
 
 def test_set_address_of_an_unmapped_region_only_records_it() -> None:
@@ -251,7 +287,9 @@ def test_set_address_re_adds_the_region_in_front_of_its_priority_class() -> None
     mem.set_address(a, 0x800)  # now a overlaps b and, being newest, wins
     assert root.subregions == [a, b]
     assert [(r.mr.label, r.start, r.size) for r in render(root)] == [
-        ("a", 0x800, 0x1000), ("b", 0x1800, 0x800)]
+        ("a", 0x800, 0x1000),
+        ("b", 0x1800, 0x800),
+    ]
 
 
 # -- transactions ----------------------------------------------------------------------
@@ -269,8 +307,14 @@ def test_nested_transactions_commit_once_at_the_outermost_commit() -> None:
         pc.mem.set_enabled(pc.pam_ram, True)
     assert log == []
     pc.mem.commit()
-    assert [e[0] for e in log] == ["begin", "region_del", "region_del", "region_del",
-                                   "region_add", "commit"]
+    assert [e[0] for e in log] == [
+        "begin",
+        "region_del",
+        "region_del",
+        "region_del",
+        "region_add",
+        "commit",
+    ]
     assert pc.mem.depth == 0 and not pc.mem.memory_update_pending
 
 
@@ -331,8 +375,7 @@ def test_address_space_destroy_unlinks_after_an_empty_transaction() -> None:
 def test_empty_and_disabled_roots_share_the_one_empty_view() -> None:
     mem = MemorySystem()
     bm = mem.init_container("bus master container", UINT64_MAX)
-    alias = mem.init_alias("bus master", mem.init_container("system", UINT64_MAX), 0,
-                           UINT64_MAX)
+    alias = mem.init_alias("bus master", mem.init_container("system", UINT64_MAX), 0, UINT64_MAX)
     mem.set_enabled(alias, False)
     mem.add_subregion(bm, 0, alias)
     a = mem.address_space_init(bm, "PIIX3")
@@ -352,16 +395,22 @@ def test_registration_replays_the_current_view_and_unregistration_removes_it() -
     log: list[tuple[Any, ...]] = []
     rec = Recorder(log, "late", 0)
     pc.mem.register(rec, pc.memory)
-    assert log == [("begin", "late"), ("region_add", "late", "pc.ram", 0, 0xf0000),
-                   ("region_add", "late", "pc.bios", 0xf0000, 0x10000),
-                   ("region_add", "late", "pc.ram", 0x100000, 0x7f00000),
-                   ("commit", "late")]
+    assert log == [
+        ("begin", "late"),
+        ("region_add", "late", "pc.ram", 0, 0xF0000),
+        ("region_add", "late", "pc.bios", 0xF0000, 0x10000),
+        ("region_add", "late", "pc.ram", 0x100000, 0x7F00000),
+        ("commit", "late"),
+    ]
     log.clear()
     pc.mem.unregister(rec)
-    assert log == [("begin", "late"), ("region_del", "late", "pc.ram", 0, 0xf0000),
-                   ("region_del", "late", "pc.bios", 0xf0000, 0x10000),
-                   ("region_del", "late", "pc.ram", 0x100000, 0x7f00000),
-                   ("commit", "late")]
+    assert log == [
+        ("begin", "late"),
+        ("region_del", "late", "pc.ram", 0, 0xF0000),
+        ("region_del", "late", "pc.bios", 0xF0000, 0x10000),
+        ("region_del", "late", "pc.ram", 0x100000, 0x7F00000),
+        ("commit", "late"),
+    ]
     again = Recorder(log, "again")
     pc.mem.register(again, pc.memory)
     with pytest.raises(ModelError, match="already registered"):
@@ -372,23 +421,30 @@ def test_vga_logging_counts_requests_and_reports_log_start_and_log_stop() -> Non
     mem = MemorySystem()
     system = mem.init_container("system", UINT64_MAX)
     vram = mem.init_ram("vga.vram", 0x10000)
-    mem.add_subregion(system, 0xa0000, vram)
+    mem.add_subregion(system, 0xA0000, vram)
     memory = mem.address_space_init(system, "memory")
     log = listen(mem, memory, ("a", 0), ("b", 10))
     mem.set_log(vram, True)
-    span = ("vga.vram", 0xa0000, 0x10000)
-    assert log == [("begin", "a"), ("begin", "b"),
-                   ("region_nop", "a", *span), ("region_nop", "b", *span),
-                   ("log_start", "a", *span, 0, DIRTY_MEMORY_VGA),
-                   ("log_start", "b", *span, 0, DIRTY_MEMORY_VGA),
-                   ("commit", "a"), ("commit", "b")]
+    span = ("vga.vram", 0xA0000, 0x10000)
+    assert log == [
+        ("begin", "a"),
+        ("begin", "b"),
+        ("region_nop", "a", *span),
+        ("region_nop", "b", *span),
+        ("log_start", "a", *span, 0, DIRTY_MEMORY_VGA),
+        ("log_start", "b", *span, 0, DIRTY_MEMORY_VGA),
+        ("commit", "a"),
+        ("commit", "b"),
+    ]
     log.clear()
     mem.set_log(vram, True)  # a second user: no change
     mem.set_log(vram, False)
     assert log == []
     mem.set_log(vram, False)  # the last user: log_stop is Reverse
     assert [(e[0], e[1]) for e in log if e[0].startswith("log")] == [
-        ("log_stop", "b"), ("log_stop", "a")]
+        ("log_stop", "b"),
+        ("log_stop", "a"),
+    ]
     with pytest.raises(ModelError, match="without a matching True"):
         mem.set_log(vram, False)
     with pytest.raises(ModelError, match="VGA client"):
@@ -400,14 +456,19 @@ def test_global_dirty_logging_starts_before_and_stops_after_its_forced_update() 
     log = listen(pc.mem, pc.memory, ("a", 0), ("b", 10))
     pc.mem.log_global_start()
     kinds = [(e[0], e[1]) for e in log]
-    assert kinds[:4] == [("log_global_start", "a"), ("log_global_start", "b"),
-                         ("begin", "a"), ("begin", "b")]
+    assert kinds[:4] == [
+        ("log_global_start", "a"),
+        ("log_global_start", "b"),
+        ("begin", "a"),
+        ("begin", "b"),
+    ]
     starts = [e for e in log if e[0] == "log_start" and e[1] == "a"]
     # Every range is migratable RAM or ROM: all three get MIGRATION.
     assert [(e[2], e[3], e[-2], e[-1]) for e in starts] == [
         ("pc.ram", 0, 0, DIRTY_MEMORY_MIGRATION),
-        ("pc.bios", 0xf0000, 0, DIRTY_MEMORY_MIGRATION),
-        ("pc.ram", 0x100000, 0, DIRTY_MEMORY_MIGRATION)]
+        ("pc.bios", 0xF0000, 0, DIRTY_MEMORY_MIGRATION),
+        ("pc.ram", 0x100000, 0, DIRTY_MEMORY_MIGRATION),
+    ]
     late: list[tuple[Any, ...]] = []
     pc.mem.register(Recorder(late, "late"), pc.memory)
     assert late[:2] == [("begin", "late"), ("log_global_start", "late")]
@@ -426,7 +487,9 @@ def test_tcg_logs_code_for_everything_with_a_ram_block() -> None:
     mem.add_subregion(system, 0x1000, mem.init_io("mmio", 0x1000))
     memory = mem.address_space_init(system, "memory")
     assert [(r.mr.label, r.dirty_log_mask) for r in mem.flatview(memory).ranges] == [
-        ("ram", DIRTY_MEMORY_CODE), ("mmio", 0)]
+        ("ram", DIRTY_MEMORY_CODE),
+        ("mmio", 0),
+    ]
 
 
 # -- ioeventfds ------------------------------------------------------------------------
@@ -460,8 +523,11 @@ def test_one_ioeventfd_commit_orders_dels_and_adds_by_the_sorted_merge() -> None
         mem.add_eventfd(port, 0x10, 2, True, 0, notifier=2)
         mem.del_eventfd(port, 0x20, 2, True, 0, notifier=1)
         mem.add_eventfd(port, 0x30, 2, True, 0, notifier=3)
-    assert [(e[0], e[3]) for e in log] == [("eventfd_add", 0x110), ("eventfd_del", 0x120),
-                                           ("eventfd_add", 0x130)]
+    assert [(e[0], e[3]) for e in log] == [
+        ("eventfd_add", 0x110),
+        ("eventfd_del", 0x120),
+        ("eventfd_add", 0x130),
+    ]
 
 
 # -- errors and conveniences -----------------------------------------------------------
@@ -490,8 +556,10 @@ def test_mapping_errors_are_model_errors() -> None:
 def test_the_machine_view_prints_like_qemu() -> None:
     pc = small_pc()
     text = print_tree(pc.mem.machine(), disabled=True)
-    assert "    00000000000f0000-00000000000fffff (prio 1, ram): alias pam-ram @pc.ram " \
-           "00000000000f0000-00000000000fffff [disabled]" in text
+    assert (
+        "    00000000000f0000-00000000000fffff (prio 1, ram): alias pam-ram @pc.ram "
+        "00000000000f0000-00000000000fffff [disabled]" in text
+    )
     assert [v.root.label if v.root else None for v in pc.mem.views()] == ["system", "io"]
 
 
@@ -501,18 +569,27 @@ def test_from_machine_drives_an_existing_model() -> None:
     memory = mem.address_spaces[0]
     log = listen(mem, memory, ("l", 0))
     mem.set_enabled(pc.pam_pci, False)  # 0xf0000 falls through to ram-below-4g
-    assert [e[0] for e in log] == ["begin", "region_del", "region_del", "region_del",
-                                   "region_add", "commit"]
+    assert [e[0] for e in log] == [
+        "begin",
+        "region_del",
+        "region_del",
+        "region_del",
+        "region_add",
+        "commit",
+    ]
 
 
-def test_the_module_docstring_example_runs_as_described(
-        capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_module_docstring_example_runs_as_described(capsys: pytest.CaptureFixture[str]) -> None:
     doc = memory_module.__doc__ or ""
     block = doc.split("and a listener::")[1].split(":class:")[0]
     code = "\n".join(line[4:] for line in block.splitlines())
     exec(compile(code, "qmirror.memory example", "exec"), {})
     assert capsys.readouterr().out.splitlines() == [
-        "add pc.ram 0x0 0xf0000", "add isa-bios 0xf0000 0x10000",
+        "add pc.ram 0x0 0xf0000",
+        "add isa-bios 0xf0000 0x10000",
         "add pc.ram 0x100000 0x7f00000",
-        "del pc.ram 0x0 0xf0000", "del isa-bios 0xf0000 0x10000",
-        "del pc.ram 0x100000 0x7f00000", "add pc.ram 0x0 0x8000000"]
+        "del pc.ram 0x0 0xf0000",
+        "del isa-bios 0xf0000 0x10000",
+        "del pc.ram 0x100000 0x7f00000",
+        "add pc.ram 0x0 0x8000000",
+    ]

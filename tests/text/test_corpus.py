@@ -65,10 +65,10 @@ def test_tree_dumps_parse_reprint_and_render(name: str, dialect: str, intact: bo
     assert views and any(v.ranges for v in views)
 
 
-@pytest.mark.parametrize(("name", "dialect", "intact", "views"), FLATS,
-                         ids=[f[0][:3] for f in FLATS])
-def test_flat_dumps_parse_and_reprint(name: str, dialect: str, intact: bool,
-                                      views: int) -> None:
+@pytest.mark.parametrize(
+    ("name", "dialect", "intact", "views"), FLATS, ids=[f[0][:3] for f in FLATS]
+)
+def test_flat_dumps_parse_and_reprint(name: str, dialect: str, intact: bool, views: int) -> None:
     text = read(name)
     if not intact:
         with pytest.raises(ParseError):
@@ -82,8 +82,7 @@ def test_flat_dumps_parse_and_reprint(name: str, dialect: str, intact: bool,
 
 def test_rust_embedding_is_undone() -> None:
     """002: 7 extra spaces on every line, `\\"` for every quote (SOURCES.md)."""
-    doc = parse_flat(read("002-q35-kvm-vfio-synic-16cpu-flatview-rust-embedded.txt"),
-                     lenient=True)
+    doc = parse_flat(read("002-q35-kvm-vfio-synic-16cpu-flatview-rust-embedded.txt"), lenient=True)
     whats = " | ".join(r.what for r in doc.repairs)
     assert 'escapes \\" made "' in whats
     assert "uniform extra indentation of 7 spaces" in whats
@@ -92,8 +91,7 @@ def test_rust_embedding_is_undone() -> None:
 
 def test_interleaved_debug_output_keeps_the_complete_copy() -> None:
     """037: a debug printf cut the first copy; the output restarts at FlatView #0."""
-    doc = parse_flat(read("037-loongarch-ls3a-kvm-flatview-interleaved-debug.txt"),
-                     lenient=True)
+    doc = parse_flat(read("037-loongarch-ls3a-kvm-flatview-interleaved-debug.txt"), lenient=True)
     assert any("starts again" in r.what and r.line == 11 for r in doc.repairs)
     assert all("huxueshi" not in r.name for v in doc.views for r in v.ranges)
     assert any("kvm" in r.accel for v in doc.views for r in v.ranges)
@@ -118,7 +116,10 @@ def test_regions_named_system_stay_distinct() -> None:
     doc = parse_tree_document(read("036-mips64el-loongson-ls3a7a-downstream.txt"))
     systems = {mr for mr in build_machine(doc).regions() if mr.name == "system"}
     assert sorted((mr.size, mr.container is not None) for mr in systems) == [
-        (0x10000, True), (0x7FFFFFFFFFFFFFFF, False), (1 << 64, False)]
+        (0x10000, True),
+        (0x7FFFFFFFFFFFFFFF, False),
+        (1 << 64, False),
+    ]
 
 
 def test_strict_parse_names_the_damage_line() -> None:

@@ -134,14 +134,18 @@ def test_versions_map_to_dialects() -> None:
     assert [d.since for d in DIALECTS] == sorted(d.since for d in DIALECTS)
 
 
-@pytest.mark.parametrize(("name", "tree", "dialect"), [
-    ("1.3", HANDWRITTEN_1_3, "1.3"),
-    ("2.9", HANDWRITTEN_2_9_TREE, "2.11"),  # 2.9 and 2.11 print trees alike
-    ("5.0", HANDWRITTEN_5_0, "5.0"),
-    ("ramd", HANDWRITTEN_RAM_DEVICE, "7.0"),
-])
-def test_hand_written_dialects_are_detected_and_round_trip(name: str, tree: str,
-                                                           dialect: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "tree", "dialect"),
+    [
+        ("1.3", HANDWRITTEN_1_3, "1.3"),
+        ("2.9", HANDWRITTEN_2_9_TREE, "2.11"),  # 2.9 and 2.11 print trees alike
+        ("5.0", HANDWRITTEN_5_0, "5.0"),
+        ("ramd", HANDWRITTEN_RAM_DEVICE, "7.0"),
+    ],
+)
+def test_hand_written_dialects_are_detected_and_round_trip(
+    name: str, tree: str, dialect: str
+) -> None:
     doc = parse_tree_document(tree)
     assert doc.dialect.name == dialect, str(doc.detection)
     machine = build_machine(doc)
@@ -158,8 +162,9 @@ def test_1_3_model_and_render() -> None:
     views = render_machine(m)
     memory = next(v for v in views if v.address_spaces[0].name == "memory")
     assert [a.name for a in memory.address_spaces] == ["memory", "cpu-memory"]
-    assert [(r.start, r.size, r.mr.label, r.offset_in_region, r.readonly)
-            for r in memory.ranges] == [
+    assert [
+        (r.start, r.size, r.mr.label, r.offset_in_region, r.readonly) for r in memory.ranges
+    ] == [
         (0x0, 0xC0000, "pc.ram", 0, False),
         (0xC0000, 0x20000, "pc.rom", 0, True),
         (0xE0000, 0x8000000 - 0xE0000, "pc.ram", 0xE0000, False),
@@ -195,8 +200,10 @@ def test_printing_a_real_machine_in_the_2026_dialect() -> None:
     out = print_tree(machine, eol="\n", dialect=for_version("11.0")).splitlines()
     assert "  0000000000000000-ffffffffffffffff (prio 0, container): system" in out
     assert "  0000000000000000-000000000000ffff (prio 0, container): io" in out
-    assert any(ln.endswith("(prio 0, container): alias memory @system "
-                           "0000000000000000-ffffffffffffffff") for ln in out)
+    assert any(
+        ln.endswith("(prio 0, container): alias memory @system 0000000000000000-ffffffffffffffff")
+        for ln in out
+    )
     assert any("(prio 1, i/o): alias pam-pci @pci" in ln for ln in out)  # pci is mapped
     assert "    0000000000000000-ffffffffffffffff (prio -1, i/o): pci" in out
     again = parse_tree_document("\n".join(out) + "\n")

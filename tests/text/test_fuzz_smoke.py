@@ -42,13 +42,22 @@ def test_fuzz_smoke_run_finds_nothing() -> None:
     fuzz = load_fuzz()
     # No alarm of our own: pytest-timeout watches for hangs here.
     stats = fuzz.fuzz_inline(2000, seed=1, timeout=0)
-    failures = [f"{f.signature} (input {f.input.index}: {f.input.mutations})\n{f.traceback}"
-                for f in stats.failures]
+    failures = [
+        f"{f.signature} (input {f.input.index}: {f.input.mutations})\n{f.traceback}"
+        for f in stats.failures
+    ]
     assert not failures, "\n".join(failures[:3])
     assert stats.inputs == 2000
     # The mutations reach all three targets and both outcomes.
-    for key in ("tree:ok", "tree:ParseError", "flat:ok", "flat:ParseError", "check:ok",
-                "paste-tree:ok", "paste-flat:ok"):
+    for key in (
+        "tree:ok",
+        "tree:ParseError",
+        "flat:ok",
+        "flat:ParseError",
+        "check:ok",
+        "paste-tree:ok",
+        "paste-flat:ok",
+    ):
         assert stats.outcomes[key] > 0, key
 
 
@@ -62,14 +71,17 @@ def test_inputs_are_a_function_of_seed_and_index() -> None:
     assert (a.tree, a.flat) != (c.tree, c.flat)
 
 
-@pytest.mark.parametrize("make, allowed", [
-    (lambda: ParseError("x", line=3, column=4), True),
-    (lambda: ParseError("x", line=0, column=4), False),
-    (lambda: ParseError("x" * 5000, line=1, column=1), True),  # str() shortens the reason
-    (lambda: ModelError("alias loop through 'a'"), True),
-    (lambda: ModelError("something is wrong"), False),
-    (lambda: IndexError("list index out of range"), False),
-    (RecursionError, False),
-])
+@pytest.mark.parametrize(
+    "make, allowed",
+    [
+        (lambda: ParseError("x", line=3, column=4), True),
+        (lambda: ParseError("x", line=0, column=4), False),
+        (lambda: ParseError("x" * 5000, line=1, column=1), True),  # str() shortens the reason
+        (lambda: ModelError("alias loop through 'a'"), True),
+        (lambda: ModelError("something is wrong"), False),
+        (lambda: IndexError("list index out of range"), False),
+        (RecursionError, False),
+    ],
+)
 def test_judge(make: Callable[[], BaseException], allowed: bool) -> None:
     assert (load_fuzz().judge(make()) is None) == allowed

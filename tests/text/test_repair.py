@@ -76,7 +76,7 @@ def wrapped(text: str) -> str:  # a mailer folding long lines at a space
     for ln in lines_of(text):
         if len(ln) > 100 and " alias " in ln:
             cut = ln.rfind(" ", 0, 90)
-            out += [ln[:cut], ln[cut + 1:]]
+            out += [ln[:cut], ln[cut + 1 :]]
         else:
             out.append(ln)
     return join(out)
@@ -101,7 +101,8 @@ DAMAGE: list[tuple[str, Callable[[str], str], str]] = [
 
 @pytest.mark.parametrize(("name", "damage", "expect"), DAMAGE, ids=[d[0] for d in DAMAGE])
 def test_tree_damage_is_repaired_to_qemus_exact_text(
-        name: str, damage: Callable[[str], str], expect: str) -> None:
+    name: str, damage: Callable[[str], str], expect: str
+) -> None:
     original = read("info-mtree-o-D.txt")
     damaged = damage(original)
     assert damaged != original, "the damage must change something"
@@ -122,8 +123,7 @@ def test_tree_damage_is_repaired_to_qemus_exact_text(
 FLAT_DAMAGE = [d for d in DAMAGE if d[0] not in ("mail wrapping", "tabs", "mixed line endings")]
 
 
-@pytest.mark.parametrize(("name", "damage", "expect"), FLAT_DAMAGE,
-                         ids=[d[0] for d in FLAT_DAMAGE])
+@pytest.mark.parametrize(("name", "damage", "expect"), FLAT_DAMAGE, ids=[d[0] for d in FLAT_DAMAGE])
 def test_flat_damage_is_repaired(name: str, damage: Callable[[str], str], expect: str) -> None:
     original = read("info-mtree-f-o.txt")
     doc = parse_flat(damage(original), lenient=True)
@@ -157,4 +157,5 @@ def test_what_cannot_be_repaired_is_a_parse_error() -> None:
     bad = text[: text.index("(prio 0, i/o) hpet")].count("\r\n") + 1
     doc = parse_tree_document(text, lenient=True)
     assert next(r.what for r in doc.repairs if r.line == bad).startswith(
-        "malformed region line dropped")
+        "malformed region line dropped"
+    )

@@ -39,7 +39,7 @@ def test_the_captured_pair_matches() -> None:
 def test_ranges_out_of_order_are_still_paired_by_start() -> None:
     tree, flat = _texts()
     for idx in _blocks_of_ranges(flat):
-        flat[idx[0]: idx[-1] + 1] = reversed(flat[idx[0]: idx[-1] + 1])
+        flat[idx[0] : idx[-1] + 1] = reversed(flat[idx[0] : idx[-1] + 1])
     assert check(tree, "\n".join(flat), strict=True).ok
 
 
@@ -57,7 +57,7 @@ def test_a_renamed_range_differs_in_its_name_only() -> None:
     block = max(_blocks_of_ranges(flat), key=len)
     i = block[-1]
     flat[i] = flat[i].replace("): ", "): renamed-", 1)
-    diffs = [d for v in check(tree, "\n".join(flat), strict=True).comparison.views
-             for d in v.diffs]
+    diffs = [d for v in check(tree, "\n".join(flat), strict=True).comparison.views for d in v.diffs]
     assert [(d.kind, d.start, d.fields) for d in diffs] == [
-        ("changed", int(flat[i][2:18], 16), ["name"])]
+        ("changed", int(flat[i][2:18], 16), ["name"])
+    ]

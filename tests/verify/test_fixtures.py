@@ -41,25 +41,37 @@ VERSIONS = ("5.2", "7.2", "10.0", "11")
 # whose roots are distinct regions with the same name, owner and subtree print alike;
 # the parser takes them for one region (treetext._unify). Only QEMU's -f tells them
 # apart (gaps.split_shared_roots), which the rule-table-alone test does not read.
-_SAME_ROOTS = ("QEMU 5.2 prints one block per address space; {what} look identical in "
-               "the tree text and are read as one region; only QEMU's -f (one FlatView "
-               "each) tells them apart, and strict checking does not read it")
-_AMDVI = _SAME_ROOTS.format(what="the 8 `amdvi_root` roots of amd_iommu_devfn_N (one per "
-                                 "device, same owner)")
+_SAME_ROOTS = (
+    "QEMU 5.2 prints one block per address space; {what} look identical in "
+    "the tree text and are read as one region; only QEMU's -f (one FlatView "
+    "each) tells them apart, and strict checking does not read it"
+)
+_AMDVI = _SAME_ROOTS.format(
+    what="the 8 `amdvi_root` roots of amd_iommu_devfn_N (one per device, same owner)"
+)
 _SMM = _SAME_ROOTS.format(what="without -o the 4 per-CPU `memory` roots of cpu-smm-N")
 KNOWN: dict[str, dict[str, str]] = {
     "rules": {
         "qemu-5.2/x86_64/q35-amd-iommu/info-mtree.txt": _AMDVI,
         "qemu-5.2/x86_64/q35-amd-iommu/info-mtree-o-D.txt": _AMDVI,
         "qemu-5.2/x86_64/q35-smp4/info-mtree.txt": _SMM,
-        **{f"qemu-{v}/hppa/hppa-b160l/{t}": (
-            "no rules for PA-RISC's Dino: `dino` is an i/o region with the PCI config "
-            "registers inside (terminating), and its closed windows print X-X; inference "
-            "renders it exactly") for v in ("10.0", "11.1") for t in TREES},
-        **{f"qemu-11.1/hexagon/hexagon-v66g/{t}": (
-            "`ddr.ram` and `config_table.rom` overlap at equal priority (G3: the text "
-            "does not say which was added last) and no rule orders them; inference finds "
-            "the order") for t in TREES},
+        **{
+            f"qemu-{v}/hppa/hppa-b160l/{t}": (
+                "no rules for PA-RISC's Dino: `dino` is an i/o region with the PCI config "
+                "registers inside (terminating), and its closed windows print X-X; inference "
+                "renders it exactly"
+            )
+            for v in ("10.0", "11.1")
+            for t in TREES
+        },
+        **{
+            f"qemu-11.1/hexagon/hexagon-v66g/{t}": (
+                "`ddr.ram` and `config_table.rom` overlap at equal priority (G3: the text "
+                "does not say which was added last) and no rule orders them; inference finds "
+                "the order"
+            )
+            for t in TREES
+        },
     },
     "inference": {
         "qemu-11.1/x86_64/q35-pcie-switch/info-mtree.txt": (
@@ -85,8 +97,10 @@ PAIR_IDS = [f"{p.relative_to(ROOT)}/{t}" for p, t in PAIRS]
 
 
 def pairs_for(test: str) -> list[object]:
-    return [pytest.param(d, t, id=i, marks=known(test, i))
-            for (d, t), i in zip(PAIRS, PAIR_IDS, strict=True)]
+    return [
+        pytest.param(d, t, id=i, marks=known(test, i))
+        for (d, t), i in zip(PAIRS, PAIR_IDS, strict=True)
+    ]
 
 
 def test_every_qemu_version_has_its_fixtures() -> None:
@@ -115,8 +129,12 @@ def test_dialect_detected_from_the_text_is_the_versions(directory: Path, tree: s
     if doc.dialect != truth:
         assert not doc.detection.evidence, (str(doc.detection), str(truth))
         machine = load_tree(text, rules=False).machine
-        assert print_tree(machine, owners=doc.owners, disabled=doc.shows_disabled,
-                          eol=doc.eol, dialect=truth) == text
+        assert (
+            print_tree(
+                machine, owners=doc.owners, disabled=doc.shows_disabled, eol=doc.eol, dialect=truth
+            )
+            == text
+        )
     flat = parse_flat(read(directory / FLAT_FOR[tree])).dialect
     assert (flat.flat, flat.accel_word) == (truth.flat, truth.accel_word)
 
@@ -139,8 +157,7 @@ def test_fixture_is_complete_and_records_its_provenance(directory: Path) -> None
     meta = json.loads((directory / "meta.json").read_text())
     assert meta["command_line"] and isinstance(meta["command_line"], list)
     assert "qemu_version" in meta
-    for name in ("info-mtree.txt", "info-mtree-o-D.txt", "info-mtree-f.txt",
-                 "info-mtree-f-o.txt"):
+    for name in ("info-mtree.txt", "info-mtree-o-D.txt", "info-mtree-f.txt", "info-mtree-f-o.txt"):
         assert (directory / name).exists(), name
 
 
@@ -161,17 +178,24 @@ def test_flat_round_trips_byte_for_byte(directory: Path) -> None:
 
 def _failures(tree_text: str, flat_text: str, **kw: object) -> list[object]:
     result = check(tree_text, flat_text, **kw)  # type: ignore[arg-type]
-    return [(v.address_spaces[:3], v.status, [(hex(d.start), d.kind, d.fields, d.explanation)
-                                              for d in v.diffs][:4])
-            for v in result.comparison.views if not v.ok]
+    return [
+        (
+            v.address_spaces[:3],
+            v.status,
+            [(hex(d.start), d.kind, d.fields, d.explanation) for d in v.diffs][:4],
+        )
+        for v in result.comparison.views
+        if not v.ok
+    ]
 
 
 @pytest.mark.parametrize(("directory", "tree"), pairs_for("rules"))
 def test_renders_exactly_with_the_rule_table_alone(directory: Path, tree: str) -> None:
     """Strict: no inference from QEMU's -f; the tree, the rules and the defaults only
     (no harvested facts either: tests/rebuild/test_harvest.py checks those)."""
-    problems = _failures(read(directory / tree), read(directory / FLAT_FOR[tree]), strict=True,
-                         harvested=False)
+    problems = _failures(
+        read(directory / tree), read(directory / FLAT_FOR[tree]), strict=True, harvested=False
+    )
     assert not problems, problems
 
 
@@ -182,16 +206,28 @@ def test_renders_exactly_with_inference_alone(directory: Path, tree: str) -> Non
     assert not problems, problems
 
 
-@pytest.mark.parametrize("directory", [
-    pytest.param(d, id=i, marks=known("cli", i)) for d, i in zip(DIRS, ids(DIRS), strict=True)])
+@pytest.mark.parametrize(
+    "directory",
+    [pytest.param(d, id=i, marks=known("cli", i)) for d, i in zip(DIRS, ids(DIRS), strict=True)],
+)
 def test_cli_check_exits_0(directory: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--color", "never", "check", "--tree", str(directory / "info-mtree-o-D.txt"),
-                 "--flat", str(directory / "info-mtree-f-o.txt")])
+    code = main(
+        [
+            "--color",
+            "never",
+            "check",
+            "--tree",
+            str(directory / "info-mtree-o-D.txt"),
+            "--flat",
+            str(directory / "info-mtree-f-o.txt"),
+        ]
+    )
     assert code == 0, capsys.readouterr().out
 
 
 def test_a_perturbed_priority_fails_and_the_report_names_the_region(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Change one region's priority in a real q35 tree: exit 1, and the region is named."""
     directory = next(d for d in DIRS if d.name == "q35")
     text = read(directory / "info-mtree-o-D.txt")
@@ -200,8 +236,17 @@ def test_a_perturbed_priority_fails_and_the_report_names_the_region(
     perturbed = tmp_path / "tree.txt"
     with open(perturbed, "w", encoding="utf-8", newline="") as f:
         f.write(text.replace(needle, "(prio 4095, i/o): apic-msi"))
-    code = main(["--color", "never", "check", "--tree", str(perturbed),
-                 "--flat", str(directory / "info-mtree-f-o.txt")])
+    code = main(
+        [
+            "--color",
+            "never",
+            "check",
+            "--tree",
+            str(perturbed),
+            "--flat",
+            str(directory / "info-mtree-f-o.txt"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 1
     assert "priority differ" in out and "apic-msi (prio 4095)" in out

@@ -55,8 +55,9 @@ def test_address_space_order_is_not_a_difference(tmp_path: Path) -> None:
     # QEMU prints the address-space groups in hash order: move the first block last.
     blocks = text(Q35 / "info-mtree-o-D.txt").split("\r\n\r\n")
     assert len(blocks) > 3
-    shuffled = write(tmp_path / "shuffled.txt", "\r\n\r\n".join(blocks[1:-1] + blocks[:1]
-                                                                + blocks[-1:]))
+    shuffled = write(
+        tmp_path / "shuffled.txt", "\r\n\r\n".join(blocks[1:-1] + blocks[:1] + blocks[-1:])
+    )
     assert main(["diff", str(Q35 / "info-mtree-o-D.txt"), str(shuffled)]) == 0
 
 
@@ -65,19 +66,34 @@ def test_a_changed_priority(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["--color", "never", "diff", str(Q35 / "info-mtree-o-D.txt"), str(tree)]) == 1
     out = capsys.readouterr().out
     assert "Regions: 0 added, 0 removed, 1 changed" in out
-    assert re.search(r"~ system › apic-msi owner:\{dev path=/machine/unattached/device\[0\]/lapic\}"
-                     r"  priority: 4096 → 4095", out)
+    assert re.search(
+        r"~ system › apic-msi owner:\{dev path=/machine/unattached/device\[0\]/lapic\}"
+        r"  priority: 4096 → 4095",
+        out,
+    )
     # A priority is no part of QEMU's flatrange_equal: no FlatView changes.
     assert "FlatViews: 0 groups" in out
 
 
-def test_a_removed_region_and_its_range(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                        ) -> None:
-    line = next(ln for ln in text(Q35 / "info-mtree-o-D.txt").split("\r\n")
-                if "(prio 0, i/o): hpet " in ln)
+def test_a_removed_region_and_its_range(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = next(
+        ln for ln in text(Q35 / "info-mtree-o-D.txt").split("\r\n") if "(prio 0, i/o): hpet " in ln
+    )
     tree = edited(tmp_path, line + "\r\n", "")
-    assert main(["--color", "never", "diff", "--format", "json",
-                 str(Q35 / "info-mtree-o-D.txt"), str(tree)]) == 1
+    assert (
+        main(
+            [
+                "--color",
+                "never",
+                "diff",
+                "--format",
+                "json",
+                str(Q35 / "info-mtree-o-D.txt"),
+                str(tree),
+            ]
+        )
+        == 1
+    )
     doc = json.loads(capsys.readouterr().out)
     assert doc["schema"] == "qmirror.diff/1" and doc["result"] == "different"
     assert [r["path"] for r in doc["regions"]["removed"]] == ["system › hpet"]
@@ -98,8 +114,10 @@ def test_ignore_rules(tmp_path: Path) -> None:
     by_name = snapdiff.diff_readings(old, new, IgnoreRules.parse(regions=["^apic"]))
     assert by_name.same and by_name.ignored == 1
     tree = tmp_path / "tree.txt"
-    assert main(["diff", str(Q35 / "info-mtree-o-D.txt"), str(tree),
-                 "--ignore-field", "priority"]) == 0
+    assert (
+        main(["diff", str(Q35 / "info-mtree-o-D.txt"), str(tree), "--ignore-field", "priority"])
+        == 0
+    )
 
 
 def test_trouble_is_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -113,8 +131,9 @@ def test_trouble_is_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
 
 @pytest.mark.qemu
 @pytest.mark.slow
-async def test_one_vm_before_and_after_firmware(tmp_path: Path, qemu_binary: str,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+async def test_one_vm_before_and_after_firmware(
+    tmp_path: Path, qemu_binary: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = ["-machine", "pc", "-nic", "none", "-device", "e1000,id=nic0"]
     async with QemuInstance(args, binary=qemu_binary) as vm:
         before = await take_snapshot(vm.monitor, label="before")
@@ -125,18 +144,26 @@ async def test_one_vm_before_and_after_firmware(tmp_path: Path, qemu_binary: str
     save(before, tmp_path / "before")
     save(after, tmp_path / "after")
     # What QEMU itself says SeaBIOS mapped for the e1000.
-    bar = re.search(r"^  ([0-9a-f]{16})-([0-9a-f]{16}) \(prio 1, i/o\): e1000-mmio ", after.flat,
-                    re.M)
+    bar = re.search(
+        r"^  ([0-9a-f]{16})-([0-9a-f]{16}) \(prio 1, i/o\): e1000-mmio ", after.flat, re.M
+    )
     assert bar is not None and "e1000-mmio" not in before.flat
-    code = main(["--color", "never", "diff", "--all", str(tmp_path / "before"),
-                 str(tmp_path / "after")])
+    code = main(
+        ["--color", "never", "diff", "--all", str(tmp_path / "before"), str(tmp_path / "after")]
+    )
     out = capsys.readouterr().out
     assert code == 1
-    assert re.search(rf"\+ system › pci › e1000-mmio  i/o 128 KiB @0x{int(bar[1], 16):x} prio 1 "
-                     r"owner:\{dev id=nic0\}", out)
+    assert re.search(
+        rf"\+ system › pci › e1000-mmio  i/o 128 KiB @0x{int(bar[1], 16):x} prio 1 "
+        r"owner:\{dev id=nic0\}",
+        out,
+    )
     assert f"+ {bar[1]}-{bar[2]} (i/o): e1000-mmio" in out
     # The PAM windows were reprogrammed: region changes, counted rather than repeated.
-    assert re.search(r"~ system › pam-\w+ owner:\{dev path=/machine/i440fx\}  enabled: "
-                     r"(yes → no|no → yes) \(×\d+\)", out)
+    assert re.search(
+        r"~ system › pam-\w+ owner:\{dev path=/machine/i440fx\}  enabled: "
+        r"(yes → no|no → yes) \(×\d+\)",
+        out,
+    )
     d = snapdiff.diff_readings(from_snapshot(before), from_snapshot(after))
     assert not d.same

@@ -23,9 +23,16 @@ from qmirror.cli import main
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "qemu-7.2" / "x86_64"
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _playwright() -> Any:
@@ -63,8 +70,12 @@ class Browser:
         if self._context is None:
             self._playwright = sync_api.sync_playwright().start()
             self._context = self._playwright.chromium.launch_persistent_context(
-                str(self.profile), executable_path=CHROMIUM, headless=True, args=ARGS,
-                viewport={"width": 1400, "height": 1000})
+                str(self.profile),
+                executable_path=CHROMIUM,
+                headless=True,
+                args=ARGS,
+                viewport={"width": 1400, "height": 1000},
+            )
             page = self.page = self._context.new_page()
             page.on("console", lambda m: self.messages.append((m.type, m.text)))
             page.on("pageerror", lambda e: self.messages.append(("pageerror", str(e))))
@@ -98,8 +109,12 @@ def qemu_address_spaces(name: str) -> set[str]:
 
 def qemu_line(name: str, region: str) -> tuple[str, str]:
     text = (FIXTURES / name / "info-mtree-f-o.txt").read_text(encoding="utf-8")
-    m = re.search(rf"^  ([0-9a-f]{{16}})-([0-9a-f]{{16}}) \(prio \d+, i/o\): {re.escape(region)}"
-                  r" ", text, re.M)
+    m = re.search(
+        rf"^  ([0-9a-f]{{16}})-([0-9a-f]{{16}}) \(prio \d+, i/o\): {re.escape(region)}"
+        r" ",
+        text,
+        re.M,
+    )
     assert m is not None
     return m.group(1), m.group(2)
 
@@ -119,8 +134,9 @@ def test_map_page_loads_shows_address_spaces_and_hovers(browser: Browser, tmp_pa
 
     # Hover e1000e's BAR in "memory": the tooltip says what and where, the tree row lights up.
     start, last = qemu_line("q35-booted", "e1000e-mmio")
-    memory = page.locator("section.view", has=page.locator("h2 .as-name", has_text=re.compile(
-        r"^memory$")))
+    memory = page.locator(
+        "section.view", has=page.locator("h2 .as-name", has_text=re.compile(r"^memory$"))
+    )
     rect = _segment(page, memory, "e1000e-mmio")
     rect.hover()
     tip = page.locator("#tip")
@@ -159,20 +175,26 @@ def _segment(page: Any, section: Any, name: str) -> Any:
                if (r.dataset.name === name) return r.dataset.i;
              }
              return null;
-           }""", [section.get_attribute("id"), name])
+           }""",
+        [section.get_attribute("id"), name],
+    )
     assert i is not None, f"no rectangle for {name}"
     return section.locator(f"rect.seg[data-i='{i}']")
 
 
 def test_map_of_two_readings_highlights_changes(browser: Browser, tmp_path: Path) -> None:
     html = tmp_path / "pc-diff.html"
-    assert main(["map", str(FIXTURES / "pc"), str(FIXTURES / "pc-booted"),
-                 "--html", str(html)]) == 0
+    assert (
+        main(["map", str(FIXTURES / "pc"), str(FIXTURES / "pc-booted"), "--html", str(html)]) == 0
+    )
     browser.open(html)
     page = browser.page
     assert browser.errors() == []
-    assert page.locator("h1").inner_text().endswith("(changes since pc (pc-i440fx-7.2, "
-                                                    "QEMU 7.2.22, tcg))")
+    assert (
+        page.locator("h1")
+        .inner_text()
+        .endswith("(changes since pc (pc-i440fx-7.2, QEMU 7.2.22, tcg))")
+    )
     assert page.locator("rect.change-added").count() > 0
     removed = page.locator("rect.removed")
     assert removed.count() > 0
@@ -184,8 +206,23 @@ def test_map_of_two_readings_highlights_changes(browser: Browser, tmp_path: Path
 @pytest.mark.qemu
 def test_map_of_a_live_vm(browser: Browser, tmp_path: Path, qemu_binary: str) -> None:
     html = tmp_path / "live.html"
-    assert main(["map", "--html", str(html), "--launch", "--", qemu_binary,
-                 "-machine", "q35", "-nic", "none"]) == 0
+    assert (
+        main(
+            [
+                "map",
+                "--html",
+                str(html),
+                "--launch",
+                "--",
+                qemu_binary,
+                "-machine",
+                "q35",
+                "-nic",
+                "none",
+            ]
+        )
+        == 0
+    )
     browser.open(html)
     assert browser.errors() == []
     names = set(browser.page.locator("section.view h2 .as-name").all_inner_texts())
@@ -193,16 +230,16 @@ def test_map_of_a_live_vm(browser: Browser, tmp_path: Path, qemu_binary: str) ->
     browser.page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
 
 
-def test_map_labels_large_ranges_and_goes_to_an_address(browser: Browser, tmp_path: Path
-                                                         ) -> None:
+def test_map_labels_large_ranges_and_goes_to_an_address(browser: Browser, tmp_path: Path) -> None:
     """Issue 17: large ranges are labelled even where their name does not fit in the bar,
     there is a table of the ranges, and a go-to-address box finds QEMU's range."""
     html = tmp_path / "q35-booted.html"
     assert main(["map", str(FIXTURES / "q35-booted"), "--html", str(html)]) == 0
     browser.open(html)
     page = browser.page
-    memory = page.locator("section.view", has=page.locator("h2 .as-name", has_text=re.compile(
-        r"^memory$")))
+    memory = page.locator(
+        "section.view", has=page.locator("h2 .as-name", has_text=re.compile(r"^memory$"))
+    )
     callouts = memory.locator("svg.map text.callout").all_text_contents()
     labels = callouts + memory.locator("svg.map text.label").all_text_contents()
     for region in ("pcie-mmcfg-mmio 256 MiB", "vga.vram 16 MiB", "e1000e-mmio 128 KiB"):
@@ -213,8 +250,11 @@ def test_map_labels_large_ranges_and_goes_to_an_address(browser: Browser, tmp_pa
     rows = memory.locator("table.ranges-t tr[data-i]")
     assert rows.count() == int(memory.locator("h2 small").inner_text().split(" · ")[1].split()[0])
     # Address labels keep their distance.
-    boxes = [b for b in (t.bounding_box() for t in memory.locator("svg.map text.tick").all())
-             if b is not None]
+    boxes = [
+        b
+        for b in (t.bounding_box() for t in memory.locator("svg.map text.tick").all())
+        if b is not None
+    ]
     boxes.sort(key=lambda b: b["x"])
     assert all(b["x"] - (a["x"] + a["width"]) >= 8 for a, b in itertools.pairwise(boxes))
 
@@ -230,8 +270,11 @@ def test_map_labels_large_ranges_and_goes_to_an_address(browser: Browser, tmp_pa
     # An address where nothing is mapped says so.
     page.fill("#goto", "a0000000")  # between RAM below 4 GiB and the MMCONFIG window
     page.press("#goto", "Enter")
-    assert memory.locator(".goto-result").inner_text().startswith(
-        "0xa0000000: nothing mapped (0x8000000 – 0xaffffff")
+    assert (
+        memory.locator(".goto-result")
+        .inner_text()
+        .startswith("0xa0000000: nothing mapped (0x8000000 – 0xaffffff")
+    )
     page.fill("#goto", "0x7fffffff0")
     page.press("#goto", "Enter")
     assert "nothing mapped, beyond the last range" in memory.locator(".goto-result").inner_text()

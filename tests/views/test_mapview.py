@@ -24,8 +24,10 @@ from qmirror.views import mapsvg, mapview
 
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "qemu-7.2" / "x86_64"
-QEMU_RANGE = re.compile(r"  ([0-9a-f]{16})-([0-9a-f]{16}) \(prio -?\d+, ([a-z/-]+)\): (.*?)"
-                        r"(?: @([0-9a-f]{16}))?(?: (?:owner|parent):\{.*| orphan)?$")
+QEMU_RANGE = re.compile(
+    r"  ([0-9a-f]{16})-([0-9a-f]{16}) \(prio -?\d+, ([a-z/-]+)\): (.*?)"
+    r"(?: @([0-9a-f]{16}))?(?: (?:owner|parent):\{.*| orphan)?$"
+)
 
 
 def reading(name: str) -> Reading:
@@ -56,8 +58,11 @@ def view_for(data: dict[str, Any], address_space: str) -> dict[str, Any]:
 def test_segments_are_qemus_ranges_and_gaps_in_order(name: str) -> None:
     data = mapview.prepare(reading(name))
     view = view_for(data, "memory")
-    ranges = [(int(s["start"], 16), int(s["last"], 16), s["name"])
-              for s in view["segments"] if not s["gap"]]
+    ranges = [
+        (int(s["start"], 16), int(s["last"], 16), s["name"])
+        for s in view["segments"]
+        if not s["gap"]
+    ]
     assert ranges == qemu_ranges(name, "memory")
     # Segments tile [0, end) without holes or overlaps.
     pos = 0
@@ -83,8 +88,11 @@ def test_log_widths_keep_small_ranges_visible_and_order_sizes() -> None:
 
 def test_hover_data_names_path_offset_and_owner() -> None:
     view = view_for(mapview.prepare(reading("q35")), "memory")
-    seg = next(s for s in view["segments"] if not s["gap"] and s["name"] == "pc.ram"
-               and int(s["start"], 16) == 0)
+    seg = next(
+        s
+        for s in view["segments"]
+        if not s["gap"] and s["name"] == "pc.ram" and int(s["start"], 16) == 0
+    )
     assert seg["kind"] == "ram" and seg["offset"] == "0x0000000000000000"
     assert seg["path"] == "system › alias ram-below-4g @pc.ram (prio 0) › pc.ram"
     assert seg["owner"] == "owner:{obj path=/objects/pc.ram}"
@@ -107,8 +115,11 @@ def test_changes_between_two_readings() -> None:
     view = view_for(data, "memory")
     old_ranges = set(qemu_ranges("pc", "memory"))
     new_ranges = set(qemu_ranges("pc-booted", "memory"))
-    marked = {(int(s["start"], 16), int(s["last"], 16), s["name"])
-              for s in view["segments"] if not s["gap"] and s["change"]}
+    marked = {
+        (int(s["start"], 16), int(s["last"], 16), s["name"])
+        for s in view["segments"]
+        if not s["gap"] and s["change"]
+    }
     removed = {(int(r["start"], 16), int(r["last"], 16), r["name"]) for r in view["removed"]}
     # Same start, last and name may still differ in offset or flags; never the reverse.
     assert new_ranges - old_ranges <= marked
@@ -125,8 +136,9 @@ def test_html_is_self_contained(tmp_path: Path) -> None:
     # Nothing to fetch at view time: no external scripts, styles, fonts or images.
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert "@import" not in page and "url(http" not in page
-    data = re.search(r'<script id="qmirror-data" type="application/json">(.*?)</script>',
-                     page, re.S)
+    data = re.search(
+        r'<script id="qmirror-data" type="application/json">(.*?)</script>', page, re.S
+    )
     assert data is not None
     doc = json.loads(data.group(1))
     assert doc["schema"] == "qmirror.map/1"
@@ -146,8 +158,9 @@ def test_svg_is_well_formed_with_a_title_per_range(tmp_path: Path) -> None:
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     titles = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}title")]
     for start, last, name in qemu_ranges("pc-dimm", "memory"):
-        assert any(t.startswith(name) and f"0x{start:016x} – 0x{last:016x}" in t
-                   for t in titles), name
+        assert any(t.startswith(name) and f"0x{start:016x} – 0x{last:016x}" in t for t in titles), (
+            name
+        )
     assert "cpu-smm-0" not in out.read_text()  # --as memory: only memory's FlatView
 
 
@@ -157,8 +170,7 @@ def test_svg_of_a_diff_marks_changes() -> None:
     assert 'fill="url(#removed)"' in svg
 
 
-def test_map_needs_an_output_and_at_most_two_targets(capsys: pytest.CaptureFixture[str]
-                                                     ) -> None:
+def test_map_needs_an_output_and_at_most_two_targets(capsys: pytest.CaptureFixture[str]) -> None:
     q35 = str(FIXTURES / "q35")
     assert main(["map", q35]) == 2
     assert "--html" in capsys.readouterr().err
@@ -171,8 +183,11 @@ def test_map_needs_an_output_and_at_most_two_targets(capsys: pytest.CaptureFixtu
 
 def _svg_texts(svg: str, cls: str) -> list[tuple[float, str]]:
     root = ET.fromstring(svg)
-    return [(float(t.get("x", "0")), t.text or "")
-            for t in root.iter("{http://www.w3.org/2000/svg}text") if t.get("class") == cls]
+    return [
+        (float(t.get("x", "0")), t.text or "")
+        for t in root.iter("{http://www.w3.org/2000/svg}text")
+        if t.get("class") == cls
+    ]
 
 
 def test_svg_labels_the_large_ranges_of_aarch64_virt() -> None:
@@ -180,8 +195,9 @@ def test_svg_labels_the_large_ranges_of_aarch64_virt() -> None:
     virt = from_snapshot(load(FIXTURES.parent / "aarch64" / "virt"))
     svg = mapsvg.to_svg(mapview.prepare(virt))
     labels = [t for cls in ("co", "l", "l dark") for _, t in _svg_texts(svg, cls)]
-    memory = sorted(qemu_ranges_of(FIXTURES.parent / "aarch64" / "virt", "memory"),
-                    key=lambda r: r[0] - r[1])
+    memory = sorted(
+        qemu_ranges_of(FIXTURES.parent / "aarch64" / "virt", "memory"), key=lambda r: r[0] - r[1]
+    )
     # The five largest ranges QEMU reports, each named (with its size where it fits).
     for start, last, name in memory[:5]:
         size = human_size(last - start + 1)
@@ -192,21 +208,25 @@ def qemu_ranges_of(capture: Path, address_space: str) -> list[tuple[int, int, st
     text = (capture / "info-mtree-f-o.txt").read_text(encoding="utf-8")
     for block in text.replace("\r\n", "\n").split("\n\n"):
         if f' AS "{address_space}",' in block:
-            return [(int(m[1], 16), int(m[2], 16), m[4])
-                    for m in map(QEMU_RANGE.match, block.split("\n")) if m]
+            return [
+                (int(m[1], 16), int(m[2], 16), m[4])
+                for m in map(QEMU_RANGE.match, block.split("\n"))
+                if m
+            ]
     raise AssertionError(address_space)
 
 
 def test_callouts_never_overlap_and_leaders_cross_no_text() -> None:
-    items = [(float(x), float(x) + 3, (f"region-{x} 4 KiB", f"region-{x}"), float(1000 - x))
-             for x in range(0, 600, 7)]
+    items = [
+        (float(x), float(x) + 3, (f"region-{x} 4 KiB", f"region-{x}"), float(1000 - x))
+        for x in range(0, 600, 7)
+    ]
     placed = mapsvg.place_callouts(items, left=0, right=600)
     assert len(placed) > 5
     spans = [(row, a, a + len(text) * mapsvg.CHAR_W, lead) for row, a, lead, text in placed]
     for row, a, b, _ in spans:
         assert a >= 0 and b <= 600
-        assert not any(r == row and (a, b) != (c, d) and a < d and c < b
-                       for r, c, d, _ in spans)
+        assert not any(r == row and (a, b) != (c, d) and a < d and c < b for r, c, d, _ in spans)
     for row, _, _, lead in spans:
         assert not any(r < row and c < lead < d for r, c, d, _ in spans)
 
@@ -215,8 +235,10 @@ def test_address_labels_keep_their_distance() -> None:
     ticks = [(float(x), f"0x{x:x}000", float(x % 5)) for x in range(0, 1000, 9)]
     placed = mapsvg.place_ticks(ticks, right=1000)
     assert 10 < len(placed) < len(ticks)
-    edges = sorted((x if not end else 1000 - len(t) * mapsvg.TICK_CHAR_W,
-                    len(t) * mapsvg.TICK_CHAR_W) for x, t, end in placed)
+    edges = sorted(
+        (x if not end else 1000 - len(t) * mapsvg.TICK_CHAR_W, len(t) * mapsvg.TICK_CHAR_W)
+        for x, t, end in placed
+    )
     assert all(b[0] - (a[0] + a[1]) >= mapsvg.TICK_GAP for a, b in itertools.pairwise(edges))
 
 

@@ -27,14 +27,26 @@ from qmirror.views import rammap
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "qemu-7.2" / "x86_64"
 DIRS = sorted(p.parent.name for p in FIXTURES.glob("*/meta.json"))
-RAM_LINE = re.compile(r"  ([0-9a-f]{16})-([0-9a-f]{16}) \(prio -?\d+, (?:nv-)?(ram|rom|romd|ramd)"
-                      r"\): (.*?)(?: @([0-9a-f]{16}))?(?: (?:owner|parent):\{.*| orphan)?"
-                      r"(?: (?:KVM|kvm))*$")
-RAMBLOCK_LINE = re.compile(r"^\s*(\S+)\s+\d+ [KMG]iB\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+0x[0-9a-f]+",
-                           re.M)
-PC_DIMM = ["-machine", "pc", "-m", "1G,slots=4,maxmem=8G", "-object",
-           "memory-backend-ram,id=m1,size=512M", "-device", "pc-dimm,memdev=m1,id=dimm1",
-           "-nic", "none"]
+RAM_LINE = re.compile(
+    r"  ([0-9a-f]{16})-([0-9a-f]{16}) \(prio -?\d+, (?:nv-)?(ram|rom|romd|ramd)"
+    r"\): (.*?)(?: @([0-9a-f]{16}))?(?: (?:owner|parent):\{.*| orphan)?"
+    r"(?: (?:KVM|kvm))*$"
+)
+RAMBLOCK_LINE = re.compile(
+    r"^\s*(\S+)\s+\d+ [KMG]iB\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+0x[0-9a-f]+", re.M
+)
+PC_DIMM = [
+    "-machine",
+    "pc",
+    "-m",
+    "1G,slots=4,maxmem=8G",
+    "-object",
+    "memory-backend-ram,id=m1,size=512M",
+    "-device",
+    "pc-dimm,memdev=m1,id=dimm1",
+    "-nic",
+    "none",
+]
 
 
 def qemu_ram_ranges(text: str) -> dict[tuple[int, int, str, int], set[str]]:
@@ -72,11 +84,17 @@ def test_pc_dimm_rows() -> None:
     rows = {(row.region, row.start): row for row in rammap.ram_map(reading("pc-dimm"))}
     m1 = rows[("m1", 0x1_0000_0000)]
     assert (m1.size, m1.block, m1.block_exact, m1.block_offset, m1.kind, m1.readonly) == (
-        0x2000_0000, "m1", True, 0, "ram", False)
+        0x2000_0000,
+        "m1",
+        True,
+        0,
+        "ram",
+        False,
+    )
     assert m1.owner == "owner:{obj path=/objects/m1}"
     low = rows[("pc.ram", 0x10_0000)]
-    assert (low.size, low.block_offset, low.block) == (0x3ff0_0000, 0x10_0000, "pc.ram")
-    bios = rows[("pc.bios", 0xfffc_0000)]
+    assert (low.size, low.block_offset, low.block) == (0x3FF0_0000, 0x10_0000, "pc.ram")
+    bios = rows[("pc.bios", 0xFFFC_0000)]
     assert (bios.kind, bios.readonly) == ("rom", True)
     assert {"memory", "cpu-memory-0"} <= set(m1.address_spaces)
 
@@ -105,15 +123,19 @@ def test_only_some_address_spaces(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_parse_ramblock() -> None:
-    text = ("              Block Name    PSize              Offset               Used"
-            "              Total\r\n"
-            "                  pc.ram    4 KiB  0x0000000000000000 0x0000000008000000 "
-            "0x0000000008000000\r\n"
-            "   0000:00:02.0/vga.vram    4 KiB  0x0000000008080000 0x0000000001000000 "
-            "0x0000000001000000\r\n")
+    text = (
+        "              Block Name    PSize              Offset               Used"
+        "              Total\r\n"
+        "                  pc.ram    4 KiB  0x0000000000000000 0x0000000008000000 "
+        "0x0000000008000000\r\n"
+        "   0000:00:02.0/vga.vram    4 KiB  0x0000000008080000 0x0000000001000000 "
+        "0x0000000001000000\r\n"
+    )
     blocks = rammap.parse_ramblock(text)
     assert [(b.name, b.offset, b.used) for b in blocks] == [
-        ("pc.ram", 0, 0x800_0000), ("0000:00:02.0/vga.vram", 0x808_0000, 0x100_0000)]
+        ("pc.ram", 0, 0x800_0000),
+        ("0000:00:02.0/vga.vram", 0x808_0000, 0x100_0000),
+    ]
     with pytest.raises(ParseError) as err:
         rammap.parse_ramblock(text.replace("0x0000000008080000", "zz"))
     assert err.value.line == 3

@@ -37,10 +37,20 @@ def text_of(path: Path) -> str:
         return f.read()
 
 
-@pytest.mark.parametrize(("size", "shown"), [
-    (0, "0 B"), (1, "1 B"), (1023, "1023 B"), (1024, "1 KiB"), (1536, "1.5 KiB"),
-    (0xa0000, "640 KiB"), (0x7ff00000, "2047 MiB"), (1 << 30, "1 GiB"), (1 << 64, "16 EiB"),
-])
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [
+        (0, "0 B"),
+        (1, "1 B"),
+        (1023, "1023 B"),
+        (1024, "1 KiB"),
+        (1536, "1.5 KiB"),
+        (0xA0000, "640 KiB"),
+        (0x7FF00000, "2047 MiB"),
+        (1 << 30, "1 GiB"),
+        (1 << 64, "16 EiB"),
+    ],
+)
 def test_human_size(size: int, shown: str) -> None:
     assert human_size(size) == shown
 
@@ -56,8 +66,7 @@ def test_tree_shows_kinds_sizes_aliases_and_disabled(capsys: pytest.CaptureFixtu
     assert any("ram-below-4g  alias  128 MiB  → pc.ram @0x0" in ln for ln in lines)
     assert any("pci  container  16 EiB  prio -1" in ln for ln in lines)
     assert any("apic-msi  i/o  1 MiB  prio 4096" in ln for ln in lines)
-    assert any("pam-ram [disabled]  alias  16 KiB  prio 1  → pc.ram @0xc0000" in ln
-               for ln in lines)
+    assert any("pam-ram [disabled]  alias  16 KiB  prio 1  → pc.ram @0xc0000" in ln for ln in lines)
     # Only the "memory" group (and regions reached from it), not I/O.
     assert "address-space: I/O" not in out and "address-space: cpu-memory-0, memory" in out
     assert "memory-region: pc.ram" in out
@@ -67,8 +76,7 @@ def test_tree_shows_kinds_sizes_aliases_and_disabled(capsys: pytest.CaptureFixtu
 
 def test_tree_greys_disabled_regions_in_colour() -> None:
     reading = read(text_of(FIXTURES / "q35" / "info-mtree-o-D.txt"))
-    console = Console(file=io.StringIO(), force_terminal=True, color_system="standard",
-                      width=200)
+    console = Console(file=io.StringIO(), force_terminal=True, color_system="standard", width=200)
     console.print(build_tree(reading.machine, address_spaces=("memory",), owners=True))
     out = console.file.getvalue()  # type: ignore[attr-defined]
     line = next(ln for ln in out.splitlines() if "smbase-blackhole" in ln)
@@ -77,16 +85,26 @@ def test_tree_greys_disabled_regions_in_colour() -> None:
 
 
 def test_tree_depth_and_hide_disabled(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--color", "never", "tree", str(FIXTURES / "q35"), "--as", "memory",
-                 "--depth", "1", "--hide-disabled"])
+    code = main(
+        [
+            "--color",
+            "never",
+            "tree",
+            str(FIXTURES / "q35"),
+            "--as",
+            "memory",
+            "--depth",
+            "1",
+            "--hide-disabled",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "[disabled]" not in out
     assert "… 4 subregions" in out  # pci's children: vga-lowmem, pc.rom, isa-bios, pc.bios
 
 
-def test_tree_of_text_files_and_unknown_address_space(capsys: pytest.CaptureFixture[str]
-                                                       ) -> None:
+def test_tree_of_text_files_and_unknown_address_space(capsys: pytest.CaptureFixture[str]) -> None:
     tree, flat = FIXTURES / "pc" / "info-mtree.txt", FIXTURES / "pc" / "info-mtree-f.txt"
     assert main(["--color", "never", "tree", f"{tree},{flat}", "--as", "I/O"]) == 0
     assert "address-space: I/O" in capsys.readouterr().out
@@ -111,7 +129,7 @@ def perturbed_q35(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_check_shows_ranges_side_by_side_with_the_differing_field(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tree, flat = perturbed_q35(tmp_path)
     monkeypatch.delenv("NO_COLOR", raising=False)
@@ -123,14 +141,18 @@ def test_check_shows_ranges_side_by_side_with_the_differing_field(
     # QEMU's side and ours on one row; only the priority is highlighted, red then green.
     assert "\x1b[1;31mprio 4096\x1b[0m" in row and "\x1b[1;32mprio 4095\x1b[0m" in row
     plain = ANSI.sub("", row)
-    assert re.search(r"fee00000 +feefffff prio 4096 i/o apic-msi +feefffff prio 4095 i/o "
-                     r"apic-msi", plain)
+    assert re.search(
+        r"fee00000 +feefffff prio 4096 i/o apic-msi +feefffff prio 4095 i/o "
+        r"apic-msi",
+        plain,
+    )
     # The deciding path, on its own line.
     assert "priority differ; ours comes from system › apic-msi (prio 4095)" in ANSI.sub("", out)
 
 
-def test_no_color_is_honoured(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_color_is_honoured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     tree, flat = perturbed_q35(tmp_path)
     monkeypatch.setenv("FORCE_COLOR", "1")
     monkeypatch.setenv("NO_COLOR", "1")
@@ -145,8 +167,19 @@ def test_a_long_mismatch_is_summarised(capsys: pytest.CaptureFixture[str]) -> No
     # Strict and without rules, q35's I/O view misses the `io` root's own ranges (it
     # terminates: rule io-root-terminates); they are listed once, not 29 times.
     d = FIXTURES / "q35"
-    code = main(["--color", "never", "check", "--strict", "--no-rules", "--tree",
-                 str(d / "info-mtree-o-D.txt"), "--flat", str(d / "info-mtree-f-o.txt")])
+    code = main(
+        [
+            "--color",
+            "never",
+            "check",
+            "--strict",
+            "--no-rules",
+            "--tree",
+            str(d / "info-mtree-o-D.txt"),
+            "--flat",
+            str(d / "info-mtree-f-o.txt"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 1
     assert re.search(r"#1–\d+: QEMU has a range there and our model renders nothing", out)
@@ -173,8 +206,23 @@ def test_progress_is_silent_off_a_terminal() -> None:
 
 @pytest.mark.qemu
 def test_tree_of_a_live_vm(qemu_binary: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--color", "never", "tree", "--as", "memory", "--owners", "--launch", "--",
-                 qemu_binary, "-machine", "q35", "-nic", "none"])
+    code = main(
+        [
+            "--color",
+            "never",
+            "tree",
+            "--as",
+            "memory",
+            "--owners",
+            "--launch",
+            "--",
+            qemu_binary,
+            "-machine",
+            "q35",
+            "-nic",
+            "none",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert out.startswith(f"launch:{qemu_binary} -machine q35 -nic none (pc-q35-")
