@@ -175,6 +175,21 @@ class IoeventfdCall:
     notifier: int = field(compare=False)
 
 
+def _ioeventfd_call(
+    space: str, section: Section, match_data: bool, data: int, assign: bool, notifier: int
+) -> IoeventfdCall:
+    """The ``KVM_IOEVENTFD`` call a listener's eventfd_add/eventfd_del makes."""
+    return IoeventfdCall(
+        space,
+        section.offset_within_address_space,
+        section.size,
+        data,
+        match_data,
+        assign,
+        notifier,
+    )
+
+
 # -- the rules -------------------------------------------------------------------------
 
 
@@ -436,29 +451,13 @@ class KvmMemoryListener(MemoryListener):
     def eventfd_add(self, section: Section, match_data: bool, data: int, notifier: int) -> None:
         if self.ioeventfd_calls is not None:
             self.ioeventfd_calls.append(
-                IoeventfdCall(
-                    "mmio",
-                    section.offset_within_address_space,
-                    section.size,
-                    data,
-                    match_data,
-                    True,
-                    notifier,
-                )
+                _ioeventfd_call("mmio", section, match_data, data, True, notifier)
             )
 
     def eventfd_del(self, section: Section, match_data: bool, data: int, notifier: int) -> None:
         if self.ioeventfd_calls is not None:
             self.ioeventfd_calls.append(
-                IoeventfdCall(
-                    "mmio",
-                    section.offset_within_address_space,
-                    section.size,
-                    data,
-                    match_data,
-                    False,
-                    notifier,
-                )
+                _ioeventfd_call("mmio", section, match_data, data, False, notifier)
             )
 
 
@@ -472,30 +471,10 @@ class KvmIoListener(MemoryListener):
         self.calls: list[IoeventfdCall] = calls if calls is not None else []
 
     def eventfd_add(self, section: Section, match_data: bool, data: int, notifier: int) -> None:
-        self.calls.append(
-            IoeventfdCall(
-                "pio",
-                section.offset_within_address_space,
-                section.size,
-                data,
-                match_data,
-                True,
-                notifier,
-            )
-        )
+        self.calls.append(_ioeventfd_call("pio", section, match_data, data, True, notifier))
 
     def eventfd_del(self, section: Section, match_data: bool, data: int, notifier: int) -> None:
-        self.calls.append(
-            IoeventfdCall(
-                "pio",
-                section.offset_within_address_space,
-                section.size,
-                data,
-                match_data,
-                False,
-                notifier,
-            )
-        )
+        self.calls.append(_ioeventfd_call("pio", section, match_data, data, False, notifier))
 
 
 class Kvm:
