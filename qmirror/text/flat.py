@@ -24,7 +24,7 @@ from qmirror.errors import ParseError
 from qmirror.text import dialect as dialects
 from qmirror.text.dialect import Dialect
 from qmirror.text.dispatch import DispatchDump, format_dispatch, parse_dispatch
-from qmirror.text.forgiving import PASTE_LIMIT, read_paste, refuse
+from qmirror.text.forgiving import PASTE_LIMIT, pick_text
 from qmirror.text.grammar import (
     FLAT_AS_HEADER,
     FLATVIEW_HEADER,
@@ -41,7 +41,7 @@ from qmirror.text.grammar import (
     parse_flat_range,
 )
 from qmirror.text.pastetree import Section
-from qmirror.text.repair import Repair, Repaired, remap_error, repair
+from qmirror.text.repair import Repair, remap_error, repair
 from qmirror.text.tree import split_lines
 
 
@@ -198,26 +198,7 @@ def forgiving_flat(
     :param error: what the strict reading said, raised if the forgiving one fails too.
     :raise ParseError: no flat text in the paste, or one that still does not parse.
     """
-    paste = read_paste(text)
-    sec = paste.pick("flat")
-    if sec is None:
-        if error is not None and not paste.sections and "Physical sections" not in text:
-            raise error  # the strict reader's message is the more precise
-        err = refuse(text, "flat", paste)
-        err.filename = filename
-        raise err
-    fixed = Repaired(sec.text(), list(paste.repairs), list(sec.origin))
-    others = [s.span for s in paste.sections if s.kind == "flat" and s is not sec]
-    if others:
-        fixed.repairs = [
-            *fixed.repairs,
-            Repair(
-                sec.span[0],
-                "the paste holds "
-                f"{len(others) + 1} flat texts: lines {sec.span[0]}–{sec.span[1]} "
-                "read (the longest)",
-            ),
-        ]
+    sec, fixed = pick_text(text, "flat", filename=filename, error=error)
     try:
         doc = parse_flat(fixed.text, filename=filename, dialect=dialect)
     except ParseError as err:

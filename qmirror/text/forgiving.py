@@ -61,7 +61,7 @@ from qmirror.text.pastelines import (
     tokenize,
 )
 from qmirror.text.pastetree import Block, Elision, Section, TreeWriter, as_for_root
-from qmirror.text.repair import Repair
+from qmirror.text.repair import Repair, Repaired
 
 
 #: Pastes are small; past this many characters a text is read strictly only (intact
@@ -504,3 +504,34 @@ def refuse(text: str, kind: str, paste: Paste) -> ParseError:
         reason += ": no region or range line anywhere"
     src = text.split("\n")[first - 1].rstrip("\r") if text else ""
     return ParseError(reason, line=first, column=1, source_line=src)
+
+
+def pick_text(
+    text: str, kind: str, *, filename: str | None = None, error: ParseError | None = None
+) -> tuple[Section, Repaired]:
+    """The ``kind`` text (``"tree"`` or ``"flat"``) of a paste, rewritten in QEMU's
+    grammar, with what was repaired: the one way both strict parsers take a paste.
+
+    :param error: what the strict reading said, raised when the paste holds no such
+        text and nothing else either (its message is then the more precise).
+    :raise ParseError: no ``kind`` text in the paste.
+    """
+    paste = read_paste(text)
+    sec = paste.pick(kind)
+    if sec is None:
+        if error is not None and not paste.sections and "Physical sections" not in text:
+            raise error
+        err = refuse(text, kind, paste)
+        err.filename = filename
+        raise err
+    fixed = Repaired(sec.text(), list(paste.repairs), list(sec.origin))
+    others = [s.span for s in paste.sections if s.kind == kind and s is not sec]
+    if others:
+        fixed.repairs.append(
+            Repair(
+                sec.span[0],
+                f"the paste holds {len(others) + 1} {kind} texts: "
+                f"lines {sec.span[0]}–{sec.span[1]} read (the longest)",
+            )
+        )
+    return sec, fixed

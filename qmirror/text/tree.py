@@ -21,7 +21,7 @@ from qmirror.core.model import MASK64, AddressSpace, Machine, MemoryRegion, Regi
 from qmirror.errors import ModelError, ParseError
 from qmirror.text import dialect as dialects
 from qmirror.text.dialect import Detection, Dialect
-from qmirror.text.forgiving import PASTE_LIMIT, read_paste, refuse
+from qmirror.text.forgiving import PASTE_LIMIT, pick_text
 from qmirror.text.grammar import (
     ACCESS_LETTERS,
     OVERFLOW_MARKER,
@@ -243,26 +243,7 @@ def forgiving_tree_document(
     :param error: what the strict reading said, raised if the forgiving one fails too.
     :raise ParseError: no tree text in the paste, or one that still does not parse.
     """
-    paste = read_paste(text)
-    sec = paste.pick("tree")
-    if sec is None:
-        if error is not None and not paste.sections and "Physical sections" not in text:
-            raise error  # the strict reader's message is the more precise
-        err = refuse(text, "tree", paste)
-        err.filename = filename
-        raise err
-    fixed = Repaired(sec.text(), list(paste.repairs), list(sec.origin))
-    others = [s.span for s in paste.sections if s.kind == "tree" and s is not sec]
-    if others:
-        fixed.repairs = [
-            *fixed.repairs,
-            Repair(
-                sec.span[0],
-                "the paste holds "
-                f"{len(others) + 1} tree texts: lines {sec.span[0]}–{sec.span[1]} "
-                "read (the longest)",
-            ),
-        ]
+    sec, fixed = pick_text(text, "tree", filename=filename, error=error)
     try:
         doc = parse_tree_document(fixed.text, filename=filename, dialect=dialect)
     except ParseError as err:
