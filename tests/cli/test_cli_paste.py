@@ -17,7 +17,7 @@ import pytest
 from qmirror.cli import main
 
 
-PC = Path(__file__).resolve().parent.parent / "fixtures" / "qemu-7.2" / "x86_64" / "pc"
+PC = Path(__file__).resolve().parents[2] / "fixtures" / "qemu-7.2" / "x86_64" / "pc"
 
 
 def lines(name: str) -> list[str]:

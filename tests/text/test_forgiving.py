@@ -25,7 +25,7 @@ from qmirror.text.tree import forgiving_tree_document, parse_tree_document
 from qmirror.verify.check import load_tree
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PC = ROOT / "fixtures" / "qemu-7.2" / "x86_64" / "pc"
 CORPUS = ROOT / "fixtures" / "public-corpus"
 RANGE = re.compile(r"[0-9a-fA-F]{8,16}-[0-9a-fA-F]{8,16} \(prio ")

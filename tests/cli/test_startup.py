@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 Q35 = ROOT / "fixtures" / "qemu-7.2" / "x86_64" / "q35"
 
 #: Heavy for a command that does not need them: the live layer's stack and deepdiff.
