@@ -7,6 +7,8 @@ Part of :func:`qmirror.rebuild.tree.build_machine`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from qmirror.core.model import MASK64
 from qmirror.errors import ParseError
 from qmirror.rebuild.occurrences import Occ, insert_hidden, subtree_lines
@@ -99,14 +101,15 @@ class _Replay:
             by_owner = self._by_owner(cands, line, rep)
             # Otherwise ties go to what is already queued, newest first: a new block is
             # taken only when it fits better (see _fit).
+            reaches = self._reaches(rep)
             best = (
                 by_owner
                 if by_owner is not None
                 else max(
-                    cands, key=lambda bi: (self._fit(bi, line, rep), self.queue_pos.get(bi, -1))
+                    cands, key=lambda bi: (self._fit(bi, line, reaches), self.queue_pos.get(bi, -1))
                 )
             )
-            fit = self._fit(best, line, rep)
+            fit = self._fit(best, line, reaches)
             rep.target_choice = (len(cands), (fit[2], fit[4]))
             if best == new:
                 self._claim(new)
@@ -154,34 +157,44 @@ class _Replay:
                 or t.type_word == alias.type_word
             )
         ]
-        if len(same) == 1 and not self._would_cycle(self.roots[same[0]].find(), rep):
+        if len(same) == 1 and not self._reaches(rep)(self.roots[same[0]].find()):
             return same[0]
         return None
 
-    def _would_cycle(self, target: Occ, alias: Occ) -> bool:
-        """Whether ``alias`` -> ``target`` closes a loop: the target reaches, through
-        subregions and aliases bound so far, a region that contains the alias."""
-        ancestors: set[int] = set()
+    def _reaches(self, alias: Occ) -> Callable[[Occ], bool]:
+        """A test of whether a candidate target reaches ``alias``: through subregions
+        and the aliases bound so far, it gets to a region that contains the alias, so
+        binding it would close a loop. The candidates of one alias share one walk:
+        what a finished walk visited cannot reach the alias, whatever the start."""
+        ancestors: set[Occ] = {alias}
         up = alias.parent
         while up is not None:
             up = up.find()
-            ancestors.add(id(up))
+            ancestors.add(up)
             up = up.parent
-        seen: set[int] = set()
-        stack = [target]
-        while stack:
-            o = stack.pop().find()
-            if id(o) in seen:
-                continue
-            seen.add(id(o))
-            if id(o) in ancestors or o is alias:
-                return True
-            stack.extend(o.children)
-            if o.target_block is not None:
-                stack.append(self.roots[o.target_block])
-        return False
+        clear: set[Occ] = set()
 
-    def _fit(self, bi: int, alias: TreeLine, rep: Occ) -> tuple[bool, bool, bool, bool, bool]:
+        def reaches(target: Occ) -> bool:
+            seen: set[Occ] = set()
+            stack = [target]
+            while stack:
+                o = stack.pop().find()
+                if o in seen or o in clear:
+                    continue
+                if o in ancestors:
+                    return True
+                seen.add(o)
+                stack.extend(o.children)
+                if o.target_block is not None:
+                    stack.append(self.roots[o.target_block])
+            clear.update(seen)
+            return False
+
+        return reaches
+
+    def _fit(
+        self, bi: int, alias: TreeLine, reaches: Callable[[Occ], bool]
+    ) -> tuple[bool, bool, bool, bool, bool]:
         """How well block ``bi``'s region fits as the target of ``alias`` (G5).
 
         In order: a region that reaches the alias cannot be its target (QEMU would
@@ -191,7 +204,7 @@ class _Replay:
         its own target); something inside the alias window.
         """
         target = self.roots[bi].find()
-        if self._would_cycle(target, rep):
+        if reaches(target):
             return (False, False, False, False, False)
         fresh_name = alias.name not in self.bound_names.get(bi, ())
         tline = target.line
