@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -78,6 +81,135 @@ class Run:
     seconds: float
 
 
+def qmirror_env(unset: tuple[str, ...] = ()) -> dict[str, str]:
+    """The environment a ``python -m qmirror`` child gets: this one, minus *unset*, with
+    the checkout first on ``PYTHONPATH`` (its code is imported wherever it runs)."""
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+@dataclass(slots=True)
+class Finished:
+    """How a :class:`QmirrorProcess` ended: its status and what it wrote after the test
+    stopped reading (standard output's JSON Lines also went to ``records``)."""
+
+    code: int
+    out: str
+    err: str
+
+
+class QmirrorProcess:
+    """``python -m qmirror --color never ARGS`` running while the test talks to it.
+
+    The test waits on what qmirror writes (a JSON Lines record, a line on standard
+    error), never on the clock. Leaving the ``async with`` kills the process by pid, and
+    every pid *also_kill* names then (the QEMU it launched), whatever happened.
+
+    :param jsonl: standard output is JSON Lines: :meth:`until` reads records and
+        :meth:`finish` parses the rest into ``records`` too.
+    :param stdout: ``False`` sends standard output to /dev/null.
+    :param preexec_fn: run in the child before qmirror starts (signal dispositions).
+    """
+
+    def __init__(
+        self,
+        *args: str,
+        jsonl: bool = True,
+        stdout: bool = True,
+        preexec_fn: Callable[[], None] | None = None,
+        also_kill: Callable[[], list[int]] = list,
+    ) -> None:
+        self.args = args
+        self.jsonl = jsonl
+        self.stdout = stdout
+        self.preexec_fn = preexec_fn
+        self.also_kill = also_kill
+        self.records: list[dict[str, Any]] = []
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def proc(self) -> asyncio.subprocess.Process:
+        assert self._proc is not None, "not started"
+        return self._proc
+
+    async def __aenter__(self) -> QmirrorProcess:
+        pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "qmirror",
+            "--color",
+            "never",
+            *self.args,
+            stdin=devnull,
+            stdout=pipe if self.stdout else devnull,
+            stderr=pipe,
+            cwd=REPO,
+            env=qmirror_env(),
+            preexec_fn=self.preexec_fn,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        proc = self.proc
+        for pid in [proc.pid, *self.also_kill()]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            await proc.wait()
+
+    async def until(
+        self,
+        wanted: str | Callable[[dict[str, Any]], bool],
+        what: str | None = None,
+        timeout: float = 60.0,
+    ) -> dict[str, Any]:
+        """Read records until one is the event *wanted* names (or satisfies it); return it.
+
+        :raise AssertionError: standard output ended first.
+        :raise TimeoutError: nothing matching within *timeout* seconds.
+        """
+        stdout = self.proc.stdout
+        assert stdout is not None and self.jsonl
+        if isinstance(wanted, str):
+            event = wanted
+            what = what or f"a {event!r} record"
+
+            def wanted(record: dict[str, Any]) -> bool:
+                return bool(record["event"] == event)
+
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    line = await stdout.readline()
+                    if not line:
+                        raise AssertionError(f"qmirror's output ended before {what}")
+                    record: dict[str, Any] = json.loads(line)
+                    self.records.append(record)
+                    if wanted(record):
+                        return record
+        except TimeoutError:
+            raise TimeoutError(f"no record of {what} within {timeout:g}s") from None
+
+    async def stderr_line(self, timeout: float = 30.0) -> str:
+        """The next line qmirror writes to standard error ('' at its end)."""
+        assert self.proc.stderr is not None
+        async with asyncio.timeout(timeout):
+            return (await self.proc.stderr.readline()).decode()
+
+    async def finish(self, timeout: float = 60.0) -> Finished:
+        """Wait for qmirror to end by itself; what it wrote meanwhile is returned (and, with
+        *jsonl*, its records appended to ``records``)."""
+        async with asyncio.timeout(timeout):
+            out, err = await self.proc.communicate()
+        text = (out or b"").decode()
+        if self.jsonl:
+            self.records += [json.loads(line) for line in text.splitlines()]
+        assert self.proc.returncode is not None
+        return Finished(self.proc.returncode, text, err.decode())
+
+
 async def run_qmirror(
     *args: str, timeout: float = 120.0, cwd: Path = REPO, unset: tuple[str, ...] = ()
 ) -> Run:
@@ -87,8 +219,7 @@ async def run_qmirror(
     :param unset: environment variables to leave out.
     :raise TimeoutError: it did not finish in time (it is killed first).
     """
-    env = {k: v for k, v in os.environ.items() if k not in unset}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env = qmirror_env(unset)
     env.pop("NO_COLOR", None)
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from livehelpers import REPO, pids_with, wait_for
+from livehelpers import REPO, QmirrorProcess, pids_with, qmirror_env, wait_for
 
 
 def _state(pid: int) -> str | None:
@@ -46,8 +46,12 @@ def _is_qemu(pid: int) -> bool:
 
 @dataclass(slots=True)
 class Running:
-    proc: asyncio.subprocess.Process
+    qmirror: QmirrorProcess
     marker: str
+
+    @property
+    def proc(self) -> asyncio.subprocess.Process:
+        return self.qmirror.proc
 
     def qemu_pids(self) -> list[int]:
         """Live processes with the marker that are QEMU by now: between fork and exec
@@ -69,10 +73,8 @@ class Running:
         return pid
 
     async def finish(self, timeout: float = 60) -> tuple[int, str, str]:
-        async with asyncio.timeout(timeout):
-            out, err = await self.proc.communicate()
-        assert self.proc.returncode is not None
-        return self.proc.returncode, out.decode(), err.decode()
+        fin = await self.qmirror.finish(timeout)
+        return fin.code, fin.out, fin.err
 
 
 def _ignore_sigint() -> None:
@@ -90,15 +92,9 @@ async def qmirror_launch(
         job of a script (asyncio then installs no SIGINT handler of its own).
     """
     marker = f"qmirror-signal-{uuid.uuid4().hex[:12]}"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "qmirror",
-        "--color",
-        "never",
-        *(command or ("check", "--boot", "600", "--timeout", "60")),
+    command = command or ("check", "--boot", "600", "--timeout", "60")
+    async with QmirrorProcess(
+        *command,
         "--launch",
         "--",
         qemu_binary,
@@ -108,22 +104,11 @@ async def qmirror_launch(
         "none",
         "-name",
         marker,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=REPO,
-        env=env,
+        jsonl=False,
         preexec_fn=_ignore_sigint if sigint_ignored else None,
-    )
-    running = Running(proc, marker)
-    try:
-        yield running
-    finally:
-        for pid in [proc.pid, *pids_with(marker)]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            await proc.wait()
+        also_kill=lambda: pids_with(marker),
+    ) as qmirror:
+        yield Running(qmirror, marker)
 
 
 @pytest.mark.parametrize(
@@ -201,8 +186,6 @@ sys.exit(run())
 
 
 async def test_ctrl_c_while_importing_is_quiet() -> None:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -212,7 +195,7 @@ async def test_ctrl_c_while_importing_is_quiet() -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=REPO,
-        env=env,
+        env=qmirror_env(),
     )
     async with asyncio.timeout(60):
         out, err = await proc.communicate()

@@ -14,14 +14,13 @@ import io
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from libvirthelpers import running_libvirtd, transient_domain
-from livehelpers import REPO, run_qmirror
+from livehelpers import QmirrorProcess, run_qmirror
 
 from qmirror.errors import CommandRefused, ConnectError
 from qmirror.live.libvirt import LibvirtMonitor
@@ -252,79 +251,21 @@ async def test_connect_error_names_the_domain_state(uri: str, own_dom: Any) -> N
 # --------------------------------------------------------------------- watch
 
 
-class WatchProc:
-    """A ``qmirror watch`` subprocess whose JSON Lines are read as they come."""
-
-    def __init__(self, *args: str) -> None:
-        self.args = args
-        self.proc: asyncio.subprocess.Process | None = None
-        self.records: list[dict[str, Any]] = []
-
-    async def __aenter__(self) -> WatchProc:
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "qmirror",
-            "--color",
-            "never",
-            "watch",
-            "--format",
-            "jsonl",
-            "--no-nop",
-            *self.args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=REPO,
-            env=env,
-        )
-        return self
-
-    async def until(self, event: str, timeout: float = 60.0) -> dict[str, Any]:
-        assert self.proc is not None and self.proc.stdout is not None
-        async with asyncio.timeout(timeout):
-            while True:
-                line = await self.proc.stdout.readline()
-                if not line:
-                    raise AssertionError(f"watch ended before a {event!r} record")
-                rec: dict[str, Any] = json.loads(line)
-                self.records.append(rec)
-                if rec["event"] == event:
-                    return rec
-
-    async def finish(self, timeout: float = 60.0) -> tuple[int, str]:
-        assert self.proc is not None and self.proc.stderr is not None
-        async with asyncio.timeout(timeout):
-            while await self.until_eof():
-                pass
-            err = (await self.proc.stderr.read()).decode()
-            code = await self.proc.wait()
-        return code, err
-
-    async def until_eof(self) -> bool:
-        assert self.proc is not None and self.proc.stdout is not None
-        line = await self.proc.stdout.readline()
-        if line:
-            self.records.append(json.loads(line))
-        return bool(line)
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
+def watch_jsonl(*args: str) -> QmirrorProcess:
+    """``qmirror watch --format jsonl --no-nop ARGS``, its records read as they come."""
+    return QmirrorProcess("watch", "--format", "jsonl", "--no-nop", *args)
 
 
 async def test_watch_reads_on_a_lifecycle_event(uri: str, own_dom: Any) -> None:
     """With polls an hour apart, only a libvirt event can cause the second reading."""
-    async with WatchProc(
+    async with watch_jsonl(
         f"libvirt:{own_dom.name()}", "--connect", uri, "--interval", "3600", "--count", "2"
     ) as w:
         start = await w.until("start")
         assert start["metadata"]["status"] == "prelaunch"
         await asyncio.to_thread(own_dom.resume)
-        code, err = await w.finish()
-    assert code == 0, err
+        fin = await w.finish()
+    assert fin.code == 0, fin.err
     end = w.records[-1]
     assert end["event"] == "end" and end["reason"] == "count" and end["readings"] == 2
     assert end["trigger"] == "event:RESUME"
@@ -345,12 +286,14 @@ async def test_monitor_feeds_suspend_and_resume(uri: str, own_dom: Any) -> None:
 
 
 async def test_watch_reports_a_destroyed_domain_as_gone(uri: str, own_dom: Any) -> None:
-    async with WatchProc(f"libvirt:{own_dom.name()}", "--connect", uri, "--interval", "3600") as w:
+    async with watch_jsonl(
+        f"libvirt:{own_dom.name()}", "--connect", uri, "--interval", "3600"
+    ) as w:
         await w.until("start")
         await asyncio.to_thread(own_dom.destroy)
-        code, err = await w.finish()
-    assert code == 2
-    assert "QEMU went away" in one_line_error(err)
+        fin = await w.finish()
+    assert fin.code == 2
+    assert "QEMU went away" in one_line_error(fin.err)
     errors = [r for r in w.records if r["event"] == "error"]
     assert errors and errors[-1]["kind"] == "gone" and errors[-1]["fatal"]
     assert w.records[-1]["reason"] == "gone"
@@ -361,13 +304,13 @@ async def test_watch_reads_on_a_device_added_event(uri: str, conn: Any) -> None:
     (q35: its PCIe root ports take a hot-plugged device while the VM is paused.)"""
     rng = "<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>"
     with transient_domain(conn, QEMU, machine="q35") as dom:
-        async with WatchProc(
+        async with watch_jsonl(
             f"libvirt:{dom.name()}", "--connect", uri, "--interval", "3600", "--count", "2"
         ) as w:
             await w.until("start")
             await asyncio.to_thread(dom.attachDeviceFlags, rng, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-            code, err = await w.finish()
-        assert code == 0, err
+            fin = await w.finish()
+        assert fin.code == 0, fin.err
         end = w.records[-1]
         assert (end["reason"], end["readings"], end["trigger"]) == (
             "count",

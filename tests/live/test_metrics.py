@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from livehelpers import REPO, LaunchVM, qemu_ranges, run_qmirror
+from livehelpers import REPO, LaunchVM, QmirrorProcess, qemu_ranges, run_qmirror
 
 
 pytestmark = pytest.mark.qemu
@@ -83,46 +82,17 @@ def samples(text: str) -> dict[str, float]:
     return out
 
 
-class Watcher:
-    """``qmirror watch --metrics 127.0.0.1:0 --format none ...``, killed at the end."""
-
-    def __init__(self, *args: str) -> None:
-        self.args = args
-        self.proc: asyncio.subprocess.Process | None = None
-        self.url = ""
-
-    async def __aenter__(self) -> Watcher:
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "qmirror",
-            "--color",
-            "never",
-            "watch",
-            "--format",
-            "none",
-            "--metrics",
-            "127.0.0.1:0",
-            *self.args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=REPO,
-            env=env,
-        )
-        assert self.proc.stderr is not None
-        async with asyncio.timeout(30):
-            line = (await self.proc.stderr.readline()).decode()
+@contextlib.asynccontextmanager
+async def watcher(*args: str) -> AsyncIterator[str]:
+    """``qmirror watch --metrics 127.0.0.1:0 --format none ARGS``, killed at the end;
+    yields the URL it says it serves its metrics on."""
+    async with QmirrorProcess(
+        "watch", "--format", "none", "--metrics", "127.0.0.1:0", *args, jsonl=False, stdout=False
+    ) as w:
+        line = await w.stderr_line()
         m = re.search(r"metrics on (http://\S+)", line)
         assert m, line
-        self.url = m.group(1)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
+        yield m.group(1)
 
 
 @contextlib.contextmanager
@@ -173,10 +143,10 @@ async def two_vms(launch_vm: LaunchVM, tmp_path: Path) -> AsyncIterator[tuple[An
 
 async def test_served_metrics_pass_promtool_and_match_qemu(two_vms: tuple[Any, Any, Path]) -> None:
     a, b, listing = two_vms
-    async with Watcher("--targets-file", str(listing), "--interval", "0.5") as w:
+    async with watcher("--targets-file", str(listing), "--interval", "0.5") as url:
 
         def ready() -> str | None:
-            text = http_get(w.url)
+            text = http_get(url)
             got = samples(text)
             done = all(
                 got.get(f'qmirror_readings_total{{target="{t}"}}', 0) >= 2
@@ -206,13 +176,13 @@ async def test_served_metrics_pass_promtool_and_match_qemu(two_vms: tuple[Any, A
 
 async def test_real_prometheus_scrapes_the_series(launch_vm: LaunchVM, tmp_path: Path) -> None:
     vm = await launch_vm("-machine", "pc", "-m", "16", "-nodefaults")
-    async with Watcher(vm.socket, "--interval", "1") as w:
-        scrape = urllib.parse.urlsplit(w.url).netloc
+    async with watcher(vm.socket, "--interval", "1") as url:
+        scrape = urllib.parse.urlsplit(url).netloc
         with prometheus(tmp_path, scrape) as api:
 
             def query(q: str) -> list[Any] | None:
-                url = f"{api}/api/v1/query?" + urllib.parse.urlencode({"query": q})
-                doc = json.loads(http_get(url))
+                ask = f"{api}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+                doc = json.loads(http_get(ask))
                 result: list[Any] = doc["data"]["result"]
                 return result or None
 
@@ -344,11 +314,11 @@ async def test_reconnect_keeps_the_series(qemu_binary: str, short_tmp: Path) -> 
         return samples(text).get(f"{name}{{{want}}}")
 
     try:
-        async with Watcher(label, "--reconnect", "0.2", "--interval", "0.3") as w:
+        async with watcher(label, "--reconnect", "0.2", "--interval", "0.3") as url:
 
             def when(what: str, pred: Callable[[str], bool]) -> Awaitable[str]:
                 def check() -> str | None:
-                    text = http_get(w.url)
+                    text = http_get(url)
                     return text if pred(text) else None
 
                 return poll(what, check)

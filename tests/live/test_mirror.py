@@ -12,12 +12,10 @@ import json
 import os
 import re
 import signal
-import sys
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from livehelpers import REPO, LaunchVM, qemu_ranges, run_qmirror, wait_for
+from livehelpers import LaunchVM, QmirrorProcess, qemu_ranges, run_qmirror, wait_for
 
 from qmirror.errors import QmirrorError
 from qmirror.live.mirror import ErrorReport, Frame, Mirror, MirrorObserver
@@ -409,64 +407,11 @@ def check_record(rec: dict[str, Any]) -> None:
         assert isinstance(ts["seconds"], int) and isinstance(ts["microseconds"], int)
 
 
-class Watch:
-    """``qmirror watch`` running, its JSON Lines read as they come (the test waits on
-    the records it needs, never on the clock)."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.records: list[dict[str, Any]] = []
-
-    async def until(
-        self, wanted: Callable[[dict[str, Any]], bool], what: str, timeout: float = 30
-    ) -> dict[str, Any]:
-        """Read records until one satisfies *wanted*; return it."""
-        assert self.proc.stdout is not None
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    line = await self.proc.stdout.readline()
-                    if not line:
-                        raise AssertionError(f"watch ended before {what}")
-                    record: dict[str, Any] = json.loads(line)
-                    self.records.append(record)
-                    if wanted(record):
-                        return record
-        except TimeoutError:
-            raise TimeoutError(f"no record of {what} within {timeout:g}s") from None
-
-    async def finish(self, timeout: float = 30) -> tuple[int, str]:
-        async with asyncio.timeout(timeout):
-            out, err = await self.proc.communicate()
-        self.records += [json.loads(line) for line in out.decode().splitlines()]
-        assert self.proc.returncode is not None
-        return self.proc.returncode, err.decode()
-
-
 async def test_watch_jsonl_until_qemu_goes_away(launch_vm: LaunchVM) -> None:
     vm = await launch_vm("-machine", "pc", "-nic", "none")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "qmirror",
-        "--color",
-        "never",
-        "watch",
-        f"unix:{vm.socket}",
-        "--format",
-        "jsonl",
-        "--interval",
-        "0.2",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=REPO,
-        env=env,
-    )
-    watch = Watch(proc)
-    try:
+    async with QmirrorProcess(
+        "watch", f"unix:{vm.socket}", "--format", "jsonl", "--interval", "0.2"
+    ) as watch:
         await watch.until(
             lambda r: r["event"] == "commit" and r["reading"] == 1, "the first reading"
         )
@@ -483,13 +428,9 @@ async def test_watch_jsonl_until_qemu_goes_away(launch_vm: LaunchVM) -> None:
             "the PAM change",
         )
         os.kill(vm.pid, signal.SIGKILL)
-        code, err = await watch.finish()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert code == 2, err
-    assert "QEMU went away" in err
+        fin = await watch.finish()
+    assert fin.code == 2, fin.err
+    assert "QEMU went away" in fin.err
     records = watch.records
     for r in records:
         check_record(r)

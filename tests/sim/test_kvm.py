@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -41,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from livehelpers import run_qmirror
 from memhelpers import Recorder, small_pc
 
 from qmirror.cli import main
@@ -757,32 +756,12 @@ async def test_slots_command_on_a_live_vm_prints_qemus_table(
     args = ["-machine", "q35,smm=off", "-m", "6G", "-qmp", f"unix:{sock},server=on,wait=off"]
     try:
         async with traced(qemu_binary, tmp_path, args) as vm:
-            env = {**os.environ, "PYTHONPATH": str(REPO)}
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "qmirror",
-                "slots",
-                f"unix:{sock}",
-                "--format",
-                "json",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=env,
-            )
-            try:
-                async with asyncio.timeout(60):
-                    out, err = await proc.communicate()
-            finally:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
+            run = await run_qmirror("slots", f"unix:{sock}", "--format", "json", timeout=60)
             qemu = final_slots(vm.events())
     finally:
         shutil.rmtree(sock_dir, ignore_errors=True)
-    assert proc.returncode == 0, err.decode()
-    doc = json.loads(out)
+    assert run.code == 0, run.err
+    doc = json.loads(run.out)
     got = sorted(
         (s["as_id"], int(s["gpa"], 16), int(s["size"], 16), int(s["flags"], 16))
         for s in doc["slots"]
