@@ -1,0 +1,188 @@
+"""Sourced rules for the boards the machine survey (docs/machines-X.Y.md) found open.
+
+Same form as :data:`qmirror.rebuild.rules.RULES`, which appends these. Each was found
+as a name that QEMU's ``-f`` had to settle on several machine types (the survey's
+"Rule gaps"), agreed with the harvested tables of every version that has the key, and
+was then confirmed in QEMU's source: the citation names the file and the function
+that creates the region and with which ``memory_region_init*`` call. Paths are QEMU's
+current tree unless a version is named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from qmirror.core.model import MemoryRegion
+from qmirror.rebuild.rulebase import CONTAINER, IO, Rule, has_children, leaf
+
+
+def _terminating(mr: MemoryRegion) -> bool:
+    """A region (not an alias) that shows subregions: the text reads it as a container."""
+    return mr.alias is None and has_children(mr)
+
+
+def _empty(mr: MemoryRegion) -> bool:
+    """A region (not an alias) that shows no subregions: the text reads it as MMIO."""
+    return mr.alias is None and leaf(mr)
+
+
+def _sized(size: int) -> Callable[[MemoryRegion], bool]:
+    def test(mr: MemoryRegion) -> bool:
+        return _empty(mr) and mr.size == size
+
+    return test
+
+
+_GIB = 1 << 30
+
+BOARD_RULES: tuple[Rule, ...] = (
+    # -- G1: MMIO regions with the device's own registers mapped inside ---------------
+    Rule(
+        "aspeed-i2c-terminates",
+        "G1",
+        "aspeed.i2c",
+        "kind",
+        IO,
+        "hw/i2c/aspeed_i2c.c: aspeed_i2c_realize() memory_region_init_io(&s->iomem, …, "
+        '&aspeed_i2c_ctrl_ops, …, "aspeed.i2c", 0x1000; aic->mem_size later) and maps '
+        "each bus's registers inside it",
+        "2.10–",
+        when=_terminating,
+    ),
+    Rule(
+        "aspeed-sdhci-terminates",
+        "G1",
+        "aspeed.sdhci",
+        "kind",
+        IO,
+        "hw/sd/aspeed_sdhci.c: aspeed_sdhci_realize() memory_region_init_io(&sdhci->iomem, "
+        "…, &aspeed_sdhci_ops, …, TYPE_ASPEED_SDHCI, 0x1000) and adds each slot's "
+        "sdhci iomem inside it",
+        "5.0–",
+        when=_terminating,
+    ),
+    Rule(
+        "aspeed-smc-flash-terminates",
+        "G1",
+        r"aspeed\.smc\.flash|aspeed\.(fmc|spi[0-9]?)-ast[0-9]+\.flash",
+        "kind",
+        IO,
+        "hw/ssi/aspeed_smc.c: aspeed_smc_realize() memory_region_init_io(&s->mmio_flash, "
+        '…, &aspeed_smc_flash_default_ops, …, TYPE_ASPEED_SMC ".flash", '
+        "flash_window_size) with one region per chip select inside (before 6.1 named "
+        '"%s.flash" after the controller, e.g. aspeed.fmc-ast2500.flash)',
+        "2.7–",
+        pattern=True,
+        when=_terminating,
+    ),
+    Rule(
+        "fsi-cfam-terminates",
+        "G1",
+        "cfam",
+        "kind",
+        IO,
+        "hw/fsi/cfam.c: fsi_cfam_realize() memory_region_init_io(&cfam->mr, …, "
+        "&fsi_cfam_unimplemented_ops, …, TYPE_FSI_CFAM, 2 MiB) with cfam.config, the "
+        "slave's registers and the local bus inside",
+        "9.0–",
+        when=_terminating,
+    ),
+    Rule(
+        "aspeed-pcie-window-terminates",
+        "G1",
+        r"pcie\.[0-9]+\.(mmio|ioport)_window",
+        "kind",
+        IO,
+        "hw/pci-host/aspeed_pcie.c: aspeed_pcie_rc_realize() memory_region_init_io("
+        '&rc->mmio_window, …, &unassigned_io_ops, …, "pcie.%d.mmio_window", UINT64_MAX) '
+        "(likewise pcie.%d.ioport_window, 64 KiB) with the mmio/io containers inside",
+        "10.1–",
+        pattern=True,
+        when=_terminating,
+    ),
+    Rule(
+        "ahci-terminates",
+        "G1",
+        "ahci",
+        "kind",
+        IO,
+        "hw/ide/ahci.c: ahci_init() memory_region_init_io(&s->mem, …, &ahci_mem_ops, …, "
+        '"ahci", AHCI_MEM_BAR_SIZE); hw/ide/ahci-allwinner.c: allwinner_ahci_init() maps '
+        "its `allwinner-ahci` registers inside it",
+        "2.2–",
+        when=_terminating,
+    ),
+    # -- G1: containers with nothing in them yet (print as leaves) --------------------
+    Rule(
+        "versatile-pci-space-container",
+        "G1",
+        r"pci_(io|mem)",
+        "kind",
+        CONTAINER,
+        "hw/pci-host/versatile.c: pci_vpb_realize() memory_region_init(&s->pci_io_space, "
+        '…, "pci_io", 4 GiB) and pci_mem (4 GiB): the PCI bus address spaces, empty '
+        "without PCI devices (versatile, realview)",
+        "1.6–",
+        pattern=True,
+        when=_sized(4 * _GIB),
+    ),
+    Rule(
+        "isa-mem-container",
+        "G1",
+        "isa-mem",
+        "kind",
+        CONTAINER,
+        "hw/ppc/pnv_lpc.c: pnv_lpc_realize() memory_region_init(&lpc->isa_mem, …, "
+        '"isa-mem", ISA_MEM_SIZE); hw/mips/jazz.c: mips_jazz_init() '
+        'memory_region_init(isa_mem, NULL, "isa-mem", 0x01000000): ISA memory space, '
+        "empty without ISA memory devices",
+        "2.7–",
+        when=_empty,
+    ),
+    Rule(
+        "e500-pci-pio-container",
+        "G1",
+        "pci-pio",
+        "kind",
+        CONTAINER,
+        "hw/pci-host/ppce500.c: e500_pcihost_realize() memory_region_init(&s->pio, …, "
+        '"pci-pio", PCIE500_PCI_IOLEN): the PCI I/O space (ppce500, mpc8544ds)',
+        "2.1–",
+        when=_empty,
+    ),
+    Rule(
+        "pci-bus-memory-container",
+        "G1",
+        "pci bus memory",
+        "kind",
+        CONTAINER,
+        "hw/pci-host/ppce500.c: e500_pcihost_realize() memory_region_init(&s->busmem, …, "
+        '"pci bus memory", UINT64_MAX) (pci-pio inside); hw/ppc/ppc440_pcix.c: '
+        'ppc440_pcix_realize() memory_region_init(&s->busmem, …, "pci bus memory", '
+        "UINT64_MAX) before 8.0 (sam460ex): PCI bus memory, empty without devices",
+        "3.1–",
+        when=_empty,
+    ),
+    Rule(
+        "ppc440-pcix-memory-container",
+        "G1",
+        "pci-mem",
+        "kind",
+        CONTAINER,
+        "hw/ppc/ppc440_pcix.c: ppc440_pcix_realize() memory_region_init(&s->busmem, …, "
+        '"pci-mem", UINT64_MAX) from 8.0 (sam460ex)',
+        "8.0–",
+        when=_sized(1 << 64),
+    ),
+    Rule(
+        "ppc440-pcix-io-container",
+        "G1",
+        "pci-io",
+        "kind",
+        CONTAINER,
+        "hw/ppc/ppc440_pcix.c: ppc440_pcix_realize() memory_region_init(&s->iomem, …, "
+        '"pci-io", 64 * KiB) from 8.0 (sam460ex)',
+        "8.0–",
+        when=_sized(0x10000),
+    ),
+)
