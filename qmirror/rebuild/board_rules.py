@@ -112,6 +112,70 @@ BOARD_RULES: tuple[Rule, ...] = (
         "2.2–",
         when=_terminating,
     ),
+    Rule(
+        "articia-terminates",
+        "G1",
+        "articia",
+        "kind",
+        IO,
+        "hw/pci-host/articia.c: articia_realize() memory_region_init_io(&s->reg, …, "
+        "&articia_reg_ops, …, TYPE_ARTICIA, 0x1000000) with pci-io inside at priority 1 "
+        "(amigaone; the 4-byte GPIO region of the same name has no subregions)",
+        "9.0–",
+        when=_terminating,
+    ),
+    Rule(
+        "pci-isa-mmio-terminates",
+        "G1",
+        r"(unin-)?pci-isa-mmio",
+        "kind",
+        IO,
+        "hw/pci-host/grackle.c: grackle_init() memory_region_init_io(&s->pci_io, …, "
+        '&unassigned_io_ops, …, "pci-isa-mmio", 0x00200000); hw/pci-host/uninorth.c: '
+        'pci_unin_init() likewise "unin-pci-isa-mmio" (8 MiB); hw/pci-host/astro.c: '
+        'elroy_pcihost_realize() likewise "pci-isa-mmio": the PCI I/O space with the '
+        "ISA ports inside (g3beige, mac99, hppa C3700)",
+        "2.1–",
+        pattern=True,
+        when=_terminating,
+    ),
+    Rule(
+        "astro-terminates",
+        "G1",
+        "astro",
+        "kind",
+        IO,
+        "hw/pci-host/astro.c: astro_realize() memory_region_init_io(&s->this_mem, …, "
+        '&astro_chip_ops, …, "astro", 0x40000) with the Elroy PCI hosts inside (hppa '
+        "C3700, A400)",
+        "9.0–",
+        when=_terminating,
+    ),
+    Rule(
+        "elroy-terminates",
+        "G1",
+        r"elroy[0-9]*",
+        "kind",
+        IO,
+        "hw/pci-host/astro.c: elroy_pcihost_realize() memory_region_init_io("
+        '&s->this_mem, …, &elroy_chip_ops, …, "elroy", 0x2000) with pci-conf-idx/-data '
+        "inside (QEMU 11.1 prints them numbered, elroy0…elroy3)",
+        "9.0–",
+        pattern=True,
+        when=_terminating,
+    ),
+    Rule(
+        "dino-terminates",
+        "G1",
+        "dino",
+        "kind",
+        IO,
+        "hw/pci-host/dino.c: dino_pcihost_realize() (dino_pcihost_init() and "
+        "hw/hppa/dino.c: dino_init() before 8.0) memory_region_init_io(&s->this_mem, …, "
+        '&dino_chip_ops, …, "dino", 4096) with pci-conf-idx/-data inside (hppa B160L)',
+        "3.0–",
+        when=_terminating,
+    ),
     # -- G1: containers with nothing in them yet (print as leaves) --------------------
     Rule(
         "versatile-pci-space-container",
@@ -184,5 +248,66 @@ BOARD_RULES: tuple[Rule, ...] = (
         '"pci-io", 64 * KiB) from 8.0 (sam460ex)',
         "8.0–",
         when=_sized(0x10000),
+    ),
+    Rule(
+        "pci-mmio-container",
+        "G1",
+        r"(unin-)?pci-mmio",
+        "kind",
+        CONTAINER,
+        "hw/pci-host/astro.c: elroy_pcihost_realize() memory_region_init(&s->pci_mmio, "
+        '…, "pci-mmio", UINT64_MAX); hw/pci-host/grackle.c: grackle_init() and '
+        "hw/pci-host/uninorth.c: pci_unin_init() likewise (4 GiB): PCI bus memory, "
+        "empty without devices",
+        "2.1–",
+        pattern=True,
+        when=_empty,
+    ),
+    Rule(
+        "dino-pci-memory-container",
+        "G1",
+        "pci-memory",
+        "kind",
+        CONTAINER,
+        "hw/pci-host/dino.c: dino_pcihost_realize() memory_region_init(&s->pci_mem, …, "
+        '"pci-memory", 4 * GiB): PCI bus memory behind the outbound windows (hppa B160L)',
+        "3.0–",
+        when=_sized(4 * _GIB),
+    ),
+    Rule(
+        "pnv-xive-vc-container",
+        "G1",
+        r"xive-vc-(end|ipi)",
+        "kind",
+        CONTAINER,
+        "hw/intc/pnv_xive.c: pnv_xive_realize() memory_region_init(&xive->ipi_mmio, …, "
+        '"xive-vc-ipi", PNV9_XIVE_VC_SIZE) and xive-vc-end: roots of their own address '
+        "spaces, empty until firmware sets the EDT (powernv9)",
+        "4.0–",
+        pattern=True,
+        when=_empty,
+    ),
+    Rule(
+        "bcm2838-peripherals-container",
+        "G1",
+        "bcm2838-peripherals",
+        "kind",
+        CONTAINER,
+        "hw/arm/bcm2838_peripherals.c: bcm2838_peripherals_init() memory_region_init("
+        '&s->peri_low_mr, obj, "bcm2838-peripherals", peri_low_size) (raspi4b)',
+        "9.0–",
+        when=_empty,
+    ),
+    Rule(
+        "pci-memory-root-container",
+        "G1",
+        "pci",
+        "kind",
+        CONTAINER,
+        "hw/remote/machine.c: remote_machine_init() memory_region_init(pci_memory, NULL, "
+        '"pci", UINT64_MAX) (x-remote; hw/i386/pc_piix.c pc_init1() and pc_q35.c '
+        "pc_q35_init() create the same, with the ROMs inside)",
+        "6.0–",
+        when=_sized(1 << 64),
     ),
 )
