@@ -33,6 +33,22 @@ def _sized(size: int) -> Callable[[MemoryRegion], bool]:
     return test
 
 
+def _overlapped_by(name: str) -> Callable[[MemoryRegion], bool]:
+    """A region that an equal-priority sibling called ``name`` overlaps (G3)."""
+
+    def test(mr: MemoryRegion) -> bool:
+        parent = mr.container
+        return parent is not None and any(
+            s.label == name
+            and s.priority == mr.priority
+            and s.addr < mr.addr + mr.size
+            and mr.addr < s.addr + s.size
+            for s in parent.subregions
+        )
+
+    return test
+
+
 _GIB = 1 << 30
 
 BOARD_RULES: tuple[Rule, ...] = (
@@ -309,5 +325,19 @@ BOARD_RULES: tuple[Rule, ...] = (
         "pc_q35_init() create the same, with the ROMs inside)",
         "6.0–",
         when=_sized(1 << 64),
+    ),
+    # -- G3: which of two overlapping equal-priority siblings was added last ----------
+    Rule(
+        "hexagon-ddr-over-config-table",
+        "G3",
+        "config_table.rom",
+        "order",
+        "below ddr.ram",
+        "hw/hexagon/hexagon_dsp.c: hexagon_common_init() adds config_table.rom "
+        "(memory_region_init_rom) to system memory before ddr.ram "
+        "(memory_region_init_ram, at 0, prio 0): the later sibling wins the overlap, so "
+        "the RAM covers the config table in the FlatView (V66G_1024)",
+        "11.0–",
+        when=_overlapped_by("ddr.ram"),
     ),
 )
