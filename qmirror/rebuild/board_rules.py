@@ -10,6 +10,7 @@ current tree unless a version is named.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from qmirror.core.model import MemoryRegion
@@ -47,6 +48,50 @@ def _overlapped_by(name: str) -> Callable[[MemoryRegion], bool]:
         )
 
     return test
+
+
+#: /machine/unattached/device[N]: N counts up as devices without a parent are realized.
+_UNATTACHED = re.compile(r"/machine/unattached/device\[([0-9]+)\]")
+
+
+def _unattached_index(mr: MemoryRegion) -> int | None:
+    own = mr.ownership.owner if mr.ownership is not None else None
+    if own is None or own.key != "path":
+        return None
+    found = _UNATTACHED.fullmatch(own.value)
+    return int(found.group(1)) if found else None
+
+
+def _unimp_rival(mr: MemoryRegion) -> MemoryRegion | None:
+    """The sibling an unimplemented device's region overlaps (its open G3 fact names
+    it), where both are prio -1000 regions of devices numbered under /machine/unattached."""
+    f = mr.fact("order")
+    parent = mr.container
+    if f is None or parent is None or mr.priority != -1000 or _unattached_index(mr) is None:
+        return None
+    name = f.value.partition(" ")[2]
+    for s in parent.subregions:
+        if s is not mr and s.label == name and s.priority == -1000:
+            return s if _unattached_index(s) is not None else None
+    return None
+
+
+def _unimp_order(mr: MemoryRegion) -> str:
+    """``below``/``above`` the rival; the whole group of such siblings is put in
+    creation order at once (newest first, in the slots they held), since pairwise
+    swaps of three or more overlapping regions need not end in that order."""
+    rival = _unimp_rival(mr)
+    assert rival is not None and mr.container is not None
+    subs = mr.container.subregions
+    slots = [
+        i for i, k in enumerate(subs) if k.priority == -1000 and _unattached_index(k) is not None
+    ]
+    group = sorted((subs[i] for i in slots), key=lambda k: -(_unattached_index(k) or 0))
+    for i, k in zip(slots, group, strict=True):
+        subs[i] = k
+    mine, theirs = _unattached_index(mr), _unattached_index(rival)
+    assert mine is not None and theirs is not None
+    return f"{'below' if mine < theirs else 'above'} {rival.label}"
 
 
 _GIB = 1 << 30
@@ -338,6 +383,22 @@ BOARD_RULES: tuple[Rule, ...] = (
         "(memory_region_init_ram, at 0, prio 0): the later sibling wins the overlap, so "
         "the RAM covers the config table in the FlatView (V66G_1024)",
         "11.0–",
-        when=_overlapped_by("ddr.ram"),
+        # V66G_1024's config table sits at 0xd8180000; hexagon `virt` maps ddr.ram
+        # first and its config table (at 0xde000000) wins there.
+        when=lambda mr: mr.addr == 0xD8180000 and _overlapped_by("ddr.ram")(mr),
+    ),
+    Rule(
+        "unimplemented-device-order",
+        "G3",
+        "",
+        "order",
+        _unimp_order,
+        "include/hw/misc/unimp.h: create_unimplemented_device() realizes the device "
+        "(hw/core/qdev.c: device_set_realized() names a parentless one "
+        "/machine/unattached/device[N], N counting up) and maps it at once with "
+        "sysbus_mmio_map_overlap(…, -1000): of two overlapping such regions the higher N "
+        "was added last and wins (owners from `info mtree -o`; imx8mp/imx8mm vpu, npu)",
+        "5.0–",
+        when=lambda mr: _unimp_rival(mr) is not None,
     ),
 )

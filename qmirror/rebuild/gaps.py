@@ -62,12 +62,14 @@ def _set(mr: MemoryRegion, attribute: str, value: object) -> None:
         assert isinstance(value, int)
         mr.dirty_log_mask |= value
     elif attribute == "order":
-        # "below NAME": NAME was added after mr, so it comes first in the list (G3).
+        # "below NAME": NAME was added after mr, so it comes first in the list (G3);
+        # "above NAME" the other way round.
         assert isinstance(value, str) and mr.container is not None
+        where, _, name = value.partition(" ")
         subs = mr.container.subregions
-        rival = next(s for s in subs if s.label == value.removeprefix("below "))
+        rival = next(s for s in subs if s.label == name and s is not mr)
         i, j = subs.index(mr), subs.index(rival)
-        if i < j:
+        if (i < j) == (where == "below"):
             subs[i], subs[j] = subs[j], subs[i]
     else:  # pragma: no cover - the table only uses the attributes above
         raise ValueError(attribute)
@@ -105,23 +107,27 @@ def apply_rules(machine: Machine, rules: Iterable[Rule] = RULES) -> list[tuple[M
     for r in table:
         if not r.pattern:
             by_name.setdefault(r.name, []).append(r)
+    # Rules for any name (``name=""``) are identified by their condition alone.
+    any_name = by_name.pop("", [])
     # One regex for all name patterns: most regions match none of them.
     any_pattern = re.compile("|".join(f"(?:{r.name})" for r in patterns)) if patterns else None
     for mr in list(machine.regions()):
         if mr.name is None:
             continue
-        candidates = by_name.get(mr.name, [])
+        candidates = by_name.get(mr.name, []) + any_name
         if any_pattern is not None and any_pattern.fullmatch(mr.name):
             candidates = candidates + patterns
         for rule in candidates:
             if not rule.matches(mr) or not _open_to(mr, rule):
                 continue
-            _set(mr, rule.attribute, rule.value)
+            # A callable value is worked out per region (e.g. which sibling is newer).
+            value = rule.value(mr) if callable(rule.value) else rule.value
+            _set(mr, rule.attribute, value)
             mr.set_fact(
                 Fact(
                     rule.gap,
                     rule.attribute,
-                    _shown(rule.attribute, rule.value),
+                    _shown(rule.attribute, value),
                     Source.RULE,
                     f"{rule.id}: {rule.source} [QEMU {rule.versions}]",
                 )

@@ -25,9 +25,12 @@ class Rule:
 
     :param id: short stable identifier, shown in reports.
     :param gap: the text gap it fills (docs/text-gaps.md).
-    :param name: the region's name, or a regular expression when ``pattern`` is set.
-    :param attribute: ``"kind"``, ``"readonly"``, ``"size"`` or ``"dirty_log_mask"``.
-    :param value: the value it sets.
+    :param name: the region's name, or a regular expression when ``pattern`` is set;
+        empty for a rule that ``when`` alone identifies (any name).
+    :param attribute: ``"kind"``, ``"readonly"``, ``"size"``, ``"dirty_log_mask"`` or
+        ``"order"`` (G3: ``"below NAME"``/``"above NAME"``, NAME an overlapping
+        equal-priority sibling added after/before it).
+    :param value: the value it sets, or a function of the region that gives it.
     :param source: QEMU source file and function that set the fact (7.2 paths).
     :param versions: QEMU versions the fact holds for.
     :param when: extra conditions that identify the region where names are shared,
@@ -50,7 +53,7 @@ class Rule:
         if self.pattern:
             if re.fullmatch(self.name, mr.name) is None:
                 return False
-        elif mr.name != self.name:
+        elif self.name and mr.name != self.name:
             return False
         return self.when is None or self.when(mr)
 
