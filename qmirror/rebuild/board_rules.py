@@ -401,4 +401,18 @@ BOARD_RULES: tuple[Rule, ...] = (
         "5.0–",
         when=lambda mr: _unimp_rival(mr) is not None,
     ),
+    Rule(
+        "ast2600-gpio-1v8-over-rtc",
+        "G3",
+        "aspeed-rtc",
+        "order",
+        "below aspeed.gpio",
+        "hw/arm/aspeed_ast2600.c: aspeed_soc_ast2600_realize() maps the RTC right after "
+        "the SCU and the 1.8 V GPIO controller (aspeed.gpio) much later, after XDMA and "
+        "the 3.3 V one (the order of the 5.1 conversion to sysbus_realize() and of today); "
+        "QEMU 5.2's 1.8 V GPIO window (0x9d8 bytes from 0x1e780800) reaches over the RTC "
+        "at equal priority, so the GPIO wins there (ast2600-evb, tacoma-bmc)",
+        "5.0–",
+        when=_overlapped_by("aspeed.gpio"),
+    ),
 )

@@ -67,7 +67,12 @@ def _set(mr: MemoryRegion, attribute: str, value: object) -> None:
         assert isinstance(value, str) and mr.container is not None
         where, _, name = value.partition(" ")
         subs = mr.container.subregions
-        rival = next(s for s in subs if s.label == name and s is not mr)
+        named = [s for s in subs if s.label == name and s is not mr]
+        # Of namesakes (two aspeed.gpio controllers, say), the one that overlaps mr.
+        rival = next(
+            (s for s in named if s.addr < mr.addr + mr.size and mr.addr < s.addr + s.size),
+            named[0],
+        )
         i, j = subs.index(mr), subs.index(rival)
         if (i < j) == (where == "below"):
             subs[i], subs[j] = subs[j], subs[i]
