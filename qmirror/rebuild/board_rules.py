@@ -336,6 +336,19 @@ BOARD_RULES: tuple[Rule, ...] = (
         when=_sized(4 * _GIB),
     ),
     Rule(
+        "mv64361-pci-space-container",
+        "G1",
+        r"pci[01]-(io|mem)",
+        "kind",
+        CONTAINER,
+        "hw/pci-host/mv64361.c: mv64361_pcihost_realize() memory_region_init(&s->io, …, "
+        '"pci%d-io", 0x10000) and memory_region_init(&s->mem, …, "pci%d-mem", 4 GiB): '
+        "the PCI spaces of the Marvell host bridges, empty without devices (pegasos2)",
+        "6.0–",
+        pattern=True,
+        when=_empty,
+    ),
+    Rule(
         "pnv-xive-vc-container",
         "G1",
         r"xive-vc-(end|ipi)",
