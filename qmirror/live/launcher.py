@@ -32,6 +32,7 @@ import ctypes
 import fcntl
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -53,12 +54,19 @@ __all__ = [
     "QemuInstance",
     "kvm_problem",
     "kvm_usable",
+    "qemu_error_line",
 ]
 
 _log = logging.getLogger(__name__)
 
 
 _MONITOR_ID: Final = "qmirror-qmp"
+# QEMU 11 deprecates ``-mon`` (a warning on every start) in favour of this object type;
+# older versions do not have it, so each binary is asked once (``-object help``).
+_QMP_OBJECT: Final = "monitor-qmp"
+_PROBE_TIMEOUT: Final = 20.0
+# Per binary path: whether ``-object monitor-qmp`` is available. A process asks once.
+_qmp_object_support: dict[str, bool] = {}
 # _IO(KVMIO, 0x00); the KVM API version has been 12 since Linux 2.6.22.
 _KVM_GET_API_VERSION: Final = 0xAE00
 _KVM_API_VERSION: Final = 12
@@ -67,6 +75,10 @@ _KVM_API_VERSION: Final = 12
 _EXIT_GRACE: Final = 2.0
 
 _T = TypeVar("_T")
+
+# "qemu-system-x86_64: -mon ...: warning: ..." and "qemu-system-arm: warning: ...".
+_WARNING: Final = re.compile(r"(^|: )warning: ")
+_PROGRAM: Final = re.compile(r"^qemu-system-[\w.-]+: ")
 
 # prctl(2) option: signal to get when the parent (thread) dies.
 _PR_SET_PDEATHSIG: Final = 1
@@ -126,6 +138,21 @@ def kvm_usable(path: str = "/dev/kvm") -> bool:
     return kvm_problem(path) is None
 
 
+def qemu_error_line(log: str) -> str | None:
+    """QEMU's own error in its output *log*: the last line that is not a warning.
+
+    QEMU prefixes its messages with the program name (``qemu-system-arm: ...``) and marks
+    warnings with ``warning:`` after the option that caused them; a warning printed first
+    (a deprecated option, say) is not why QEMU stopped.
+    """
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if not _WARNING.search(ln)]
+    prefixed = [ln for ln in errors if _PROGRAM.match(ln)]
+    if prefixed:
+        return prefixed[-1]
+    return errors[-1] if errors else None
+
+
 def _kill_quietly(pid: int) -> None:
     """Last-resort guard (garbage collection or interpreter exit): SIGKILL the pid."""
     with contextlib.suppress(OSError):
@@ -151,6 +178,48 @@ async def _uncancellable(work: Awaitable[_T]) -> _T:
             task.exception()  # mark it retrieved; the cancellation wins
         raise cancelled
     return task.result()
+
+
+async def _has_qmp_object(binary: str) -> bool:
+    """Whether *binary* lists ``monitor-qmp`` in ``-object help`` (asked once per binary).
+
+    Anything going wrong here (no such binary, a hang) answers ``False``: the launch that
+    follows then uses ``-mon`` and reports the real failure itself.
+    """
+    key = shutil.which(binary) or binary
+    known = _qmp_object_support.get(key)
+    if known is not None:
+        return known
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            binary,
+            "-object",
+            "help",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            process_group=0,
+            preexec_fn=_die_with_parent_hook(),
+        )
+    except OSError:
+        return False
+    try:
+        async with asyncio.timeout(_PROBE_TIMEOUT):
+            out, _ = await proc.communicate()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        return False
+    finally:
+        if proc.returncode is None:
+            # Cancelled: the probe must not outlive us.
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await _uncancellable(proc.wait())
+    found = _QMP_OBJECT in out.decode("utf-8", errors="replace").split()
+    _qmp_object_support[key] = found
+    return found
 
 
 class _StartupError(Exception):
@@ -261,15 +330,18 @@ class QemuInstance:
 
     # ---------------------------------------------------------------- launch
 
-    def _build_argv(self, monitor_fd: int) -> list[str]:
+    def _build_argv(self, monitor_fd: int, *, qmp_object: bool) -> list[str]:
+        if qmp_object:
+            monitor = ["-object", f"{_QMP_OBJECT},id={_MONITOR_ID}-mon,chardev={_MONITOR_ID}"]
+        else:
+            monitor = ["-mon", f"chardev={_MONITOR_ID},mode=control"]
         argv = [
             self.binary,
             "-display",
             "none",
             "-chardev",
             f"socket,id={_MONITOR_ID},fd={monitor_fd}",
-            "-mon",
-            f"chardev={_MONITOR_ID},mode=control",
+            *monitor,
         ]
         if self.paused:
             argv.append("-S")
@@ -285,10 +357,11 @@ class QemuInstance:
         if self._launched:
             raise LaunchError("this QemuInstance was already launched", command=self._argv)
         self._launched = True
+        qmp_object = await _has_qmp_object(self.binary)
         self._log = tempfile.TemporaryFile(prefix="qmirror-qemu-", suffix=".log")  # noqa: SIM115 - closed in _finish
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._argv = self._build_argv(theirs.fileno())
+            self._argv = self._build_argv(theirs.fileno(), qmp_object=qmp_object)
             try:
                 await _uncancellable(self._spawn(theirs.fileno()))
             finally:

@@ -61,6 +61,21 @@ def _set(mr: MemoryRegion, attribute: str, value: object) -> None:
     elif attribute == "dirty_log_mask":
         assert isinstance(value, int)
         mr.dirty_log_mask |= value
+    elif attribute == "order":
+        # "below NAME": NAME was added after mr, so it comes first in the list (G3);
+        # "above NAME" the other way round.
+        assert isinstance(value, str) and mr.container is not None
+        where, _, name = value.partition(" ")
+        subs = mr.container.subregions
+        named = [s for s in subs if s.label == name and s is not mr]
+        # Of namesakes (two aspeed.gpio controllers, say), the one that overlaps mr.
+        rival = next(
+            (s for s in named if s.addr < mr.addr + mr.size and mr.addr < s.addr + s.size),
+            named[0],
+        )
+        i, j = subs.index(mr), subs.index(rival)
+        if (i < j) == (where == "below"):
+            subs[i], subs[j] = subs[j], subs[i]
     else:  # pragma: no cover - the table only uses the attributes above
         raise ValueError(attribute)
 
@@ -97,23 +112,27 @@ def apply_rules(machine: Machine, rules: Iterable[Rule] = RULES) -> list[tuple[M
     for r in table:
         if not r.pattern:
             by_name.setdefault(r.name, []).append(r)
+    # Rules for any name (``name=""``) are identified by their condition alone.
+    any_name = by_name.pop("", [])
     # One regex for all name patterns: most regions match none of them.
     any_pattern = re.compile("|".join(f"(?:{r.name})" for r in patterns)) if patterns else None
     for mr in list(machine.regions()):
         if mr.name is None:
             continue
-        candidates = by_name.get(mr.name, [])
+        candidates = by_name.get(mr.name, []) + any_name
         if any_pattern is not None and any_pattern.fullmatch(mr.name):
             candidates = candidates + patterns
         for rule in candidates:
             if not rule.matches(mr) or not _open_to(mr, rule):
                 continue
-            _set(mr, rule.attribute, rule.value)
+            # A callable value is worked out per region (e.g. which sibling is newer).
+            value = rule.value(mr) if callable(rule.value) else rule.value
+            _set(mr, rule.attribute, value)
             mr.set_fact(
                 Fact(
                     rule.gap,
                     rule.attribute,
-                    _shown(rule.attribute, rule.value),
+                    _shown(rule.attribute, value),
                     Source.RULE,
                     f"{rule.id}: {rule.source} [QEMU {rule.versions}]",
                 )
@@ -567,3 +586,80 @@ def _infer_alias_readonly(pairs: list[tuple[FlatView, _QemuView]], decided: list
         record_fact(mr, decided, Fact("G2", "readonly", "yes", Source.INFERRED, votes_ro[key]))
         changed = True
     return changed
+
+
+def close_cyclic_windows(machine: Machine) -> list[Fact]:
+    """G4: aliases printed ``X-X`` on a cycle of the region graph are empty (size 0).
+
+    Run only once a render has refused an alias cycle. A size-1 window on a cycle would
+    send QEMU's walk round it for ever too, and QEMU did print this VM's FlatViews: so
+    such a window is closed (a plain tree that cannot tell the bridges' windows apart
+    can bind one bridge's closed window to another's region). The comparison with
+    QEMU's ``-f`` still judges the result.
+    """
+    # Tarjan's strongly connected components, iteratively (trees can be deep).
+    edges: dict[int, list[MemoryRegion]] = {}
+    nodes: dict[int, MemoryRegion] = {}
+    for mr in machine.regions():
+        nodes[id(mr)] = mr
+        nxt = [c for c in mr.subregions if c.enabled]
+        if mr.alias is not None:
+            nxt.append(mr.alias)
+        edges[id(mr)] = nxt
+    index: dict[int, int] = {}
+    low: dict[int, int] = {}
+    on_stack: set[int] = set()
+    stack: list[int] = []
+    cyclic: set[int] = set()
+    for start in nodes:
+        if start in index:
+            continue
+        work: list[tuple[int, int]] = [(start, 0)]
+        while work:
+            v, i = work.pop()
+            if i == 0:
+                index[v] = low[v] = len(index)
+                stack.append(v)
+                on_stack.add(v)
+            succ = edges.get(v, [])
+            if i < len(succ):
+                work.append((v, i + 1))
+                w = id(succ[i])
+                if w not in index:
+                    work.append((w, 0))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            if work and work[-1][1] > 0:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1 or any(s is nodes[v] for s in edges.get(v, [])):
+                    cyclic.update(comp)
+    decided: list[Fact] = []
+    for key in cyclic:
+        mr = nodes[key]
+        f = mr.fact("size")
+        if mr.alias is None or f is None or f.gap != "G4" or not is_open(mr, "size"):
+            continue
+        mr.size = 0
+        record_fact(
+            mr,
+            decided,
+            Fact(
+                "G4",
+                "size",
+                "0x0",
+                Source.INFERRED,
+                "printed X-X on an alias cycle: at size 1 the render walk would never end, "
+                "and QEMU printed this VM's FlatViews",
+            ),
+        )
+    return decided

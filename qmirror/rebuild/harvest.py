@@ -318,6 +318,55 @@ class HarvestTable:
         return HarvestTable(self.version, self.qemu, tuple(kept))
 
 
+def across_versions(own: HarvestTable, others: Iterable[HarvestTable]) -> HarvestTable:
+    """``own`` plus the facts of ``others`` whose key ``own`` has no fact for at all.
+
+    A fact harvested on another QEMU version was seen on a different QEMU, so it can
+    never be the answer for the VM being checked; it fills only keys the version's own
+    harvest is silent about (nearest version first), and its VMs are named with their
+    version (``"10.0: aarch64 virt"``) so its provenance says where it came from.
+    """
+    known = {(f.pattern, f.attribute) for f in own.facts}
+    added: list[HarvestedFact] = []
+    for other in sorted(
+        others,
+        key=lambda t: abs(
+            _version_tuple(t.version)[0] * 100
+            + _version_tuple(t.version)[1]
+            - _version_tuple(own.version)[0] * 100
+            - _version_tuple(own.version)[1]
+        ),
+    ):
+        fresh: set[tuple[str, str]] = set()
+        for f in other.facts:
+            key = (f.pattern, f.attribute)
+            if key in known:
+                continue
+            fresh.add(key)
+            shapes = tuple(
+                (shape, tuple(f"{other.version}: {vm}" for vm in vms)) for shape, vms in f.shapes
+            )
+            added.append(
+                HarvestedFact(
+                    f.owner_type,
+                    f.pattern,
+                    f.attribute,
+                    f.value,
+                    f.observations,
+                    shapes,
+                    f.source,
+                )
+            )
+        known |= fresh
+    return HarvestTable(own.version, own.qemu, own.facts + tuple(added))
+
+
+def vm_machine(vm: str) -> tuple[str, str]:
+    """``(arch, machine)`` of a harvested VM's name (``"10.0: aarch64 virt +x"``)."""
+    words = vm.split(": ", 1)[-1].split()
+    return words[0], words[1]
+
+
 def arch_family(arch: str) -> str:
     """``x86_64``/``i386`` -> ``x86``, ``aarch64``/``arm`` -> ``arm``, ``mips64el`` ->
     ``mips``: the binaries that build the same boards."""

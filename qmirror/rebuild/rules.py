@@ -9,82 +9,25 @@ said otherwise; docs/text-gaps.md explains the gaps (G1 … G9).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
-
-from qmirror.core.model import MemoryRegion, RegionKind
-
-
-#: Dirty-log client bits of ``dirty_log_mask`` (include/exec/memory.h).
-DIRTY_MEMORY_VGA = 1
-DIRTY_MEMORY_CODE = 2
-DIRTY_MEMORY_MIGRATION = 4
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """A sourced fact about one of QEMU's regions that the tree text does not show.
-
-    :param id: short stable identifier, shown in reports.
-    :param gap: the text gap it fills (docs/text-gaps.md).
-    :param name: the region's name, or a regular expression when ``pattern`` is set.
-    :param attribute: ``"kind"``, ``"readonly"``, ``"size"`` or ``"dirty_log_mask"``.
-    :param value: the value it sets.
-    :param source: QEMU source file and function that set the fact (7.2 paths).
-    :param versions: QEMU versions the fact holds for.
-    :param when: extra conditions that identify the region where names are shared,
-        as a predicate on the region; ``None`` for none.
-    """
-
-    id: str
-    gap: str
-    name: str
-    attribute: str
-    value: object
-    source: str
-    versions: str
-    pattern: bool = False
-    when: Callable[[MemoryRegion], bool] | None = None
-
-    def matches(self, mr: MemoryRegion) -> bool:
-        if mr.name is None:
-            return False
-        if self.pattern:
-            if re.fullmatch(self.name, mr.name) is None:
-                return False
-        elif mr.name != self.name:
-            return False
-        return self.when is None or self.when(mr)
+from qmirror.core.model import RegionKind
+from qmirror.rebuild.board_rules import BOARD_RULES
+from qmirror.rebuild.rulebase import CONTAINER as _CONTAINER
+from qmirror.rebuild.rulebase import (
+    DIRTY_MEMORY_CODE,
+    DIRTY_MEMORY_MIGRATION,
+    DIRTY_MEMORY_VGA,
+    Rule,
+)
+from qmirror.rebuild.rulebase import IO as _IO
+from qmirror.rebuild.rulebase import has_children as _has_children
+from qmirror.rebuild.rulebase import leaf as _leaf
+from qmirror.rebuild.rulebase import printed_empty as _printed_empty
+from qmirror.rebuild.rulebase import target_read_only as _target_read_only
 
 
-def _shown_children(mr: MemoryRegion) -> list[MemoryRegion]:
-    """Subregions other than the stand-ins a text reader puts in for hidden aliases."""
-    return [c for c in mr.subregions if not (c.synthetic and c.kind is RegionKind.ALIAS)]
+__all__ = ["DIRTY_MEMORY_CODE", "DIRTY_MEMORY_MIGRATION", "DIRTY_MEMORY_VGA", "RULES", "Rule"]
 
-
-def _leaf(mr: MemoryRegion) -> bool:
-    return not _shown_children(mr)
-
-
-def _has_children(mr: MemoryRegion) -> bool:
-    return bool(_shown_children(mr))
-
-
-def _printed_empty(mr: MemoryRegion) -> bool:
-    """Printed ``X-X``: size 0 or 1 (G4)."""
-    f = mr.fact("size")
-    return f is not None and f.gap == "G4"
-
-
-def _target_read_only(mr: MemoryRegion) -> bool:
-    return mr.alias is not None and mr.final_target().readonly
-
-
-_CONTAINER = RegionKind.CONTAINER
-_IO = RegionKind.IO
-
-#: The rule table, by gap.
+#: The rule table, by gap; the survey's boards follow (board_rules).
 RULES: tuple[Rule, ...] = (
     # -- G1: terminating although it has subregions --------------------------------
     Rule(
@@ -164,7 +107,9 @@ RULES: tuple[Rule, ...] = (
         '&alpha_pci_ignore_ops, …, "pci0-io", 32 * MiB), the PCI bus\'s I/O space: ISA '
         "ports are mapped inside it (Alpha clipper)",
         "1.3–",
-        when=lambda mr: mr.alias is None and _has_children(mr),
+        # 32 MiB: the Marvell MV64361's (pegasos2) is also called pci0-io, a 64 KiB
+        # container (hw/pci-host/mv64361.c).
+        when=lambda mr: mr.alias is None and mr.size == 32 << 20 and _has_children(mr),
     ),
     Rule(
         "loongarch-iocsr-terminates",
@@ -434,4 +379,5 @@ RULES: tuple[Rule, ...] = (
         "1.3–",
         when=lambda mr: mr.is_ram,
     ),
+    *BOARD_RULES,
 )

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from livehelpers import assert_gone, pids_with, run_qmirror
 
-from qmirror.errors import QmirrorError
-from qmirror.live.launcher import QemuInstance, kvm_problem
+from qmirror.errors import LaunchError, QmirrorError
+from qmirror.live.launcher import QemuInstance, kvm_problem, qemu_error_line
 from qmirror.live.snapshot import load
 from qmirror.live.targets import DEFAULT_MATRIX, matrix_binary
 from qmirror.sim.kvm import final_slots, predict_slots
@@ -224,3 +224,34 @@ async def test_kvm_slot_table_is_qemus(version: str, machine: str, tmp_path: Pat
     qemu = final_slots(events)
     assert len(qemu) >= 5
     assert sorted(s.key for s in predict_slots(model)) == sorted(s.key for s in qemu)
+
+
+# ------------------------------------------------------------------ the monitor option
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_monitor_option_draws_no_warning(version: str) -> None:
+    """QEMU 11 deprecates ``-mon``: the launcher uses ``-object monitor-qmp`` where it exists."""
+    binary = matrix_qemu(version)
+    async with QemuInstance(["-machine", "pc"], binary=binary, paused=True) as vm:
+        info = await vm.monitor.describe()
+        pid = vm.pid
+        argv = vm.command_line
+    assert_gone(pid)
+    log = vm.log_text()
+    assert "warning" not in log, log
+    uses_object = "-object" in argv and "-mon" not in argv
+    # monitor-qmp as an object type came with QEMU 11.
+    assert uses_object == (int(series(info["qemu_version"]).split(".")[0]) >= 11), argv
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_launch_failure_names_qemus_error_not_a_warning(version: str) -> None:
+    """A board that needs a kernel: QEMU's reason is its last non-warning line."""
+    binary = matrix_qemu(version, "arm")
+    with pytest.raises(LaunchError) as info:
+        async with QemuInstance(["-machine", "sx1"], binary=binary, paused=True):
+            pytest.fail("sx1 should not start without a kernel")
+    said = qemu_error_line(info.value.log)
+    assert said is not None and said.endswith("Kernel or Flash image must be specified"), said
+    assert "deprecated" not in info.value.log, info.value.log

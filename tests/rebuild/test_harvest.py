@@ -226,3 +226,23 @@ def test_cli_render_lists_harvested_facts_on_stderr(capsys: pytest.CaptureFixtur
     assert captured.out.startswith("FlatView #0")
     harvested = [ln for ln in captured.err.splitlines() if ln.startswith("harvested ")]
     assert harvested and all("QEMU 7.2 VMs" in ln for ln in harvested)
+
+
+def test_facts_from_other_versions_fill_only_keys_the_version_is_silent_about() -> None:
+    own, other = harvest.load_table("11.1"), harvest.load_table("10.0")
+    merged = harvest.across_versions(own, [other])
+    assert merged.facts[: len(own.facts)] == own.facts
+    own_keys = {(f.pattern, f.attribute) for f in own.facts}
+    added = merged.facts[len(own.facts) :]
+    assert added, "10.0 has keys 11.1's harvest lacks"
+    for f in added:
+        assert (f.pattern, f.attribute) not in own_keys
+        assert all(vm.startswith("10.0: ") for vm in f.vms), f.vms
+        source = [g for g in other.facts if (g.pattern, g.attribute) == (f.pattern, f.attribute)]
+        assert source and all(g.value == f.value for g in source)
+    # Leaving a machine type's VMs out works on the version-named VMs too.
+    vm = added[0].vms[0]
+    arch, machine = harvest.vm_machine(vm)
+    assert vm.endswith(f"{arch} {machine}") or f"{arch} {machine} " in vm
+    gone = merged.without_vms([vm])
+    assert vm not in gone.vms

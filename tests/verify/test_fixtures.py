@@ -55,33 +55,8 @@ KNOWN: dict[str, dict[str, str]] = {
         "qemu-5.2/x86_64/q35-amd-iommu/info-mtree.txt": _AMDVI,
         "qemu-5.2/x86_64/q35-amd-iommu/info-mtree-o-D.txt": _AMDVI,
         "qemu-5.2/x86_64/q35-smp4/info-mtree.txt": _SMM,
-        **{
-            f"qemu-{v}/hppa/hppa-b160l/{t}": (
-                "no rules for PA-RISC's Dino: `dino` is an i/o region with the PCI config "
-                "registers inside (terminating), and its closed windows print X-X; inference "
-                "renders it exactly"
-            )
-            for v in ("10.0", "11.1")
-            for t in TREES
-        },
-        **{
-            f"qemu-11.1/hexagon/hexagon-v66g/{t}": (
-                "`ddr.ram` and `config_table.rom` overlap at equal priority (G3: the text "
-                "does not say which was added last) and no rule orders them; inference finds "
-                "the order"
-            )
-            for t in TREES
-        },
     },
-    "inference": {
-        "qemu-11.1/x86_64/q35-pcie-switch/info-mtree.txt": (
-            "plain tree (no owners): the closed `pci_bridge_io` windows of 5 bridges "
-            "cannot be told apart and some bind to another bridge's region; without the "
-            "rule table they keep size 1 (printed X-X) and the render walk cycles through "
-            "them (ModelError) before inference can run; with the rules (size 0) it "
-            "renders exactly"
-        ),
-    },
+    "inference": {},
     "cli": {},
 }
 
