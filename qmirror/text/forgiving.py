@@ -155,8 +155,15 @@ def _sections(tokens: list[Token], repairs: list[Repair]) -> list[Section]:
 def reprint_paste(text: str) -> str:
     """Every tree and flat text of a paste, re-printed as read (elisions kept), one
     after the other: what a paste keeps of its range lines."""
+    return "".join(t for _, t in each_text(text))
+
+
+def each_text(text: str) -> list[tuple[str, str]]:
+    """Every tree and flat text of a paste on its own, as ``(kind, text)``: re-printed
+    as read (elisions kept), for the readers, which take one text each (two VMs'
+    trees, a tree and its ``-f``, both sides of a diff)."""
     paste = read_paste(text)
-    return "".join(reprint(s, paste.eol) for s in paste.sections)
+    return [(s.kind, reprint(s, paste.eol)) for s in paste.sections]
 
 
 def _join_wrapped(tokens: list[Token], repairs: list[Repair]) -> list[Token]:
