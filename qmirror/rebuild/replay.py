@@ -162,30 +162,29 @@ class _Replay:
         assert line is not None and line.alias_target is not None
         name = line.alias_target
         nxt = len(self.queue)
-        cands = list(self.queued_by_name.get(name, ()))
+        queued = self.queued_by_name.get(name, [])
         new = self.region_blocks[nxt] if nxt < len(self.region_blocks) else None
-        if new is not None and self._name(new) == name:
-            cands.append(new)
-        else:
+        if new is not None and self._name(new) != name:
             new = None
-        if len(cands) == 1:
-            best = cands[0]
+        count = len(queued) + (new is not None)
+        if count == 1:
+            best = new if new is not None else queued[0]
             if best == new:
-                self._claim(new)
+                self._claim(best)
             self._bound(rep, best, line.name)
             return
-        if cands:
+        if count:
             # With -o the owner usually decides alone (a bridge's window and its own
             # bus): try that before the full comparison.
             reach = self._reachers(rep)
-            by_owner = self._by_owner(cands, line, reach)
+            by_owner = self._by_owner(new, line, reach)
             if by_owner is not None:
                 best, fit = by_owner, self._fit(by_owner, line, reach)
             else:
                 best, fit = self._best(name, new, line, reach)
-            rep.target_choice = (len(cands), (fit[2], fit[4]))
+            rep.target_choice = (count, (fit[2], fit[4]))
             if best == new:
-                self._claim(new)
+                self._claim(best)
             self._bound(rep, best, line.name)
             return
         later = next(
@@ -215,12 +214,12 @@ class _Replay:
             group.mark(alias_name, at)
         self._link(rep, bi)
 
-    def _by_owner(self, cands: list[int], alias: TreeLine, reach: set[Occ]) -> int | None:
-        """The one candidate with the alias's owner and its type word, if exactly one."""
+    def _by_owner(self, new: int | None, alias: TreeLine, reach: set[Occ]) -> int | None:
+        """The one candidate with the alias's owner and its type word, if exactly one
+        (``new``: the next block to queue, when it is a candidate)."""
         if alias.ownership is None or alias.alias_target is None:
             return None
         owned = self.queued_by_owner.get((alias.alias_target, alias.ownership), [])
-        new = cands[-1] if cands and cands[-1] not in self.queue_pos else None
         if (
             new is not None
             and (t := self.roots[new].find().line) is not None
