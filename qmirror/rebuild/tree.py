@@ -26,6 +26,7 @@ from qmirror.core.bulk import gc_paused
 from qmirror.core.model import MASK64, AddressSpace, Fact, Machine, MemoryRegion, RegionKind, Source
 from qmirror.errors import ParseError
 from qmirror.rebuild.occurrences import Occ, attribute_overflow, build_block, size_of, unify
+from qmirror.rebuild.paste import mark_paste
 from qmirror.rebuild.replay import resolve_aliases
 from qmirror.text.grammar import ACCESS_LETTERS, TreeLine, hex16, last
 from qmirror.text.repair import remap_error
@@ -154,6 +155,7 @@ def _make_machine(doc: TreeDocument, roots: list[Occ]) -> Machine:
             "order of their groups, names sorted",
         )
     )
+    mark_paste(doc, roots, regions, machine)
     # Containers come from the text's indentation, so they cannot loop; aliases can.
     machine.check(containers=False)
     return machine

@@ -49,6 +49,7 @@ from qmirror.text.pastelines import (
     BLANK,
     ELISION,
     FLAT_HEAD,
+    IMPLIED_MARK,
     JUNK,
     NO_VIEW,
     REGION,
@@ -155,8 +156,15 @@ def _sections(tokens: list[Token], repairs: list[Repair]) -> list[Section]:
 def reprint_paste(text: str) -> str:
     """Every tree and flat text of a paste, re-printed as read (elisions kept), one
     after the other: what a paste keeps of its range lines."""
+    return "".join(t for _, t in each_text(text))
+
+
+def each_text(text: str) -> list[tuple[str, str]]:
+    """Every tree and flat text of a paste on its own, as ``(kind, text)``: re-printed
+    as read (elisions kept), for the readers, which take one text each (two VMs'
+    trees, a tree and its ``-f``, both sides of a diff)."""
     paste = read_paste(text)
-    return "".join(reprint(s, paste.eol) for s in paste.sections)
+    return [(s.kind, reprint(s, paste.eol)) for s in paste.sections]
 
 
 def _join_wrapped(tokens: list[Token], repairs: list[Repair]) -> list[Token]:
@@ -376,16 +384,18 @@ class _Assembler:
                 sec.add("", line)
             view_open = False
 
-        def open_view(line: int, number: int | None, name: str | None = None) -> None:
+        def open_view(
+            line: int, number: int | None, name: str | None = None, *, implied: bool = False
+        ) -> None:
             nonlocal view_open, have_as, have_root, ranges_in_view, root_guess
             close(line)
             if per_as:
-                sec.add(FLAT_AS_HEADER + (name or "memory"), line, implied=name is None)
+                sec.add(FLAT_AS_HEADER + (name or "memory"), line, implied=name is None or implied)
                 have_as = have_root = True
             else:
                 n = number if number is not None else (max(numbers) + 1 if numbers else 0)
                 numbers.add(n)
-                sec.add(f"{FLATVIEW_HEADER}{n}", line, implied=number is None)
+                sec.add(f"{FLATVIEW_HEADER}{n}", line, implied=number is None or implied)
                 have_as = have_root = False
             view_open = True
             ranges_in_view = 0
@@ -414,15 +424,14 @@ class _Assembler:
                     if n in numbers:
                         self.note(t.line, "the output starts again here: read as another text")
                         break
-                    open_view(t.line, n)
+                    open_view(t.line, n, implied=t.implied)
                 else:
-                    open_view(t.line, None, t.text.split(": ", 1)[1])
-                    sec.implied.discard(len(sec.lines) - 1)
+                    open_view(t.line, None, t.text.split(": ", 1)[1], implied=t.implied)
             elif k == AS_LINE:
                 if not view_open or have_root or ranges_in_view:
                     self.note(t.line, "missing 'FlatView #N' header implied")
                     open_view(t.line, None)
-                sec.add(" " + t.text, t.line)
+                sec.add(" " + t.text, t.line, implied=t.implied)
                 have_as = True
                 root_guess = root_guess or t.text.split(", root: ", 1)[1].split(", alias ")[0]
             elif k == ROOT_LINE:
@@ -433,7 +442,7 @@ class _Assembler:
                 if not have_as:
                     have_root = True  # only the AS line is missing
                     need_as_and_root(t.line)
-                sec.add(" " + t.text, t.line)
+                sec.add(" " + t.text, t.line, implied=t.implied)
                 have_root = True
             elif k == NO_VIEW:
                 if not view_open:
@@ -443,7 +452,7 @@ class _Assembler:
                     name = sec.lines[-1].split(": ", 1)[1] if sec.lines else "memory"
                     sec.add(f"{NO_FLATVIEW} for address space '{name}'", t.line)
                 else:
-                    sec.add(NO_FLATVIEW, t.line)
+                    sec.add(NO_FLATVIEW, t.line, implied=t.implied)
             elif k == REGION:
                 if not view_open:
                     self.note(t.line, "missing 'FlatView #N' header implied")
@@ -452,7 +461,7 @@ class _Assembler:
                 for e in elided:
                     sec.elide(Elision(e.line, e.words, 2))
                 elided = []
-                sec.add("  " + t.text, t.line)
+                sec.add("  " + t.text, t.line, implied=t.implied)
                 sec.ranges += 1
                 ranges_in_view += 1
             elif k == ELISION:
@@ -475,13 +484,17 @@ class _Assembler:
 
 
 def reprint(sec: Section, eol: str = "\n") -> str:
-    """The section as read, with its elision markers where they were."""
+    """The section as read, with its elision markers where they were, and the lines
+    the paste lacked marked as implied (:data:`~qmirror.text.pastelines.IMPLIED_MARK`
+    before them: the reader takes them back as implied)."""
     out: list[str] = []
     at = dict[int, list[Elision]]()
     for i, e in sec.elisions:
         at.setdefault(i, []).append(e)
     for i, ln in enumerate(sec.lines):
         out.extend(e.marker() for e in at.pop(i, []))
+        if i in sec.implied and ln:
+            ln = IMPLIED_MARK + ("" if ln.startswith(" ") else " ") + ln
         out.append(ln)
     for rest in at.values():
         out.extend(e.marker() for e in rest)

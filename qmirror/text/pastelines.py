@@ -108,6 +108,8 @@ class Token:
         body (hex canonical: 16 lower-case digits), or an elision's words.
     :param junk: what preceded the anchor and is not indentation.
     :param markers: overflow markers before a region line.
+    :param implied: the line carries :data:`IMPLIED_MARK`: a re-print of ours marked
+        it as one the paste lacked, and it is read as implied again.
     """
 
     line: int
@@ -117,6 +119,13 @@ class Token:
     junk: str = ""
     markers: int = 0
     raw: str = ""
+    implied: bool = False
+
+
+#: What our re-prints put before a line the paste lacked (:func:`~qmirror.text.
+#: forgiving.reprint`); read as such again. Never QEMU's output, so a marked text is
+#: never taken for intact output by the strict readers.
+IMPLIED_MARK = "(implied)"
 
 
 _SHORT_WINDOW = re.compile(r" ([0-9a-fA-F]{8,15})-([0-9a-fA-F]{8,16})((?: \[disabled\])?)\Z")
@@ -169,7 +178,9 @@ def classify(content: str, line: int) -> Token:
             if re.fullmatch(re.escape(FLATVIEW_HEADER) + r"\d{1,9}", rest):
                 return Token(line, FLAT_HEAD, rest, junk=junk, raw=content)
         elif kw == 'AS "':
-            if re.fullmatch(r'AS ".*", root: .*', rest) and (not junk or _QUOTE.fullmatch(junk)):
+            if re.fullmatch(r'AS ".*", root: .*', rest) and (
+                not junk or junk == IMPLIED_MARK or _QUOTE.fullmatch(junk)
+            ):
                 return Token(line, AS_LINE, rest, junk=junk, raw=content)
         elif kw == NO_FLATVIEW.strip():
             return Token(line, NO_VIEW, rest, junk=junk, raw=content)
@@ -259,6 +270,10 @@ def tokenize(text: str, *, side: str = "new") -> tuple[list[Token], list[Repair]
                 and any(c in "ABCDEF" for c in r[1] + r[2])
             ):
                 repairs.append(Repair(n, "upper-case hex digits made lower-case"))
+        if tok.junk == IMPLIED_MARK and tok.kind not in (JUNK, BLANK, ELISION):
+            repairs.append(Repair(n, "line marked '(implied)' read as implied"))
+            tok.junk = ""
+            tok.implied = True
         if tok.junk and tok.kind != JUNK:
             what = (
                 "quoting"

@@ -151,7 +151,7 @@ class TreeWriter:
             sec.add(MR_HEADER + name, line, implied=True)
             for ln in copy:
                 sec.add(ln, line, implied=True)
-            sec.add("", line, implied=True)
+            sec.add("", line)  # a blank line says nothing: not marked
         return sec
 
     def _parse_lines(self) -> list[TreeLine | None]:
@@ -220,7 +220,11 @@ class TreeWriter:
             head_name = as_name
         else:
             for h in b.heads:
-                sec.add(h.text if h.kind == TREE_HEAD else AS_HEADER + h.text, h.line)
+                sec.add(
+                    h.text if h.kind == TREE_HEAD else AS_HEADER + h.text,
+                    h.line,
+                    implied=h.implied,
+                )
             t = b.heads[0]
             head_name = t.text[15:] if t.kind == TREE_HEAD else t.text
         # A `memory-region:` block may start below its root: QEMU hides a disabled root
@@ -241,7 +245,7 @@ class TreeWriter:
             for e in el.pop(idx, []):
                 sec.elide(Elision(e.line, e.words, 2 * lv))
             marks = "[DETECTED OVERFLOW!] " * t.markers
-            sec.add(marks + "  " * lv + t.text, t.line)
+            sec.add(marks + "  " * lv + t.text, t.line, implied=t.implied)
             sec.ranges += 1
         for rest in el.values():
             for e in rest:

@@ -85,9 +85,14 @@ def test_hand_made_fragment_without_header_gets_an_implied_one() -> None:
     block = memory_block()[1:]  # the region lines only
     out, repairs = read_tree(text(block))
     assert (1, "missing header implied: 'address-space: memory'") in repairs
-    assert out.startswith("address-space: memory\n" + block[0] + "\n")
+    # The re-print marks the line the paste lacked, and reads back to itself.
+    assert out.startswith("(implied) address-space: memory\n" + block[0] + "\n")
     doc = forgiving_tree_document(text(block))
     assert doc.paste is not None and 0 in doc.paste.implied and doc.partial
+    again = forgiving_tree_document(out)
+    assert again.paste is not None and reprint(again.paste) == out
+    assert again.paste.implied == doc.paste.implied and again.partial
+    assert again.blocks[0].names == ["memory"]  # the mark is not part of the name
 
 
 def test_hand_made_fragment_starting_below_the_root_gets_an_implied_root() -> None:
@@ -95,7 +100,7 @@ def test_hand_made_fragment_starting_below_the_root_gets_an_implied_root() -> No
     deeper = [block[0]] + [ln for ln in block[2:] if ln.startswith("    ")]
     out, repairs = read_tree(text(deeper))
     assert (2, "missing root region line implied: 'system'") in repairs
-    assert "  0000000000000000-ffffffffffffffff (prio 0, i/o): system\n" in out
+    assert "\n(implied)  0000000000000000-ffffffffffffffff (prio 0, i/o): system\n" in out
 
 
 def test_hand_made_flat_ranges_alone_get_header_as_and_root_lines() -> None:
@@ -108,9 +113,18 @@ def test_hand_made_flat_ranges_alone_get_header_as_and_root_lines() -> None:
         "missing 'Root memory region",
         "missing blank line at the end added",
     }
-    assert out.startswith('FlatView #0\n AS "memory", root: system\n Root memory region: system\n')
+    assert out.startswith(
+        "(implied) FlatView #0\n"
+        '(implied) AS "memory", root: system\n'
+        "(implied) Root memory region: system\n"
+    )
     doc = forgiving_flat(text(view))
     assert doc.partial and len(doc.views[0].ranges) == len(view)
+    # Read back: the same lines, implied again (not taken for lines the paste had).
+    again = forgiving_flat(out)
+    assert again.paste is not None and doc.paste is not None
+    assert reprint(again.paste) == out and again.paste.implied == doc.paste.implied
+    assert len(again.views[0].ranges) == len(view)
 
 
 def test_hand_made_root_block_without_flatview_header() -> None:
