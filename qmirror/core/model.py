@@ -410,7 +410,8 @@ class Machine:
         for mr in self.regions():
             if (mr.alias is not None) != (mr.kind is RegionKind.ALIAS):
                 raise ModelError(f"region {mr.label!r}: only aliases, all of them, have a target")
-            if mr.alias is not None:
+            # Most aliases point at a region that is not one: no chain to follow.
+            if mr.alias is not None and mr.alias.alias is not None:
                 _chain_ends(mr, lambda r: r.alias, ends_alias, "alias loop through")
             if containers:
                 _chain_ends(mr, lambda r: r.container, ends_container, "container cycle through")

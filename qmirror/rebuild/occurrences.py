@@ -7,7 +7,7 @@ quirks); :mod:`qmirror.rebuild.replay` binds aliases to blocks over these occurr
 
 from __future__ import annotations
 
-from qmirror.core.model import MASK64
+from qmirror.core.model import MASK64, MemoryRegion
 from qmirror.errors import ParseError
 from qmirror.text.grammar import TreeLine
 from qmirror.text.tree import TreeBlock, TreeDocument
@@ -22,6 +22,7 @@ class Occ:
         "index",
         "line",
         "markers",
+        "mr",
         "name",
         "parent",
         "priority",
@@ -52,6 +53,8 @@ class Occ:
         self.target_choice: tuple[int, tuple[bool, bool]] | None = None
         #: The printed subtree's shape number (:func:`_shape_of`); -1 until needed.
         self.shape = -1
+        #: The region made for a representative occurrence (rebuild.tree).
+        self.mr: MemoryRegion | None = None
 
     def find(self) -> Occ:
         o = self
