@@ -66,13 +66,14 @@ def build_machine(doc: TreeDocument) -> Machine:
 
 
 def _release(roots: list[Occ]) -> None:
-    """Break the occurrences' parent/child cycles, so reference counting frees them
-    now rather than the next full collection (they are as many as the lines)."""
+    """Break the occurrences' parent/child cycles (and a representative's link to
+    itself), so reference counting frees them now rather than the next collection
+    (they are as many as the lines, and checks run with the collector paused)."""
     for root in roots:
         for occ in root.walk():
             occ.children = []
             occ.parent = None
-            occ.rep = occ
+            del occ.rep
             occ.mr = None
 
 
