@@ -19,7 +19,7 @@ per region in :attr:`MemoryRegion.facts` with where they came from.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,7 +159,8 @@ class MemoryRegion:
     #: Dirty-log clients (bit set of VGA=1, CODE=2, MIGRATION=4) enabled on the region.
     dirty_log_mask: int = 0
     #: Registered ioeventfds, region-relative, in QEMU's sorted order (reference §5.4).
-    ioeventfds: list[IOEventFD] = field(default_factory=list, repr=False)
+    #: An empty tuple shared by the many regions without any (issue 13: memory).
+    ioeventfds: Sequence[IOEventFD] = field(default=(), repr=False)
     container: MemoryRegion | None = field(default=None, repr=False)
     #: QEMU's list order: priority descending, newest first among equals.
     subregions: list[MemoryRegion] = field(default_factory=list, repr=False)

@@ -38,12 +38,14 @@ class Occ:
         self.line = line
         self.parent = parent
         self.block = block
-        self.children: list[Occ] = []
+        #: A shared empty tuple until the first child: most occurrences are leaves.
+        self.children: list[Occ] | tuple[Occ, ...] = ()
         self.rep: Occ = self
         self.index = -1  # position of the line in its block; -1 for stand-ins
         self.name: str | None = line.name if line is not None else None
         self.start = line.start if line is not None else 0
-        self.size = size_of(line) if line is not None else 1
+        #: A stand-in's size (a printed line's is :func:`size_of` its line).
+        self.size = 1
         self.priority = line.priority if line is not None else 0
         #: For an alias: the block whose region is its target.
         self.target_block: int | None = None
@@ -103,16 +105,24 @@ def build_block(block: TreeBlock, bi: int) -> Occ:
         del stack[line.level - 1 :]
         while len(stack) < line.level - 1:
             hidden = Occ(None, stack[-1], bi)
-            stack[-1].children.append(hidden)
+            _adopt(stack[-1], hidden)
             stack.append(hidden)
         occ.parent = stack[-1]
-        stack[-1].children.append(occ)
+        _adopt(stack[-1], occ)
         stack.append(occ)
     if root is None:
         # Only headers: the root is hidden and has no visible descendants.
         root = _hidden_root(block, bi)
     _place_stand_ins(root)
     return root
+
+
+def _adopt(parent: Occ, child: Occ) -> None:
+    kids = parent.children
+    if isinstance(kids, list):
+        kids.append(child)
+    else:
+        parent.children = [child]
 
 
 def _hidden_root(block: TreeBlock, bi: int) -> Occ:
@@ -130,7 +140,9 @@ def _place_stand_ins(root: Occ) -> None:
         if occ.line is not None or not occ.children:
             continue
         lo = min(c.start for c in occ.children)
-        hi = max(c.start + c.size - 1 for c in occ.children)
+        hi = max(
+            c.start + (c.size if c.line is None else size_of(c.line)) - 1 for c in occ.children
+        )
         occ.start = lo
         occ.size = max(1, hi - lo + 1)
     # Top-down: keep each stand-in between its printed neighbours in the sort.
@@ -174,7 +186,10 @@ def insert_hidden(
         occ.start = parent.start
     occ.markers = markers
     occ.target_block = target_block
-    parent.children.insert(at, occ)
+    kids = parent.children
+    if not isinstance(kids, list):
+        kids = parent.children = list(kids)
+    kids.insert(at, occ)
     return occ
 
 

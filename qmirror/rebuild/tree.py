@@ -71,7 +71,7 @@ def _release(roots: list[Occ]) -> None:
     (they are as many as the lines, and checks run with the collector paused)."""
     for root in roots:
         for occ in root.walk():
-            occ.children = []
+            occ.children = ()
             occ.parent = None
             del occ.rep
             occ.mr = None
@@ -317,10 +317,12 @@ def _new_region(line: TreeLine, kind: RegionKind, size: int, base: int, kids: bo
         line.alias_start,
         line.ownership,
     )
+    # Lists of the exact length: appending would over-allocate, a region at a time.
     if kind is RegionKind.CONTAINER or kind is RegionKind.IO:
-        mr.facts.append(_KIND_DEFAULT[kind, kids])
-    if line.start == line.end:
-        mr.facts.append(_SIZE_DEFAULT)
+        kind_default = _KIND_DEFAULT[kind, kids]
+        mr.facts = [kind_default, _SIZE_DEFAULT] if line.start == line.end else [kind_default]
+    elif line.start == line.end:
+        mr.facts = [_SIZE_DEFAULT]
     return mr
 
 
