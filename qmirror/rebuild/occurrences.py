@@ -86,6 +86,7 @@ def build_block(block: TreeBlock, bi: int) -> Occ:
     """Turn a block's lines into an occurrence tree, standing in for hidden ancestors."""
     root: Occ | None = None
     stack: list[Occ] = []
+    hidden_any = False
     for idx, line in enumerate(block.lines):
         occ = Occ(line, None, bi)
         occ.index = idx
@@ -96,6 +97,7 @@ def build_block(block: TreeBlock, bi: int) -> Occ:
                 continue
             root = _hidden_root(block, bi)
             stack = [root]
+            hidden_any = True
         elif line.level == 1:
             raise ParseError(
                 "a second level-1 line in one block: a block prints one region",
@@ -104,6 +106,7 @@ def build_block(block: TreeBlock, bi: int) -> Occ:
             )
         del stack[line.level - 1 :]
         while len(stack) < line.level - 1:
+            hidden_any = True
             hidden = Occ(None, stack[-1], bi)
             _adopt(stack[-1], hidden)
             stack.append(hidden)
@@ -113,6 +116,8 @@ def build_block(block: TreeBlock, bi: int) -> Occ:
     if root is None:
         # Only headers: the root is hidden and has no visible descendants.
         root = _hidden_root(block, bi)
+    elif not hidden_any:
+        return root  # nothing hidden: no stand-in to place
     _place_stand_ins(root)
     return root
 
