@@ -19,7 +19,7 @@ per region in :attr:`MemoryRegion.facts` with where they came from.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,7 +159,8 @@ class MemoryRegion:
     #: Dirty-log clients (bit set of VGA=1, CODE=2, MIGRATION=4) enabled on the region.
     dirty_log_mask: int = 0
     #: Registered ioeventfds, region-relative, in QEMU's sorted order (reference §5.4).
-    ioeventfds: list[IOEventFD] = field(default_factory=list, repr=False)
+    #: An empty tuple shared by the many regions without any (issue 13: memory).
+    ioeventfds: Sequence[IOEventFD] = field(default=(), repr=False)
     container: MemoryRegion | None = field(default=None, repr=False)
     #: QEMU's list order: priority descending, newest first among equals.
     subregions: list[MemoryRegion] = field(default_factory=list, repr=False)
@@ -410,7 +411,8 @@ class Machine:
         for mr in self.regions():
             if (mr.alias is not None) != (mr.kind is RegionKind.ALIAS):
                 raise ModelError(f"region {mr.label!r}: only aliases, all of them, have a target")
-            if mr.alias is not None:
+            # Most aliases point at a region that is not one: no chain to follow.
+            if mr.alias is not None and mr.alias.alias is not None:
                 _chain_ends(mr, lambda r: r.alias, ends_alias, "alias loop through")
             if containers:
                 _chain_ends(mr, lambda r: r.container, ends_container, "container cycle through")

@@ -7,7 +7,7 @@ quirks); :mod:`qmirror.rebuild.replay` binds aliases to blocks over these occurr
 
 from __future__ import annotations
 
-from qmirror.core.model import MASK64
+from qmirror.core.model import MASK64, MemoryRegion
 from qmirror.errors import ParseError
 from qmirror.text.grammar import TreeLine
 from qmirror.text.tree import TreeBlock, TreeDocument
@@ -22,10 +22,12 @@ class Occ:
         "index",
         "line",
         "markers",
+        "mr",
         "name",
         "parent",
         "priority",
         "rep",
+        "shape",
         "size",
         "start",
         "target_block",
@@ -36,12 +38,14 @@ class Occ:
         self.line = line
         self.parent = parent
         self.block = block
-        self.children: list[Occ] = []
+        #: A shared empty tuple until the first child: most occurrences are leaves.
+        self.children: list[Occ] | tuple[Occ, ...] = ()
         self.rep: Occ = self
         self.index = -1  # position of the line in its block; -1 for stand-ins
         self.name: str | None = line.name if line is not None else None
         self.start = line.start if line is not None else 0
-        self.size = size_of(line) if line is not None else 1
+        #: A stand-in's size (a printed line's is :func:`size_of` its line).
+        self.size = 1
         self.priority = line.priority if line is not None else 0
         #: For an alias: the block whose region is its target.
         self.target_block: int | None = None
@@ -49,6 +53,10 @@ class Occ:
         self.markers = 0
         #: For an alias: (candidates for its target, (same owner, content in window)).
         self.target_choice: tuple[int, tuple[bool, bool]] | None = None
+        #: The printed subtree's shape number (:func:`_shape_of`); -1 until needed.
+        self.shape = -1
+        #: The region made for a representative occurrence (rebuild.tree).
+        self.mr: MemoryRegion | None = None
 
     def find(self) -> Occ:
         o = self
@@ -78,6 +86,7 @@ def build_block(block: TreeBlock, bi: int) -> Occ:
     """Turn a block's lines into an occurrence tree, standing in for hidden ancestors."""
     root: Occ | None = None
     stack: list[Occ] = []
+    hidden_any = False
     for idx, line in enumerate(block.lines):
         occ = Occ(line, None, bi)
         occ.index = idx
@@ -88,6 +97,7 @@ def build_block(block: TreeBlock, bi: int) -> Occ:
                 continue
             root = _hidden_root(block, bi)
             stack = [root]
+            hidden_any = True
         elif line.level == 1:
             raise ParseError(
                 "a second level-1 line in one block: a block prints one region",
@@ -96,17 +106,28 @@ def build_block(block: TreeBlock, bi: int) -> Occ:
             )
         del stack[line.level - 1 :]
         while len(stack) < line.level - 1:
+            hidden_any = True
             hidden = Occ(None, stack[-1], bi)
-            stack[-1].children.append(hidden)
+            _adopt(stack[-1], hidden)
             stack.append(hidden)
         occ.parent = stack[-1]
-        stack[-1].children.append(occ)
+        _adopt(stack[-1], occ)
         stack.append(occ)
     if root is None:
         # Only headers: the root is hidden and has no visible descendants.
         root = _hidden_root(block, bi)
+    elif not hidden_any:
+        return root  # nothing hidden: no stand-in to place
     _place_stand_ins(root)
     return root
+
+
+def _adopt(parent: Occ, child: Occ) -> None:
+    kids = parent.children
+    if isinstance(kids, list):
+        kids.append(child)
+    else:
+        parent.children = [child]
 
 
 def _hidden_root(block: TreeBlock, bi: int) -> Occ:
@@ -124,7 +145,9 @@ def _place_stand_ins(root: Occ) -> None:
         if occ.line is not None or not occ.children:
             continue
         lo = min(c.start for c in occ.children)
-        hi = max(c.start + c.size - 1 for c in occ.children)
+        hi = max(
+            c.start + (c.size if c.line is None else size_of(c.line)) - 1 for c in occ.children
+        )
         occ.start = lo
         occ.size = max(1, hi - lo + 1)
     # Top-down: keep each stand-in between its printed neighbours in the sort.
@@ -168,7 +191,10 @@ def insert_hidden(
         occ.start = parent.start
     occ.markers = markers
     occ.target_block = target_block
-    parent.children.insert(at, occ)
+    kids = parent.children
+    if not isinstance(kids, list):
+        kids = parent.children = list(kids)
+    kids.insert(at, occ)
     return occ
 
 
@@ -183,37 +209,48 @@ def subtree_lines(block: TreeBlock, occ: Occ) -> list[TreeLine]:
     return lines[i:j]
 
 
-def _shapes(roots: list[Occ]) -> dict[int, int]:
-    """A number for every printed occurrence: equal numbers, equal printed subtrees.
+#: Shape keys interned as numbers (see :func:`_shape_of`).
+ShapeTable = dict[tuple[str, int, tuple[tuple[int, int, int], ...]], int]
+
+
+def _shape_of(occ: Occ, table: ShapeTable) -> int:
+    """A number for a printed occurrence: equal numbers, equal printed subtrees.
 
     Two subtrees print alike when their lines agree one by one in tail, in level below
     the subtree's first line and in start and end relative to its start (modulo 2**64):
     built bottom-up, each line's shape is its tail, its extent and, for each printed
     line right below it (through hidden stand-ins), the level step, the relative start
-    and that line's shape number. Interning each shape as a number makes this linear
-    in the lines, and comparing two subtrees one integer comparison.
+    and that line's shape number. Interning each shape as a number makes comparing two
+    subtrees one integer comparison. Computed on demand and kept on the occurrence, so
+    only the subtrees of candidates cost anything, each line at most once (issue 13:
+    the shapes of every line cost more than all the rest of unifying at 100k).
     """
-    table: dict[tuple[str, int, tuple[tuple[int, int, int], ...]], int] = {}
-    shape: dict[int, int] = {}
-    for root in roots:
-        for occ in reversed(root.walk()):
-            line = occ.line
-            if line is None:
-                continue
-            kids: list[tuple[int, int, int]] = []
-            stack = list(reversed(occ.children))
-            while stack:
-                c = stack.pop()
-                cl = c.line
-                if cl is not None:
-                    kids.append(
-                        (cl.level - line.level, (cl.start - line.start) & MASK64, shape[id(c)])
-                    )
-                elif c.children:
-                    stack.extend(reversed(c.children))
-            key = (line.tail, (line.end - line.start) & MASK64, tuple(kids))
-            shape[id(occ)] = table.setdefault(key, len(table))
-    return shape
+    if occ.shape >= 0:
+        return occ.shape
+    order: list[Occ] = []
+    stack = [occ]
+    while stack:
+        o = stack.pop()
+        order.append(o)
+        for c in o.children:
+            if c.shape < 0:
+                stack.append(c)
+    for o in reversed(order):  # descendants before their ancestors
+        line = o.line
+        if line is None:
+            continue
+        kids: list[tuple[int, int, int]] = []
+        below = list(reversed(o.children))
+        while below:
+            c = below.pop()
+            cl = c.line
+            if cl is not None:
+                kids.append((cl.level - line.level, (cl.start - line.start) & MASK64, c.shape))
+            elif c.children:
+                below.extend(reversed(c.children))
+        key = (line.tail, (line.end - line.start) & MASK64, tuple(kids))
+        o.shape = table.setdefault(key, len(table))
+    return occ.shape
 
 
 def _union(dup: Occ, rep: Occ) -> None:
@@ -270,13 +307,41 @@ def attribute_overflow(block: TreeBlock, root: Occ) -> None:
 
 def unify(doc: TreeDocument, roots: list[Occ]) -> None:
     """Identify block roots (and AS roots) with the occurrence they repeat."""
-    shape = _shapes(roots)
-    #: Candidates by name and printed shape, in walk order.
-    by_shape: dict[tuple[str, int], list[Occ]] = {}
+    table: ShapeTable = {}
+    # Only occurrences named like a block root can be what a block repeats: their
+    # shapes are computed when first asked for, name by name.
+    names = {r.line.name for r in roots if r.line is not None}
+    by_name: dict[str, list[Occ]] = {}
     for root in roots:
         for occ in root.walk():
-            if occ.parent is not None and occ.line is not None:
-                by_shape.setdefault((occ.line.name, shape[id(occ)]), []).append(occ)
+            line = occ.line
+            if line is not None and occ.parent is not None and line.name in names:
+                by_name.setdefault(line.name, []).append(occ)
+    #: Candidates by their own line (tail and extent), then by printed shape: only
+    #: those alike in their first line have their subtrees' shapes computed.
+    by_head: dict[tuple[str, int], list[Occ]] = {}
+    by_shape: dict[int, list[Occ]] = {}
+
+    def shape(occ: Occ) -> int:
+        return _shape_of(occ, table)
+
+    def head(line: TreeLine) -> tuple[str, int]:
+        return (line.tail, (line.end - line.start) & MASK64)
+
+    def candidates(root: Occ) -> list[Occ]:
+        line = root.line
+        assert line is not None
+        todo = by_name.pop(line.name, None)
+        if todo is not None:
+            for cand in todo:
+                assert cand.line is not None
+                by_head.setdefault(head(cand.line), []).append(cand)
+        todo = by_head.pop(head(line), None)
+        if todo is not None:
+            for cand in todo:
+                by_shape.setdefault(shape(cand), []).append(cand)
+        return by_shape.get(shape(root), [])
+
     # Address-space roots are distinct regions among themselves (QEMU groups them by
     # identity), and so are memory-region blocks (queued by identity); but a block may
     # repeat a region that an AS root also is. So each kind claims candidates apart.
@@ -284,8 +349,7 @@ def unify(doc: TreeDocument, roots: list[Occ]) -> None:
     used_by_blocks: set[int] = set()
 
     def nested_match(root: Occ, used: set[int]) -> Occ | None:
-        assert root.line is not None
-        for cand in by_shape.get((root.line.name, shape[id(root)]), ()):
+        for cand in candidates(root):
             parent = cand.parent
             assert parent is not None
             if cand.block == root.block or id(cand.find()) in used:
@@ -307,7 +371,7 @@ def unify(doc: TreeDocument, roots: list[Occ]) -> None:
         kept: list[Occ] = []
         for root in group_roots:
             assert root.line is not None
-            alike = firsts.setdefault((root.line.name, root.start, shape[id(root)]), [])
+            alike = firsts.setdefault((root.line.name, root.start, shape(root)), [])
             same = next(
                 (
                     g
@@ -333,14 +397,14 @@ def unify(doc: TreeDocument, roots: list[Occ]) -> None:
     roots_by_place: dict[tuple[str, int, int], list[Occ]] = {}
     for g in group_roots:
         assert g.line is not None
-        roots_by_place.setdefault((g.line.name, g.start, shape[id(g)]), []).append(g)
+        roots_by_place.setdefault((g.line.name, g.start, shape(g)), []).append(g)
     for root, block in zip(roots, doc.blocks, strict=True):
         if not block.is_region_block or root.line is None:
             continue
         match = next(
             (
                 g
-                for g in roots_by_place.get((root.line.name, root.start, shape[id(root)]), ())
+                for g in roots_by_place.get((root.line.name, root.start, shape(root)), ())
                 if id(g.find()) not in used_by_blocks
             ),
             None,

@@ -9,7 +9,7 @@ of address space the two siblings cover (see :class:`_OrderTrials`).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from qmirror.core.model import (
     Fact,
@@ -18,6 +18,7 @@ from qmirror.core.model import (
     Source,
 )
 from qmirror.core.render import (
+    ChildIndex,
     FlatRange,
     FlatView,
     render,
@@ -50,6 +51,26 @@ def _matches(ranges: Iterable[FlatRange], index: dict[int, FlatRangeLine]) -> in
     return n
 
 
+def _reordered(
+    first: MemoryRegion, second: MemoryRegion, between: Sequence[MemoryRegion]
+) -> list[tuple[int, int]]:
+    """Where swapping two siblings can change a FlatView, offsets in their parent.
+
+    The swap reverses the fill order of the two, and of each with the siblings between
+    them; a place only one of these covers keeps its owner. So only the overlaps of
+    either with the other or with one between them can change (issue 13: the whole
+    span of the two, a 3 GiB RAM alias and a device, re-rendered all low memory).
+    """
+    spans: list[tuple[int, int]] = []
+    for moved, other in ((first, second), (second, first)):
+        lo, hi = moved.addr, moved.addr + moved.size
+        for o in (other, *between):
+            a, b = max(lo, o.addr), min(hi, o.addr + o.size)
+            if a < b:
+                spans.append((a, b))
+    return spans
+
+
 class _OrderTrials:
     """The whole render once; each trial swap re-renders only where it can matter.
 
@@ -69,6 +90,8 @@ class _OrderTrials:
         self.places: dict[int, list[tuple[int, int, int, int]]] = {}
         self.regions: set[int] = set()
         self.names: set[str] = set()
+        #: The trials re-render small stretches of a machine that only swaps change.
+        self.index = ChildIndex()
         for v, b in pair_views(views, qemu):
             index = {h.start: h for h in b.ranges}
             ours = set()
@@ -106,32 +129,45 @@ class _OrderTrials:
             hi = ranges[j].end
         return lo, hi
 
-    def gain(self, parent: MemoryRegion, first: MemoryRegion, second: MemoryRegion) -> int:
+    def gain(
+        self,
+        parent: MemoryRegion,
+        first: MemoryRegion,
+        second: MemoryRegion,
+        between: Sequence[MemoryRegion] = (),
+    ) -> int:
         """Ranges matching QEMU's after the swap (already made) minus before; 0 when it
-        cannot be positive."""
-        span_lo = min(first.addr, second.addr)
-        span_hi = max(first.addr + first.size, second.addr + second.size)
+        cannot be positive. ``between``: the siblings between the two in the list."""
         stretches: dict[int, list[tuple[int, int]]] = {}
+        spans = _reordered(first, second, between)
         for number, cs, ce, base in self.places.get(id(parent), ()):
-            lo, hi = max(cs, base + span_lo), min(ce, base + span_hi)
-            if lo < hi:
-                stretches.setdefault(number, []).append(self._widened(number, lo, hi))
+            for span_lo, span_hi in spans:
+                lo, hi = max(cs, base + span_lo), min(ce, base + span_hi)
+                if lo < hi:
+                    stretches.setdefault(number, []).append((lo, hi))
         # Each stretch gains at most the QEMU lines starting in it that do not match yet
         # (a match is one of them): where that bound is 0 everywhere, as when all of
         # them match, no trial can win and nothing is rendered again.
-        work: list[tuple[int, int, int, int]] = []
+        work: list[tuple[int, int, int, list[list[int]], int]] = []
         bound = 0
         for number, spans in stretches.items():
             starts = self.views[number][2]
             qemu_starts = self.qemu_starts[number]
             spans.sort()
-            merged: list[list[int]] = []
+            # (widened start, widened end, the stretches to render inside it)
+            groups: list[tuple[list[int], list[list[int]]]] = []
             for lo, hi in spans:
-                if merged and lo <= merged[-1][1]:
-                    merged[-1][1] = max(merged[-1][1], hi)
+                wlo, whi = self._widened(number, lo, hi)
+                if groups and wlo <= groups[-1][0][1]:
+                    wide, parts = groups[-1]
+                    wide[1] = max(wide[1], whi)
+                    if lo <= parts[-1][1]:
+                        parts[-1][1] = max(parts[-1][1], hi)
+                    else:
+                        parts.append([lo, hi])
                 else:
-                    merged.append([lo, hi])
-            for lo, hi in merged:
+                    groups.append(([wlo, whi], [[lo, hi]]))
+            for (lo, hi), parts in groups:
                 before = _matches(
                     self.views[number][0].ranges[
                         bisect.bisect_left(starts, lo) : bisect.bisect_left(starts, hi)
@@ -143,14 +179,77 @@ class _OrderTrials:
                     - bisect.bisect_left(qemu_starts, lo)
                     - before
                 )
-                work.append((number, lo, hi, before))
+                work.append((number, lo, hi, parts, before))
         if bound <= 0:
             return 0
         gain = 0
-        for number, lo, hi, before in work:
-            view, index, _ = self.views[number]
-            gain += _matches(render(view.root, lo, hi), index) - before
+        for number, lo, hi, parts, before in work:
+            gain += self._matches_after(number, lo, hi, parts) - before
         return gain
+
+    def _matches_after(self, number: int, lo: int, hi: int, parts: list[list[int]]) -> int:
+        """Matches in ``[lo, hi)`` of the view rendered now: only ``parts`` (inside it)
+        are rendered again, the rest is the first render's, merged across the seams as
+        the whole render would (issue 13: ``[lo, hi)`` is widened to whole ranges of
+        the first render, and one RAM range can span all of low memory)."""
+        view, index, starts = self.views[number]
+        first = view.ranges
+        pieces: list[_Piece] = []
+
+        def add(start: int, size: int, mr: MemoryRegion, offset: int, ro: bool, nv: bool) -> None:
+            if pieces:
+                p = pieces[-1]
+                # flatview_simplify, as in render(): contiguous in the same region.
+                if (
+                    p.start + p.size == start
+                    and p.mr is mr
+                    and p.offset + p.size == offset
+                    and p.readonly == ro
+                    and p.nonvolatile == nv
+                ):
+                    p.size += size
+                    return
+            pieces.append(_Piece(start, size, mr, offset, ro, nv))
+
+        def unchanged(a: int, b: int) -> None:
+            k = max(bisect.bisect_right(starts, a) - 1, 0)
+            while k < len(first) and first[k].start < b:
+                r = first[k]
+                s, e = max(r.start, a), min(r.start + r.size, b)
+                if s < e:
+                    add(s, e - s, r.mr, r.offset_in_region + s - r.start, r.readonly, r.nonvolatile)
+                k += 1
+
+        pos = lo
+        for a, b in parts:
+            unchanged(pos, a)
+            for r in render(view.root, a, b, self.index):
+                add(r.start, r.size, r.mr, r.offset_in_region, r.readonly, r.nonvolatile)
+            pos = b
+        unchanged(pos, hi)
+        n = 0
+        for p in pieces:
+            h = index.get(p.start)
+            if (
+                h is not None
+                and h.end == p.start + p.size - 1
+                and h.name == p.mr.label
+                and h.offset == p.offset
+            ):
+                n += 1
+        return n
+
+
+class _Piece:
+    """A range of a FlatView pieced together from two renders (see _matches_after)."""
+
+    __slots__ = ("mr", "nonvolatile", "offset", "readonly", "size", "start")
+
+    def __init__(
+        self, start: int, size: int, mr: MemoryRegion, offset: int, ro: bool, nv: bool
+    ) -> None:
+        self.start, self.size, self.mr = start, size, mr
+        self.offset, self.readonly, self.nonvolatile = offset, ro, nv
 
 
 def infer_order(
@@ -192,7 +291,9 @@ def infer_order(
         subs = parent.subregions
         i, j = subs.index(mr), subs.index(rival)
         subs[i], subs[j] = subs[j], subs[i]
-        gain = trials.gain(parent, mr, rival)
+        trials.index.swap(parent, i, j)
+        gain = trials.gain(parent, mr, rival, subs[i + 1 : j])
+        trials.index.swap(None)
         if gain > 0:
             fact = Fact(
                 "G3",

@@ -67,29 +67,31 @@ def build_machine(doc: TreeDocument) -> Machine:
 
 
 def _release(roots: list[Occ]) -> None:
-    """Break the occurrences' parent/child cycles, so reference counting frees them
-    now rather than the next full collection (they are as many as the lines)."""
+    """Break the occurrences' parent/child cycles (and a representative's link to
+    itself), so reference counting frees them now rather than the next collection
+    (they are as many as the lines, and checks run with the collector paused)."""
     for root in roots:
         for occ in root.walk():
-            occ.children = []
+            occ.children = ()
             occ.parent = None
-            occ.rep = occ
+            del occ.rep
+            occ.mr = None
 
 
 def _make_machine(doc: TreeDocument, roots: list[Occ]) -> Machine:
     """Create one :class:`MemoryRegion` per distinct occurrence and wire them up."""
-    regions: dict[int, MemoryRegion] = {}
     reps: list[Occ] = []
     for root in roots:
         for occ in root.walk():
-            if occ.find() is occ and id(occ) not in regions:
-                regions[id(occ)] = _region_for(occ, doc)
+            if occ.rep is occ and occ.mr is None:  # a representative: one region
+                occ.mr = _region_for(occ, doc)
                 reps.append(occ)
     for occ in reps:
-        mr = regions[id(occ)]
         if not occ.children:
             continue  # most regions are leaves: nothing to wire
-        kids = [regions[id(c.find())] for c in occ.children]
+        mr = occ.mr
+        assert mr is not None
+        kids = [_made(c) for c in occ.children]
         # The printed order is (addr, -priority) with ties in list order. QEMU's list is
         # priority-descending, newest first; among equals the text does not say which is
         # newer (G3): the higher address is taken as newer. Equal keys keep printed order.
@@ -102,8 +104,9 @@ def _make_machine(doc: TreeDocument, roots: list[Occ]) -> Machine:
     for occ in reps:
         if occ.target_block is None:
             continue
-        mr = regions[id(occ)]
-        mr.alias = regions[id(roots[occ.target_block].find())]
+        mr = occ.mr
+        assert mr is not None
+        mr.alias = _made(roots[occ.target_block])
         target = mr.alias
         if (
             target.synthetic
@@ -140,7 +143,7 @@ def _make_machine(doc: TreeDocument, roots: list[Occ]) -> Machine:
     for block, root in zip(doc.blocks, roots, strict=True):
         if block.is_region_block:
             continue
-        mr = regions[id(root.find())]
+        mr = _made(root)
         tree_order.append(mr)
         for name in _creation_order(block.names):
             machine.address_spaces.append(AddressSpace(name, mr))
@@ -159,6 +162,13 @@ def _make_machine(doc: TreeDocument, roots: list[Occ]) -> Machine:
     # Containers come from the text's indentation, so they cannot loop; aliases can.
     machine.check(containers=False)
     return machine
+
+
+def _made(occ: Occ) -> MemoryRegion:
+    """The region an occurrence stands for (its representative's)."""
+    mr = occ.find().mr
+    assert mr is not None
+    return mr
 
 
 def _creation_order(names: list[str]) -> list[str]:
@@ -233,15 +243,17 @@ def _region_for(occ: Occ, doc: TreeDocument) -> MemoryRegion:
             line.lineno,
             window,
         )
-    if line.type_word in ACCESS_LETTERS:
+    word = line.type_word
+    if word in ACCESS_LETTERS:
         return _region_from_letters(occ, line, size, base)
+    kids = bool(occ.children) and _has_real_children(occ)
     if line.alias_target is not None:
         kind = RegionKind.ALIAS
-    elif line.type_word in ("i/o", "container"):
-        kind = RegionKind.CONTAINER if _has_real_children(occ) else RegionKind.IO
+    elif word in ("i/o", "container"):
+        kind = RegionKind.CONTAINER if kids else RegionKind.IO
     else:
-        kind = KIND_OF_WORD[line.type_word]
-    return _new_region(occ, line, kind, size, base)
+        kind = KIND_OF_WORD[word]
+    return _new_region(line, kind, size, base, kids)
 
 
 def _has_real_children(occ: Occ) -> bool:
@@ -264,7 +276,7 @@ def _region_from_letters(occ: Occ, line: TreeLine, size: int, base: int) -> Memo
         kind = RegionKind.CONTAINER
     else:
         kind = RegionKind.IO if writable else RegionKind.ROM
-    mr = _new_region(occ, line, kind, size, base)
+    mr = _new_region(line, kind, size, base, _has_real_children(occ))
     mr.romd_mode = readable
     mr.readonly = not writable and kind is not RegionKind.ROMD
     mr.facts = [f for f in mr.facts if f.gap != "G1"]
@@ -292,23 +304,27 @@ def _region_from_letters(occ: Occ, line: TreeLine, size: int, base: int) -> Memo
     return mr
 
 
-def _new_region(occ: Occ, line: TreeLine, kind: RegionKind, size: int, base: int) -> MemoryRegion:
+def _new_region(line: TreeLine, kind: RegionKind, size: int, base: int, kids: bool) -> MemoryRegion:
     mr = MemoryRegion(
         line.name,
         kind,
         size,
-        addr=(line.start - base) & MASK64,
-        priority=line.priority,
-        enabled=not line.disabled,
-        readonly=line.type_word == "rom",
-        nonvolatile=line.nonvolatile,
-        alias_offset=line.alias_start,
-        ownership=line.ownership,
+        (line.start - base) & MASK64,
+        line.priority,
+        not line.disabled,
+        line.type_word == "rom",
+        line.nonvolatile,
+        True,
+        None,
+        line.alias_start,
+        line.ownership,
     )
-    if kind in (RegionKind.CONTAINER, RegionKind.IO):
-        mr.facts.append(_KIND_DEFAULT[kind, _has_real_children(occ)])
-    if line.start == line.end:
-        mr.facts.append(_SIZE_DEFAULT)
+    # Lists of the exact length: appending would over-allocate, a region at a time.
+    if kind is RegionKind.CONTAINER or kind is RegionKind.IO:
+        kind_default = _KIND_DEFAULT[kind, kids]
+        mr.facts = [kind_default, _SIZE_DEFAULT] if line.start == line.end else [kind_default]
+    elif line.start == line.end:
+        mr.facts = [_SIZE_DEFAULT]
     return mr
 
 

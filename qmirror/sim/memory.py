@@ -463,11 +463,12 @@ class MemorySystem:
         """
         fd = IOEventFD(addr, size, match_data, data, notifier)
         with self.transaction():
-            fds = mr.ioeventfds
+            fds = list(mr.ioeventfds)
             i = next(
                 (k for k, other in enumerate(fds) if fd.sort_key() < other.sort_key()), len(fds)
             )
             fds.insert(i, fd)
+            mr.ioeventfds = fds
             self._ioeventfd_update_pending |= mr.enabled
 
     def del_eventfd(
@@ -486,7 +487,7 @@ class MemorySystem:
                 f"{mr.label!r} has no ioeventfd at {addr:#x} size {size} data {data:#x}"
             )
         with self.transaction():
-            del fds[i]
+            mr.ioeventfds = [*fds[:i], *fds[i + 1 :]]
             self._ioeventfd_update_pending |= mr.enabled
 
     # -- address spaces ----------------------------------------------------------------

@@ -58,6 +58,8 @@ class AccelDecision:
 class Loaded:
     """A tree text turned into a model, with the rules applied."""
 
+    #: The text's document; its blocks and lines are let go once the model is built,
+    #: except for a paste's (:attr:`TreeDocument.paste`).
     document: TreeDocument
     machine: Machine
     #: The rules applied, in order (:mod:`qmirror.rebuild.rules`).
@@ -104,6 +106,11 @@ def load_tree(
             raise
         doc = forgiving_tree_document(text, filename=filename, dialect=dialect)
         machine = build_machine(doc)
+    if doc.paste is None:
+        # The model has what the lines said: holding them beside it doubled a check's
+        # memory (issue 13). A paste keeps them, to say where it is partial.
+        doc.blocks = []
+        doc.lines = []
     applied = gaps.apply_rules(machine) if rules else []
     table = None
     if rules and harvested is not False:
