@@ -28,12 +28,9 @@ from qmirror.text.tree import TreeDocument
 PASTE_GAP = "paste"
 
 
-def mark_paste(
-    doc: TreeDocument, roots: list[Occ], regions: dict[int, MemoryRegion], machine: Machine
-) -> None:
+def mark_paste(doc: TreeDocument, roots: list[Occ], machine: Machine) -> None:
     """Record the implied lines and the elisions of ``doc``'s paste (if it is one) as
-    facts of the regions built from it (``regions``: by ``id`` of the representative
-    occurrence)."""
+    facts of the regions built from it (each kept on its representative occurrence)."""
     sec = doc.paste
     if sec is None or not sec.partial:
         return
@@ -60,7 +57,10 @@ def mark_paste(
         if line_occ is None or line_occ.find() is not line_occ:
             # A header, or a line that repeats a region the paste does show.
             continue
-        regions[id(line_occ)].set_fact(
+        mr = line_occ.mr
+        if mr is None:
+            continue
+        mr.set_fact(
             Fact(
                 PASTE_GAP,
                 "line",
@@ -71,7 +71,7 @@ def mark_paste(
             )
         )
     for i, elision in sec.elisions:
-        mr = _elided_in(doc, roots, by_line, i, elision.indent // 2, regions)
+        mr = _elided_in(doc, roots, by_line, i, elision.indent // 2)
         if mr is None or mr.fact("subregions") is not None:
             continue
         mr.set_fact(
@@ -92,7 +92,6 @@ def _elided_in(
     by_line: dict[int, Occ],
     i: int,
     level: int,
-    regions: dict[int, MemoryRegion],
 ) -> MemoryRegion | None:
     """The region whose subregions an elision before section line ``i`` stands for:
     the nearest line above it, in its block, less deep than the elided lines (the
@@ -104,5 +103,5 @@ def _elided_in(
     for lineno in range(i, starts[k], -1) if level > 1 else ():
         occ = by_line.get(lineno)
         if occ is not None and occ.line is not None and occ.line.level < level:
-            return regions.get(id(occ.find()))
-    return regions.get(id(roots[k].find()))
+            return occ.find().mr
+    return roots[k].find().mr

@@ -158,7 +158,7 @@ def _make_machine(doc: TreeDocument, roots: list[Occ]) -> Machine:
             "order of their groups, names sorted",
         )
     )
-    mark_paste(doc, roots, regions, machine)
+    mark_paste(doc, roots, machine)
     # Containers come from the text's indentation, so they cannot loop; aliases can.
     machine.check(containers=False)
     return machine
