@@ -521,10 +521,16 @@ def apply_harvest(
         exact = {(f.owner_type, f.pattern, f.attribute): f for f in table.facts}
     named = table.by_name
     applied: list[tuple[MemoryRegion, HarvestedFact]] = []
+    # A machine repeats names (one per device of a kind): match each name and shape once.
+    patterns: dict[str, str] = {}
+    best: dict[tuple[str, str, Shape], HarvestedFact | None] = {}
+    shown: dict[tuple[str, str, str], str] = {}
     for mr in list(machine.regions()):
         if mr.name is None or not mr.facts:
             continue
-        pattern = name_pattern(mr.name)
+        pattern = patterns.get(mr.name)
+        if pattern is None:
+            pattern = patterns[mr.name] = name_pattern(mr.name)
         shape = shape_of(mr)
         for attribute in ATTRIBUTES:
             if not _candidate(mr, attribute):
@@ -533,17 +539,23 @@ def apply_harvest(
             if owner_types and id(mr) in owner_types:
                 fact = exact.get((owner_types[id(mr)], pattern, attribute))
             if fact is None:
-                group = named.get((pattern, attribute), [])
-                fitting = [f for f in group if f.fits(shape)]
-                fact = max(fitting, key=lambda f: f.observations) if fitting else None
+                key = (pattern, attribute, shape)
+                if key in best:
+                    fact = best[key]
+                else:
+                    fitting = [f for f in named.get((pattern, attribute), []) if f.fits(shape)]
+                    fact = best[key] = (
+                        max(fitting, key=lambda f: f.observations) if fitting else None
+                    )
             elif not fact.fits(shape):
                 fact = None
             if fact is None or (attribute == "size" and fact.value == "1"):
                 continue  # size 1 is the default already; nothing to decide
             _set(mr, attribute, fact.value)
-            shown = "0x0" if attribute == "size" else fact.value
-            mr.set_fact(
-                Fact(_GAP[attribute], attribute, shown, Source.HARVESTED, provenance(table, fact))
-            )
+            value = "0x0" if attribute == "size" else fact.value
+            said = (fact.owner_type, fact.pattern, fact.attribute)
+            if said not in shown:
+                shown[said] = provenance(table, fact)
+            mr.set_fact(Fact(_GAP[attribute], attribute, value, Source.HARVESTED, shown[said]))
             applied.append((mr, fact))
     return applied
