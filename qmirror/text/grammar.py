@@ -278,6 +278,8 @@ _TYPE_FIELDS: dict[str, tuple[str, bool]] = {
 #: Type words as one shared string each (what the regexes capture is a new string).
 _WORDS: dict[str, str] = {w: w for w in (*TYPE_WORDS, "iommu")}
 _NEW = tuple.__new__
+#: The priorities QEMU's machines use, as ints: a look-up is cheaper than int().
+_PRIORITIES: dict[str, int] = {str(p): p for p in range(-256, 257)}
 
 
 def region_line(
@@ -289,10 +291,12 @@ def region_line(
     the body (free text) is looked at again, from the right.
     """
     m = _REGION_LINE.match(text)
-    if m is None or (fields := _TYPE_FIELDS.get(m[7])) is None:
+    if m is not None:
+        lead, indent_s, late, start, end, prio, type_field, body = m.groups()
+        fields = _TYPE_FIELDS.get(type_field)
+    if m is None or fields is None:
         at = len(text) - len(strip_overflow(text)[1])
         raise _diagnose_region_line(text, lineno, at, filename)
-    lead, indent_s, late, start, end, prio, _, body = m.groups()
     indent = len(indent_s)
     if indent & 1 or indent >> 1 < root_level:
         raise ParseError(
@@ -317,6 +321,9 @@ def region_line(
     astart = aend = 0
     if body.startswith(ALIAS_PREFIX):
         body, target, astart, aend = _split_alias(body)
+    priority = _PRIORITIES.get(prio)
+    if priority is None:
+        priority = int(prio)
     return _NEW(
         TreeLine,
         (
@@ -325,7 +332,7 @@ def region_line(
             overflow,
             int(start, 16),
             int(end, 16),
-            int(prio),
+            priority,
             fields[1],
             fields[0],
             body,
