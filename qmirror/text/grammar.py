@@ -1,43 +1,36 @@
-"""The grammar of ``info mtree`` text, in and out: the one place that knows its syntax.
+"""The line grammar of ``info mtree`` text, in and out, and every literal of its documents.
 
-QEMU 7.2 prints two documents (reference §4). Tree mode (``info mtree [-o] [-D]``)::
+Each line of a document is parsed here, one at a time, and printed here; the
+document structure (headers, blocks, blank lines, FlatView blocks) is
+:mod:`qmirror.text.document`, which takes its header literals from this module (they
+are defined once, below). The whole grammar is in ``docs/grammar.md``. QEMU 7.2's
+lines (reference §4)::
 
-    tree       = block*
-    block      = header+ region-line* EOL            (blank line ends a block)
-    header     = "address-space: " NAME | "memory-region: " NAME
-    region-line= overflow* indent RANGE " (prio " INT ", " type "): " body
-    overflow   = "[DETECTED OVERFLOW!] "             (before the indent; may be glued
+    region-line = overflow* indent RANGE " (prio " INT ", " type "): " body
+    overflow    = "[DETECTED OVERFLOW!] "            (before the indent; may be glued
                                                       to a later line or a header)
-    indent     = "  " * level                        (level >= 1; the root is level 1)
-    RANGE      = HEX16 "-" HEX16                     (inclusive end, modulo 2**64)
-    type       = ["nv-"] ("ram" | "rom" | "romd" | "ramd" | "i/o" | "container")
-               | ("R" | "-") ("W" | "-")              (access letters, before 2.9)
-    body       = (alias | NAME) [" [disabled]"] [owners]
-    alias      = "alias " NAME " @" NAME " " HEX16 "-" HEX16
-    owners     = " orphan" | [" owner:" objref] [" parent:" objref]   (only with -o)
-    objref     = "{" ("dev" | "obj") " " ("id" | "path" | "type") "=" TEXT "}"
+    indent      = "  " * level                       (level >= 1; the root is level 1)
+    RANGE       = HEX16 "-" HEX16                    (inclusive end, modulo 2**64)
+    type        = ["nv-"] ("ram" | "rom" | "romd" | "ramd" | "i/o" | "container")
+                | ("R" | "-") ("W" | "-")             (access letters, before 2.9)
+    body        = (alias | NAME) [" [disabled]"] [owners]
+    alias       = "alias " NAME " @" NAME " " HEX16 "-" HEX16
+    owners      = " orphan" | [" owner:" objref] [" parent:" objref]   (only with -o)
+    objref      = "{" ("dev" | "obj") " " ("id" | "path" | "type") "=" TEXT "}"
+    as-line     = ' AS "' NAME '", root: ' NAME [", alias " NAME]
+    range-line  = "  " RANGE " (prio " INT ", " type "): " NAME [" @" HEX16] [owners]
+                  (" " ACCEL)*
+    ACCEL       = "KVM" | "kvm"                       (once per AS the accelerator tracks)
 
-Flat mode (``info mtree -f [-d] [-o]``)::
-
-    flat       = view*
-    view       = "FlatView #" INT EOL as-line+ root-line body EOL
-    as-line    = ' AS "' NAME '", root: ' NAME [", alias " NAME]
-    root-line  = " Root memory region: " (NAME | "(none)")
-    body       = "  No rendered FlatView" EOL | range-line+ [dispatch]
-    range-line = "  " RANGE " (prio " INT ", " type "): " NAME [" @" HEX16] [owners] (" " ACCEL)*
-    ACCEL      = "KVM" | "kvm"                        (once per AS the accelerator tracks)
-    dispatch   = see :mod:`qmirror.text.dispatchlines` (``-d``)
-
-Older QEMUs (:mod:`qmirror.text.dialect`) differ in headers (bare ``NAME`` lines before
-2.4, whose trees start at level 0), the type field (access letters before 2.9), the
-place of the overflow marker (after the indentation before 5.1) and the ``-f`` layout
-(one ``address-space (flat view): NAME`` block per address space in 2.9/2.10, with
-``  No rendered FlatView for address space 'NAME'`` for an empty one).
+The ``-d`` dump's lines are :mod:`qmirror.text.dispatchlines`. Older QEMUs
+(:mod:`qmirror.text.dialect`) differ in the type field (access letters before 2.9)
+and the place of the overflow marker (after the indentation before 5.1).
 
 Names are free text (spaces, ``@``, brackets), so lines are taken apart from the
 right: alias windows, ``[disabled]``, owner suffixes, offsets and accelerator words
-are fixed-shape and anchored at the end. Every line ends in CR LF when it comes
-from a monitor; the document layer splits lines, this module sees one line at a time.
+are fixed-shape and anchored at the end. A region line is the hot path of big trees:
+one regex whose groups are its fields, one look-up for its type field, and a named
+tuple built in C (issue 13).
 """
 
 from __future__ import annotations
