@@ -15,9 +15,6 @@ from __future__ import annotations
 from qmirror.errors import ParseError
 
 
-__all__ = ["Reader", "split_lines"]
-
-
 def split_lines(text: str, *, filename: str | None = None) -> tuple[list[str], str, bool]:
     """Split ``text`` into lines; return them, the line ending, and whether the text ends in one.
 
