@@ -88,11 +88,11 @@ _OBJREF = r"\{(?:dev|obj) (?:id|path|type)=[^{}]*\}"
 _OWNERS = rf"(?: orphan|(?: owner:{_OBJREF})?(?: parent:{_OBJREF})?)"
 
 _MARKER_RE = r"(?:\[DETECTED OVERFLOW!\] )*"
-#: A region line up to its body, each group one field: overflow markers before the
-#: indentation (5.1+), the indentation, markers after it (before 5.1), start, end,
+#: A region line up to its body, each group one field: the head (overflow markers and
+#: the indentation: markers come before it from 5.1, after it before), start, end,
 #: priority, the type field (checked against ``_TYPE_FIELDS``) and the body.
 _REGION_LINE = re.compile(
-    rf"({_MARKER_RE})( *)({_MARKER_RE})({_HEX16})-({_HEX16})"
+    rf"({_MARKER_RE} *{_MARKER_RE})({_HEX16})-({_HEX16})"
     rf" \(prio (-?\d{{1,11}}), ([a-zRW/-]+)\): (.*)\Z",
     re.DOTALL,
 )
@@ -285,28 +285,31 @@ def region_line(
     """
     m = _REGION_LINE.match(text)
     if m is not None:
-        lead, indent_s, late, start, end, prio, type_field, body = m.groups()
+        head, start, end, prio, type_field, body = m.groups()
         fields = _TYPE_FIELDS.get(type_field)
     if m is None or fields is None:
         at = len(text) - len(strip_overflow(text)[1])
         raise _diagnose_region_line(text, lineno, at, filename)
-    indent = len(indent_s)
+    overflow = lead = 0
+    indent = len(head)
+    if "[" in head:  # rare: markers of wrapped ranges
+        overflow = head.count(OVERFLOW_MARKER)
+        lead = len(text) - len(strip_overflow(text)[1])
+        indent -= overflow * _MARKER_LEN
     if indent & 1 or indent >> 1 < root_level:
         raise ParseError(
             f"indentation of {indent} spaces: QEMU indents by two per level, from level "
             f"{root_level}",
             line=lineno,
-            column=len(lead) + 1,
+            column=lead + 1,
             source_line=text,
             filename=filename,
         )
     ownership = None
     if owners:
         body, ownership = _required_owners(body, text, lineno, filename)
-    overflow = 0
-    if lead or late:  # rare: markers of wrapped ranges (after the indentation before 5.1)
-        overflow = (len(lead) + len(late)) // _MARKER_LEN
-        text = text[len(lead) :]
+    if lead:
+        text = text[lead:]
     disabled = body.endswith(DISABLED_SUFFIX)
     if disabled:
         body = body[: -len(DISABLED_SUFFIX)]
@@ -335,7 +338,7 @@ def region_line(
             disabled,
             ownership,
             text,
-            indent + len(late) + RANGE_WIDTH,
+            len(head) - lead + RANGE_WIDTH,
         ),
     )
 
