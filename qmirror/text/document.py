@@ -280,24 +280,9 @@ def flatview(r: Reader, owners: bool) -> FlatViewBlock:
                 raise r.error("expected a range line, the dispatch dump or a blank line")
             block.dispatch.append(r.take())
         if block.dispatch:
-            block.dispatch_dump = _dispatch(r, block.dispatch, first)
+            block.dispatch_dump = parse_dispatch(block.dispatch, first, r.filename)
     r.expect_line("", "expected the blank line that ends a FlatView block")
     return block
-
-
-def _dispatch(r: Reader, lines: list[str], first: int) -> DispatchDump:
-    """``dispatch-line*``: the ``-d`` dump, a sub-document with its own grammar."""
-    try:
-        return parse_dispatch(lines, first)
-    except ParseError as err:
-        # Its grammar knows the lines, not the file they are in.
-        raise ParseError(
-            err.reason,
-            line=err.line,
-            column=err.column,
-            source_line=err.source_line,
-            filename=r.filename,
-        ) from None
 
 
 def per_as_block(r: Reader, owners: bool, number: int) -> FlatViewBlock:
