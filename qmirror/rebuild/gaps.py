@@ -45,7 +45,8 @@ from qmirror.core.render import (
     walk_visits,
 )
 from qmirror.rebuild.rules import DIRTY_MEMORY_VGA, RULES, Rule
-from qmirror.text.flat import FlatDocument, FlatViewBlock
+from qmirror.text.document import FlatViewBlock
+from qmirror.text.flat import FlatDocument
 from qmirror.text.grammar import FlatRangeLine, hex16
 
 

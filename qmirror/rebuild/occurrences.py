@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from qmirror.core.model import MASK64, MemoryRegion
 from qmirror.errors import ParseError
+from qmirror.text.document import TreeBlock
 from qmirror.text.grammar import TreeLine
-from qmirror.text.tree import TreeBlock, TreeDocument
+from qmirror.text.tree import TreeDocument
 
 
 class Occ:

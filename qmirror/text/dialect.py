@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass, replace
 
 from qmirror.errors import InputError
+from qmirror.text.grammar import FLAT_AS_HEADER, FLATVIEW_HEADER, RANGE_INDENT
 
 
 Version = tuple[int, int]
@@ -231,9 +232,9 @@ def detect_flat(lines: list[str]) -> Detection:
 
 
 def _detect_flat_layout(lines: list[str]) -> Detection:
-    if any(ln.startswith("address-space (flat view): ") for ln in lines):
+    if any(ln.startswith(FLAT_AS_HEADER) for ln in lines):
         return Detection(_V2_9, ("`address-space (flat view):` headers",))
-    if any(re.search(r" kvm$", ln) for ln in lines if ln.startswith("  ")):
+    if any(re.search(r" kvm$", ln) for ln in lines if ln.startswith(RANGE_INDENT)):
         return Detection(_V4_1, ("lower-case `kvm` accelerator word",))
     if any(", container): " in ln for ln in lines):
         return Detection(_V11_0, ("the `container` type word",))
@@ -252,7 +253,7 @@ def _region_sized_section_ends(lines: list[str]) -> bool:
     """
     ranges: list[tuple[int, int]] = []
     for ln in lines:
-        if ln.startswith("FlatView #"):
+        if ln.startswith(FLATVIEW_HEADER):
             ranges = []
             continue
         r = _RANGE_LINE.match(ln)

@@ -99,11 +99,14 @@ def format_dispatch(dump: DispatchDump) -> list[str]:
     return out
 
 
-def parse_dispatch(lines: Sequence[str], lineno: int = 1) -> DispatchDump:
+def parse_dispatch(
+    lines: Sequence[str], lineno: int = 1, filename: str | None = None
+) -> DispatchDump:
     """Parse the dispatch lines of one FlatView block.
 
     :param lines: from ``  Dispatch`` up to (not including) the blank line.
     :param lineno: the 1-based line number of ``lines[0]`` in its document.
+    :param filename: the document's file, named in errors.
     :raise ParseError: with line, column and reason.
     """
     n = len(lines)
@@ -123,6 +126,7 @@ def parse_dispatch(lines: Sequence[str], lineno: int = 1) -> DispatchDump:
                 line=lineno + i,
                 column=col + 1,
                 source_line=got,
+                filename=filename,
             )
 
     expect(0, DISPATCH_HEAD)
@@ -130,27 +134,40 @@ def parse_dispatch(lines: Sequence[str], lineno: int = 1) -> DispatchDump:
     i = 2
     sections: list[DispatchSectionLine] = []
     while i < n and lines[i].startswith("      #"):
-        sections.append(parse_dispatch_section(lines[i], lineno + i, len(sections)))
+        sections.append(parse_dispatch_section(lines[i], lineno + i, len(sections), filename))
         i += 1
     if not sections:
-        raise ParseError("expected section #0", line=lineno + i, column=1, source_line=line_at(i))
+        raise ParseError(
+            "expected section #0",
+            line=lineno + i,
+            column=1,
+            source_line=line_at(i),
+            filename=filename,
+        )
     if i >= n:
         raise ParseError(
-            "expected the 'Nodes (...)' line after the sections", line=lineno + i, column=1
+            "expected the 'Nodes (...)' line after the sections",
+            line=lineno + i,
+            column=1,
+            filename=filename,
         )
-    head = parse_dispatch_nodes(lines[i], lineno + i)
+    head = parse_dispatch_nodes(lines[i], lineno + i, filename)
     i += 1
     nodes: list[DispatchNode] = []
     while i < n:
-        index = parse_dispatch_node(lines[i], lineno + i)
+        index = parse_dispatch_node(lines[i], lineno + i, filename)
         if index != len(nodes):
             raise ParseError(
-                f"expected node [{len(nodes)}]", line=lineno + i, column=8, source_line=lines[i]
+                f"expected node [{len(nodes)}]",
+                line=lineno + i,
+                column=8,
+                source_line=lines[i],
+                filename=filename,
             )
         node = DispatchNode(index, [], lineno + i)
         i += 1
         while i < n and lines[i].startswith("\t"):
-            run = parse_dispatch_entry(lines[i], lineno + i)
+            run = parse_dispatch_entry(lines[i], lineno + i, filename)
             expected = node.runs[-1].last + 1 if node.runs else 0
             if expected == NODE_SIZE:
                 raise ParseError(
@@ -159,6 +176,7 @@ def parse_dispatch(lines: Sequence[str], lineno: int = 1) -> DispatchDump:
                     line=lineno + i,
                     column=1,
                     source_line=lines[i],
+                    filename=filename,
                 )
             if run.first != expected or run.last < run.first:
                 raise ParseError(
@@ -166,6 +184,7 @@ def parse_dispatch(lines: Sequence[str], lineno: int = 1) -> DispatchDump:
                     line=lineno + i,
                     column=2,
                     source_line=lines[i],
+                    filename=filename,
                 )
             node.runs.append(run)
             i += 1
@@ -175,6 +194,7 @@ def parse_dispatch(lines: Sequence[str], lineno: int = 1) -> DispatchDump:
                 line=lineno + i,
                 column=1,
                 source_line=line_at(i),
+                filename=filename,
             )
         nodes.append(node)
     return DispatchDump(sections, head, nodes, lineno)

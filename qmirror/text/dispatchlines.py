@@ -140,7 +140,9 @@ def format_dispatch_entry(line: DispatchEntryLine) -> str:
     return f"{head} skip={line.skip}  ptr={ptr}"
 
 
-def _same_as_printed(text: str, printed: str, lineno: int, what: str) -> None:
+def _same_as_printed(
+    text: str, printed: str, lineno: int, what: str, filename: str | None = None
+) -> None:
     """Reject a line whose fields parse but whose spelling is not QEMU's."""
     if text == printed:
         return
@@ -150,12 +152,16 @@ def _same_as_printed(text: str, printed: str, lineno: int, what: str) -> None:
     )
     want = repr(printed[col]) if col < len(printed) else "end of line"
     raise ParseError(
-        f"{what}: QEMU prints {want} here", line=lineno, column=col + 1, source_line=text
+        f"{what}: QEMU prints {want} here",
+        line=lineno,
+        column=col + 1,
+        source_line=text,
+        filename=filename,
     )
 
 
 def parse_dispatch_section(
-    text: str, lineno: int, expected_index: int | None = None
+    text: str, lineno: int, expected_index: int | None = None, filename: str | None = None
 ) -> DispatchSectionLine:
     """Parse a section line; the label must be the one QEMU prints for its index.
 
@@ -166,17 +172,22 @@ def parse_dispatch_section(
     m = _DISPATCH_SECTION.match(text)
     if m is None:
         if not text.startswith("      #"):
-            raise expect_at(text, 0, lineno, "a section line '      #N @START..END NAME'")
+            raise expect_at(text, 0, lineno, "a section line '      #N @START..END NAME'", filename)
         raise ParseError(
             "expected '#N @START..END NAME' with 16-digit lower-case hex addresses",
             line=lineno,
             column=8,
             source_line=text,
+            filename=filename,
         )
     index = int(m["index"])
     if expected_index is not None and index != expected_index:
         raise ParseError(
-            f"expected section #{expected_index}", line=lineno, column=8, source_line=text
+            f"expected section #{expected_index}",
+            line=lineno,
+            column=8,
+            source_line=text,
+            filename=filename,
         )
     t = _DISPATCH_SECTION_TAIL.match(m["rest"])
     assert t is not None  # every part is optional
@@ -192,9 +203,10 @@ def parse_dispatch_section(
                 line=lineno,
                 column=col,
                 source_line=text,
+                filename=filename,
             )
     if not name:
-        raise expect_at(text, m.start("rest"), lineno, "the section's region name")
+        raise expect_at(text, m.start("rest"), lineno, "the section's region name", filename)
     line = DispatchSectionLine(
         index,
         int(m["start"], 16),
@@ -207,11 +219,11 @@ def parse_dispatch_section(
         t["alias"],
         lineno,
     )
-    _same_as_printed(text, format_dispatch_section(line), lineno, "section line")
+    _same_as_printed(text, format_dispatch_section(line), lineno, "section line", filename)
     return line
 
 
-def parse_dispatch_nodes(text: str, lineno: int) -> DispatchNodesLine:
+def parse_dispatch_nodes(text: str, lineno: int, filename: str | None = None) -> DispatchNodesLine:
     """Parse ``    Nodes (9 bits per level, 6 levels) ptr=[3] skip=4``."""
     m = _DISPATCH_NODES.match(text)
     if m is None:
@@ -220,37 +232,43 @@ def parse_dispatch_nodes(text: str, lineno: int) -> DispatchNodesLine:
             line=lineno,
             column=1,
             source_line=text,
+            filename=filename,
         )
     line = DispatchNodesLine(
         int(m["bits"]), int(m["levels"]), int(m["ptr"]), int(m["skip"]), lineno
     )
-    _same_as_printed(text, format_dispatch_nodes(line), lineno, "nodes line")
+    _same_as_printed(text, format_dispatch_nodes(line), lineno, "nodes line", filename)
     return line
 
 
-def parse_dispatch_node(text: str, lineno: int) -> int:
+def parse_dispatch_node(text: str, lineno: int, filename: str | None = None) -> int:
     """Parse ``      [N]`` and return ``N``."""
     m = _DISPATCH_NODE.match(text)
     if m is None:
         raise ParseError(
-            "expected a node line '      [N]'", line=lineno, column=1, source_line=text
+            "expected a node line '      [N]'",
+            line=lineno,
+            column=1,
+            source_line=text,
+            filename=filename,
         )
     index = int(m["index"])
-    _same_as_printed(text, format_dispatch_node(index), lineno, "node line")
+    _same_as_printed(text, format_dispatch_node(index), lineno, "node line", filename)
     return index
 
 
-def parse_dispatch_entry(text: str, lineno: int) -> DispatchEntryLine:
+def parse_dispatch_entry(text: str, lineno: int, filename: str | None = None) -> DispatchEntryLine:
     """Parse a run line (tab, index or run, ``skip=``, ``ptr=``), padding included."""
     m = _DISPATCH_ENTRY.match(text)
     if m is None:
         if not text.startswith("\t"):
-            raise expect_at(text, 0, lineno, "a tab (an entry line of a node)")
+            raise expect_at(text, 0, lineno, "a tab (an entry line of a node)", filename)
         raise ParseError(
             "expected an entry line 'FIRST[..LAST]  skip=S  ptr=NIL|#S|[N]'",
             line=lineno,
             column=2,
             source_line=text,
+            filename=filename,
         )
     first = int(m["first"])
     last = int(m["last"]) if m["last"] is not None else first
@@ -266,6 +284,7 @@ def parse_dispatch_entry(text: str, lineno: int) -> DispatchEntryLine:
                 line=lineno,
                 column=col,
                 source_line=text,
+                filename=filename,
             )
     line = DispatchEntryLine(first, last, skip, ptr, lineno)
     if m["last"] is not None and last == first:
@@ -274,6 +293,7 @@ def parse_dispatch_entry(text: str, lineno: int) -> DispatchEntryLine:
             line=lineno,
             column=m.start("last") - 1,
             source_line=text,
+            filename=filename,
         )
-    _same_as_printed(text, format_dispatch_entry(line), lineno, "entry line")
+    _same_as_printed(text, format_dispatch_entry(line), lineno, "entry line", filename)
     return line

@@ -23,47 +23,28 @@ from qmirror.core.render import FlatRange, FlatView
 from qmirror.errors import ParseError
 from qmirror.text import dialect as dialects
 from qmirror.text.dialect import Dialect
-from qmirror.text.dispatch import DispatchDump, format_dispatch, parse_dispatch
+from qmirror.text.dispatch import DispatchDump, format_dispatch
+from qmirror.text.document import FlatViewBlock, read_flat
 from qmirror.text.forgiving import PASTE_LIMIT, pick_text
 from qmirror.text.grammar import (
     FLAT_AS_HEADER,
     FLATVIEW_HEADER,
     NO_FLATVIEW,
+    NO_FLATVIEW_FOR,
+    NO_ROOT,
     ROOT_PREFIX,
     ASLine,
     FlatRangeLine,
     format_as_line,
     format_flat_range,
-    has_owner_suffix,
-    is_region_line,
     last,
-    parse_as_line,
-    parse_flat_range,
 )
 from qmirror.text.pastetree import Section
+from qmirror.text.reader import split_lines
 from qmirror.text.repair import Repair, remap_error, repair
-from qmirror.text.tree import split_lines
 
 
 _RANGE_LIKE = re.compile(r"[0-9a-fA-F]{8,16}\\?-[0-9a-fA-F]{8,16} \(prio ")
-
-
-@dataclass(slots=True)
-class FlatViewBlock:
-    """One ``FlatView #N`` block."""
-
-    number: int
-    address_spaces: list[ASLine]
-    #: Name of the FlatView's root; ``None`` prints ``(none)``.
-    root: str | None
-    ranges: list[FlatRangeLine]
-    #: The ``-d`` dispatch dump that follows the ranges, kept verbatim.
-    dispatch: list[str] = field(default_factory=list)
-    #: The same dump as structure (:mod:`qmirror.text.dispatch`); ``None`` without ``-d``.
-    dispatch_dump: DispatchDump | None = None
-    lineno: int = 0
-    #: Our rendered ranges behind ``ranges`` (for explanations); empty for QEMU's.
-    rendered: list[FlatRange] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -122,67 +103,7 @@ def parse_flat(
         return doc
     lines, eol, final_eol = split_lines(text, filename=filename)
     dia = dialect if dialect is not None else dialects.detect_flat(lines).dialect
-    if dia.flat == "per-as":
-        return _parse_per_as(lines, eol, final_eol, dia, filename)
-    ranges = [ln for ln in lines if ln.startswith("  ") and is_region_line(ln)]
-    owners = bool(ranges) and all(has_owner_suffix(ln) for ln in ranges)
-    views: list[FlatViewBlock] = []
-    i = 0
-    n = len(lines)
-
-    def fail(reason: str, at: int, column: int = 1) -> ParseError:
-        src = lines[at] if at < n else ""
-        return ParseError(reason, line=at + 1, column=column, source_line=src, filename=filename)
-
-    try:
-        while i < n:
-            line = lines[i]
-            # Reliability fix (issue 6): ASCII digits, and few enough for int() ("²" is
-            # isdigit(), and int() refuses more than 4300 digits).
-            number = line[10:]
-            if (
-                not line.startswith(FLATVIEW_HEADER)
-                or not number.isascii()
-                or not number.isdigit()
-                or len(number) > 9
-            ):
-                raise fail("expected 'FlatView #N'", i)
-            block = FlatViewBlock(int(line[10:]), [], None, [], lineno=i + 1)
-            i += 1
-            while i < n and lines[i].startswith(' AS "'):
-                block.address_spaces.append(parse_as_line(lines[i], i + 1))
-                i += 1
-            if not block.address_spaces:
-                raise fail("expected ' AS \"NAME\", root: ROOT' after 'FlatView #N'", i)
-            if i >= n or not lines[i].startswith(ROOT_PREFIX):
-                raise fail(f"expected '{ROOT_PREFIX.strip()} NAME'", i)
-            root = lines[i][len(ROOT_PREFIX) :]
-            block.root = None if root == "(none)" else root
-            i += 1
-            if i < n and lines[i] == NO_FLATVIEW:
-                i += 1
-            else:
-                while i < n and lines[i].startswith("  ") and is_region_line(lines[i]):
-                    block.ranges.append(parse_flat_range(lines[i], i + 1, owners=owners))
-                    i += 1
-                if not block.ranges:
-                    raise fail(f"expected range lines or '{NO_FLATVIEW.strip()}'", i)
-                while i < n and lines[i] != "":
-                    if not lines[i].startswith(("  Dispatch", "    ", "\t")):
-                        raise fail("expected a range line, the dispatch dump or a blank line", i)
-                    block.dispatch.append(lines[i])
-                    i += 1
-                if block.dispatch:
-                    first = i + 1 - len(block.dispatch)
-                    block.dispatch_dump = parse_dispatch(block.dispatch, first)
-            if i >= n or lines[i] != "":
-                raise fail("expected the blank line that ends a FlatView block", i)
-            i += 1
-            views.append(block)
-    except ParseError as err:
-        if err.filename is None:
-            err.filename = filename
-        raise
+    views, owners = read_flat(lines, filename, per_as=dia.flat == "per-as")
     return FlatDocument(views, eol, final_eol, owners, dia)
 
 
@@ -210,50 +131,6 @@ def forgiving_flat(
     return doc
 
 
-def _parse_per_as(
-    lines: list[str], eol: str, final_eol: bool, dia: Dialect, filename: str | None
-) -> FlatDocument:
-    """QEMU 2.9/2.10: ``address-space (flat view): NAME`` then its ranges, per AS."""
-    ranges = [ln for ln in lines if ln.startswith("  ") and is_region_line(ln)]
-    owners = bool(ranges) and all(has_owner_suffix(ln) for ln in ranges)
-    views: list[FlatViewBlock] = []
-    i, n = 0, len(lines)
-    while i < n:
-        line = lines[i]
-        if not line.startswith(FLAT_AS_HEADER):
-            raise ParseError(
-                f"expected '{FLAT_AS_HEADER}NAME'",
-                line=i + 1,
-                column=1,
-                source_line=line,
-                filename=filename,
-            )
-        name = line[len(FLAT_AS_HEADER) :]
-        block = FlatViewBlock(len(views), [ASLine(name, "", None)], None, [], lineno=i + 1)
-        i += 1
-        if i < n and lines[i] == _no_view_for(name):
-            i += 1
-        else:
-            while i < n and lines[i].startswith("  ") and is_region_line(lines[i]):
-                block.ranges.append(parse_flat_range(lines[i], i + 1, owners=owners))
-                i += 1
-        if i >= n or lines[i] != "":
-            raise ParseError(
-                "expected a range line or the blank line that ends the block",
-                line=i + 1,
-                column=1,
-                source_line=lines[i] if i < n else "",
-                filename=filename,
-            )
-        i += 1
-        views.append(block)
-    return FlatDocument(views, eol, final_eol, owners, dia)
-
-
-def _no_view_for(name: str) -> str:
-    return f"  No rendered FlatView for address space '{name}'"
-
-
 def print_flat(doc: FlatDocument) -> str:
     """Print a flat document exactly as QEMU prints ``info mtree -f``."""
     out: list[str] = []
@@ -263,13 +140,13 @@ def print_flat(doc: FlatDocument) -> str:
             name = v.address_spaces[0].name
             out.append(FLAT_AS_HEADER + name)
             if not v.ranges:
-                out.append(_no_view_for(name))
+                out.append(NO_FLATVIEW_FOR.format(name))
             out.extend(_range_lines(v, doc))
             out.append("")
             continue
-        out.append(f"FlatView #{v.number}")
+        out.append(f"{FLATVIEW_HEADER}{v.number}")
         out.extend(format_as_line(a) for a in v.address_spaces)
-        out.append(ROOT_PREFIX + ("(none)" if v.root is None else v.root))
+        out.append(ROOT_PREFIX + (NO_ROOT if v.root is None else v.root))
         if not v.ranges:
             out.append(NO_FLATVIEW)
         out.extend(_range_lines(v, doc))

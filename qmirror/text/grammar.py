@@ -1,43 +1,36 @@
-"""The grammar of ``info mtree`` text, in and out: the one place that knows its syntax.
+"""The line grammar of ``info mtree`` text, in and out, and every literal of its documents.
 
-QEMU 7.2 prints two documents (reference §4). Tree mode (``info mtree [-o] [-D]``)::
+Each line of a document is parsed here, one at a time, and printed here; the
+document structure (headers, blocks, blank lines, FlatView blocks) is
+:mod:`qmirror.text.document`, which takes its header literals from this module (they
+are defined once, below). The whole grammar is in ``docs/grammar.md``. QEMU 7.2's
+lines (reference §4)::
 
-    tree       = block*
-    block      = header+ region-line* EOL            (blank line ends a block)
-    header     = "address-space: " NAME | "memory-region: " NAME
-    region-line= overflow* indent RANGE " (prio " INT ", " type "): " body
-    overflow   = "[DETECTED OVERFLOW!] "             (before the indent; may be glued
+    region-line = overflow* indent RANGE " (prio " INT ", " type "): " body
+    overflow    = "[DETECTED OVERFLOW!] "            (before the indent; may be glued
                                                       to a later line or a header)
-    indent     = "  " * level                        (level >= 1; the root is level 1)
-    RANGE      = HEX16 "-" HEX16                     (inclusive end, modulo 2**64)
-    type       = ["nv-"] ("ram" | "rom" | "romd" | "ramd" | "i/o" | "container")
-               | ("R" | "-") ("W" | "-")              (access letters, before 2.9)
-    body       = (alias | NAME) [" [disabled]"] [owners]
-    alias      = "alias " NAME " @" NAME " " HEX16 "-" HEX16
-    owners     = " orphan" | [" owner:" objref] [" parent:" objref]   (only with -o)
-    objref     = "{" ("dev" | "obj") " " ("id" | "path" | "type") "=" TEXT "}"
+    indent      = "  " * level                       (level >= 1; the root is level 1)
+    RANGE       = HEX16 "-" HEX16                    (inclusive end, modulo 2**64)
+    type        = ["nv-"] ("ram" | "rom" | "romd" | "ramd" | "i/o" | "container")
+                | ("R" | "-") ("W" | "-")             (access letters, before 2.9)
+    body        = (alias | NAME) [" [disabled]"] [owners]
+    alias       = "alias " NAME " @" NAME " " HEX16 "-" HEX16
+    owners      = " orphan" | [" owner:" objref] [" parent:" objref]   (only with -o)
+    objref      = "{" ("dev" | "obj") " " ("id" | "path" | "type") "=" TEXT "}"
+    as-line     = ' AS "' NAME '", root: ' NAME [", alias " NAME]
+    range-line  = "  " RANGE " (prio " INT ", " type "): " NAME [" @" HEX16] [owners]
+                  (" " ACCEL)*
+    ACCEL       = "KVM" | "kvm"                       (once per AS the accelerator tracks)
 
-Flat mode (``info mtree -f [-d] [-o]``)::
-
-    flat       = view*
-    view       = "FlatView #" INT EOL as-line+ root-line body EOL
-    as-line    = ' AS "' NAME '", root: ' NAME [", alias " NAME]
-    root-line  = " Root memory region: " (NAME | "(none)")
-    body       = "  No rendered FlatView" EOL | range-line+ [dispatch]
-    range-line = "  " RANGE " (prio " INT ", " type "): " NAME [" @" HEX16] [owners] (" " ACCEL)*
-    ACCEL      = "KVM" | "kvm"                        (once per AS the accelerator tracks)
-    dispatch   = see :mod:`qmirror.text.dispatchlines` (``-d``)
-
-Older QEMUs (:mod:`qmirror.text.dialect`) differ in headers (bare ``NAME`` lines before
-2.4, whose trees start at level 0), the type field (access letters before 2.9), the
-place of the overflow marker (after the indentation before 5.1) and the ``-f`` layout
-(one ``address-space (flat view): NAME`` block per address space in 2.9/2.10, with
-``  No rendered FlatView for address space 'NAME'`` for an empty one).
+The ``-d`` dump's lines are :mod:`qmirror.text.dispatchlines`. Older QEMUs
+(:mod:`qmirror.text.dialect`) differ in the type field (access letters before 2.9)
+and the place of the overflow marker (after the indentation before 5.1).
 
 Names are free text (spaces, ``@``, brackets), so lines are taken apart from the
 right: alias windows, ``[disabled]``, owner suffixes, offsets and accelerator words
-are fixed-shape and anchored at the end. Every line ends in CR LF when it comes
-from a monitor; the document layer splits lines, this module sees one line at a time.
+are fixed-shape and anchored at the end. A region line is the hot path of big trees:
+one regex whose groups are its fields, one look-up for its type field, and a named
+tuple built in C (issue 13).
 """
 
 from __future__ import annotations
@@ -45,6 +38,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from qmirror.core.model import MASK64, ObjectRef, Ownership
 from qmirror.errors import ParseError
@@ -57,14 +51,34 @@ TYPE_WORDS = ("ram", "rom", "romd", "ramd", "i/o", "container")
 _TYPE_WORDS_LONGEST_FIRST = tuple(sorted(TYPE_WORDS, key=len, reverse=True))
 #: Access letters of QEMU 1.1–2.8: readable (``R``, else ``-``), writable (``W``, else ``-``).
 ACCESS_LETTERS = ("RW", "R-", "-W", "--")
-FLAT_AS_HEADER = "address-space (flat view): "
-#: Header and block lines of the two documents (see the grammar above).
+#: Header and block lines of the two documents (see the grammar above): every literal
+#: of the document structure is defined here, once.
 AS_HEADER = "address-space: "
 MR_HEADER = "memory-region: "
+#: The line QEMU 1.1–2.3 printed between the address spaces and the aliased regions.
+ALIASES_HEADER = "aliases"
 FLATVIEW_HEADER = "FlatView #"
+#: Digits of a FlatView's number at most: few enough for int() (issue 6).
+FLATVIEW_NUMBER_DIGITS = 9
+AS_LINE_PREFIX = ' AS "'
 ROOT_PREFIX = " Root memory region: "
+#: What the root line shows for a FlatView without a root.
+NO_ROOT = "(none)"
 NO_FLATVIEW = "  No rendered FlatView"
+#: QEMU 2.9/2.10: one block per address space, under this header.
+FLAT_AS_HEADER = "address-space (flat view): "
+#: QEMU 2.9/2.10: the line of an address space whose FlatView is empty.
+NO_FLATVIEW_FOR = NO_FLATVIEW + " for address space '{}'"
+#: Range lines of ``-f`` are indented by this.
+RANGE_INDENT = "  "
+#: How the ``-d`` dump's lines start (its grammar: :mod:`qmirror.text.dispatchlines`).
+DISPATCH_STARTS = ("  Dispatch", "    ", "\t")
 ACCEL_WORDS = ("KVM", "kvm")
+DISABLED_SUFFIX = " [disabled]"
+ALIAS_PREFIX = "alias "
+ORPHAN_SUFFIX = " orphan"
+#: ``HEX16-HEX16``: the width of a printed range.
+RANGE_WIDTH = 33
 
 #: Sixteen lower-case hex digits: every address QEMU prints.
 HEX16_RE = r"[0-9a-f]{16}"
@@ -73,9 +87,13 @@ _TYPE = r"(?P<nv>nv-)?(?P<type>romd|ramd|ram|rom|i/o|container|[R-][W-])"
 _OBJREF = r"\{(?:dev|obj) (?:id|path|type)=[^{}]*\}"
 _OWNERS = rf"(?: orphan|(?: owner:{_OBJREF})?(?: parent:{_OBJREF})?)"
 
+_MARKER_RE = r"(?:\[DETECTED OVERFLOW!\] )*"
+#: A region line up to its body, each group one field: the head (overflow markers and
+#: the indentation: markers come before it from 5.1, after it before), start, end,
+#: priority, the type field (checked against ``_TYPE_FIELDS``) and the body.
 _REGION_LINE = re.compile(
-    rf"(?P<indent> *)(?P<late>(?:\[DETECTED OVERFLOW!\] )*)(?P<start>{_HEX16})-(?P<end>{_HEX16})"
-    rf" \(prio (?P<prio>-?\d{{1,11}}), {_TYPE}\): (?P<body>.*)\Z",
+    rf"({_MARKER_RE} *{_MARKER_RE})({_HEX16})-({_HEX16})"
+    rf" \(prio (-?\d{{1,11}}), ([a-zRW/-]+)\): (.*)\Z",
     re.DOTALL,
 )
 #: An alias window at the end of a line's body, matched at its fixed offset.
@@ -99,8 +117,9 @@ def _split_accel(body: str) -> tuple[str, tuple[str, ...]]:
     """
     words: list[str] = []
     while body.endswith(_ACCEL_TAILS):
-        words.append(body[-3:])
-        body = body[:-4]
+        cut = body.rfind(" ")
+        words.append(body[cut + 1 :])
+        body = body[:cut]
     words.reverse()
     return body, tuple(words)
 
@@ -123,7 +142,7 @@ def last(size: int) -> int:
 
 def parse_owners(text: str) -> Ownership:
     """Turn an owner suffix (``" owner:{dev id=x} parent:{obj path=/y}"``) into data."""
-    if text == " orphan":
+    if text == ORPHAN_SUFFIX:
         return Ownership(None, None)
     owner = parent = None
     for label, ref in re.findall(r" (owner|parent):(\{[^{}]*\})", text):
@@ -140,7 +159,7 @@ def parse_owners(text: str) -> Ownership:
 def format_owners(ownership: Ownership) -> str:
     """The ``-o`` suffix of a line, with its leading space."""
     if ownership.owner is None and ownership.parent is None:
-        return " orphan"
+        return ORPHAN_SUFFIX
     out = ""
     for label, ref in (("owner", ownership.owner), ("parent", ownership.parent)):
         if ref is not None:
@@ -161,8 +180,8 @@ def _owners_cached(suffix: str) -> Ownership | None:
 
 def split_owners(body: str) -> tuple[str, Ownership | None]:
     """Split a trailing owner suffix off ``body`` if it has a non-empty one."""
-    if body.endswith(" orphan"):
-        return body[:-7], _ORPHAN
+    if body.endswith(ORPHAN_SUFFIX):
+        return body[: -len(ORPHAN_SUFFIX)], _ORPHAN
     if not body.endswith("}"):
         return body, None
     # Taken apart from the right: `[ owner:{…}][ parent:{…}]`; names may contain braces,
@@ -184,8 +203,7 @@ def split_owners(body: str) -> tuple[str, Ownership | None]:
 # -- tree lines --------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class TreeLine:
+class TreeLine(NamedTuple):
     """One region line of tree mode, as printed.
 
     ``start``/``end`` are the printed (absolute, wrapped) numbers; ``level`` is the
@@ -193,6 +211,9 @@ class TreeLine:
     used to compare two printings of the same region: a slice of ``text``, the line as
     read (after any overflow markers), which the document holds anyway, so the tail
     is not kept a second time (issue 13: memory per region).
+
+    A named tuple, not a dataclass: a big tree has one per line, and a tuple is built
+    in C (issue 13: parse speed).
     """
 
     lineno: int
@@ -226,7 +247,7 @@ def strip_overflow(text: str) -> tuple[int, str]:
     """Count and remove leading ``[DETECTED OVERFLOW!] `` markers."""
     n = 0
     while text.startswith(OVERFLOW_MARKER):
-        text = text[len(OVERFLOW_MARKER) :]
+        text = text[_MARKER_LEN:]
         n += 1
     return n, text
 
@@ -242,65 +263,89 @@ def parse_tree_line(text: str, lineno: int, *, owners: bool, root_level: int = 1
     return region_line(text, lineno, owners, root_level)
 
 
+#: The type field (``nv-ram``, ``RW``) → its type word (one shared string per word, not
+#: one per line) and whether it is non-volatile. A field not in here is no type field.
+_TYPE_FIELDS: dict[str, tuple[str, bool]] = {
+    nv + w: (w, nv != "") for w in (*TYPE_WORDS, *ACCESS_LETTERS) for nv in ("", "nv-")
+}
 #: Type words as one shared string each (what the regexes capture is a new string).
-_WORDS: dict[str, str] = {w: w for w in ("i/o", "ram", "rom", "romd", "ramd", "container", "iommu")}
+_WORDS: dict[str, str] = {w: w for w in (*TYPE_WORDS, "iommu")}
+_NEW = tuple.__new__
+#: The priorities QEMU's machines use, as ints: a look-up is cheaper than int().
+_PRIORITIES: dict[str, int] = {str(p): p for p in range(-256, 257)}
 
 
-def region_line(text: str, lineno: int, owners: bool, root_level: int) -> TreeLine:
-    """:func:`parse_tree_line` with positional arguments: the hot path of big trees."""
-    overflow = 0
-    rest = text
-    if text[:1] == "[":
-        overflow, rest = strip_overflow(text)
-    m = _REGION_LINE.match(rest)
-    if m is None:
-        raise _diagnose_region_line(text, lineno, len(text) - len(rest))
-    indent_s, late, start, end, prio, nv, word, body = m.groups()
-    word = _WORDS.get(word, word)  # one string per type word, not one per line
-    indent = len(indent_s)
-    if late:
-        # Before 5.1 the marker followed the indentation.
-        overflow += len(late) // _MARKER_LEN
+def region_line(
+    text: str, lineno: int, owners: bool, root_level: int, filename: str | None = None
+) -> TreeLine:
+    """:func:`parse_tree_line` with positional arguments: the hot path of big trees.
+
+    One regex takes the line apart up to its body; its groups map to the fields. Only
+    the body (free text) is looked at again, from the right.
+    """
+    m = _REGION_LINE.match(text)
+    if m is not None:
+        head, start, end, prio, type_field, body = m.groups()
+        fields = _TYPE_FIELDS.get(type_field)
+    if m is None or fields is None:
+        at = len(text) - len(strip_overflow(text)[1])
+        raise _diagnose_region_line(text, lineno, at, filename)
+    overflow = lead = 0
+    indent = len(head)
+    if "[" in head:  # rare: markers of wrapped ranges
+        overflow = head.count(OVERFLOW_MARKER)
+        lead = len(text) - len(strip_overflow(text)[1])
+        indent -= overflow * _MARKER_LEN
     if indent & 1 or indent >> 1 < root_level:
         raise ParseError(
             f"indentation of {indent} spaces: QEMU indents by two per level, from level "
             f"{root_level}",
             line=lineno,
-            column=len(text) - len(rest) + 1,
+            column=lead + 1,
             source_line=text,
+            filename=filename,
         )
     ownership = None
     if owners:
-        body, ownership = _required_owners(body, text, lineno)
-    disabled = body.endswith(" [disabled]")
+        body, ownership = _required_owners(body, text, lineno, filename)
+    if lead:
+        text = text[lead:]
+    disabled = body.endswith(DISABLED_SUFFIX)
     if disabled:
-        body = body[:-11]
+        body = body[: -len(DISABLED_SUFFIX)]
     target = None
     astart = aend = 0
-    name = body
-    if body.startswith("alias "):
-        name, target, astart, aend = _split_alias(body)
-    return TreeLine(
-        lineno,
-        (indent >> 1) + 1 - root_level,
-        overflow,
-        int(start, 16),
-        int(end, 16),
-        int(prio),
-        nv is not None,
-        word,
-        name,
-        target,
-        astart,
-        aend,
-        disabled,
-        ownership,
-        rest,
-        indent + len(late) + 33,
+    if body.startswith(ALIAS_PREFIX):
+        body, target, astart, aend = _split_alias(body)
+    priority = _PRIORITIES.get(prio)
+    if priority is None:
+        priority = int(prio)
+    return _NEW(
+        TreeLine,
+        (
+            lineno,
+            (indent >> 1) + 1 - root_level,
+            overflow,
+            int(start, 16),
+            int(end, 16),
+            priority,
+            fields[1],
+            fields[0],
+            body,
+            target,
+            astart,
+            aend,
+            disabled,
+            ownership,
+            text,
+            len(head) - lead + RANGE_WIDTH,
+        ),
     )
 
 
-def _required_owners(body: str, text: str, lineno: int) -> tuple[str, Ownership]:
+def _required_owners(
+    body: str, text: str, lineno: int, filename: str | None = None
+) -> tuple[str, Ownership]:
     """:func:`split_owners` on a line of ``-o`` output, where the suffix must be there."""
     body, ownership = split_owners(body)
     if ownership is None:
@@ -310,8 +355,13 @@ def _required_owners(body: str, text: str, lineno: int) -> tuple[str, Ownership]
             line=lineno,
             column=len(text) + 1,
             source_line=text,
+            filename=filename,
         )
     return body, ownership
+
+
+#: `` HEX16-HEX16`` at the end of an alias line's body: its window.
+_WINDOW_WIDTH = 1 + RANGE_WIDTH
 
 
 def _split_alias(body: str) -> tuple[str, str | None, int, int]:
@@ -320,12 +370,13 @@ def _split_alias(body: str) -> tuple[str, str | None, int, int]:
     The window is fixed-width at the end, and the last " @" before it splits the names
     (targets do not contain " @").
     """
-    cut = len(body) - 34
-    wm = _ALIAS_WINDOW.match(body, cut) if cut >= 8 else None
-    at = body.rfind(" @", 6, cut) if wm is not None else -1
+    cut = len(body) - _WINDOW_WIDTH
+    first = len(ALIAS_PREFIX)
+    wm = _ALIAS_WINDOW.match(body, cut) if cut >= first + 2 else None
+    at = body.rfind(" @", first, cut) if wm is not None else -1
     if wm is None or at < 0:
         return body, None, 0, 0
-    return body[6:at], body[at + 2 : cut], int(wm[1], 16), int(wm[2], 16)
+    return body[first:at], body[at + 2 : cut], int(wm[1], 16), int(wm[2], 16)
 
 
 def format_tree_line(
@@ -352,10 +403,10 @@ def format_tree_line(
     body = (
         name
         if alias_target is None
-        else f"alias {name} @{alias_target} {hex16(alias_start)}-{hex16(alias_end)}"
+        else f"{ALIAS_PREFIX}{name} @{alias_target} {hex16(alias_start)}-{hex16(alias_end)}"
     )
     if disabled:
-        body += " [disabled]"
+        body += DISABLED_SUFFIX
     if ownership is not None:
         body += format_owners(ownership)
     nv = "nv-" if nonvolatile else ""
@@ -382,7 +433,9 @@ class FlatRangeLine:
     accel: tuple[str, ...]
 
 
-def parse_flat_range(text: str, lineno: int, *, owners: bool) -> FlatRangeLine:
+def parse_flat_range(
+    text: str, lineno: int, *, owners: bool, filename: str | None = None
+) -> FlatRangeLine:
     """Parse one range line of ``-f`` output.
 
     :param owners: the document was printed with ``-o``.
@@ -390,12 +443,12 @@ def parse_flat_range(text: str, lineno: int, *, owners: bool) -> FlatRangeLine:
     """
     m = _FLAT_RANGE.match(text)
     if m is None:
-        raise _diagnose_flat_range(text, lineno)
+        raise _diagnose_flat_range(text, lineno, filename)
     body = m["body"]
     body, accel = _split_accel(body)
     ownership = None
     if owners:
-        body, ownership = _required_owners(body, text, lineno)
+        body, ownership = _required_owners(body, text, lineno, filename)
     offset = 0
     om = _OFFSET_SUFFIX.search(body)
     if om is not None:
@@ -408,6 +461,7 @@ def parse_flat_range(text: str, lineno: int, *, owners: bool) -> FlatRangeLine:
                 line=lineno,
                 column=len(text) - len(m["body"]) + len(body) + 1,
                 source_line=text,
+                filename=filename,
             )
     return FlatRangeLine(
         lineno=lineno,
@@ -437,7 +491,7 @@ def format_flat_range(
 ) -> str:
     """One range line of ``-f`` output, without the line ending."""
     nv = "nv-" if nonvolatile else ""
-    line = f"  {hex16(start)}-{hex16(end)} (prio {priority}, {nv}{type_word}): {name}"
+    line = f"{RANGE_INDENT}{hex16(start)}-{hex16(end)} (prio {priority}, {nv}{type_word}): {name}"
     if offset:
         line += f" @{hex16(offset)}"
     if ownership is not None:
@@ -471,7 +525,8 @@ class ASLine:
     alias: str | None
 
 
-def parse_as_line(text: str, lineno: int) -> ASLine:
+def parse_as_line(text: str, lineno: int, filename: str | None = None) -> ASLine:
+    """`` AS "NAME", root: ROOT[, alias TARGET]``."""
     m = _AS_LINE.match(text)
     if m is None:
         raise ParseError(
@@ -479,12 +534,13 @@ def parse_as_line(text: str, lineno: int) -> ASLine:
             line=lineno,
             column=1,
             source_line=text,
+            filename=filename,
         )
     return ASLine(m["name"], m["root"], m["alias"])
 
 
 def format_as_line(line: ASLine) -> str:
-    text = f' AS "{line.name}", root: {line.root}'
+    text = f'{AS_LINE_PREFIX}{line.name}", root: {line.root}'
     if line.alias is not None:
         text += f", alias {line.alias}"
     return text
@@ -493,66 +549,80 @@ def format_as_line(line: ASLine) -> str:
 # -- diagnostics ----------------------------------------------------------------
 
 
-def expect_at(text: str, pos: int, lineno: int, what: str) -> ParseError:
+def expect_at(
+    text: str, pos: int, lineno: int, what: str, filename: str | None = None
+) -> ParseError:
+    """``expected WHAT, found X`` at ``pos`` (0-based) of line ``lineno``."""
     found = repr(text[pos]) if pos < len(text) else "end of line"
     return ParseError(
-        f"expected {what}, found {found}", line=lineno, column=pos + 1, source_line=text
+        f"expected {what}, found {found}",
+        line=lineno,
+        column=pos + 1,
+        source_line=text,
+        filename=filename,
     )
 
 
-def _walk_range_head(text: str, pos: int, lineno: int) -> int:
-    """Check ``HEX16-HEX16 (prio N, TYPE): `` from ``pos``; return where the body starts."""
-    hexdigits = "0123456789abcdef"
-    for i in range(16):
-        if pos + i >= len(text) or text[pos + i] not in hexdigits:
-            return _raise(expect_at(text, pos + i, lineno, "16 lower-case hex digits (start)"))
-    pos += 16
-    if not text.startswith("-", pos):
-        return _raise(expect_at(text, pos, lineno, "'-' between start and end"))
-    pos += 1
-    for i in range(16):
-        if pos + i >= len(text) or text[pos + i] not in hexdigits:
-            return _raise(expect_at(text, pos + i, lineno, "16 lower-case hex digits (end)"))
-    pos += 16
+_HEXDIGITS = frozenset("0123456789abcdef")
+_DECIMAL = re.compile(r"-?\d+")
+
+
+def _range_head_error(text: str, pos: int, lineno: int, filename: str | None) -> ParseError | None:
+    """The first break of ``HEX16-HEX16 (prio N, TYPE): `` from ``pos``, or None.
+
+    The slow path of a line the regexes refused: walks the head the way the grammar
+    reads it, so the error points at the character that breaks it.
+    """
+
+    def expected(at: int, what: str) -> ParseError:
+        return expect_at(text, at, lineno, what, filename)
+
+    for half, what in (
+        (0, "16 lower-case hex digits (start)"),
+        (17, "16 lower-case hex digits (end)"),
+    ):
+        if half and not text.startswith("-", pos + 16):
+            return expected(pos + 16, "'-' between start and end")
+        for i in range(pos + half, pos + half + 16):
+            if i >= len(text) or text[i] not in _HEXDIGITS:
+                return expected(i, what)
+    pos += RANGE_WIDTH
     if not text.startswith(" (prio ", pos):
-        return _raise(expect_at(text, pos, lineno, "' (prio '"))
+        return expected(pos, "' (prio '")
     pos += 7
-    m = re.compile(r"-?\d+").match(text, pos)
+    m = _DECIMAL.match(text, pos)
     if m is None:
-        return _raise(expect_at(text, pos, lineno, "a decimal priority"))
+        return expected(pos, "a decimal priority")
     if len(m[0].lstrip("-")) > 11:
         # Reliability fix (issue 6): bounded like the line regexes, so that int() never
         # sees thousands of digits (it raises ValueError past 4300).
-        return _raise(
-            ParseError(
-                "priority too long: QEMU's priorities are 32-bit",
-                line=lineno,
-                column=pos + 1,
-                source_line=text,
-            )
+        return ParseError(
+            "priority too long: QEMU's priorities are 32-bit",
+            line=lineno,
+            column=pos + 1,
+            source_line=text,
+            filename=filename,
         )
     pos = m.end()
     if not text.startswith(", ", pos):
-        return _raise(expect_at(text, pos, lineno, "', ' after the priority"))
+        return expected(pos, "', ' after the priority")
     pos += 2
     if text.startswith("nv-", pos):
         pos += 3
-    for word in (*_TYPE_WORDS_LONGEST_FIRST, *ACCESS_LETTERS):
-        if text.startswith(word, pos):
-            pos += len(word)
-            break
-    else:
-        return _raise(expect_at(text, pos, lineno, "a type word (ram, rom, romd, ramd, i/o)"))
-    if not text.startswith("): ", pos):
-        return _raise(expect_at(text, pos, lineno, "'): ' after the type word"))
-    return pos + 3
+    word = next(
+        (w for w in (*_TYPE_WORDS_LONGEST_FIRST, *ACCESS_LETTERS) if text.startswith(w, pos)), None
+    )
+    if word is None:
+        return expected(pos, "a type word (ram, rom, romd, ramd, i/o)")
+    if not text.startswith("): ", pos + len(word)):
+        return expected(pos + len(word), "'): ' after the type word")
+    return None
 
 
-def _raise(err: ParseError) -> int:
-    raise err
-
-
-def _diagnose_region_line(text: str, lineno: int, pos: int) -> ParseError:
+def _diagnose_region_line(
+    text: str, lineno: int, pos: int, filename: str | None = None
+) -> ParseError:
+    """Why a tree line (its overflow markers end at ``pos``) is no region line."""
     indent_end = pos
     while indent_end < len(text) and text[indent_end] == " ":
         indent_end += 1
@@ -562,19 +632,17 @@ def _diagnose_region_line(text: str, lineno: int, pos: int) -> ParseError:
             pos,
             lineno,
             "a header ('address-space: ' or 'memory-region: ') or an indented region line",
+            filename,
         )
-    try:
-        _walk_range_head(text, indent_end, lineno)
-    except ParseError as err:
-        return err
-    return ParseError("malformed region line", line=lineno, column=1, source_line=text)
+    return _range_head_error(text, indent_end, lineno, filename) or ParseError(
+        "malformed region line", line=lineno, column=1, source_line=text, filename=filename
+    )
 
 
-def _diagnose_flat_range(text: str, lineno: int) -> ParseError:
-    if not text.startswith("  "):
-        return expect_at(text, 0, lineno, "a range line indented by two spaces")
-    try:
-        _walk_range_head(text, 2, lineno)
-    except ParseError as err:
-        return err
-    return ParseError("malformed range line", line=lineno, column=1, source_line=text)
+def _diagnose_flat_range(text: str, lineno: int, filename: str | None = None) -> ParseError:
+    """Why a line is no range line of ``-f``."""
+    if not text.startswith(RANGE_INDENT):
+        return expect_at(text, 0, lineno, "a range line indented by two spaces", filename)
+    return _range_head_error(text, len(RANGE_INDENT), lineno, filename) or ParseError(
+        "malformed range line", line=lineno, column=1, source_line=text, filename=filename
+    )

@@ -26,7 +26,17 @@ import re
 from dataclasses import dataclass, field
 
 from qmirror.errors import ParseError
-from qmirror.text.grammar import is_region_line
+from qmirror.text.grammar import (
+    ALIASES_HEADER,
+    AS_HEADER,
+    AS_LINE_PREFIX,
+    FLAT_AS_HEADER,
+    FLATVIEW_HEADER,
+    MR_HEADER,
+    NO_FLATVIEW,
+    ROOT_PREFIX,
+    is_region_line,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +70,22 @@ _PROMPT = re.compile(r"^\s*\(qemu\)\s*(info\s+mtree\b.*)?$")
 _ECHO = re.compile(r"^\s*info\s+mtree(\s+-[fdoD])*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _HEADER = re.compile(
-    r"^\s*(address-space: |memory-region: |address-space \(flat view\): "
-    r"|FlatView #\d+$| AS \"| Root memory region: |  No rendered FlatView)"
+    r"^\s*(?:"
+    + "|".join(
+        [
+            *(re.escape(h) for h in (AS_HEADER, MR_HEADER, FLAT_AS_HEADER)),
+            re.escape(FLATVIEW_HEADER) + r"\d+$",
+            *(re.escape(h) for h in (AS_LINE_PREFIX, ROOT_PREFIX, NO_FLATVIEW)),
+        ]
+    )
+    + ")"
 )
 #: A run line of the `-d` dump, which QEMU itself starts with a tab. (Reliability fix,
 #: issue 6: no ` *` before the ` +`, which backtracked quadratically over long runs of
 #: spaces — 15 s on one 200 kB line; the language is the same.)
 _RUN_LINE = re.compile(r"\t *\d+(?:\.\.\d+)? +skip=\d+ ")
-_STARTERS = ("address-space: ", "memory-region: ", "FlatView #", "address-space (flat view): ")
+_FIRST_VIEW = FLATVIEW_HEADER + "0"
+_STARTERS = (AS_HEADER, MR_HEADER, FLATVIEW_HEADER, FLAT_AS_HEADER)
 
 
 def repair(text: str) -> Repaired:
@@ -170,7 +188,7 @@ def repair(text: str) -> Repaired:
             and not ln.startswith((" ", "\t"))
             and not ln.startswith(_STARTERS)
             and not is_region_line(ln)
-            and ln != "aliases"
+            and ln != ALIASES_HEADER
             and is_region_line(out[-1][1])
         ):
             prev_n, prev = out[-1]
@@ -186,10 +204,10 @@ def repair(text: str) -> Repaired:
     restart: int | None = None
     seen_region_block = False
     for i, (_, ln) in enumerate(lines):
-        if ln.startswith("memory-region: "):
+        if ln.startswith(MR_HEADER):
             seen_region_block = True
-        elif (ln.startswith("address-space: ") and seen_region_block) or (
-            ln == "FlatView #0" and i > 0 and any(x == "FlatView #0" for _, x in lines[:i])
+        elif (ln.startswith(AS_HEADER) and seen_region_block) or (
+            ln == _FIRST_VIEW and i > 0 and any(x == _FIRST_VIEW for _, x in lines[:i])
         ):
             restart = i
             seen_region_block = False

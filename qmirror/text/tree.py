@@ -13,7 +13,6 @@ children by address then priority, and the orphaned children of hidden regions.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from qmirror.core.bulk import gc_paused
@@ -21,20 +20,19 @@ from qmirror.core.model import MASK64, AddressSpace, Machine, MemoryRegion, Regi
 from qmirror.errors import ModelError, ParseError
 from qmirror.text import dialect as dialects
 from qmirror.text.dialect import Detection, Dialect
+from qmirror.text.document import TreeBlock, read_tree
 from qmirror.text.forgiving import PASTE_LIMIT, pick_text
 from qmirror.text.grammar import (
     ACCESS_LETTERS,
+    ALIASES_HEADER,
+    AS_HEADER,
+    MR_HEADER,
     OVERFLOW_MARKER,
-    TreeLine,
     format_tree_line,
-    has_owner_suffix,
-    is_region_line,
     last,
-    parse_tree_line,
-    region_line,
-    strip_overflow,
 )
 from qmirror.text.pastetree import Section
+from qmirror.text.reader import split_lines
 from qmirror.text.repair import Repair, Repaired, remap_error, repair
 
 
@@ -47,18 +45,6 @@ KIND_OF_WORD = {
 
 
 # -- documents -------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class TreeBlock:
-    """One block: ``address-space:`` headers (a group) or a ``memory-region:`` header."""
-
-    is_region_block: bool
-    names: list[str]
-    header_lineno: int
-    lines: list[TreeLine] = field(default_factory=list)
-    #: ``[DETECTED OVERFLOW!]`` markers on the blank line that closes the block.
-    closing_overflow: int = 0
 
 
 @dataclass(slots=True)
@@ -121,53 +107,6 @@ class TreeDocument:
     @property
     def dialect(self) -> Dialect:
         return self.detection.dialect
-
-
-def split_lines(text: str, *, filename: str | None = None) -> tuple[list[str], str, bool]:
-    """Split ``text`` into lines; return them, the line ending, and whether the text ends in one.
-
-    QEMU's monitor turns every ``\\n`` into CR LF (reference §4.2); files may have
-    either, but consistently.
-
-    :raise ParseError: when CR LF and LF are mixed.
-    """
-    n_lf = text.count("\n")
-    n_crlf = text.count("\r\n")
-    if n_crlf and n_crlf == n_lf and text.count("\r") == n_crlf:
-        # All CR LF (QEMU's monitor): split in C, nothing to strip per line.
-        parts = text.split("\r\n")
-        eol = "\r\n"
-    elif n_crlf == 0 and "\r" not in text:
-        parts = text.split("\n")
-        eol = "\n"
-    else:
-        return _split_mixed(text, filename)
-    final_eol = parts[-1] == ""
-    if final_eol:
-        parts.pop()
-    return parts, eol, final_eol
-
-
-def _split_mixed(text: str, filename: str | None) -> tuple[list[str], str, bool]:
-    """The slow path: find and report the first line that ends differently."""
-    parts = text.split("\n")
-    final_eol = parts[-1] == ""
-    if final_eol:
-        parts.pop()
-    crlf = parts[0].endswith("\r")
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1 and not final_eol
-        if (part.endswith("\r") != crlf and not last) or "\r" in part.rstrip("\r"):
-            want = "CR LF" if crlf else "LF"
-            raise ParseError(
-                f"line ending differs from line 1 ({want}): lines must end alike",
-                line=i + 1,
-                column=len(part.rstrip("\r")) + 1,
-                source_line=part.rstrip("\r"),
-                filename=filename,
-            )
-    parts = [p[:-1] if p.endswith("\r") else p for p in parts]
-    return parts, "\r\n" if crlf else "\n", final_eol
 
 
 def parse_tree_document(
@@ -267,37 +206,12 @@ def _parse_tree(text: str, filename: str | None, dialect: Dialect | None) -> Tre
     prefixed = (
         dialect.prefixed_headers
         if dialect is not None
-        else text.startswith(("address-space: ", "memory-region: "))
-        or "\naddress-space: " in text
-        or "\nmemory-region: " in text
+        else text.startswith((AS_HEADER, MR_HEADER))
+        or "\n" + AS_HEADER in text
+        or "\n" + MR_HEADER in text
         or _UNINDENTED_ROOT.search(text) is None
     )
-    root_level = 1 if prefixed else 0
-    first = next((ln for ln in lines if is_region_line(ln)), None)
-    owners = first is not None and has_owner_suffix(first)
-    try:
-        try:
-            blocks = (
-                _prefixed_blocks(lines, owners, root_level, dialect)
-                if prefixed
-                else _bare_blocks(lines, owners, root_level)
-            )
-        except ParseError:
-            if not owners:
-                raise
-            # The first line's name only looked like an owner suffix: read without -o.
-            owners = False
-            blocks = (
-                _prefixed_blocks(lines, owners, root_level, dialect)
-                if prefixed
-                else _bare_blocks(lines, owners, root_level)
-            )
-    except ParseError as err:
-        if err.filename is None:
-            err.filename = filename
-        if not err.source_line and 0 < err.line <= len(lines):
-            err.source_line = lines[err.line - 1]
-        raise
+    blocks, owners = read_tree(lines, filename, prefixed=prefixed, dialect=dialect)
     shows = hides = False
     for b in blocks:
         prev = 0
@@ -358,114 +272,6 @@ def _evidence(
     )
 
 
-def _prefixed_blocks(
-    lines: list[str], owners: bool, root_level: int, dialect: Dialect | None
-) -> list[TreeBlock]:
-    """QEMU 2.4+: ``address-space:`` / ``memory-region:`` headers, blank line after each."""
-    blocks: list[TreeBlock] = []
-    block: TreeBlock | None = None
-    in_headers = False
-    parse_line = region_line
-    append_line: Callable[[TreeLine], None] | None = None
-    for i, raw in enumerate(lines):
-        c = raw[:1]
-        if c == " ":  # the common case: a region line of the current block
-            if append_line is None:
-                raise ParseError(
-                    "expected a header ('address-space: NAME' or 'memory-region: NAME')",
-                    line=i + 1,
-                    column=1,
-                    source_line=raw,
-                )
-            append_line(parse_line(raw, i + 1, owners, root_level))
-            in_headers = False
-            continue
-        lineno = i + 1
-        if c == "" or (c == "[" and strip_overflow(raw)[1] == ""):
-            if block is None:
-                raise ParseError("blank line before any block", line=lineno, column=1)
-            block.closing_overflow = strip_overflow(raw)[0]
-            block = None
-            append_line = None
-            continue
-        if raw.startswith("address-space: "):
-            if block is not None and (block.is_region_block or not in_headers):
-                raise ParseError(
-                    "missing blank line before this header", line=lineno, column=1, source_line=raw
-                )
-            if block is not None and dialect is not None and not dialect.grouped:
-                raise ParseError(
-                    "two address-space headers over one tree: that is QEMU 7.0+ "
-                    f"output, not {dialect}",
-                    line=lineno,
-                    column=1,
-                    source_line=raw,
-                )
-            if block is None:
-                block = TreeBlock(False, [], lineno)
-                blocks.append(block)
-                append_line = block.lines.append
-            block.names.append(raw[15:])
-            in_headers = True
-            continue
-        if raw.startswith("memory-region: "):
-            if block is not None:
-                raise ParseError(
-                    "missing blank line before this header", line=lineno, column=1, source_line=raw
-                )
-            block = TreeBlock(True, [raw[15:]], lineno)
-            blocks.append(block)
-            append_line = block.lines.append
-            in_headers = False
-            continue
-        if block is None:
-            raise ParseError(
-                "expected a header ('address-space: NAME' or 'memory-region: NAME')",
-                line=lineno,
-                column=1,
-                source_line=raw,
-            )
-        block.lines.append(parse_line(raw, lineno, owners, root_level))
-        in_headers = False
-    if block is not None:
-        raise ParseError(
-            "the last block is not closed by a blank line (QEMU ends every block with one)",
-            line=len(lines) + 1,
-            column=1,
-        )
-    return blocks
-
-
-#: The line QEMU 1.1–2.3 printed between the address spaces and the aliased regions.
-ALIASES_HEADER = "aliases"
-
-
-def _bare_blocks(lines: list[str], owners: bool, root_level: int) -> list[TreeBlock]:
-    """QEMU 1.3–2.3: a bare header line (the address space's name) before each tree,
-    then ``aliases`` and each aliased region under its bare name; no blank lines."""
-    blocks: list[TreeBlock] = []
-    block: TreeBlock | None = None
-    in_aliases = False
-    for i, raw in enumerate(lines):
-        lineno = i + 1
-        if is_region_line(raw):
-            if block is None:
-                raise ParseError(
-                    "a region line before any header", line=lineno, column=1, source_line=raw
-                )
-            block.lines.append(parse_tree_line(raw, lineno, owners=owners, root_level=root_level))
-            continue
-        if raw == "":
-            raise ParseError("blank line: QEMU before 2.4 prints none", line=lineno, column=1)
-        if raw == ALIASES_HEADER and not in_aliases:
-            in_aliases = True
-            block = None
-            continue
-        block = TreeBlock(in_aliases, [raw], lineno)
-        blocks.append(block)
-    return blocks
-
-
 # -- printing ------------------------------------------------------------------------
 
 
@@ -502,7 +308,7 @@ def print_tree(
         blocks = [(a.root, [a]) for a in machine.address_spaces]
     queue: list[MemoryRegion] = []
     printer = _Printer(out, queue, owners, disabled, dialect)
-    header = "address-space: " if dialect.prefixed_headers else ""
+    header = AS_HEADER if dialect.prefixed_headers else ""
     for root, ases in blocks:
         out.extend(header + a.name for a in ases)
         if root is not None:
@@ -510,7 +316,7 @@ def print_tree(
         printer.end_block()
     if not dialect.prefixed_headers:
         out.append(ALIASES_HEADER)
-    header = "memory-region: " if dialect.prefixed_headers else ""
+    header = MR_HEADER if dialect.prefixed_headers else ""
     i = 0
     while i < len(queue):
         mr = queue[i]

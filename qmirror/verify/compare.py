@@ -22,7 +22,8 @@ from typing import Any
 from qmirror.core.render import FlatRange, Visit
 from qmirror.rebuild.gaps import ViewKey, block_key
 from qmirror.sim.dispatch import DispatchDiff, diff_dispatch
-from qmirror.text.flat import FlatDocument, FlatViewBlock
+from qmirror.text.document import FlatViewBlock
+from qmirror.text.flat import FlatDocument
 from qmirror.text.grammar import FlatRangeLine, hex16
 
 

@@ -42,7 +42,8 @@ from typing import Any
 from qmirror.core.model import Machine
 from qmirror.core.render import FlatRange, render_machine
 from qmirror.errors import ExpectationError, ParseError
-from qmirror.text.flat import FlatDocument, FlatViewBlock
+from qmirror.text.document import FlatViewBlock
+from qmirror.text.flat import FlatDocument
 from qmirror.text.grammar import FlatRangeLine, format_owners, hex16, parse_flat_range
 from qmirror.verify.check import render_document
 from qmirror.verify.compare import describe_path

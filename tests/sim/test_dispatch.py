@@ -27,7 +27,8 @@ from qmirror.sim.dispatch import (
     levels_for,
 )
 from qmirror.text.dispatch import format_dispatch, infer_page_bits, parse_dispatch, strip_mru
-from qmirror.text.flat import FlatDocument, FlatViewBlock, parse_flat, print_flat
+from qmirror.text.document import FlatViewBlock
+from qmirror.text.flat import FlatDocument, parse_flat, print_flat
 from qmirror.verify.check import check
 
 
