@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from qmirror.errors import ParseError
 from qmirror.text.grammar import (
+    AS_HEADER,
     FLAT_AS_HEADER,
     FLATVIEW_HEADER,
     MR_HEADER,
@@ -358,8 +359,8 @@ class _Assembler:
             self.note(t.line, f"bare header of QEMU before 2.4 read as 'address-space: {t.text}'")
             return t.text, False
         if t.text.startswith(MR_HEADER):
-            return t.text[15:], True
-        return t.text[15:], False
+            return t.text[len(MR_HEADER) :], True
+        return t.text[len(AS_HEADER) :], False
 
     # -- flat ----------------------------------------------------------------------------
 
@@ -420,7 +421,7 @@ class _Assembler:
                 break
             if k == FLAT_HEAD:
                 if t.text.startswith(FLATVIEW_HEADER):
-                    n = int(t.text[10:])
+                    n = int(t.text[len(FLATVIEW_HEADER) :])
                     if n in numbers:
                         self.note(t.line, "the output starts again here: read as another text")
                         break
@@ -438,7 +439,7 @@ class _Assembler:
                 if not view_open or have_root or ranges_in_view:
                     self.note(t.line, "missing 'FlatView #N' header implied")
                     open_view(t.line, None)
-                root_guess = t.text[len("Root memory region: ") :] or "system"
+                root_guess = t.text[len(ROOT_PREFIX.lstrip()) :] or "system"
                 if not have_as:
                     have_root = True  # only the AS line is missing
                     need_as_and_root(t.line)
@@ -501,7 +502,7 @@ def reprint(sec: Section, eol: str = "\n") -> str:
     return eol.join(out) + eol if out else ""
 
 
-def refuse(text: str, kind: str, paste: Paste) -> ParseError:
+def refuse(text: str, kind: str, paste: Paste, filename: str | None = None) -> ParseError:
     """The error for a paste with no ``kind`` text in it."""
     first = next((i for i, ln in enumerate(text.split("\n"), 1) if ln.strip()), 1)
     other = "`info mtree -f`" if kind == "tree" else "`info mtree` (tree)"
@@ -516,7 +517,7 @@ def refuse(text: str, kind: str, paste: Paste) -> ParseError:
     elif not paste.sections:
         reason += ": no region or range line anywhere"
     src = text.split("\n")[first - 1].rstrip("\r") if text else ""
-    return ParseError(reason, line=first, column=1, source_line=src)
+    return ParseError(reason, line=first, column=1, source_line=src, filename=filename)
 
 
 def pick_text(
@@ -534,9 +535,7 @@ def pick_text(
     if sec is None:
         if error is not None and not paste.sections and "Physical sections" not in text:
             raise error
-        err = refuse(text, kind, paste)
-        err.filename = filename
-        raise err
+        raise refuse(text, kind, paste, filename)
     fixed = Repaired(sec.text(), list(paste.repairs), list(sec.origin))
     others = [s.span for s in paste.sections if s.kind == kind and s is not sec]
     if others:

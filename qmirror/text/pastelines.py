@@ -38,6 +38,7 @@ from qmirror.text.grammar import (
     FLATVIEW_HEADER,
     MR_HEADER,
     NO_FLATVIEW,
+    OVERFLOW_MARKER,
     ROOT_PREFIX,
     split_owners,
 )
@@ -157,8 +158,9 @@ def classify(content: str, line: int) -> Token:
             stripped = prefix.rstrip(" ")
             indent = len(prefix) - len(stripped)
             markers = 0
-            while stripped.endswith("[DETECTED OVERFLOW!]"):
-                stripped = stripped[:-20].rstrip(" ")
+            marker = OVERFLOW_MARKER.rstrip(" ")
+            while stripped.endswith(marker):
+                stripped = stripped[: -len(marker)].rstrip(" ")
                 markers += 1
             if markers:
                 indent = max(0, indent - 1)

@@ -19,6 +19,7 @@ from qmirror.errors import ParseError
 from qmirror.text.grammar import (
     AS_HEADER,
     MR_HEADER,
+    RANGE_WIDTH,
     TreeLine,
     has_owner_suffix,
     hex16,
@@ -115,12 +116,14 @@ class TreeWriter:
 
     def write(self) -> Section:
         sec = self.sec
-        have = {b.heads[0].text[15:] for b in self.blocks if b.region_block and b.heads}
+        have = {
+            b.heads[0].text[len(MR_HEADER) :] for b in self.blocks if b.region_block and b.heads
+        }
         if self.blocks and all(b.region_block for b in self.blocks):
             # No address-space block at all: the paste is a `memory-region:` excerpt, and
             # no printing can queue a block without one. Read each as an address space's.
             for b in self.blocks:
-                name = b.heads[0].text[15:]
+                name = b.heads[0].text[len(MR_HEADER) :]
                 self.note(
                     b.heads[0].line,
                     "a 'memory-region:' block without any "
@@ -202,7 +205,7 @@ class TreeWriter:
             out.append(
                 "  " * level
                 + f"{hex16(t.start - base)}-{hex16(t.end - base)}"
-                + self.sec.lines[i].lstrip(" ")[33:]
+                + self.sec.lines[i].lstrip(" ")[RANGE_WIDTH:]
             )
         return out
 
@@ -226,7 +229,7 @@ class TreeWriter:
                     implied=h.implied,
                 )
             t = b.heads[0]
-            head_name = t.text[15:] if t.kind == TREE_HEAD else t.text
+            head_name = _header_name(t.text) if t.kind == TREE_HEAD else t.text
         # A `memory-region:` block may start below its root: QEMU hides a disabled root
         # and prints its children (orphans). An address space's root is never hidden.
         deep = bool(levels) and min(levels) > 1 and not b.region_block
@@ -341,3 +344,11 @@ class TreeWriter:
                 word = old[0]
             missing[name] = (word, end, old[2] if old else orig)
         return missing
+
+
+def _header_name(text: str) -> str:
+    """The name on an ``address-space:`` or ``memory-region:`` header line."""
+    for header in (AS_HEADER, MR_HEADER):
+        if text.startswith(header):
+            return text[len(header) :]
+    return text
