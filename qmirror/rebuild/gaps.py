@@ -25,7 +25,6 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Iterable
-from dataclasses import replace
 
 from qmirror.core.model import (
     AddressSpace,
@@ -44,6 +43,7 @@ from qmirror.core.render import (
     render_machine,
     walk_visits,
 )
+from qmirror.rebuild.identity import copy_subtree
 from qmirror.rebuild.rules import DIRTY_MEMORY_VGA, RULES, Rule
 from qmirror.text.document import FlatViewBlock
 from qmirror.text.flat import FlatDocument
@@ -348,7 +348,7 @@ def split_shared_roots(machine: Machine, qemu: FlatDocument) -> list[Fact]:
         for group in list(groups.values())[1:]:
             root = group[0].root
             assert root is not None
-            copy = _copy_subtree(root, None)
+            copy = copy_subtree(root, None)
             shown = ", ".join(f'"{a.name}"' for a in group)
             copy.set_fact(
                 Fact(
@@ -365,15 +365,6 @@ def split_shared_roots(machine: Machine, qemu: FlatDocument) -> list[Fact]:
             for a in group:
                 a.root = copy
     return decided
-
-
-def _copy_subtree(mr: MemoryRegion, container: MemoryRegion | None) -> MemoryRegion:
-    """A copy of *mr* and its subregions; alias targets stay shared."""
-    copy = replace(
-        mr, subregions=[], container=container, facts=list(mr.facts), ioeventfds=list(mr.ioeventfds)
-    )
-    copy.subregions = [_copy_subtree(c, copy) for c in mr.subregions]
-    return copy
 
 
 def _infer_empty_roots(machine: Machine, qemu: FlatDocument, decided: list[Fact]) -> None:

@@ -26,6 +26,7 @@ from qmirror.core.render import FlatRange, FlatView, render_machine
 from qmirror.errors import ModelError, ParseError
 from qmirror.rebuild import gaps, harvest
 from qmirror.rebuild.harvest import HarvestedFact, HarvestTable
+from qmirror.rebuild.identity import split_own_roots
 from qmirror.rebuild.rules import Rule
 from qmirror.rebuild.tree import build_machine
 from qmirror.sim.dispatch import build_dispatch, dump_dispatch, iommu_evidence
@@ -112,6 +113,10 @@ def load_tree(
         doc.blocks = []
         doc.lines = []
     applied = gaps.apply_rules(machine) if rules else []
+    if rules and not doc.dialect.grouped:
+        # Before 7.0 identical-looking roots read as one: where the source says each
+        # address space has its own, it gets its own (G5).
+        split_own_roots(machine)
     table = None
     if rules and harvested is not False:
         table = (

@@ -37,25 +37,11 @@ def ids(paths: list[Path]) -> list[str]:
 VERSIONS = ("5.2", "7.2", "10.0", "11")
 
 # Known failures, per test and fixture (directory, or directory/tree): strict xfails, so
-# a fix shows up. Pre-7.0 trees print one block per address space, so address spaces
-# whose roots are distinct regions with the same name, owner and subtree print alike;
-# the parser takes them for one region (treetext._unify). Only QEMU's -f tells them
-# apart (gaps.split_shared_roots), which the rule-table-alone test does not read.
-_SAME_ROOTS = (
-    "QEMU 5.2 prints one block per address space; {what} look identical in "
-    "the tree text and are read as one region; only QEMU's -f (one FlatView "
-    "each) tells them apart, and strict checking does not read it"
-)
-_AMDVI = _SAME_ROOTS.format(
-    what="the 8 `amdvi_root` roots of amd_iommu_devfn_N (one per device, same owner)"
-)
-_SMM = _SAME_ROOTS.format(what="without -o the 4 per-CPU `memory` roots of cpu-smm-N")
+# a fix shows up. (Pre-7.0 trees print identical-looking roots of different address
+# spaces alike; the sourced rules of qmirror.rebuild.identity tell apart the ones on the
+# fixtures, which were the last entries here.)
 KNOWN: dict[str, dict[str, str]] = {
-    "rules": {
-        "qemu-5.2/x86_64/q35-amd-iommu/info-mtree.txt": _AMDVI,
-        "qemu-5.2/x86_64/q35-amd-iommu/info-mtree-o-D.txt": _AMDVI,
-        "qemu-5.2/x86_64/q35-smp4/info-mtree.txt": _SMM,
-    },
+    "rules": {},
     "inference": {},
     "cli": {},
 }
