@@ -196,13 +196,13 @@ def pair_views(ours: list[FlatView], qemu: FlatDocument) -> list[tuple[FlatView,
 def _region_names(root: MemoryRegion | None) -> set[str]:
     """Names of *root* and the regions below it (subregions, not alias targets)."""
     names: set[str] = set()
-    seen: set[int] = set()
+    seen: set[MemoryRegion] = set()
     stack = [root] if root is not None else []
     while stack:
         mr = stack.pop()
-        if id(mr) in seen:
+        if mr in seen:
             continue
-        seen.add(id(mr))
+        seen.add(mr)
         if mr.name is not None:
             names.add(mr.name)
         stack.extend(mr.subregions)
@@ -332,10 +332,10 @@ def split_shared_roots(machine: Machine, qemu: FlatDocument) -> list[Fact]:
         for line in b.address_spaces:
             seen_in_qemu[line.name] = seen_in_qemu.get(line.name, 0) + 1
             block_of[line.name] = i
-    by_root: dict[int, list[AddressSpace]] = {}
+    by_root: dict[MemoryRegion, list[AddressSpace]] = {}
     for a in machine.address_spaces:
         if a.root is not None:
-            by_root.setdefault(id(a.root), []).append(a)
+            by_root.setdefault(a.root, []).append(a)
     decided: list[Fact] = []
     for spaces in by_root.values():
         groups: dict[int, list[AddressSpace]] = {}
@@ -409,18 +409,18 @@ def record_fact(mr: MemoryRegion, decided: list[Fact], fact: Fact) -> None:
     decided.append(fact)
 
 
-def _with_namesakes(machine: Machine) -> set[int]:
-    """Ids of the regions with a descendant (through subregions) of their own name.
+def _with_namesakes(machine: Machine) -> set[MemoryRegion]:
+    """The regions with a descendant (through subregions) of their own name.
 
     Reliability fix (issue 6): one pass over the subregion forest; asking each region's
     whole subtree instead was quadratic on deep trees (minutes for 4000 levels). Each
     region marks the nearest ancestor of its name; that one marks the next, and so on.
     """
     reached = list(machine.regions())
-    ids = {id(mr) for mr in reached}
-    out: set[int] = set()
+    known = set(reached)
+    out: set[MemoryRegion] = set()
     for top in reached:
-        if top.container is not None and id(top.container) in ids:
+        if top.container is not None and top.container in known:
             continue  # walked from its own top
         above: dict[str, list[MemoryRegion]] = {}
         stack: list[tuple[MemoryRegion, bool]] = [(top, False)]
@@ -431,7 +431,7 @@ def _with_namesakes(machine: Machine) -> set[int]:
                 same.pop()
                 continue
             if same:
-                out.add(id(same[-1]))
+                out.add(same[-1])
             same.append(mr)
             stack.append((mr, True))
             stack.extend((kid, False) for kid in reversed(mr.subregions))
@@ -439,11 +439,11 @@ def _with_namesakes(machine: Machine) -> set[int]:
 
 
 def _infer_kind_and_size(
-    pairs: list[tuple[FlatView, _QemuView]], decided: list[Fact], namesakes: set[int]
+    pairs: list[tuple[FlatView, _QemuView]], decided: list[Fact], namesakes: set[MemoryRegion]
 ) -> bool:
-    seen_as_itself: dict[int, str] = {}
-    absent: dict[int, str] = {}
-    regions: dict[int, MemoryRegion] = {}
+    seen_as_itself: dict[MemoryRegion, str] = {}
+    absent: dict[MemoryRegion, str] = {}
+    regions: dict[MemoryRegion, None] = {}  # an ordered set
     for view, qv in pairs:
         if view.root is None:
             continue
@@ -453,38 +453,38 @@ def _infer_kind_and_size(
                 continue
             if mr.kind not in (RegionKind.IO, RegionKind.CONTAINER):
                 continue
-            regions[id(mr)] = mr
-            ambiguous = id(mr) in namesakes
+            regions[mr] = None
+            ambiguous = mr in namesakes
             for h in qv.overlapping(cs, ce, mr.label):
                 # Identity is name and offset; a different priority is a difference to
                 # report, not evidence against the region.
                 if h.name == mr.label and h.offset == h.start - base and not ambiguous:
-                    seen_as_itself.setdefault(id(mr), _describe(h, qv))
+                    seen_as_itself.setdefault(mr, _describe(h, qv))
                     break
             else:
                 absent.setdefault(
-                    id(mr),
+                    mr,
                     f"QEMU shows no range of it in the FlatView of "
                     f"{qv.label} at {hex16(cs)}-{hex16(ce - 1)}",
                 )
     changed = False
-    for key, mr in regions.items():
-        if key in seen_as_itself:
+    for mr in regions:
+        if mr in seen_as_itself:
             if is_open(mr, "kind") and mr.kind is not RegionKind.IO:
                 mr.kind = RegionKind.IO
                 record_fact(
-                    mr, decided, Fact("G1", "kind", "i/o", Source.INFERRED, seen_as_itself[key])
+                    mr, decided, Fact("G1", "kind", "i/o", Source.INFERRED, seen_as_itself[mr])
                 )
                 changed = True
             continue
-        if key not in absent:
+        if mr not in absent:
             continue
         if is_open(mr, "size") and mr.size == 1 and mr.kind is RegionKind.IO:
             mr.size = 0
             record_fact(
                 mr,
                 decided,
-                Fact("G4", "size", "0x0", Source.INFERRED, "printed X-X and " + absent[key]),
+                Fact("G4", "size", "0x0", Source.INFERRED, "printed X-X and " + absent[mr]),
             )
             changed = True
         elif is_open(mr, "kind") and mr.kind is RegionKind.IO:
@@ -492,7 +492,7 @@ def _infer_kind_and_size(
             record_fact(
                 mr,
                 decided,
-                Fact("G1", "kind", "container", Source.INFERRED, "reachable, but " + absent[key]),
+                Fact("G1", "kind", "container", Source.INFERRED, "reachable, but " + absent[mr]),
             )
             changed = True
     # Aliases printed X-X whose one byte QEMU fills with something else: size 0.
@@ -535,9 +535,9 @@ def _parts(r: FlatRange) -> list[tuple[int, int, Visit | None]]:
 
 
 def _infer_alias_readonly(pairs: list[tuple[FlatView, _QemuView]], decided: list[Fact]) -> bool:
-    votes_ro: dict[int, str] = {}
-    writable: set[int] = set()
-    regions: dict[int, MemoryRegion] = {}
+    votes_ro: dict[MemoryRegion, str] = {}
+    writable: set[MemoryRegion] = set()
+    regions: dict[MemoryRegion, None] = {}  # an ordered set
     for view, qv in pairs:
         ours = view.ranges
         starts = [r.start for r in ours]
@@ -558,24 +558,24 @@ def _infer_alias_readonly(pairs: list[tuple[FlatView, _QemuView]], decided: list
                     if not open_aliases:
                         continue
                     if h.type_word != "rom":
-                        writable.update(id(m) for m in open_aliases)
+                        writable.update(open_aliases)
                         continue
                     if r.readonly:
                         continue
                     chosen = open_aliases[-1]
-                    regions[id(chosen)] = chosen
+                    regions[chosen] = None
                     why = _describe(h, qv) + f" where we render '{r.mr.label}' writable"
                     if len(open_aliases) > 1:
                         why += (
                             " (innermost of " + ", ".join(repr(m.label) for m in open_aliases) + ")"
                         )
-                    votes_ro.setdefault(id(chosen), why)
+                    votes_ro.setdefault(chosen, why)
     changed = False
-    for key, mr in regions.items():
-        if key in writable:
+    for mr in regions:
+        if mr in writable:
             continue
         mr.readonly = True
-        record_fact(mr, decided, Fact("G2", "readonly", "yes", Source.INFERRED, votes_ro[key]))
+        record_fact(mr, decided, Fact("G2", "readonly", "yes", Source.INFERRED, votes_ro[mr]))
         changed = True
     return changed
 
@@ -590,23 +590,21 @@ def close_cyclic_windows(machine: Machine) -> list[Fact]:
     QEMU's ``-f`` still judges the result.
     """
     # Tarjan's strongly connected components, iteratively (trees can be deep).
-    edges: dict[int, list[MemoryRegion]] = {}
-    nodes: dict[int, MemoryRegion] = {}
+    edges: dict[MemoryRegion, list[MemoryRegion]] = {}
     for mr in machine.regions():
-        nodes[id(mr)] = mr
         nxt = [c for c in mr.subregions if c.enabled]
         if mr.alias is not None:
             nxt.append(mr.alias)
-        edges[id(mr)] = nxt
-    index: dict[int, int] = {}
-    low: dict[int, int] = {}
-    on_stack: set[int] = set()
-    stack: list[int] = []
-    cyclic: set[int] = set()
-    for start in nodes:
+        edges[mr] = nxt
+    index: dict[MemoryRegion, int] = {}
+    low: dict[MemoryRegion, int] = {}
+    on_stack: set[MemoryRegion] = set()
+    stack: list[MemoryRegion] = []
+    cyclic: set[MemoryRegion] = set()
+    for start in edges:
         if start in index:
             continue
-        work: list[tuple[int, int]] = [(start, 0)]
+        work: list[tuple[MemoryRegion, int]] = [(start, 0)]
         while work:
             v, i = work.pop()
             if i == 0:
@@ -616,7 +614,7 @@ def close_cyclic_windows(machine: Machine) -> list[Fact]:
             succ = edges.get(v, [])
             if i < len(succ):
                 work.append((v, i + 1))
-                w = id(succ[i])
+                w = succ[i]
                 if w not in index:
                     work.append((w, 0))
                 elif w in on_stack:
@@ -631,13 +629,15 @@ def close_cyclic_windows(machine: Machine) -> list[Fact]:
                     w = stack.pop()
                     on_stack.discard(w)
                     comp.append(w)
-                    if w == v:
+                    if w is v:
                         break
-                if len(comp) > 1 or any(s is nodes[v] for s in edges.get(v, [])):
+                if len(comp) > 1 or any(s is v for s in edges.get(v, [])):
                     cyclic.update(comp)
     decided: list[Fact] = []
-    for key in cyclic:
-        mr = nodes[key]
+    # In the machine's region order (a set's order would depend on addresses).
+    for mr in edges:
+        if mr not in cyclic:
+            continue
         f = mr.fact("size")
         if mr.alias is None or f is None or f.gap != "G4" or not is_open(mr, "size"):
             continue

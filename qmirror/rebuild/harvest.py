@@ -95,9 +95,9 @@ def observe(machine: Machine, qemu: FlatDocument) -> list[Observation]:
     out: list[Observation] = []
     namesakes = _with_namesakes(machine)
     pairs = [(v, _QemuView(b)) for v, b in pair_views(render_machine(machine), qemu)]
-    seen: dict[int, str] = {}
-    absent: dict[int, str] = {}
-    regions: dict[int, MemoryRegion] = {}
+    seen: dict[MemoryRegion, str] = {}
+    absent: dict[MemoryRegion, str] = {}
+    regions: dict[MemoryRegion, None] = {}  # an ordered set
     for view, qv in pairs:
         if view.root is None:
             continue
@@ -105,35 +105,35 @@ def observe(machine: Machine, qemu: FlatDocument) -> list[Observation]:
             mr = visit.mr
             if (
                 mr.alias is not None
-                or id(mr) in namesakes
+                or mr in namesakes
                 or mr.kind not in (RegionKind.IO, RegionKind.CONTAINER)
             ):
                 continue
             if not (_open(mr, "kind") or _open(mr, "size")):
                 continue
-            regions[id(mr)] = mr
+            regions[mr] = None
             for h in qv.overlapping(cs, ce, mr.label):
                 if h.name == mr.label and h.offset == h.start - base:
-                    seen.setdefault(id(mr), f"range {h.start:#x}-{h.end:#x} in {qv.label}")
+                    seen.setdefault(mr, f"range {h.start:#x}-{h.end:#x} in {qv.label}")
                     break
             else:
                 hole = _gap(qv, cs, ce)
                 if hole is not None:
                     absent.setdefault(
-                        id(mr),
+                        mr,
                         f"no range of it at {cs:#x}-{ce - 1:#x} in "
                         f"{qv.label}, and none at all at {hole:#x}",
                     )
-    for key, mr in regions.items():
+    for mr in regions:
         f = mr.fact("size")
-        if key in seen:
+        if mr in seen:
             if _open(mr, "kind"):
-                out.append(Observation(mr, "kind", "i/o", seen[key]))
+                out.append(Observation(mr, "kind", "i/o", seen[mr]))
             if f is not None and f.gap == "G4" and _open(mr, "size"):
-                out.append(Observation(mr, "size", "1", seen[key]))
-        elif key in absent:
+                out.append(Observation(mr, "size", "1", seen[mr]))
+        elif mr in absent:
             if _open(mr, "kind") and mr.size > 0:
-                out.append(Observation(mr, "kind", "container", absent[key]))
+                out.append(Observation(mr, "kind", "container", absent[mr]))
             if f is not None and f.gap == "G4" and f.source is Source.INFERRED and mr.size == 0:
                 out.append(Observation(mr, "size", "0", f.detail))
     out += _observe_empty_roots(machine, qemu)
@@ -159,7 +159,7 @@ def _observe_empty_roots(machine: Machine, qemu: FlatDocument) -> list[Observati
     for b in qemu.views:
         if b.root is None:
             empty.update((a.name, a.root, a.alias) for a in b.address_spaces)
-    out: dict[int, Observation] = {}
+    out: dict[MemoryRegion, Observation] = {}
     for a in machine.address_spaces:
         if a.root is None:
             continue
@@ -174,7 +174,7 @@ def _observe_empty_roots(machine: Machine, qemu: FlatDocument) -> list[Observati
             and mr.kind in (RegionKind.IO, RegionKind.CONTAINER)
             and not any(c.enabled for c in mr.subregions)
         ):
-            out[id(mr)] = Observation(
+            out[mr] = Observation(
                 mr, "kind", "container", f'QEMU gives address space "{a.name}" the empty FlatView'
             )
     return list(out.values())
@@ -198,7 +198,7 @@ def _gap(qv: _QemuView, lo: int, hi: int) -> int | None:
 
 def _observe_readonly(pairs: list[tuple[FlatView, _QemuView]]) -> list[Observation]:
     """Aliases of writable RAM, the only alias on the way to a range QEMU shows."""
-    votes: dict[int, tuple[MemoryRegion, set[str], str]] = {}
+    votes: dict[MemoryRegion, tuple[set[str], str]] = {}
     for view, qv in pairs:
         index = {h.start: h for h in qv.ranges}
         for r in view.ranges:
@@ -223,17 +223,13 @@ def _observe_readonly(pairs: list[tuple[FlatView, _QemuView]]) -> list[Observati
                 mr = open_[0]
                 value = "yes" if h.type_word == "rom" else "no"
                 entry = votes.setdefault(
-                    id(mr),
-                    (
-                        mr,
-                        set(),
-                        f"QEMU shows '{h.name}' ({h.type_word}) at {h.start:#x} through it",
-                    ),
+                    mr,
+                    (set(), f"QEMU shows '{h.name}' ({h.type_word}) at {h.start:#x} through it"),
                 )
-                entry[1].add(value)
+                entry[0].add(value)
     return [
         Observation(mr, "readonly", next(iter(vals)), why)
-        for mr, vals, why in votes.values()
+        for mr, (vals, why) in votes.items()
         if len(vals) == 1
     ]
 
@@ -508,11 +504,11 @@ def _set(mr: MemoryRegion, attribute: str, value: str) -> None:
 
 
 def apply_harvest(
-    machine: Machine, table: HarvestTable, owner_types: Mapping[int, str] | None = None
+    machine: Machine, table: HarvestTable, owner_types: Mapping[MemoryRegion, str] | None = None
 ) -> list[tuple[MemoryRegion, HarvestedFact]]:
     """Fill what the text and the rules left open from ``table``.
 
-    :param owner_types: region id -> owner QOM type where known (live); otherwise a
+    :param owner_types: region -> owner QOM type where known (live); otherwise a
         region is matched by name pattern where every observed owner type agrees.
     :return: the (region, fact) pairs applied.
     """
@@ -536,8 +532,8 @@ def apply_harvest(
             if not _candidate(mr, attribute):
                 continue
             fact = None
-            if owner_types and id(mr) in owner_types:
-                fact = exact.get((owner_types[id(mr)], pattern, attribute))
+            if owner_types and mr in owner_types:
+                fact = exact.get((owner_types[mr], pattern, attribute))
             if fact is None:
                 key = (pattern, attribute, shape)
                 if key in best:

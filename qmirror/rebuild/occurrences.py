@@ -346,14 +346,14 @@ def unify(doc: TreeDocument, roots: list[Occ]) -> None:
     # Address-space roots are distinct regions among themselves (QEMU groups them by
     # identity), and so are memory-region blocks (queued by identity); but a block may
     # repeat a region that an AS root also is. So each kind claims candidates apart.
-    used_by_roots: set[int] = set()
-    used_by_blocks: set[int] = set()
+    used_by_roots: set[Occ] = set()
+    used_by_blocks: set[Occ] = set()
 
-    def nested_match(root: Occ, used: set[int]) -> Occ | None:
+    def nested_match(root: Occ, used: set[Occ]) -> Occ | None:
         for cand in candidates(root):
             parent = cand.parent
             assert parent is not None
-            if cand.block == root.block or id(cand.find()) in used:
+            if cand.block == root.block or cand.find() in used:
                 continue
             if parent.line is not None and (cand.start - parent.start) & MASK64 != root.start:
                 continue
@@ -391,7 +391,7 @@ def unify(doc: TreeDocument, roots: list[Occ]) -> None:
     for root in group_roots:
         found = nested_match(root, used_by_roots)
         if found is not None:
-            used_by_roots.add(id(found.find()))
+            used_by_roots.add(found.find())
             _union(root, found)
     # A candidate serves one block at most (AMD-Vi has one identical `amdvi_root` per
     # device, each its own block).
@@ -406,12 +406,12 @@ def unify(doc: TreeDocument, roots: list[Occ]) -> None:
             (
                 g
                 for g in roots_by_place.get((root.line.name, root.start, shape(root)), ())
-                if id(g.find()) not in used_by_blocks
+                if g.find() not in used_by_blocks
             ),
             None,
         )
         if match is None:
             match = nested_match(root, used_by_blocks)
         if match is not None:
-            used_by_blocks.add(id(match.find()))
+            used_by_blocks.add(match.find())
             _union(root, match)

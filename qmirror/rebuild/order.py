@@ -81,14 +81,16 @@ class _OrderTrials:
     where nothing changes, so the ranges merged across its ends are whole too.
     """
 
-    def __init__(self, views: list[FlatView], qemu: FlatDocument, parents: set[int]) -> None:
+    def __init__(
+        self, views: list[FlatView], qemu: FlatDocument, parents: set[MemoryRegion]
+    ) -> None:
         self.views: list[tuple[FlatView, dict[int, FlatRangeLine], list[int]]] = []
         #: QEMU's range starts of each view, in order (what bounds a trial's gain).
         self.qemu_starts: list[list[int]] = []
         #: For each parent of a candidate pair: (view number, clip start, clip end,
         #: base) of every place the walk reaches it.
-        self.places: dict[int, list[tuple[int, int, int, int]]] = {}
-        self.regions: set[int] = set()
+        self.places: dict[MemoryRegion, list[tuple[int, int, int, int]]] = {}
+        self.regions: set[MemoryRegion] = set()
         self.names: set[str] = set()
         #: The trials re-render small stretches of a machine that only swaps change.
         self.index = ChildIndex()
@@ -105,7 +107,7 @@ class _OrderTrials:
                 ):
                     ours.add(r.start)
                 elif r.via is not None:
-                    self.regions.update(id(m) for m in r.via.path())
+                    self.regions.update(r.via.path())
             self.names.update(h.name for h in b.ranges if h.start not in ours)
             number = len(self.views)
             self.views.append((v, index, [r.start for r in v.ranges]))
@@ -113,8 +115,8 @@ class _OrderTrials:
             if v.root is None:
                 continue
             for visit, cs, ce, base in walk_visits(v.root):
-                if id(visit.mr) in parents:
-                    self.places.setdefault(id(visit.mr), []).append((number, cs, ce, base))
+                if visit.mr in parents:
+                    self.places.setdefault(visit.mr, []).append((number, cs, ce, base))
 
     def _widened(self, number: int, lo: int, hi: int) -> tuple[int, int]:
         """``[lo, hi)`` grown to the first render's ranges across its ends."""
@@ -140,7 +142,7 @@ class _OrderTrials:
         cannot be positive. ``between``: the siblings between the two in the list."""
         stretches: dict[int, list[tuple[int, int]]] = {}
         spans = _reordered(first, second, between)
-        for number, cs, ce, base in self.places.get(id(parent), ()):
+        for number, cs, ce, base in self.places.get(parent, ()):
             for span_lo, span_hi in spans:
                 lo, hi = max(cs, base + span_lo), min(ce, base + span_hi)
                 if lo < hi:
@@ -261,6 +263,7 @@ def infer_order(
     unmatched lines) are tried first, at most :data:`MAX_ORDER_TRIALS` of them.
     """
     pairs: list[tuple[MemoryRegion, MemoryRegion]] = []
+    parents: set[MemoryRegion] = set()
     for mr in machine.regions():
         parent = mr.container
         if parent is None or not is_open(mr, "order"):
@@ -280,11 +283,12 @@ def infer_order(
         )
         if rival is not None:
             pairs.append((mr, rival))
+            parents.add(parent)
     if not pairs:
         return False
-    trials = _OrderTrials(views, qemu, {id(mr.container) for mr, _ in pairs})
+    trials = _OrderTrials(views, qemu, parents)
     regions, names = trials.regions, trials.names
-    pairs.sort(key=lambda p: not any(id(m) in regions or m.label in names for m in p))
+    pairs.sort(key=lambda p: not any(m in regions or m.label in names for m in p))
     for mr, rival in pairs[:MAX_ORDER_TRIALS]:
         parent = rival.container
         assert parent is not None

@@ -90,7 +90,7 @@ class _Replay:
         self.queued_by_name: dict[str, list[int]] = {}
         self.queued_by_owner: dict[tuple[str, object], list[int]] = {}
         self.queue_pos: dict[int, int] = {}
-        self.seen: set[int] = set()  # ids of rep occurrences already walked
+        self.seen: set[Occ] = set()  # rep occurrences already walked
         self.pos = 0  # walk position
         self.last_enqueue = -1
         self.last_fresh: tuple[Occ, int] | None = None
@@ -124,8 +124,8 @@ class _Replay:
     def _walk(self, root: Occ) -> None:
         for occ in root.walk():
             rep = occ.find()
-            fresh = id(rep) not in self.seen
-            self.seen.add(id(rep))
+            fresh = rep not in self.seen
+            self.seen.add(rep)
             self.pos += 1
             if (
                 occ.line is not None

@@ -133,6 +133,8 @@ class MemorySystem:
         #: Per address space (by identity): its current FlatView and ioeventfds.
         self._current: dict[AddressSpace, FlatView] = {}
         self._ioeventfds: dict[AddressSpace, list[IOEventFD]] = {}
+        # Keyed by id(): a listener is a user subclass that may define __eq__ (and so be
+        # unhashable); self.listeners keeps it alive while registered, so ids stay unique.
         self._listening: dict[int, AddressSpace | None] = {}
         self._vga_logging: dict[MemoryRegion, int] = {}
 

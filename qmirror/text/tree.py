@@ -296,14 +296,14 @@ def print_tree(
     out: list[str] = []
     blocks: list[tuple[MemoryRegion | None, list[AddressSpace]]]
     if dialect.grouped:
-        groups: dict[int, tuple[MemoryRegion | None, list[AddressSpace]]] = {}
+        groups: dict[MemoryRegion | None, list[AddressSpace]] = {}
         for a in machine.address_spaces:
-            groups.setdefault(id(a.root), (a.root, []))[1].append(a)
+            groups.setdefault(a.root, []).append(a)
         keys = list(groups)
         if machine.tree_order is not None:
-            order = [id(r) for r in machine.tree_order]
+            order = machine.tree_order
             keys = [k for k in order if k in groups] + [k for k in groups if k not in order]
-        blocks = [(groups[k][0], _header_order(groups[k][1])) for k in keys]
+        blocks = [(k, _header_order(groups[k])) for k in keys]
     else:
         blocks = [(a.root, [a]) for a in machine.address_spaces]
     queue: list[MemoryRegion] = []
@@ -379,7 +379,7 @@ class _Printer:
     ) -> None:
         self.out = out
         self.queue = queue
-        self.queued: set[int] = set()
+        self.queued: set[MemoryRegion] = set()
         self.owners = owners
         self.dialect = dialect
         # Which disabled regions print: always (2.4–5.0), with -D (5.1+), never (1.3–2.3).
@@ -387,8 +387,8 @@ class _Printer:
             dialect.disabled == "hidden" and disabled
         )
         self.pending_markers = 0
-        #: Type words of aliases already printed, by id (see type_field).
-        self.alias_words: dict[int, str] = {}
+        #: Type words of aliases already printed (see type_field).
+        self.alias_words: dict[MemoryRegion, str] = {}
 
     def end_block(self) -> None:
         """The blank line after a block; a hidden region's overflow marker sticks to it."""
@@ -410,17 +410,17 @@ class _Printer:
         # chain of n aliases costs O(n) to print, not O(n^2).
         words = self.alias_words
         chain: list[MemoryRegion] = []
-        on_chain: set[int] = set()
+        on_chain: set[MemoryRegion] = set()
         m: MemoryRegion = mr
-        while m.alias is not None and id(m) not in words:
-            if id(m) in on_chain:
+        while m.alias is not None and m not in words:
+            if m in on_chain:
                 raise ModelError(f"alias loop through {m.label!r}")
-            on_chain.add(id(m))
+            on_chain.add(m)
             chain.append(m)
             m = m.alias
-        word = words[id(m)] if m.alias is not None else m.type_word(container_word=d.container_word)
+        word = words[m] if m.alias is not None else m.type_word(container_word=d.container_word)
         for c in chain:
-            words[id(c)] = word
+            words[c] = word
         return word
 
     def print_region(self, root: MemoryRegion) -> None:
@@ -439,8 +439,8 @@ class _Printer:
             end = (start + last(mr.size)) & MASK64
             markers = 1 if (start < base or end < start) else 0
             markers += mr.hidden_overflow_markers
-            if mr.alias is not None and id(mr.alias) not in self.queued:
-                self.queued.add(id(mr.alias))
+            if mr.alias is not None and mr.alias not in self.queued:
+                self.queued.add(mr.alias)
                 self.queue.append(mr.alias)
             if mr.synthetic and self.show_disabled:
                 raise ModelError(
