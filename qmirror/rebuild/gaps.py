@@ -115,16 +115,23 @@ def apply_rules(machine: Machine, rules: Iterable[Rule] = RULES) -> list[tuple[M
             by_name.setdefault(r.name, []).append(r)
     # Rules for any name (``name=""``) are identified by their condition alone.
     any_name = by_name.pop("", [])
-    # One regex for all name patterns: most regions match none of them.
+    # One regex for all name patterns: most regions match none of them. Names repeat
+    # (one per device of a kind), so which patterns a name matches is found once.
     any_pattern = re.compile("|".join(f"(?:{r.name})" for r in patterns)) if patterns else None
+    by_pattern: dict[str, list[Rule]] = {}
     for mr in list(machine.regions()):
-        if mr.name is None:
+        name = mr.name
+        if name is None:
             continue
-        candidates = by_name.get(mr.name, []) + any_name
-        if any_pattern is not None and any_pattern.fullmatch(mr.name):
-            candidates = candidates + patterns
+        matched = by_pattern.get(name)
+        if matched is None:
+            hit = any_pattern is not None and any_pattern.fullmatch(name) is not None
+            matched = [r for r in patterns if re.fullmatch(r.name, name)] if hit else []
+            by_pattern[name] = matched
+        candidates = by_name.get(name, []) + any_name + matched
         for rule in candidates:
-            if not rule.matches(mr) or not _open_to(mr, rule):
+            # The name matches by construction: only the rule's condition is left.
+            if (rule.when is not None and not rule.when(mr)) or not _open_to(mr, rule):
                 continue
             # A callable value is worked out per region (e.g. which sibling is newer).
             value = rule.value(mr) if callable(rule.value) else rule.value
