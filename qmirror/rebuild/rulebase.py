@@ -6,7 +6,6 @@ The tables live in :mod:`qmirror.rebuild.rules` (x86 and the first boards) and
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,16 +45,6 @@ class Rule:
     versions: str
     pattern: bool = False
     when: Callable[[MemoryRegion], bool] | None = None
-
-    def matches(self, mr: MemoryRegion) -> bool:
-        if mr.name is None:
-            return False
-        if self.pattern:
-            if re.fullmatch(self.name, mr.name) is None:
-                return False
-        elif self.name and mr.name != self.name:
-            return False
-        return self.when is None or self.when(mr)
 
 
 def shown_children(mr: MemoryRegion) -> list[MemoryRegion]:
