@@ -77,7 +77,15 @@ class Running:
         return fin.code, fin.out, fin.err
 
 
+def _default_stop_signals() -> None:
+    # Whoever started the tests may have left SIGHUP or SIGTERM ignored (`nohup`), and an
+    # ignored signal stays ignored across exec: qmirror then rightly leaves it so.
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def _ignore_sigint() -> None:
+    _default_stop_signals()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -105,7 +113,7 @@ async def qmirror_launch(
         "-name",
         marker,
         jsonl=False,
-        preexec_fn=_ignore_sigint if sigint_ignored else None,
+        preexec_fn=_ignore_sigint if sigint_ignored else _default_stop_signals,
         also_kill=lambda: pids_with(marker),
     ) as qmirror:
         yield Running(qmirror, marker)
