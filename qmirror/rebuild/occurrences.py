@@ -8,7 +8,6 @@ quirks); :mod:`qmirror.rebuild.replay` binds aliases to blocks over these occurr
 from __future__ import annotations
 
 from qmirror.core.model import MASK64, MemoryRegion
-from qmirror.errors import ParseError
 from qmirror.text.document import TreeBlock
 from qmirror.text.grammar import TreeLine
 from qmirror.text.tree import TreeDocument
@@ -83,8 +82,9 @@ def size_of(line: TreeLine) -> int:
     return ((line.end - line.start) & MASK64) + 1
 
 
-def build_block(block: TreeBlock, bi: int) -> Occ:
-    """Turn a block's lines into an occurrence tree, standing in for hidden ancestors."""
+def build_block(doc: TreeDocument, bi: int) -> Occ:
+    """Turn block ``bi``'s lines into an occurrence tree, standing in for hidden ancestors."""
+    block = doc.blocks[bi]
     root: Occ | None = None
     stack: list[Occ] = []
     hidden_any = False
@@ -100,9 +100,9 @@ def build_block(block: TreeBlock, bi: int) -> Occ:
             stack = [root]
             hidden_any = True
         elif line.level == 1:
-            raise ParseError(
+            raise doc.error(
                 "a second level-1 line in one block: a block prints one region",
-                line=line.lineno,
+                line.lineno,
                 column=3,
             )
         del stack[line.level - 1 :]
@@ -267,7 +267,7 @@ def _union(dup: Occ, rep: Occ) -> None:
         d.rep = r.find()
 
 
-def attribute_overflow(block: TreeBlock, root: Occ) -> None:
+def attribute_overflow(doc: TreeDocument, block: TreeBlock, root: Occ) -> None:
     """Markers a line carries beyond its own were printed by hidden regions before it."""
     for occ in root.walk():
         line = occ.line
@@ -278,18 +278,15 @@ def attribute_overflow(block: TreeBlock, root: Occ) -> None:
         own = 1 if (line.start < base or line.end < line.start) else 0
         extra = line.overflow - own
         if extra < 0:
-            raise ParseError(
-                "missing '[DETECTED OVERFLOW!] ': QEMU marks a range that wraps",
-                line=line.lineno,
-                column=1,
+            raise doc.error(
+                "missing '[DETECTED OVERFLOW!] ': QEMU marks a range that wraps", line.lineno
             )
         if extra:
             if parent is None:
-                raise ParseError(
+                raise doc.error(
                     "overflow marker before a block's first line: no hidden "
                     "region can have printed it",
-                    line=line.lineno,
-                    column=1,
+                    line.lineno,
                 )
             insert_hidden(parent, parent.children.index(occ), occ, markers=extra)
     if block.closing_overflow:

@@ -11,7 +11,6 @@ from bisect import bisect_right, insort
 from itertools import accumulate
 
 from qmirror.core.model import MASK64, Ownership
-from qmirror.errors import ParseError
 from qmirror.rebuild.occurrences import Occ, insert_hidden, subtree_lines
 from qmirror.text.grammar import TreeLine
 from qmirror.text.tree import TreeDocument
@@ -396,11 +395,10 @@ class _Replay:
         for k in range(len(self.queue), upto):
             bi = self.region_blocks[k]
             if doc.shows_disabled or doc.dialect.disabled == "shown":
-                raise ParseError(
+                raise doc.error(
                     f"'memory-region: {self._name(bi)}' is not the target of any alias "
                     "printed before it, although this text shows disabled regions",
-                    line=doc.blocks[bi].header_lineno,
-                    column=1,
+                    doc.blocks[bi].header_lineno,
                 )
             if before is not None and before.parent is not None:
                 parent = before.parent.find()
@@ -418,11 +416,10 @@ class _Replay:
                     stand_in = insert_hidden(anchor, len(anchor.children), None, target_block=bi)
                 self.last_fresh = (stand_in, self.pos)
             else:
-                raise ParseError(
+                raise doc.error(
                     f"'memory-region: {self._name(bi)}' comes earlier than any printing of "
                     "this tree could queue it",
-                    line=doc.blocks[bi].header_lineno,
-                    column=1,
+                    doc.blocks[bi].header_lineno,
                 )
             self._link(stand_in, bi)
             self._claim(bi)

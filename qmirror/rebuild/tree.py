@@ -48,19 +48,16 @@ def build_machine(doc: TreeDocument) -> Machine:
     """
     try:
         with gc_paused():
-            roots = [build_block(b, i) for i, b in enumerate(doc.blocks)]
+            roots = [build_block(doc, i) for i in range(len(doc.blocks))]
             for block, root in zip(doc.blocks, roots, strict=True):
-                attribute_overflow(block, root)
+                attribute_overflow(doc, block, root)
             unify(doc, roots)
             resolve_aliases(doc, roots)
             machine = _make_machine(doc, roots)
             _release(roots)
             return machine
     except ParseError as err:
-        if err.filename is None:
-            err.filename = doc.filename
-        if not err.source_line and 0 < err.line <= len(doc.lines):
-            err.source_line = doc.lines[err.line - 1]
+        # Built by doc.error where it arose; a paste's numbers still name its own lines.
         if doc.origin is not None:
             raise remap_error(err, doc.origin, None) from None
         raise

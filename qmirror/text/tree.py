@@ -96,10 +96,14 @@ class TreeDocument:
             names += [n for n in b.names if n not in names]
         return names, anywhere
 
-    def error(self, reason: str, lineno: int, find: str | None = None) -> ParseError:
-        """A ParseError at ``lineno``, at the column where ``find`` occurs (else 1)."""
+    def error(
+        self, reason: str, lineno: int, find: str | None = None, *, column: int | None = None
+    ) -> ParseError:
+        """A ParseError at ``lineno``, at ``column`` if given, else where ``find`` occurs
+        (else 1)."""
         source = self.lines[lineno - 1] if 0 < lineno <= len(self.lines) else ""
-        column = source.rfind(find) + 1 if find and find in source else 1
+        if column is None:
+            column = source.rfind(find) + 1 if find and find in source else 1
         return ParseError(
             reason, line=lineno, column=column, source_line=source, filename=self.filename
         )
