@@ -260,10 +260,10 @@ def infer_iommus(views: list[FlatView], qemu: FlatDocument) -> list[Fact]:
     return decided
 
 
-def require_dispatch(qemu: FlatDocument) -> None:
+def require_dispatch(qemu: FlatDocument, filename: str | None = None) -> None:
     """Refuse to compare dispatch dumps when QEMU's text has none.
 
-    :raise ParseError: at the line where QEMU's first dump should begin.
+    :raise ParseError: at the line where QEMU's first dump should begin (in ``filename``).
     """
     for b in qemu.views:
         if b.root is not None and b.ranges and b.dispatch_dump is None:
@@ -272,6 +272,7 @@ def require_dispatch(qemu: FlatDocument) -> None:
                 "dispatch needs the output of `info mtree -f -d`",
                 line=b.ranges[-1].lineno + 1,
                 column=1,
+                filename=filename,
             )
 
 
@@ -379,11 +380,7 @@ def run(
             )
         else:
             if comparing:
-                try:
-                    require_dispatch(qemu)
-                except ParseError as err:
-                    err.filename = flat_name
-                    raise
+                require_dispatch(qemu, flat_name)
             pages = decide_page_bits(qemu, o.page_bits)
     inferred: list[Fact] = []
     if not o.strict and qemu is not None and not loaded.document.dialect.grouped:
