@@ -138,10 +138,9 @@ def _read_paste(text: str) -> Paste:
                 )
             )
         sections = old + sections
+        lines = text.split("\n")  # once: a paste can be megabytes long
         source_ranges += sum(
-            1
-            for t in old_tokens
-            if t.kind == REGION and text.split("\n")[t.line - 1].startswith("-")
+            1 for t in old_tokens if t.kind == REGION and lines[t.line - 1].startswith("-")
         )
     repairs.sort(key=lambda r: r.line)
     return Paste(sections, repairs, eol, source_ranges)
