@@ -36,19 +36,20 @@ from qmirror.text.grammar import FlatRangeLine
 MAX_ORDER_TRIALS = 64
 
 
-def _matches(ranges: Iterable[FlatRange], index: dict[int, FlatRangeLine]) -> int:
-    """How many of our ``ranges`` QEMU shows as they are (start, end, name, offset)."""
-    n = 0
-    for r in ranges:
-        h = index.get(r.start)
-        if (
-            h is not None
-            and h.end == r.start + r.size - 1
-            and h.name == r.mr.label
-            and h.offset == r.offset_in_region
-        ):
-            n += 1
-    return n
+def _shown(r: FlatRange | _Piece, index: dict[int, FlatRangeLine]) -> bool:
+    """Whether QEMU shows our range ``r`` as it is (start, end, name, offset)."""
+    h = index.get(r.start)
+    return (
+        h is not None
+        and h.end == r.start + r.size - 1
+        and h.name == r.mr.label
+        and h.offset == r.offset_in_region
+    )
+
+
+def _matches(ranges: Iterable[FlatRange | _Piece], index: dict[int, FlatRangeLine]) -> int:
+    """How many of our ``ranges`` QEMU shows as they are."""
+    return sum(1 for r in ranges if _shown(r, index))
 
 
 def _reordered(
@@ -98,13 +99,7 @@ class _OrderTrials:
             index = {h.start: h for h in b.ranges}
             ours = set()
             for r in v.ranges:
-                h = index.get(r.start)
-                if (
-                    h is not None
-                    and h.end == r.start + r.size - 1
-                    and h.name == r.mr.label
-                    and h.offset == r.offset_in_region
-                ):
+                if _shown(r, index):
                     ours.add(r.start)
                 elif r.via is not None:
                     self.regions.update(r.via.path())
@@ -205,7 +200,7 @@ class _OrderTrials:
                 if (
                     p.start + p.size == start
                     and p.mr is mr
-                    and p.offset + p.size == offset
+                    and p.offset_in_region + p.size == offset
                     and p.readonly == ro
                     and p.nonvolatile == nv
                 ):
@@ -229,29 +224,19 @@ class _OrderTrials:
                 add(r.start, r.size, r.mr, r.offset_in_region, r.readonly, r.nonvolatile)
             pos = b
         unchanged(pos, hi)
-        n = 0
-        for p in pieces:
-            h = index.get(p.start)
-            if (
-                h is not None
-                and h.end == p.start + p.size - 1
-                and h.name == p.mr.label
-                and h.offset == p.offset
-            ):
-                n += 1
-        return n
+        return _matches(pieces, index)
 
 
 class _Piece:
     """A range of a FlatView pieced together from two renders (see _matches_after)."""
 
-    __slots__ = ("mr", "nonvolatile", "offset", "readonly", "size", "start")
+    __slots__ = ("mr", "nonvolatile", "offset_in_region", "readonly", "size", "start")
 
     def __init__(
         self, start: int, size: int, mr: MemoryRegion, offset: int, ro: bool, nv: bool
     ) -> None:
         self.start, self.size, self.mr = start, size, mr
-        self.offset, self.readonly, self.nonvolatile = offset, ro, nv
+        self.offset_in_region, self.readonly, self.nonvolatile = offset, ro, nv
 
 
 def infer_order(
