@@ -25,7 +25,7 @@ from qmirror.text import dialect as dialects
 from qmirror.text.dialect import Dialect
 from qmirror.text.dispatch import DispatchDump, format_dispatch
 from qmirror.text.document import FlatViewBlock, read_flat
-from qmirror.text.forgiving import PASTE_LIMIT, pick_text
+from qmirror.text.forgiving import PASTE_LIMIT, read_picked
 from qmirror.text.grammar import (
     FLAT_AS_HEADER,
     FLATVIEW_HEADER,
@@ -119,13 +119,13 @@ def forgiving_flat(
     :param error: what the strict reading said, raised if the forgiving one fails too.
     :raise ParseError: no flat text in the paste, or one that still does not parse.
     """
-    sec, fixed = pick_text(text, "flat", filename=filename, error=error)
-    try:
-        doc = parse_flat(fixed.text, filename=filename, dialect=dialect)
-    except ParseError as err:
-        if error is not None:
-            raise error from None
-        raise remap_error(err, fixed, text) from None
+    sec, fixed, doc = read_picked(
+        text,
+        "flat",
+        lambda t: parse_flat(t, filename=filename, dialect=dialect),
+        filename=filename,
+        error=error,
+    )
     doc.repairs = fixed.repairs
     doc.paste = sec
     return doc

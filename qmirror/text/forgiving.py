@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from qmirror.errors import ParseError
 from qmirror.text.grammar import (
@@ -63,7 +65,10 @@ from qmirror.text.pastelines import (
     tokenize,
 )
 from qmirror.text.pastetree import Block, Elision, Section, TreeWriter, as_for_root
-from qmirror.text.repair import Repair, Repaired
+from qmirror.text.repair import Repair, Repaired, remap_error
+
+
+_Doc = TypeVar("_Doc")
 
 
 #: Pastes are small; past this many characters a text is read strictly only (intact
@@ -546,3 +551,24 @@ def pick_text(
             )
         )
     return sec, fixed
+
+
+def read_picked(
+    text: str,
+    kind: str,
+    parse: Callable[[str], _Doc],
+    *,
+    filename: str | None = None,
+    error: ParseError | None = None,
+) -> tuple[Section, Repaired, _Doc]:
+    """:func:`pick_text`, then ``parse`` on the rewritten text: a parse error is
+    given the paste's own line numbers (or, with ``error``, the strict reading's error
+    is raised instead: it is the more precise)."""
+    sec, fixed = pick_text(text, kind, filename=filename, error=error)
+    try:
+        doc = parse(fixed.text)
+    except ParseError as err:
+        if error is not None:
+            raise error from None
+        raise remap_error(err, fixed, text) from None
+    return sec, fixed, doc

@@ -21,7 +21,7 @@ from qmirror.errors import ModelError, ParseError
 from qmirror.text import dialect as dialects
 from qmirror.text.dialect import Detection, Dialect
 from qmirror.text.document import TreeBlock, read_tree
-from qmirror.text.forgiving import PASTE_LIMIT, pick_text
+from qmirror.text.forgiving import PASTE_LIMIT, read_picked
 from qmirror.text.grammar import (
     ACCESS_LETTERS,
     ALIASES_HEADER,
@@ -186,13 +186,13 @@ def forgiving_tree_document(
     :param error: what the strict reading said, raised if the forgiving one fails too.
     :raise ParseError: no tree text in the paste, or one that still does not parse.
     """
-    sec, fixed = pick_text(text, "tree", filename=filename, error=error)
-    try:
-        doc = parse_tree_document(fixed.text, filename=filename, dialect=dialect)
-    except ParseError as err:
-        if error is not None:
-            raise error from None
-        raise remap_error(err, fixed, text) from None
+    sec, fixed, doc = read_picked(
+        text,
+        "tree",
+        lambda t: parse_tree_document(t, filename=filename, dialect=dialect),
+        filename=filename,
+        error=error,
+    )
     doc.repairs = fixed.repairs
     doc.origin = fixed
     doc.paste = sec
